@@ -1,0 +1,139 @@
+//! Every failure of the FHIR surface, rendered as an `OperationOutcome`
+//! with the right status code. Internal details (database errors, panics)
+//! are logged here, once, with the request's ids from the enclosing span,
+//! and never sent to the client.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::FHIR_JSON;
+use crate::{
+    outcome::{Issue, IssueCode, operation_outcome},
+    referrals::IntakeError,
+    store::StoreError,
+    validation::Rejection,
+};
+
+/// A request that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum FhirError {
+    /// Malformed or structurally invalid (`400`).
+    #[error("bad request")]
+    BadRequest(Vec<Issue>),
+    /// Valid FHIR that Signpost cannot accept (`422`).
+    #[error("unprocessable")]
+    Unprocessable(Vec<Issue>),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("not found")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("precondition failed")]
+    PreconditionFailed(String),
+    /// Storage failed (`503`): the client may retry.
+    #[error("storage unavailable")]
+    Unavailable(#[source] StoreError),
+    /// A bug (`500`).
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<StoreError> for FhirError {
+    fn from(e: StoreError) -> Self {
+        FhirError::Unavailable(e)
+    }
+}
+
+impl From<IntakeError> for FhirError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Rejected(Rejection::Structure(issues)) => FhirError::BadRequest(issues),
+            IntakeError::Rejected(Rejection::Profile(issues)) => FhirError::Unprocessable(issues),
+            IntakeError::Ambiguous => FhirError::PreconditionFailed(
+                "If-None-Exist matched more than one referral".into(),
+            ),
+            IntakeError::Store(e) => FhirError::Unavailable(e),
+        }
+    }
+}
+
+impl FhirError {
+    fn status_and_issues(self) -> (StatusCode, Vec<Issue>) {
+        use FhirError::*;
+        match self {
+            BadRequest(issues) => (StatusCode::BAD_REQUEST, issues),
+            Unprocessable(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                vec![Issue::error(
+                    IssueCode::NotSupported,
+                    "send Content-Type: application/fhir+json (or application/json)",
+                )],
+            ),
+            PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                vec![Issue::error(
+                    IssueCode::TooLong,
+                    format!("the request body is larger than the limit of {limit} bytes"),
+                )],
+            ),
+            NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                vec![Issue::error(IssueCode::NotFound, what)],
+            ),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                vec![Issue::error(
+                    IssueCode::NotSupported,
+                    "this method is not supported here; see GET /fhir/metadata",
+                )],
+            ),
+            PreconditionFailed(what) => (
+                StatusCode::PRECONDITION_FAILED,
+                vec![Issue::error(IssueCode::Duplicate, what)],
+            ),
+            Unavailable(error) => {
+                tracing::error!(
+                    error.message = %error,
+                    error.cause_chain = ?error,
+                    "storage failed; answering 503"
+                );
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    vec![Issue::error(
+                        IssueCode::Transient,
+                        "storage is temporarily unavailable; nothing was stored, retry later",
+                    )],
+                )
+            }
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![Issue::error(IssueCode::Exception, "internal error")],
+            ),
+        }
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let unavailable = matches!(self, FhirError::Unavailable(_));
+        let (status, issues) = self.status_and_issues();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+            operation_outcome(&issues).to_string(),
+        )
+            .into_response();
+        if unavailable {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

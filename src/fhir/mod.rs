@@ -1,0 +1,143 @@
+//! The FHIR R4 REST surface under `/fhir`: thin handlers that parse, call
+//! the referral domain and render. JSON only: requests as
+//! `application/fhir+json` or `application/json`, answers as
+//! `application/fhir+json`; every failure is an `OperationOutcome`.
+
+mod error;
+mod metadata;
+mod request;
+mod service_request;
+mod task;
+mod transaction;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+pub use self::{
+    error::FhirError,
+    request::{FhirJson, X_CORRELATION_ID, X_REQUEST_ID, nesting_depth},
+};
+use crate::{config::Config, referrals::Referrals, store::ReferralRow};
+
+/// The media type of every answer.
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub referrals: Arc<Referrals>,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let fhir = Router::new()
+        .route("/", axum::routing::post(transaction::create))
+        .route("/metadata", get(metadata::capability_statement))
+        .route(
+            "/ServiceRequest",
+            get(service_request::search).post(service_request::create),
+        )
+        .route("/ServiceRequest/{id}", get(service_request::read))
+        .route(
+            "/ServiceRequest/{id}/_history/{version}",
+            get(service_request::vread),
+        )
+        .route("/Task", get(task::search))
+        .route("/Task/{id}", get(task::read));
+    Router::new()
+        .nest("/fhir", fhir)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(request::request_ids))
+        // Outermost: a panic in any handler becomes a bare 500
+        // OperationOutcome; the request id layer still sees and echoes it.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("handler panicked; answering 500");
+                FhirError::Internal.into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> FhirError {
+    FhirError::NotFound("no such endpoint; see GET /fhir/metadata".into())
+}
+
+async fn method_not_allowed() -> FhirError {
+    FhirError::MethodNotAllowed
+}
+
+/// The absolute base of this server's FHIR endpoint: `public_base_url` when
+/// configured, else from the request's `Host`.
+pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
+    match &config.public_base_url {
+        Some(base) => format!("{base}/fhir"),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or("localhost");
+            format!("http://{host}/fhir")
+        }
+    }
+}
+
+/// A `200`/`201` answer carrying a stored resource's JSON as is.
+pub fn resource_response(status: StatusCode, version_id: i64, json: String) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        json,
+    )
+        .into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version_id}\"")) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// A `searchset` Bundle of stored resources.
+pub fn searchset(base: &str, self_link: String, resource_type: &str, resources: Vec<(String, String)>) -> Response {
+    let entries: Vec<Value> = resources
+        .into_iter()
+        .map(|(id, json)| {
+            json!({
+                "fullUrl": format!("{base}/{resource_type}/{id}"),
+                "resource": serde_json::from_str::<Value>(&json).unwrap_or(Value::Null),
+                "search": { "mode": "match" }
+            })
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": "searchset",
+        "total": entries.len(),
+        "link": [{ "relation": "self", "url": self_link }],
+        "entry": entries,
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        bundle.to_string(),
+    )
+        .into_response()
+}
+
+/// `Location` of a referral's current version.
+pub fn referral_location(base: &str, referral: &ReferralRow) -> String {
+    format!(
+        "{base}/ServiceRequest/{}/_history/{}",
+        referral.id, referral.version_id
+    )
+}

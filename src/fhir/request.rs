@@ -1,0 +1,162 @@
+//! Request plumbing shared by every FHIR endpoint: the JSON body extractor
+//! (media type, size and nesting limits, parse errors as OperationOutcome)
+//! and the request/correlation id middleware.
+
+use std::time::Instant;
+
+use axum::{
+    body::Body,
+    extract::{FromRequest, MatchedPath, Request},
+    http::{HeaderMap, HeaderName, HeaderValue, header},
+    middleware::Next,
+    response::Response,
+};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::{AppState, FhirError};
+use crate::outcome::{Issue, IssueCode};
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// A FHIR JSON request body, checked and parsed.
+pub struct FhirJson(pub Value);
+
+impl FromRequest<AppState> for FhirJson {
+    type Rejection = FhirError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, FhirError> {
+        if !is_fhir_json(request.headers()) {
+            return Err(FhirError::UnsupportedMediaType);
+        }
+        let limit = state.config.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(FhirError::PayloadTooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| FhirError::PayloadTooLarge { limit })?;
+        let max_depth = state.config.max_json_depth;
+        if nesting_depth(&bytes) > max_depth {
+            return Err(bad_request(format!(
+                "JSON nested deeper than {max_depth} levels"
+            )));
+        }
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad_request(format!("malformed JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(bad_request("the body must be a JSON object (a FHIR resource)".into()));
+        }
+        Ok(FhirJson(value))
+    }
+}
+
+fn bad_request(text: String) -> FhirError {
+    FhirError::BadRequest(vec![Issue::error(IssueCode::Structure, text)])
+}
+
+/// `application/fhir+json` or `application/json`, with any parameters.
+fn is_fhir_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/fhir+json")
+        || essence.eq_ignore_ascii_case("application/json")
+}
+
+/// The deepest nesting of arrays and objects in a JSON text, found without
+/// parsing it (so that a hostile document cannot exhaust the parser's stack).
+/// Brackets inside strings are skipped.
+pub fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The client's id if it is sane (1–200 visible ASCII characters), else a
+/// new one. Ids go into logs, so nothing else is accepted.
+fn id_from(headers: &HeaderMap, name: &HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=200).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Accept or generate `X-Request-Id` and `X-Correlation-Id`, run the request
+/// in a span carrying them (so every log line of the request has them), echo
+/// both on the response, and log one line per request: route template,
+/// status and latency, never the URL's query or any body.
+pub async fn request_ids(request: Request<Body>, next: Next) -> Response {
+    let request_id = id_from(request.headers(), &X_REQUEST_ID);
+    let correlation_id = id_from(request.headers(), &X_CORRELATION_ID);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        request_id = %request_id,
+        correlation_id = %correlation_id,
+    );
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let headers = response.headers_mut();
+    for (name, value) in [(X_REQUEST_ID, &request_id), (X_CORRELATION_ID, &correlation_id)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        );
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert_eq!(nesting_depth(b"{}"), 1);
+        assert_eq!(nesting_depth(br#"{"a":[{"b":"[[[[{{"}]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a":"\"[[["}"#), 1);
+        assert_eq!(nesting_depth(b"1"), 0);
+    }
+}

@@ -1,0 +1,78 @@
+//! `POST /fhir` with a transaction Bundle: one referral with the Patient,
+//! PractitionerRole, Practitioner and Organization entries it references.
+//! The referral is stored as one ServiceRequest with those resources
+//! contained (see `referrals::canonical`), so the response says so for each
+//! entry that is not the ServiceRequest.
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{AppState, FHIR_JSON, FhirError, FhirJson, base_url, referral_location};
+
+/// Answer a transaction with a `transaction-response` Bundle.
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    FhirJson(body): FhirJson,
+) -> Result<Response, FhirError> {
+    let receipt = app.referrals.submit_transaction(&body).await?;
+    tracing::info!(
+        referral_id = %receipt.referral.id,
+        referrer_id = %receipt.referral.referrer_id,
+        created = receipt.created,
+        "referral accepted from a transaction"
+    );
+    let referral = &receipt.referral;
+    let location = referral_location(&base_url(&app.config, &headers), referral);
+    let entries: Vec<Value> = body["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| {
+            if entry.pointer("/resource/resourceType") == Some(&json!("ServiceRequest")) {
+                json!({ "response": {
+                    "status": if receipt.created { "201 Created" } else { "200 OK" },
+                    "location": location,
+                    "etag": format!("W/\"{}\"", referral.version_id),
+                    "lastModified": referral.last_updated,
+                }})
+            } else {
+                json!({ "response": {
+                    "status": "200 OK",
+                    "outcome": {
+                        "resourceType": "OperationOutcome",
+                        "issue": [{
+                            "severity": "information",
+                            "code": "informational",
+                            "diagnostics": format!(
+                                "kept as a contained resource of ServiceRequest/{}, not as a resource of its own",
+                                referral.id
+                            )
+                        }]
+                    }
+                }})
+            }
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": "transaction-response",
+        "entry": entries,
+    });
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        bundle.to_string(),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}

@@ -1,0 +1,16 @@
+//! Signpost: an interoperability gateway for social-prescribing referrals.
+//!
+//! Practice systems send FHIR R4 referrals; Signpost validates them, stores
+//! them durably and (in later layers) routes, maps and delivers them to
+//! community providers. See `ARCHITECTURE.md` in the design folder for the
+//! shape of the whole; each module below owns one responsibility.
+
+pub mod cli;
+pub mod config;
+pub mod fhir;
+pub mod outcome;
+pub mod referrals;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod validation;

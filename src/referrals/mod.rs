@@ -1,0 +1,291 @@
+//! The referral domain: accepting a referral (validate, attribute to its
+//! referrer, put into canonical form, store with its Task in one
+//! transaction, idempotently) and reading referrals and Tasks back.
+//! Nothing here knows about HTTP.
+
+pub mod canonical;
+pub mod task;
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::{
+    config::Config,
+    outcome::{Issue, IssueCode},
+    store::{NewIntake, Recorded, ReferralRow, Store, StoreError, TaskRow},
+    validation::{Referral, Rejection, Submission, Validator},
+};
+
+/// The referral service: configuration, schemas and storage.
+pub struct Referrals {
+    pub config: Arc<Config>,
+    pub validator: Arc<Validator>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Why an intake did not produce a referral.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("the submission was rejected")]
+    Rejected(Rejection),
+    /// `If-None-Exist` matched more than one referral.
+    #[error("the If-None-Exist criteria matched more than one referral")]
+    Ambiguous,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An accepted referral.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// `false` when this business identifier had already been accepted:
+    /// nothing new was stored.
+    pub created: bool,
+    pub referral: ReferralRow,
+}
+
+impl Referrals {
+    /// Accept a bare ServiceRequest. `if_none_exist` is the value of the
+    /// `If-None-Exist` header (`identifier=system|value`), if sent.
+    pub async fn submit_service_request(
+        &self,
+        body: &Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<Receipt, IntakeError> {
+        let criteria = if_none_exist.map(parse_if_none_exist).transpose()?;
+        let resource_type = body.get("resourceType").and_then(Value::as_str);
+        if resource_type != Some("ServiceRequest") {
+            return Err(structure(
+                "ServiceRequest.resourceType",
+                format!(
+                    "this endpoint takes a ServiceRequest, not {}; post a transaction Bundle to the base URL",
+                    resource_type.map_or("a document without resourceType".into(), |t| format!("a {t}"))
+                ),
+            ));
+        }
+        let referral = self.validate(Submission::ServiceRequest(body))?;
+        self.accept(referral, criteria).await
+    }
+
+    /// Accept a transaction Bundle holding one ServiceRequest and the
+    /// resources it references.
+    pub async fn submit_transaction(&self, body: &Value) -> Result<Receipt, IntakeError> {
+        let resource_type = body.get("resourceType").and_then(Value::as_str);
+        if resource_type != Some("Bundle") {
+            return Err(structure(
+                "Bundle.resourceType",
+                format!(
+                    "the base URL takes a transaction Bundle, not {}; post a bare ServiceRequest to /fhir/ServiceRequest",
+                    resource_type.map_or("a document without resourceType".into(), |t| format!("a {t}"))
+                ),
+            ));
+        }
+        let structural = self.validator.check_structure(body);
+        if !structural.is_empty() {
+            return Err(IntakeError::Rejected(Rejection::Structure(structural)));
+        }
+        let service_request = find_service_request_entry(body)?;
+        let referral = self.validate(Submission::Bundle {
+            bundle: body,
+            service_request,
+        })?;
+        self.accept(referral, None).await
+    }
+
+    fn validate<'a>(&self, submission: Submission<'a>) -> Result<Referral<'a>, IntakeError> {
+        self.validator
+            .check_referral(submission)
+            .map_err(IntakeError::Rejected)
+    }
+
+    async fn accept(
+        &self,
+        referral: Referral<'_>,
+        if_none_exist: Option<(Option<String>, String)>,
+    ) -> Result<Receipt, IntakeError> {
+        let Some(referrer) = self.config.referrer_for_ods(&referral.ods_code) else {
+            return Err(IntakeError::Rejected(Rejection::Profile(vec![
+                Issue::error(
+                    IssueCode::BusinessRule,
+                    format!(
+                        "the requesting organisation (ODS code {}) is not registered with this gateway as a referrer",
+                        referral.ods_code
+                    ),
+                )
+                .at(format!("{}.identifier", referral.organization.path)),
+            ])));
+        };
+
+        if let Some((system, value)) = if_none_exist {
+            let mut matches = self
+                .store
+                .referrals_by_identifier(system.as_deref(), &value)
+                .await?;
+            matches.retain(|r| r.referrer_id == referrer.id);
+            match matches.len() {
+                0 => {}
+                1 => {
+                    return Ok(Receipt {
+                        created: false,
+                        referral: matches.remove(0),
+                    });
+                }
+                _ => return Err(IntakeError::Ambiguous),
+            }
+        }
+
+        let referral_id = uuid::Uuid::now_v7().to_string();
+        let task_id = uuid::Uuid::now_v7().to_string();
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+
+        let mut resource = canonical::service_request(&referral);
+        resource["id"] = json!(referral_id);
+        let mut meta = resource
+            .get("meta")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        meta.insert("versionId".into(), json!("1"));
+        meta.insert("lastUpdated".into(), json!(now));
+        resource["meta"] = Value::Object(meta);
+
+        let task = task::new_task(&task::NewTask {
+            id: &task_id,
+            referral_id: &referral_id,
+            nhs_number: &referral.nhs_number,
+            requester_ods: &referral.ods_code,
+            owner: None,
+            now: &now,
+        });
+        let intake = NewIntake {
+            referral: ReferralRow {
+                id: referral_id.clone(),
+                referrer_id: referrer.id.clone(),
+                identifier_system: referral.identifier_system.clone(),
+                identifier_value: referral.identifier_value.clone(),
+                provider_id: None,
+                version_id: 1,
+                last_updated: now.clone(),
+                resource: resource.to_string(),
+            },
+            task: TaskRow {
+                id: task_id,
+                referral_id,
+                status: task::TaskStatus::Requested.as_str().into(),
+                version_id: 1,
+                last_updated: now,
+                resource: task.to_string(),
+            },
+            actor: format!("referrer:{}", referrer.id),
+        };
+        Ok(match self.store.record_intake(intake).await? {
+            Recorded::Created(referral) => Receipt {
+                created: true,
+                referral,
+            },
+            Recorded::Existing(referral) => Receipt {
+                created: false,
+                referral,
+            },
+        })
+    }
+
+    /// One referral by id.
+    pub async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError> {
+        self.store.referral(id).await
+    }
+
+    /// Referrals by business identifier (`system|value`, `|value` or `value`).
+    pub async fn search_by_identifier(&self, token: &str) -> Result<Vec<ReferralRow>, StoreError> {
+        let (system, value) = split_token(token);
+        self.store.referrals_by_identifier(system, value).await
+    }
+
+    /// One Task by id.
+    pub async fn task(&self, id: &str) -> Result<Option<TaskRow>, StoreError> {
+        self.store.task(id).await
+    }
+
+    /// The Tasks whose focus is the referral `ServiceRequest/{id}` (or `{id}`).
+    pub async fn tasks_for(&self, focus: &str) -> Result<Vec<TaskRow>, StoreError> {
+        let id = focus.strip_prefix("ServiceRequest/").unwrap_or(focus);
+        self.store.tasks_for_referral(id).await
+    }
+}
+
+/// A FHIR token search value: `system|value`, `|value` (no system) or `value`
+/// (any system). An empty system (`|value`) is treated as "any" too, since
+/// referrals always carry a system.
+fn split_token(token: &str) -> (Option<&str>, &str) {
+    match token.split_once('|') {
+        Some((system, value)) if !system.is_empty() => (Some(system), value),
+        Some((_, value)) => (None, value),
+        None => (None, token),
+    }
+}
+
+fn parse_if_none_exist(header: &str) -> Result<(Option<String>, String), IntakeError> {
+    let token = header
+        .strip_prefix("identifier=")
+        .filter(|t| !t.is_empty() && !t.contains('&'))
+        .ok_or_else(|| {
+            IntakeError::Rejected(Rejection::Structure(vec![Issue::error(
+                IssueCode::NotSupported,
+                "If-None-Exist supports only identifier=system|value",
+            )]))
+        })?;
+    let (system, value) = split_token(token);
+    Ok((system.map(str::to_owned), value.to_owned()))
+}
+
+/// The one ServiceRequest entry of a transaction Bundle.
+fn find_service_request_entry(bundle: &Value) -> Result<usize, IntakeError> {
+    let unprocessable = |at: String, text: &str| {
+        IntakeError::Rejected(Rejection::Profile(vec![
+            Issue::error(IssueCode::NotSupported, text).at(at),
+        ]))
+    };
+    if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
+        return Err(unprocessable(
+            "Bundle.type".into(),
+            "only a transaction Bundle can be posted here (a referral and the resources it references)",
+        ));
+    }
+    let entries = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut service_requests = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let method = entry.pointer("/request/method").and_then(Value::as_str);
+        if method != Some("POST") {
+            return Err(unprocessable(
+                format!("Bundle.entry[{index}].request.method"),
+                "each entry must be created with request.method POST",
+            ));
+        }
+        if entry.pointer("/resource/resourceType").and_then(Value::as_str) == Some("ServiceRequest") {
+            service_requests.push(index);
+        }
+    }
+    match service_requests.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(unprocessable(
+            "Bundle.entry".into(),
+            "the Bundle holds no ServiceRequest: a referral Bundle holds exactly one",
+        )),
+        _ => Err(unprocessable(
+            "Bundle.entry".into(),
+            "the Bundle holds several ServiceRequests: send one referral per Bundle",
+        )),
+    }
+}
+
+fn structure(at: &str, text: String) -> IntakeError {
+    IntakeError::Rejected(Rejection::Structure(vec![
+        Issue::error(IssueCode::Invalid, text).at(at),
+    ]))
+}

@@ -1,0 +1,54 @@
+//! The embedded SQLite backend: one file (created when missing), WAL with
+//! `synchronous=FULL` so that a committed referral survives power loss, and
+//! all writes serialised through a single-connection pool (SQLite allows one
+//! writer at a time; queueing in the pool beats `SQLITE_BUSY` retries).
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{StoreError, impl_store};
+
+/// SQLite storage.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating the file and its folder if needed) and migrate.
+    pub async fn open(url: &str, max_readers: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(folder) = options.get_filename().parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder).map_err(|e| {
+                StoreError::Open(format!("cannot create {}: {e}", folder.display()))
+            })?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("src/store/migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(max_readers.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            // READONLY must not be combined with CREATE (SQLite misuse).
+            .connect_with(options.create_if_missing(false).read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+impl_store!(SqliteStore);
