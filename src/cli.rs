@@ -1,7 +1,10 @@
 //! The command line: `signpost serve`, `signpost migrate`,
 //! `signpost validate FILE`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -86,7 +89,7 @@ fn with_runtime(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     }
 }
 
-fn validate(file: &PathBuf, schemas: &PathBuf) -> ExitCode {
+fn validate(file: &Path, schemas: &Path) -> ExitCode {
     let document: Value = match std::fs::read_to_string(file)
         .map_err(|e| e.to_string())
         .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("malformed JSON: {e}")))
@@ -120,7 +123,11 @@ fn validate(file: &PathBuf, schemas: &PathBuf) -> ExitCode {
         "{}",
         serde_json::to_string_pretty(&operation_outcome(&issues)).unwrap_or_default()
     );
-    if valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Every layer that applies to `document`.
@@ -133,7 +140,9 @@ fn check_document(validator: &Validator, document: &Value) -> Vec<Issue> {
             let found: Vec<usize> = entries
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.pointer("/resource/resourceType") == Some(&"ServiceRequest".into()))
+                .filter(|(_, e)| {
+                    e.pointer("/resource/resourceType") == Some(&"ServiceRequest".into())
+                })
                 .map(|(i, _)| i)
                 .collect();
             (found.len() == 1).then(|| found[0])

@@ -199,15 +199,13 @@ impl RawConfig {
             ));
         }
 
-        let public_base_url = self.public_base_url.and_then(|u| {
-            match Url::parse(&u) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                    Some(u.trim_end_matches('/').to_owned())
-                }
-                _ => {
-                    problems.push(format!("`public_base_url`: {u:?} is not an http(s) URL"));
-                    None
-                }
+        let public_base_url = self.public_base_url.and_then(|u| match Url::parse(&u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                Some(u.trim_end_matches('/').to_owned())
+            }
+            _ => {
+                problems.push(format!("`public_base_url`: {u:?} is not an http(s) URL"));
+                None
             }
         });
 
@@ -428,7 +426,10 @@ mod tests {
     fn environment_variables_override_the_file() {
         let env = HashMap::from([
             (ENV_LISTEN.to_owned(), "127.0.0.1:9999".to_owned()),
-            (ENV_DATABASE_URL.to_owned(), "postgres://db.example/x".to_owned()),
+            (
+                ENV_DATABASE_URL.to_owned(),
+                "postgres://db.example/x".to_owned(),
+            ),
         ]);
         let config = Config::from_toml(
             "listen = \"127.0.0.1:1\"\ndatabase_url = \"sqlite://a.db\"\n",

@@ -54,9 +54,9 @@ impl From<IntakeError> for FhirError {
         match e {
             IntakeError::Rejected(Rejection::Structure(issues)) => FhirError::BadRequest(issues),
             IntakeError::Rejected(Rejection::Profile(issues)) => FhirError::Unprocessable(issues),
-            IntakeError::Ambiguous => FhirError::PreconditionFailed(
-                "If-None-Exist matched more than one referral".into(),
-            ),
+            IntakeError::Ambiguous => {
+                FhirError::PreconditionFailed("If-None-Exist matched more than one referral".into())
+            }
             IntakeError::Store(e) => FhirError::Unavailable(e),
         }
     }

@@ -107,7 +107,12 @@ pub fn resource_response(status: StatusCode, version_id: i64, json: String) -> R
 }
 
 /// A `searchset` Bundle of stored resources.
-pub fn searchset(base: &str, self_link: String, resource_type: &str, resources: Vec<(String, String)>) -> Response {
+pub fn searchset(
+    base: &str,
+    self_link: String,
+    resource_type: &str,
+    resources: Vec<(String, String)>,
+) -> Response {
     let entries: Vec<Value> = resources
         .into_iter()
         .map(|(id, json)| {
@@ -132,6 +137,33 @@ pub fn searchset(base: &str, self_link: String, resource_type: &str, resources: 
         bundle.to_string(),
     )
         .into_response()
+}
+
+/// A FHIR resource id from the URL path. Anything else cannot name a stored
+/// resource, so it is simply not found (and never reaches the database).
+pub fn resource_id<'a>(resource_type: &str, id: &'a str) -> Result<&'a str, FhirError> {
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(id)
+    } else {
+        Err(FhirError::NotFound(format!(
+            "{resource_type}/{id} is not known"
+        )))
+    }
+}
+
+/// A search parameter value: no control characters.
+pub fn search_value<'a>(name: &str, value: &'a str) -> Result<&'a str, FhirError> {
+    if value.chars().any(char::is_control) {
+        return Err(FhirError::BadRequest(vec![crate::outcome::Issue::error(
+            crate::outcome::IssueCode::Value,
+            format!("the {name} search value holds control characters"),
+        )]));
+    }
+    Ok(value)
 }
 
 /// `Location` of a referral's current version.

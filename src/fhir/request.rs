@@ -36,12 +36,11 @@ impl FromRequest<AppState> for FhirJson {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
+        if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+            // Too large even to drain politely.
             return Err(FhirError::PayloadTooLarge { limit });
         }
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| FhirError::PayloadTooLarge { limit })?;
+        let bytes = read_body(request.into_body(), limit).await?;
         let max_depth = state.config.max_json_depth;
         if nesting_depth(&bytes) > max_depth {
             return Err(bad_request(format!(
@@ -51,10 +50,38 @@ impl FromRequest<AppState> for FhirJson {
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| bad_request(format!("malformed JSON: {e}")))?;
         if !value.is_object() {
-            return Err(bad_request("the body must be a JSON object (a FHIR resource)".into()));
+            return Err(bad_request(
+                "the body must be a JSON object (a FHIR resource)".into(),
+            ));
         }
         Ok(FhirJson(value))
     }
+}
+
+/// Oversized bodies up to this size are read to the end (and dropped) before
+/// the `413` is sent: a server that answers and closes while the client is
+/// still sending makes the client see a reset instead of the answer.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The body, or `413` once it passes `limit`.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, FhirError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| bad_request("the request body could not be read".into()))?;
+        total += chunk.len();
+        if total <= limit {
+            bytes.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(FhirError::PayloadTooLarge { limit });
+    }
+    Ok(bytes)
 }
 
 fn bad_request(text: String) -> FhirError {
@@ -63,7 +90,9 @@ fn bad_request(text: String) -> FhirError {
 
 /// `application/fhir+json` or `application/json`, with any parameters.
 fn is_fhir_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
     else {
         return false;
     };
@@ -133,7 +162,10 @@ pub async fn request_ids(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let headers = response.headers_mut();
-    for (name, value) in [(X_REQUEST_ID, &request_id), (X_CORRELATION_ID, &correlation_id)] {
+    for (name, value) in [
+        (X_REQUEST_ID, &request_id),
+        (X_CORRELATION_ID, &correlation_id),
+    ] {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }

@@ -10,7 +10,8 @@ use axum::{
 };
 
 use super::{
-    AppState, FhirError, FhirJson, base_url, referral_location, resource_response, searchset,
+    AppState, FhirError, FhirJson, base_url, referral_location, resource_id, resource_response,
+    search_value, searchset,
 };
 use crate::outcome::{Issue, IssueCode};
 
@@ -40,7 +41,11 @@ pub async fn create(
         StatusCode::OK
     };
     let location = referral_location(&base_url(&app.config, &headers), &receipt.referral);
-    let mut response = resource_response(status, receipt.referral.version_id, receipt.referral.resource);
+    let mut response = resource_response(
+        status,
+        receipt.referral.version_id,
+        receipt.referral.resource,
+    );
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -54,10 +59,14 @@ pub async fn read(
 ) -> Result<Response, FhirError> {
     let referral = app
         .referrals
-        .referral(&id)
+        .referral(resource_id("ServiceRequest", &id)?)
         .await?
         .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))?;
-    Ok(resource_response(StatusCode::OK, referral.version_id, referral.resource))
+    Ok(resource_response(
+        StatusCode::OK,
+        referral.version_id,
+        referral.resource,
+    ))
 }
 
 /// `GET /fhir/ServiceRequest/{id}/_history/{version}`: only the current
@@ -68,13 +77,17 @@ pub async fn vread(
 ) -> Result<Response, FhirError> {
     let referral = app
         .referrals
-        .referral(&id)
+        .referral(resource_id("ServiceRequest", &id)?)
         .await?
         .filter(|r| r.version_id.to_string() == version)
         .ok_or_else(|| {
             FhirError::NotFound(format!("ServiceRequest/{id} has no version {version}"))
         })?;
-    Ok(resource_response(StatusCode::OK, referral.version_id, referral.resource))
+    Ok(resource_response(
+        StatusCode::OK,
+        referral.version_id,
+        referral.resource,
+    ))
 }
 
 /// `GET /fhir/ServiceRequest?identifier=system|value`.
@@ -90,7 +103,10 @@ pub async fn search(
         )]));
     };
     let base = base_url(&app.config, &headers);
-    let found = app.referrals.search_by_identifier(identifier).await?;
+    let found = app
+        .referrals
+        .search_by_identifier(search_value("identifier", identifier)?)
+        .await?;
     let self_link = format!(
         "{base}/ServiceRequest?identifier={}",
         url::form_urlencoded::byte_serialize(identifier.as_bytes()).collect::<String>()

@@ -8,7 +8,9 @@ use axum::{
     response::Response,
 };
 
-use super::{AppState, FhirError, base_url, resource_response, searchset};
+use super::{
+    AppState, FhirError, base_url, resource_id, resource_response, search_value, searchset,
+};
 use crate::outcome::{Issue, IssueCode};
 
 /// `GET /fhir/Task/{id}`.
@@ -18,10 +20,14 @@ pub async fn read(
 ) -> Result<Response, FhirError> {
     let task = app
         .referrals
-        .task(&id)
+        .task(resource_id("Task", &id)?)
         .await?
         .ok_or_else(|| FhirError::NotFound(format!("Task/{id} is not known")))?;
-    Ok(resource_response(StatusCode::OK, task.version_id, task.resource))
+    Ok(resource_response(
+        StatusCode::OK,
+        task.version_id,
+        task.resource,
+    ))
 }
 
 /// `GET /fhir/Task?focus=ServiceRequest/{id}`.
@@ -37,7 +43,10 @@ pub async fn search(
         )]));
     };
     let base = base_url(&app.config, &headers);
-    let tasks = app.referrals.tasks_for(focus).await?;
+    let tasks = app
+        .referrals
+        .tasks_for(search_value("focus", focus)?)
+        .await?;
     let self_link = format!(
         "{base}/Task?focus={}",
         url::form_urlencoded::byte_serialize(focus.as_bytes()).collect::<String>()

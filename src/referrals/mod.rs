@@ -61,7 +61,9 @@ impl Referrals {
                 "ServiceRequest.resourceType",
                 format!(
                     "this endpoint takes a ServiceRequest, not {}; post a transaction Bundle to the base URL",
-                    resource_type.map_or("a document without resourceType".into(), |t| format!("a {t}"))
+                    resource_type.map_or("a document without resourceType".into(), |t| format!(
+                        "a {t}"
+                    ))
                 ),
             ));
         }
@@ -78,7 +80,9 @@ impl Referrals {
                 "Bundle.resourceType",
                 format!(
                     "the base URL takes a transaction Bundle, not {}; post a bare ServiceRequest to /fhir/ServiceRequest",
-                    resource_type.map_or("a document without resourceType".into(), |t| format!("a {t}"))
+                    resource_type.map_or("a document without resourceType".into(), |t| format!(
+                        "a {t}"
+                    ))
                 ),
             ));
         }
@@ -267,7 +271,11 @@ fn find_service_request_entry(bundle: &Value) -> Result<usize, IntakeError> {
                 "each entry must be created with request.method POST",
             ));
         }
-        if entry.pointer("/resource/resourceType").and_then(Value::as_str) == Some("ServiceRequest") {
+        if entry
+            .pointer("/resource/resourceType")
+            .and_then(Value::as_str)
+            == Some("ServiceRequest")
+        {
             service_requests.push(index);
         }
     }

@@ -106,9 +106,13 @@ pub trait Store: Send + Sync + 'static {
 /// applying migrations.
 pub async fn open(database_url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(database_url, max_connections).await?))
+        Ok(Arc::new(
+            SqliteStore::open(database_url, max_connections).await?,
+        ))
     } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(database_url, max_connections).await?))
+        Ok(Arc::new(
+            PostgresStore::open(database_url, max_connections).await?,
+        ))
     } else {
         Err(StoreError::Open(
             "the database URL must start with sqlite: or postgres://".into(),
@@ -131,8 +135,7 @@ mod sql {
     pub const SELECT_REFERRAL: &str = "SELECT * FROM referrals WHERE id = $1";
     pub const SELECT_REFERRALS_BY_VALUE: &str =
         "SELECT * FROM referrals WHERE identifier_value = $1 ORDER BY id";
-    pub const SELECT_REFERRALS_BY_SYSTEM_VALUE: &str =
-        "SELECT * FROM referrals WHERE identifier_value = $1 AND identifier_system = $2 ORDER BY id";
+    pub const SELECT_REFERRALS_BY_SYSTEM_VALUE: &str = "SELECT * FROM referrals WHERE identifier_value = $1 AND identifier_system = $2 ORDER BY id";
     pub const SELECT_TASK: &str = "SELECT * FROM tasks WHERE id = $1";
     pub const SELECT_TASKS_FOR_REFERRAL: &str =
         "SELECT * FROM tasks WHERE referral_id = $1 ORDER BY id";
@@ -244,10 +247,12 @@ macro_rules! impl_store {
                 &self,
                 referral_id: &str,
             ) -> Result<Vec<$crate::store::TaskRow>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_TASKS_FOR_REFERRAL)
-                    .bind(referral_id)
-                    .fetch_all(&self.reader)
-                    .await?)
+                Ok(
+                    sqlx::query_as($crate::store::sql::SELECT_TASKS_FOR_REFERRAL)
+                        .bind(referral_id)
+                        .fetch_all(&self.reader)
+                        .await?,
+                )
             }
 
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {

@@ -23,7 +23,9 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        sqlx::migrate!("src/store/migrations/postgres").run(&pool).await?;
+        sqlx::migrate!("src/store/migrations/postgres")
+            .run(&pool)
+            .await?;
         Ok(PostgresStore {
             writer: pool.clone(),
             reader: pool,

@@ -40,7 +40,9 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("src/store/migrations/sqlite").run(&writer).await?;
+        sqlx::migrate!("src/store/migrations/sqlite")
+            .run(&writer)
+            .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(max_readers.max(1))
             .acquire_timeout(Duration::from_secs(10))

@@ -22,12 +22,12 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::outcome::Issue;
 pub use self::{
     profile::{Profile, Referral},
     references::Submission,
     structure::FhirSchema,
 };
+use crate::outcome::Issue;
 
 /// NHS number identifier system.
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -78,7 +78,10 @@ impl Validator {
 
     /// Every layer, for a bare ServiceRequest or a transaction Bundle. On
     /// success, the referral's facts and where its resources are.
-    pub fn check_referral<'a>(&self, submission: Submission<'a>) -> Result<Referral<'a>, Rejection> {
+    pub fn check_referral<'a>(
+        &self,
+        submission: Submission<'a>,
+    ) -> Result<Referral<'a>, Rejection> {
         let structural = self.fhir.check(submission.document());
         if !structural.is_empty() {
             return Err(Rejection::Structure(structural));
@@ -122,11 +125,13 @@ mod tests {
     #[test]
     fn pointers_become_fhirpath_steps() {
         assert_eq!(pointer_to_fhirpath(""), "");
-        assert_eq!(pointer_to_fhirpath("/subject/reference"), ".subject.reference");
+        assert_eq!(
+            pointer_to_fhirpath("/subject/reference"),
+            ".subject.reference"
+        );
         assert_eq!(
             pointer_to_fhirpath("/entry/2/resource/birthDate"),
             ".entry[2].resource.birthDate"
         );
     }
 }
-

@@ -80,11 +80,29 @@ impl Profile {
         self.apply("ServiceRequest", &sr, &mut issues);
 
         let patient = self.follow(submission, &sr, "subject", "Patient", &mut issues);
-        let role = self.follow(submission, &sr, "requester", "PractitionerRole", &mut issues);
+        let role = self.follow(
+            submission,
+            &sr,
+            "requester",
+            "PractitionerRole",
+            &mut issues,
+        );
         let (practitioner, organization) = match &role {
             Some(role) => (
-                self.follow(submission, role, "practitioner", "Practitioner", &mut issues),
-                self.follow(submission, role, "organization", "Organization", &mut issues),
+                self.follow(
+                    submission,
+                    role,
+                    "practitioner",
+                    "Practitioner",
+                    &mut issues,
+                ),
+                self.follow(
+                    submission,
+                    role,
+                    "organization",
+                    "Organization",
+                    &mut issues,
+                ),
             ),
             None => (None, None),
         };
@@ -101,8 +119,8 @@ impl Profile {
             return Err(issues);
         }
         // The schema guaranteed these exist; read them out once.
-        let (identifier_system, identifier_value) = first_identifier(sr.resource, None)
-            .unwrap_or_default();
+        let (identifier_system, identifier_value) =
+            first_identifier(sr.resource, None).unwrap_or_default();
         let nhs_number = first_identifier(patient.resource, Some(NHS_NUMBER_SYSTEM))
             .map(|(_, v)| v)
             .unwrap_or_default();
@@ -183,7 +201,10 @@ impl Profile {
 
 /// The error's diagnostic is the `description` nearest to the failing rule.
 fn describe(schema: &Value, error: &ValidationError<'_>, path: &str) -> Issue {
-    let mut location = format!("{path}{}", pointer_to_fhirpath(error.instance_path().as_str()));
+    let mut location = format!(
+        "{path}{}",
+        pointer_to_fhirpath(error.instance_path().as_str())
+    );
     let (code, description) = match error.kind() {
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
@@ -198,11 +219,18 @@ fn describe(schema: &Value, error: &ValidationError<'_>, path: &str) -> Issue {
                 }
                 _ => IssueCode::Invariant,
             };
-            (code, nearest_description(schema, error.schema_path().as_str()))
+            (
+                code,
+                nearest_description(schema, error.schema_path().as_str()),
+            )
         }
     };
-    let diagnostics = description
-        .unwrap_or_else(|| format!("breaks the referral profile's '{}' rule", error.kind().keyword()));
+    let diagnostics = description.unwrap_or_else(|| {
+        format!(
+            "breaks the referral profile's '{}' rule",
+            error.kind().keyword()
+        )
+    });
     Issue::error(code, diagnostics).at(location)
 }
 

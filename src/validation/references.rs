@@ -10,7 +10,10 @@ use serde_json::Value;
 #[derive(Debug, Clone, Copy)]
 pub enum Submission<'a> {
     ServiceRequest(&'a Value),
-    Bundle { bundle: &'a Value, service_request: usize },
+    Bundle {
+        bundle: &'a Value,
+        service_request: usize,
+    },
 }
 
 /// A resource inside a submission, with its FHIRPath location.
@@ -137,11 +140,20 @@ mod tests {
             {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Patient", "id": "p"}},
             {"fullUrl": "https://ehr.example/fhir/Organization/o1", "resource": {"resourceType": "Organization"}}
         ]});
-        let submission = Submission::Bundle { bundle: &bundle, service_request: 0 };
+        let submission = Submission::Bundle {
+            bundle: &bundle,
+            service_request: 0,
+        };
         let root = submission.service_request();
         assert_eq!(root.path, "Bundle.entry[0].resource");
-        assert_eq!(submission.resolve(&root, "urn:uuid:2").unwrap().path, "Bundle.entry[1].resource");
-        assert_eq!(submission.resolve(&root, "Patient/p").unwrap().path, "Bundle.entry[1].resource");
+        assert_eq!(
+            submission.resolve(&root, "urn:uuid:2").unwrap().path,
+            "Bundle.entry[1].resource"
+        );
+        assert_eq!(
+            submission.resolve(&root, "Patient/p").unwrap().path,
+            "Bundle.entry[1].resource"
+        );
         assert_eq!(
             submission.resolve(&root, "Organization/o1").unwrap().path,
             "Bundle.entry[2].resource"

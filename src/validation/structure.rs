@@ -106,21 +106,28 @@ impl FhirSchema {
             .unwrap_or("Resource")
             .to_owned();
         self.check_at(resource, &root, &mut issues);
+        control_characters(resource, &mut root.clone(), &mut issues);
         issues
     }
 
     fn check_at(&self, resource: &Value, path: &str, issues: &mut Vec<Issue>) {
         let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
             issues.push(
-                Issue::error(IssueCode::Required, "missing resourceType: every FHIR resource names its type")
-                    .at(format!("{path}.resourceType")),
+                Issue::error(
+                    IssueCode::Required,
+                    "missing resourceType: every FHIR resource names its type",
+                )
+                .at(format!("{path}.resourceType")),
             );
             return;
         };
         let Some(validator) = self.validator(resource_type) else {
             issues.push(
-                Issue::error(IssueCode::NotSupported, "resourceType is not a FHIR R4 resource type")
-                    .at(format!("{path}.resourceType")),
+                Issue::error(
+                    IssueCode::NotSupported,
+                    "resourceType is not a FHIR R4 resource type",
+                )
+                .at(format!("{path}.resourceType")),
             );
             return;
         };
@@ -157,8 +164,11 @@ fn describe(error: &ValidationError<'_>, location: &str) -> Vec<Issue> {
         K::Required { property } => {
             let name = property.as_str().unwrap_or_default();
             vec![
-                Issue::error(IssueCode::Required, format!("missing required element '{name}'"))
-                    .at(format!("{location}.{name}")),
+                Issue::error(
+                    IssueCode::Required,
+                    format!("missing required element '{name}'"),
+                )
+                .at(format!("{location}.{name}")),
             ]
         }
         K::Type { kind } => one(
@@ -184,12 +194,16 @@ fn describe(error: &ValidationError<'_>, location: &str) -> Vec<Issue> {
             IssueCode::Value,
             "empty value: FHIR forbids empty strings and objects".into(),
         ),
-        K::OneOfNotValid { .. } | K::AnyOf { .. } => {
-            one(IssueCode::Structure, "value matches none of the forms FHIR R4 allows here".into())
-        }
+        K::OneOfNotValid { .. } | K::AnyOf { .. } => one(
+            IssueCode::Structure,
+            "value matches none of the forms FHIR R4 allows here".into(),
+        ),
         other => one(
             IssueCode::Structure,
-            format!("value breaks the FHIR R4 schema's '{}' rule", other.keyword()),
+            format!(
+                "value breaks the FHIR R4 schema's '{}' rule",
+                other.keyword()
+            ),
         ),
     }
 }
@@ -198,5 +212,43 @@ fn type_name(kind: &jsonschema::error::TypeKind) -> String {
     match kind {
         jsonschema::error::TypeKind::Single(t) => t.to_string(),
         jsonschema::error::TypeKind::Multiple(set) => format!("{set:?}"),
+    }
+}
+
+/// FHIR strings may not hold characters below U+0020 other than tab, CR and
+/// LF (R4 2.6.2, "string"); the JSON schema cannot say so, and a NUL would
+/// otherwise reach the database.
+fn control_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>) {
+    let len = path.len();
+    match value {
+        Value::String(text)
+            if text
+                .chars()
+                .any(|c| c < ' ' && !matches!(c, '\t' | '\r' | '\n')) =>
+        {
+            issues.push(
+                Issue::error(
+                    IssueCode::Value,
+                    "FHIR strings may not hold control characters other than tab, CR and LF",
+                )
+                .at(path.clone()),
+            );
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                path.push_str(&format!("[{index}]"));
+                control_characters(item, path, issues);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                path.push('.');
+                path.push_str(key);
+                control_characters(item, path, issues);
+                path.truncate(len);
+            }
+        }
+        _ => {}
     }
 }

@@ -1,0 +1,277 @@
+//! Test harness: a real Signpost on an ephemeral port, over real HTTP, on a
+//! fresh database per test — a SQLite file in a temporary folder, or a new
+//! PostgreSQL database (dropped afterwards) on the server named by
+//! `SIGNPOST_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::LazyLock,
+};
+
+use serde_json::Value;
+use signpost::{
+    config::{Config, ENV_DATABASE_URL, ENV_LISTEN},
+    startup::Application,
+};
+use tokio::sync::oneshot;
+
+pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("SIGNPOST_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        signpost::telemetry::init();
+    }
+});
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    /// Keeps the SQLite folder alive.
+    _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database to drop at the end.
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn fresh(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("data/signpost.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin = postgres_admin_url();
+                let name = format!("signpost_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL is needed for the postgres tests (set SIGNPOST_TEST_POSTGRES): {e}")
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The sample configuration, on port 0 and the given database.
+pub fn test_config(database_url: &str) -> Config {
+    let path = Path::new(MANIFEST_DIR).join("config/signpost.toml");
+    let text = std::fs::read_to_string(&path).expect("sample config");
+    let env = HashMap::from([
+        (ENV_LISTEN.to_owned(), "127.0.0.1:0".to_owned()),
+        (ENV_DATABASE_URL.to_owned(), database_url.to_owned()),
+    ]);
+    let mut config = Config::from_toml(&text, &path, &env).expect("sample config is valid");
+    config.schemas_dir = Path::new(MANIFEST_DIR).join("schemas");
+    config
+}
+
+/// A running Signpost.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_on(TestDb::fresh(backend).await, |_| {}).await
+    }
+
+    /// Start on an existing database, after adjusting the configuration.
+    pub async fn spawn_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        LazyLock::force(&TRACING);
+        let mut config = test_config(&db.url);
+        adjust(&mut config);
+        let app = Application::build(config)
+            .await
+            .expect("application builds");
+        let address = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            db,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stop gracefully and hand back the database (for restart tests).
+    pub async fn stop(mut self) -> TestDb {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        // Let the pools close their connections.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        std::mem::replace(
+            &mut self.db,
+            TestDb {
+                url: String::new(),
+                _dir: None,
+                pg_name: None,
+            },
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Read a response body as JSON.
+pub async fn json(response: reqwest::Response) -> Value {
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A JSON fixture, by path relative to the repository.
+pub fn fixture(relative: &str) -> Value {
+    let path: PathBuf = Path::new(MANIFEST_DIR).join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A valid referral from `tests/fixtures/referrals/valid/`.
+pub fn valid(name: &str) -> Value {
+    fixture(&format!("tests/fixtures/referrals/valid/{name}"))
+}
+
+/// A shared fixture from `../shared/fixtures/`.
+pub fn shared(relative: &str) -> Value {
+    fixture(&format!("../shared/fixtures/{relative}"))
+}
+
+/// The same referral under a new business identifier, so it is a new referral.
+pub fn with_new_identifier(mut referral: Value) -> (Value, String) {
+    let value = uuid::Uuid::new_v4().to_string();
+    let sr = if referral["resourceType"] == "Bundle" {
+        let entries = referral["entry"].as_array_mut().unwrap();
+        let entry = entries
+            .iter_mut()
+            .find(|e| e["resource"]["resourceType"] == "ServiceRequest")
+            .unwrap();
+        &mut entry["resource"]
+    } else {
+        &mut referral
+    };
+    sr["identifier"] = serde_json::json!([{
+        "system": "https://fhir.riverside-surgery.example/Id/referral",
+        "value": value
+    }]);
+    (referral, value)
+}
+
+/// The `expression`s of an OperationOutcome's issues.
+pub fn expressions(outcome: &Value) -> Vec<String> {
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+    outcome["issue"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .flat_map(|i| i["expression"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Run each listed `async fn name(backend: Backend)` as two tests,
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::helpers::Backend::Postgres).await }
+            )*
+        }
+    };
+}
