@@ -144,16 +144,8 @@ impl Referrals {
         let task_id = uuid::Uuid::now_v7().to_string();
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
 
-        let mut resource = canonical::service_request(&referral);
-        resource["id"] = json!(referral_id);
-        let mut meta = resource
-            .get("meta")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        meta.insert("versionId".into(), json!("1"));
-        meta.insert("lastUpdated".into(), json!(now));
-        resource["meta"] = Value::Object(meta);
+        let resource =
+            with_server_identity(canonical::service_request(&referral), &referral_id, &now);
 
         let task = task::new_task(&task::NewTask {
             id: &task_id,
@@ -217,6 +209,30 @@ impl Referrals {
         let id = focus.strip_prefix("ServiceRequest/").unwrap_or(focus);
         self.store.tasks_for_referral(id).await
     }
+}
+
+/// The resource with the server's `id` and `meta.versionId`/`lastUpdated`,
+/// placed right after `resourceType` as FHIR JSON customarily has them;
+/// the client's other `meta` (profiles, tags) is kept.
+fn with_server_identity(resource: Value, id: &str, now: &str) -> Value {
+    let Value::Object(mut fields) = resource else {
+        return resource;
+    };
+    let mut meta = match fields.shift_remove("meta") {
+        Some(Value::Object(meta)) => meta,
+        _ => serde_json::Map::new(),
+    };
+    meta.insert("versionId".into(), json!("1"));
+    meta.insert("lastUpdated".into(), json!(now));
+    fields.shift_remove("id");
+    let mut ordered = serde_json::Map::with_capacity(fields.len() + 2);
+    if let Some(resource_type) = fields.shift_remove("resourceType") {
+        ordered.insert("resourceType".into(), resource_type);
+    }
+    ordered.insert("id".into(), json!(id));
+    ordered.insert("meta".into(), Value::Object(meta));
+    ordered.extend(fields);
+    Value::Object(ordered)
 }
 
 /// A FHIR token search value: `system|value`, `|value` (no system) or `value`
