@@ -1,0 +1,595 @@
+//! The FHIRPath Mapping Language (FPML): a JSON/YAML template shaped like the
+//! output, where
+//!
+//! - `"{{ expr }}"` is the first result of a FHIRPath expression (a string
+//!   that is only the placeholder keeps the result's JSON type; otherwise the
+//!   results are interpolated as text), `"{{+ expr +}}"` the same but `null`
+//!   instead of nothing when there is no result;
+//! - `"{[ expr ]}"` is all the results;
+//! - `{ "{{ expr }}": template }` renders the template once per result, with
+//!   that result as the focus;
+//! - `{% assign %}`, `{% if expr %}` / `{% else %}`, `{% for item in expr %}`
+//!   (or `{% for index, item in expr %}`) and `{% merge %}` add variables
+//!   (`%name`), conditions, iteration and merging;
+//! - empty results vanish together with the keys, arrays and objects that
+//!   held them (`null` is kept), and nested arrays are flattened.
+//!
+//! Behaviour follows the reference implementation (PyPI `fpml` 1.0.0) with
+//! one deliberate difference: values produced by expressions are never
+//! themselves read as templates (the reference re-processes them, so a
+//! patient's name containing `{{ … }}` would be evaluated). Interpolated
+//! booleans are written `true`/`false` (FHIRPath's `toString()`), not
+//! Python's `True`/`False`.
+//!
+//! Templates compile once (every expression parsed up front, errors
+//! collected with their place in the template) and render many times.
+
+use std::sync::{Arc, LazyLock};
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use crate::fhirpath::{self, Env, Expr};
+
+/// A compiled template.
+#[derive(Clone)]
+pub struct Template {
+    root: Node,
+}
+
+/// A problem in a template, found when compiling it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// Where in the template: `case.opened_by.professional.name`.
+    pub path: String,
+    /// The FHIRPath expression at fault, if any.
+    pub expression: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = if self.path.is_empty() { "(root)" } else { &self.path };
+        match &self.expression {
+            Some(expr) => write!(f, "{at}: `{expr}`: {}", self.message),
+            None => write!(f, "{at}: {}", self.message),
+        }
+    }
+}
+
+/// A failure while rendering: an expression that could not be evaluated, or
+/// a directive whose result has the wrong shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    pub path: String,
+    pub expression: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.expression {
+            Some(expr) => write!(f, "{}: `{expr}`: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Variables and host functions visible to every expression of a render.
+#[derive(Clone, Default)]
+pub struct Scope {
+    variables: Vec<(String, Vec<Value>)>,
+    functions: Vec<(String, fhirpath::HostFunction)>,
+}
+
+impl Scope {
+    /// A variable `%name`.
+    #[must_use]
+    pub fn with_variable(mut self, name: &str, value: Vec<Value>) -> Self {
+        self.set(name, value);
+        self
+    }
+
+    /// A host function callable from expressions.
+    #[must_use]
+    pub fn with_function(mut self, name: &str, f: fhirpath::HostFunction) -> Self {
+        self.functions.push((name.to_owned(), f));
+        self
+    }
+
+    fn set(&mut self, name: &str, value: Vec<Value>) {
+        match self.variables.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.variables.push((name.to_owned(), value)),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Node {
+    /// Numbers, booleans, null, and strings without placeholders.
+    Literal(Value),
+    /// `"{[ expr ]}"`
+    All(Located),
+    /// `"{{ expr }}"` alone: the first result, typed.
+    First { expr: Located, null_if_empty: bool },
+    /// Text with `{{ }}` placeholders.
+    Text { parts: Vec<Part>, null_if_empty: bool },
+    Array(Vec<Node>),
+    Object(Box<ObjectNode>),
+}
+
+#[derive(Clone)]
+enum Part {
+    Text(String),
+    Expr(Located),
+}
+
+/// An expression with its place in the template, for error messages.
+#[derive(Clone)]
+struct Located {
+    expr: Arc<Expr>,
+    path: Arc<str>,
+}
+
+#[derive(Clone)]
+struct ObjectNode {
+    assigns: Vec<(String, Node)>,
+    kind: ObjectKind,
+}
+
+#[derive(Clone)]
+enum ObjectKind {
+    Plain(Vec<(String, Node)>),
+    /// `{ "{{ expr }}": body }`
+    Each { source: Located, body: Node },
+    /// `{% merge %}`: the other keys, then each value's object merged over.
+    Merge { rest: Vec<(String, Node)>, values: Vec<Node> },
+    /// `{% for [index,] item in expr %}`
+    For { index: Option<String>, item: String, source: Located, body: Node },
+    /// `{% if %}` with optional `{% else %}`, and other keys the chosen
+    /// branch's object is merged into.
+    If { condition: Located, then: Node, otherwise: Option<Node>, rest: Option<Vec<(String, Node)>> },
+}
+
+static ALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{\[\s*([\s\S]+?)\s*\]\}").unwrap());
+static SINGLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{\{(\+?)\s*([\s\S]+?)\s*\+?\}\}").unwrap());
+static EACH_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{\{\s*(.+?)\s*\}\}").unwrap());
+static FOR_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\{%\s*for\s+(?:(\w+?)\s*,\s*)?(\w+?)\s+in\s+(.+?)\s*%\}").unwrap()
+});
+static IF_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{%\s*if\s+(.+?)\s*%\}").unwrap());
+static ELSE_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{%\s*else\s*%\}").unwrap());
+static MERGE_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{%\s*merge\s*%\}").unwrap());
+static ASSIGN_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{%\s*assign\s*%\}").unwrap());
+
+struct Compiler {
+    errors: Vec<TemplateError>,
+}
+
+impl Template {
+    /// Compile a template, reporting every problem.
+    pub fn compile(template: &Value) -> Result<Template, Vec<TemplateError>> {
+        let mut compiler = Compiler { errors: Vec::new() };
+        let root = compiler.node(template, "");
+        if compiler.errors.is_empty() {
+            Ok(Template { root })
+        } else {
+            Err(compiler.errors)
+        }
+    }
+
+    /// Render against `resource`. `None` when everything vanished.
+    pub fn render(&self, resource: &Value, scope: &Scope) -> Result<Option<Value>, RenderError> {
+        let mut scope = scope.clone();
+        if !scope.variables.iter().any(|(n, _)| n == "context") {
+            scope.set("context", vec![resource.clone()]);
+        }
+        let renderer = Renderer { root: resource };
+        renderer.node(&self.root, resource, &scope)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+impl Compiler {
+    fn expr(&mut self, source: &str, path: &str) -> Option<Located> {
+        match Expr::parse(source) {
+            Ok(expr) => Some(Located { expr: Arc::new(expr), path: path.into() }),
+            Err(e) => {
+                self.error(path, Some(source), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn error(&mut self, path: &str, expression: Option<&str>, message: impl Into<String>) {
+        self.errors.push(TemplateError {
+            path: path.to_owned(),
+            expression: expression.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+
+    fn node(&mut self, value: &Value, path: &str) -> Node {
+        match value {
+            Value::String(text) => self.string(text, path),
+            Value::Array(items) => Node::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.node(item, &format!("{path}[{i}]")))
+                    .collect(),
+            ),
+            Value::Object(map) => self.object(map, path),
+            other => Node::Literal(other.clone()),
+        }
+    }
+
+    fn string(&mut self, text: &str, path: &str) -> Node {
+        if let Some(captures) = ALL.captures(text) {
+            return match self.expr(&captures[1], path) {
+                Some(expr) => Node::All(expr),
+                None => Node::Literal(Value::Null),
+            };
+        }
+        let mut parts = Vec::new();
+        let mut last = 0;
+        let mut null_if_empty = false;
+        for captures in SINGLE.captures_iter(text) {
+            let whole = captures.get(0).expect("match");
+            if whole.start() > last {
+                parts.push(Part::Text(text[last..whole.start()].to_owned()));
+            }
+            // As in the reference, the first placeholder's `+` decides.
+            if parts.iter().all(|p| matches!(p, Part::Text(_))) {
+                null_if_empty = &captures[1] == "+";
+            }
+            if let Some(expr) = self.expr(&captures[2], path) {
+                parts.push(Part::Expr(expr));
+            }
+            last = whole.end();
+        }
+        if parts.is_empty() {
+            return Node::Literal(Value::String(text.to_owned()));
+        }
+        if last < text.len() {
+            parts.push(Part::Text(text[last..].to_owned()));
+        }
+        if let [Part::Expr(expr)] = parts.as_slice() {
+            return Node::First { expr: expr.clone(), null_if_empty };
+        }
+        Node::Text { parts, null_if_empty }
+    }
+
+    fn object(&mut self, map: &Map<String, Value>, path: &str) -> Node {
+        let mut assigns = Vec::new();
+        let mut entries: Vec<(&String, &Value)> = Vec::new();
+        for (key, value) in map {
+            if ASSIGN_KEY.is_match(key) {
+                self.assign(value, path, &mut assigns);
+            } else {
+                entries.push((key, value));
+            }
+        }
+        let kind = self.object_kind(&entries, path);
+        Node::Object(Box::new(ObjectNode { assigns, kind }))
+    }
+
+    fn assign(&mut self, value: &Value, path: &str, assigns: &mut Vec<(String, Node)>) {
+        let objects: Vec<&Map<String, Value>> = match value {
+            Value::Array(items) => items.iter().filter_map(Value::as_object).collect(),
+            Value::Object(one) if one.len() == 1 => vec![one],
+            _ => {
+                self.error(path, None, "{% assign %} takes an object with one key, or a list of them");
+                return;
+            }
+        };
+        if let Value::Array(items) = value
+            && objects.len() != items.len()
+        {
+            self.error(path, None, "{% assign %} list items must be objects");
+        }
+        for object in objects {
+            if object.len() != 1 {
+                self.error(path, None, "each {% assign %} object must have exactly one key");
+                continue;
+            }
+            let (name, template) = object.iter().next().expect("one key");
+            let node = self.node(template, &join(path, name));
+            assigns.push((name.clone(), node));
+        }
+    }
+
+    fn plain(&mut self, entries: &[(&String, &Value)], path: &str) -> Vec<(String, Node)> {
+        entries
+            .iter()
+            .map(|(key, value)| ((*key).clone(), self.node(value, &join(path, key))))
+            .collect()
+    }
+
+    fn object_kind(&mut self, entries: &[(&String, &Value)], path: &str) -> ObjectKind {
+        // The reference checks the directives in this order.
+        if let Some((key, body)) = entries.iter().find(|(k, _)| EACH_KEY.is_match(k)) {
+            if entries.len() > 1 {
+                self.error(path, None, "a {{ expr }} key must be the object's only key");
+            }
+            let source = &EACH_KEY.captures(key).expect("matched")[1];
+            let body = self.node(body, path);
+            return match self.expr(source, path) {
+                Some(source) => ObjectKind::Each { source, body },
+                None => ObjectKind::Plain(Vec::new()),
+            };
+        }
+        if let Some(position) = entries.iter().position(|(k, _)| MERGE_KEY.is_match(k)) {
+            let (_, merged) = entries[position];
+            let items: Vec<&Value> = match merged {
+                Value::Array(items) => items.iter().collect(),
+                one => vec![one],
+            };
+            let values = items.into_iter().map(|v| self.node(v, path)).collect();
+            let rest: Vec<_> = entries
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != position)
+                .map(|(_, e)| *e)
+                .collect();
+            let rest = self.plain(&rest, path);
+            return ObjectKind::Merge { rest, values };
+        }
+        if let Some((key, body)) = entries.iter().find(|(k, _)| FOR_KEY.is_match(k)) {
+            if entries.len() > 1 {
+                self.error(path, None, "a {% for %} key must be the object's only key");
+            }
+            let captures = FOR_KEY.captures(key).expect("matched");
+            let index = captures.get(1).map(|m| m.as_str().to_owned());
+            let item = captures[2].to_owned();
+            let body = self.node(body, path);
+            return match self.expr(&captures[3], path) {
+                Some(source) => ObjectKind::For { index, item, source, body },
+                None => ObjectKind::Plain(Vec::new()),
+            };
+        }
+        let ifs: Vec<_> = entries.iter().filter(|(k, _)| IF_KEY.is_match(k)).collect();
+        let elses: Vec<_> = entries.iter().filter(|(k, _)| ELSE_KEY.is_match(k)).collect();
+        if ifs.len() > 1 {
+            self.error(path, None, "{% if %} may appear once per object");
+        }
+        if elses.len() > 1 {
+            self.error(path, None, "{% else %} may appear once per object");
+        }
+        if !elses.is_empty() && ifs.is_empty() {
+            self.error(path, None, "{% else %} needs an {% if %} beside it");
+        }
+        if let Some((if_key, then)) = ifs.first() {
+            let condition = &IF_KEY.captures(if_key).expect("matched")[1];
+            let then = self.node(then, path);
+            let otherwise = elses.first().map(|(_, v)| self.node(v, path));
+            let rest: Vec<_> = entries
+                .iter()
+                .filter(|(k, _)| !IF_KEY.is_match(k) && !ELSE_KEY.is_match(k))
+                .copied()
+                .collect();
+            let rest = (!rest.is_empty()).then(|| self.plain(&rest, path));
+            // `iif` gives FHIRPath truthiness: empty is false.
+            return match self.expr(&format!("iif({condition}, true, false)"), path) {
+                Some(condition) => ObjectKind::If { condition, then, otherwise, rest },
+                None => ObjectKind::Plain(Vec::new()),
+            };
+        }
+        ObjectKind::Plain(self.plain(entries, path))
+    }
+}
+
+struct Renderer<'r> {
+    root: &'r Value,
+}
+
+type Rendered = Result<Option<Value>, RenderError>;
+
+impl Renderer<'_> {
+    fn evaluate(&self, located: &Located, focus: &Value, scope: &Scope) -> Result<Vec<Value>, RenderError> {
+        let mut env = Env::new().with_resource(self.root);
+        for (name, value) in &scope.variables {
+            env = env.with_variable(name, value.clone());
+        }
+        for (name, f) in &scope.functions {
+            env = env.with_function(name, f.clone());
+        }
+        located.expr.evaluate(focus, &env).map_err(|e| RenderError {
+            path: located.path.to_string(),
+            expression: Some(located.expr.source().to_owned()),
+            message: e.to_string(),
+        })
+    }
+
+    fn node(&self, node: &Node, focus: &Value, scope: &Scope) -> Rendered {
+        match node {
+            Node::Literal(value) => Ok(Some(value.clone())),
+            Node::All(expr) => Ok(clean(Value::Array(self.evaluate(expr, focus, scope)?))),
+            Node::First { expr, null_if_empty } => {
+                match self.evaluate(expr, focus, scope)?.into_iter().next() {
+                    Some(value) => Ok(clean(value)),
+                    None => Ok(null_if_empty.then_some(Value::Null)),
+                }
+            }
+            Node::Text { parts, null_if_empty } => {
+                let mut text = String::new();
+                for part in parts {
+                    match part {
+                        Part::Text(t) => text.push_str(t),
+                        Part::Expr(expr) => match self.evaluate(expr, focus, scope)?.into_iter().next() {
+                            Some(value) => text.push_str(&as_text(&value)),
+                            None => return Ok(null_if_empty.then_some(Value::Null)),
+                        },
+                    }
+                }
+                Ok(Some(Value::String(text)))
+            }
+            Node::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match self.node(item, focus, scope)? {
+                        Some(Value::Array(inner)) => out.extend(inner),
+                        Some(value) => out.push(value),
+                        None => {}
+                    }
+                }
+                Ok((!out.is_empty()).then_some(Value::Array(out)))
+            }
+            Node::Object(object) => self.object(object, focus, scope),
+        }
+    }
+
+    fn object(&self, object: &ObjectNode, focus: &Value, scope: &Scope) -> Rendered {
+        let owned;
+        let scope = if object.assigns.is_empty() {
+            scope
+        } else {
+            let mut extended = scope.clone();
+            for (name, node) in &object.assigns {
+                let value = match self.node(node, focus, &extended)? {
+                    Some(Value::Array(items)) => items,
+                    Some(Value::Null) | None => Vec::new(),
+                    Some(value) => vec![value],
+                };
+                extended.set(name, value);
+            }
+            owned = extended;
+            &owned
+        };
+        match &object.kind {
+            ObjectKind::Plain(entries) => self.entries(entries, focus, scope),
+            ObjectKind::Each { source, body } => {
+                let mut out = Vec::new();
+                for answer in self.evaluate(source, focus, scope)? {
+                    match self.node(body, &answer, scope)? {
+                        Some(Value::Array(inner)) => out.extend(inner),
+                        Some(value) => out.push(value),
+                        None => {}
+                    }
+                }
+                Ok((!out.is_empty()).then_some(Value::Array(out)))
+            }
+            ObjectKind::For { index, item, source, body } => {
+                let mut out = Vec::new();
+                for (i, answer) in self.evaluate(source, focus, scope)?.into_iter().enumerate() {
+                    let mut inner = scope.clone();
+                    inner.set(item, vec![answer]);
+                    if let Some(index) = index {
+                        inner.set(index, vec![Value::from(i)]);
+                    }
+                    match self.node(body, focus, &inner)? {
+                        Some(Value::Array(items)) => out.extend(items),
+                        Some(value) => out.push(value),
+                        None => {}
+                    }
+                }
+                Ok((!out.is_empty()).then_some(Value::Array(out)))
+            }
+            ObjectKind::Merge { rest, values } => {
+                let mut merged = match self.entries(rest, focus, scope)? {
+                    Some(Value::Object(map)) => map,
+                    _ => Map::new(),
+                };
+                for value in values {
+                    match self.node(value, focus, scope)? {
+                        Some(Value::Object(map)) => merged.extend(map),
+                        None | Some(Value::Null) => {}
+                        Some(_) => {
+                            return Err(shape_error(source_path(value), "{% merge %} values must render to objects"));
+                        }
+                    }
+                }
+                Ok((!merged.is_empty()).then_some(Value::Object(merged)))
+            }
+            ObjectKind::If { condition, then, otherwise, rest } => {
+                let holds = self
+                    .evaluate(condition, focus, scope)?
+                    .first()
+                    .is_some_and(|v| v == &Value::Bool(true));
+                let chosen = if holds {
+                    self.node(then, focus, scope)?
+                } else {
+                    match otherwise {
+                        Some(node) => self.node(node, focus, scope)?,
+                        None => None,
+                    }
+                };
+                let Some(rest) = rest else { return Ok(chosen) };
+                let mut merged = match self.entries(rest, focus, scope)? {
+                    Some(Value::Object(map)) => map,
+                    _ => Map::new(),
+                };
+                match chosen {
+                    Some(Value::Object(map)) => merged.extend(map),
+                    None | Some(Value::Null) => {}
+                    Some(_) => {
+                        return Err(shape_error(
+                            condition.path.to_string(),
+                            "an {% if %} beside other keys must render to an object",
+                        ));
+                    }
+                }
+                Ok((!merged.is_empty()).then_some(Value::Object(merged)))
+            }
+        }
+    }
+
+    fn entries(&self, entries: &[(String, Node)], focus: &Value, scope: &Scope) -> Rendered {
+        let mut map = Map::with_capacity(entries.len());
+        for (key, node) in entries {
+            if let Some(value) = self.node(node, focus, scope)? {
+                map.insert(key.clone(), value);
+            }
+        }
+        Ok((!map.is_empty()).then_some(Value::Object(map)))
+    }
+}
+
+fn source_path(node: &Node) -> String {
+    match node {
+        Node::All(l) | Node::First { expr: l, .. } => l.path.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn shape_error(path: String, message: &str) -> RenderError {
+    RenderError { path, expression: None, message: message.to_owned() }
+}
+
+/// A value computed by an expression, with empty arrays and objects removed
+/// and nested arrays flattened, as template values are; `None` when nothing
+/// is left. It is not read as a template.
+fn clean(value: Value) -> Option<Value> {
+    match value {
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match clean(item) {
+                    Some(Value::Array(inner)) => out.extend(inner),
+                    Some(v) => out.push(v),
+                    None => {}
+                }
+            }
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        Value::Object(map) => {
+            let cleaned: Map<String, Value> =
+                map.into_iter().filter_map(|(k, v)| clean(v).map(|v| (k, v))).collect();
+            (!cleaned.is_empty()).then_some(Value::Object(cleaned))
+        }
+        other => Some(other),
+    }
+}
+
+/// A result as interpolated text.
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
