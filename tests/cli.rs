@@ -1,0 +1,107 @@
+//! The `signpost` binary's start-up contract: bad configuration stops it
+//! with a message naming the file and key; `migrate` creates the database.
+
+use std::process::Command;
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+fn signpost(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signpost"));
+    command
+        .args(args)
+        .current_dir(MANIFEST_DIR)
+        .env_remove("SIGNPOST_LISTEN")
+        .env_remove("SIGNPOST_DATABASE_URL");
+    command
+}
+
+#[test]
+fn serve_refuses_to_start_on_an_unknown_key_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signpost.toml");
+    let sample = std::fs::read_to_string(format!("{MANIFEST_DIR}/config/signpost.toml")).unwrap();
+    std::fs::write(
+        &config,
+        sample.replace(
+            "[providers.activelives]",
+            "[providers.activelives]\nintake_ulr = \"x\"",
+        ),
+    )
+    .unwrap();
+
+    let output = signpost(&["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("intake_ulr"), "{stderr}");
+    assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_start_on_inconsistent_settings_listing_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signpost.toml");
+    let sample = std::fs::read_to_string(format!("{MANIFEST_DIR}/config/signpost.toml")).unwrap();
+    let broken = sample
+        .replace(
+            "http://127.0.0.1:9101/referrals",
+            "http://provider.example/referrals",
+        )
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"everywhere\"");
+    std::fs::write(&config, broken).unwrap();
+
+    let output = signpost(&["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`providers.activelives.intake_url`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`listen`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_configuration_file_is_reported() {
+    let output = signpost(&["serve", "--config", "no/such/signpost.toml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no/such/signpost.toml"), "{stderr}");
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database_and_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("nested/folder/signpost.db");
+
+    let output = signpost(&["migrate"])
+        .env(
+            "SIGNPOST_DATABASE_URL",
+            format!("sqlite://{}", database.display()),
+        )
+        .output()
+        .unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("database is up to date"));
+    assert!(database.exists());
+    // Idempotent.
+    let again = signpost(&["migrate"])
+        .env(
+            "SIGNPOST_DATABASE_URL",
+            format!("sqlite://{}", database.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+}
