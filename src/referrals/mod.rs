@@ -55,18 +55,11 @@ impl Referrals {
         if_none_exist: Option<&str>,
     ) -> Result<Receipt, IntakeError> {
         let criteria = if_none_exist.map(parse_if_none_exist).transpose()?;
-        let resource_type = body.get("resourceType").and_then(Value::as_str);
-        if resource_type != Some("ServiceRequest") {
-            return Err(structure(
-                "ServiceRequest.resourceType",
-                format!(
-                    "this endpoint takes a ServiceRequest, not {}; post a transaction Bundle to the base URL",
-                    resource_type.map_or("a document without resourceType".into(), |t| format!(
-                        "a {t}"
-                    ))
-                ),
-            ));
-        }
+        expect_resource_type(
+            body,
+            "ServiceRequest",
+            "this endpoint takes a ServiceRequest; post a transaction Bundle to the base URL",
+        )?;
         let referral = self.validate(Submission::ServiceRequest(body))?;
         self.accept(referral, criteria).await
     }
@@ -74,18 +67,11 @@ impl Referrals {
     /// Accept a transaction Bundle holding one ServiceRequest and the
     /// resources it references.
     pub async fn submit_transaction(&self, body: &Value) -> Result<Receipt, IntakeError> {
-        let resource_type = body.get("resourceType").and_then(Value::as_str);
-        if resource_type != Some("Bundle") {
-            return Err(structure(
-                "Bundle.resourceType",
-                format!(
-                    "the base URL takes a transaction Bundle, not {}; post a bare ServiceRequest to /fhir/ServiceRequest",
-                    resource_type.map_or("a document without resourceType".into(), |t| format!(
-                        "a {t}"
-                    ))
-                ),
-            ));
-        }
+        expect_resource_type(
+            body,
+            "Bundle",
+            "the base URL takes a transaction Bundle; post a bare ServiceRequest to /fhir/ServiceRequest",
+        )?;
         let structural = self.validator.check_structure(body);
         if !structural.is_empty() {
             return Err(IntakeError::Rejected(Rejection::Structure(structural)));
@@ -308,8 +294,17 @@ fn find_service_request_entry(bundle: &Value) -> Result<usize, IntakeError> {
     }
 }
 
-fn structure(at: &str, text: String) -> IntakeError {
-    IntakeError::Rejected(Rejection::Structure(vec![
-        Issue::error(IssueCode::Invalid, text).at(at),
-    ]))
+/// `400` unless `body` is a `expected` resource.
+fn expect_resource_type(body: &Value, expected: &str, hint: &str) -> Result<(), IntakeError> {
+    let found = body.get("resourceType").and_then(Value::as_str);
+    if found == Some(expected) {
+        return Ok(());
+    }
+    let found = found.map_or("a document without resourceType".into(), |t| {
+        format!("a {t}")
+    });
+    Err(IntakeError::Rejected(Rejection::Structure(vec![
+        Issue::error(IssueCode::Invalid, format!("{hint}, not {found}"))
+            .at(format!("{expected}.resourceType")),
+    ])))
 }

@@ -126,25 +126,18 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
     // Assert: every acknowledged referral is there after a restart.
     let (_child, address) = start_binary(&db, &config).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
+    let get = |path: String| {
+        let (client, address) = (client.clone(), address.clone());
+        async move {
+            let response = client.get(format!("{address}{path}")).send().await.unwrap();
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
     for value in &acknowledged {
-        let search: serde_json::Value = client
-            .get(format!("{address}/fhir/ServiceRequest?identifier={value}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let search = get(format!("/fhir/ServiceRequest?identifier={value}")).await;
         assert_eq!(search["total"], 1, "acknowledged referral {value} was lost");
         let id = search["entry"][0]["resource"]["id"].as_str().unwrap();
-        let tasks: serde_json::Value = client
-            .get(format!("{address}/fhir/Task?focus=ServiceRequest/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tasks = get(format!("/fhir/Task?focus=ServiceRequest/{id}")).await;
         assert_eq!(tasks["total"], 1, "the Task of {value} was lost");
     }
 }
