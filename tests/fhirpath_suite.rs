@@ -10,12 +10,38 @@ use std::{collections::HashMap, fs, path::PathBuf};
 use serde_json::Value;
 use signpost::fhirpath::{Env, Expr, Item};
 
-const MODEL: &str = "needs the FHIR type model (static typing or type reflection)";
-const UCUM: &str = "UCUM quantities (unit conversion)";
-const STRICT: &str = "strict-mode semantic check that needs the FHIR model (unknown element names)";
+const MODEL: &str = "needs the FHIR type model: static typing of the context type narrowed by `is`";
+const UCUM: &str = "UCUM quantities: unit algebra and annotations beyond the fixed-ratio table";
+const STRICT: &str = "strict mode: rejecting unknown element names needs the FHIR model";
+const ORDER: &str = "checkOrderedFunctions: knowing children() is unordered needs static analysis";
 
 /// Tests this engine does not pass, each with the reason.
-const KNOWN_FAILURES: &[(&str, &str)] = &[];
+const KNOWN_FAILURES: &[(&str, &str)] = &[
+    ("testSimpleFail", STRICT),
+    ("testSimpleWithWrongContext", STRICT),
+    ("testPolymorphismB", STRICT),
+    ("testPolymorphismAsB", STRICT),
+    ("testDollarOrderNotAllowed", ORDER),
+    ("testStringQuantityDayLiteralToQuantity", UCUM),
+    ("testQuantity9", UCUM),
+    ("testQuantity10", UCUM),
+    ("testQuantity11", UCUM),
+    ("isEffectOnLogic3Base", MODEL),
+    ("isGuardFnImpliesBad", MODEL),
+    ("isGuardImpliesBad", MODEL),
+    ("isGuardOrTypesImpliesBad", MODEL),
+    ("isGuardOrFnTypesImpliesBad", MODEL),
+    ("isGuardOrOtherImpliesBad", MODEL),
+    ("isGuardOrOtherImpliesNoParensBad", MODEL),
+    ("isGuardOrInnerImpliesBad", MODEL),
+    ("isGuardAndBad", MODEL),
+    ("isGuardOrBad", MODEL),
+    ("isGuardXorBad", MODEL),
+    ("isGuardNotImpliesBad", MODEL),
+    ("isGuardIifBad", MODEL),
+    ("isGuardSupertypeBad", MODEL),
+    ("isGuardOtherExpressionBad", MODEL),
+];
 
 struct Case {
     name: String,
@@ -153,7 +179,6 @@ fn fhirpath_r4_suite() {
         "fhirpath R4 suite: {passed} passed, {known_failed} known failures, of {}",
         cases.len()
     );
-    let _ = (MODEL, UCUM, STRICT);
     assert!(
         unexpected.is_empty() && now_passing.is_empty(),
         "{} unexpected failures:\n{}\n{} known failures now pass (remove them from KNOWN_FAILURES):\n{}",

@@ -297,9 +297,10 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
             out.extend(args.swap_remove(0));
             out
         }
-        Func::Not => match to_bool(&input, "not()")? {
+        Func::Not => match singleton(&input, "not()")? {
             None => Vec::new(),
-            Some(b) => bools(!b),
+            // Integers convert to Boolean (0 is false), as `toBoolean()` does.
+            Some(item) => bools(!item.as_bool().unwrap_or_else(|| item.as_int().is_none_or(|i| i != 0))),
         },
         Func::Type => input
             .iter()
@@ -618,6 +619,7 @@ fn convert<'v>(to: Func, item: &Item<'v>) -> Option<Item<'v>> {
             Prim::Int(i) => Some(Item::Quantity(Decimal::from(i), "1".into())),
             Prim::Dec(d) => Some(Item::Quantity(d, "1".into())),
             Prim::Quantity(v, u) => Some(Item::Quantity(v, u.into())),
+            Prim::Bool(b) => Some(Item::Quantity(if b { Decimal::ONE } else { Decimal::ZERO }, "1".into())),
             Prim::Str(s) => parse_quantity(s),
             _ => None,
         },

@@ -476,6 +476,12 @@ impl Temporal {
         if time_a != time_b {
             return None;
         }
+        let timed = self.prec >= Prec::Hour && other.prec >= Prec::Hour;
+        // One zoned and one unzoned time of day cannot be ordered: the
+        // unzoned one's offset is unknown.
+        if timed && self.kind == TKind::DateTime && self.tz.is_some() != other.tz.is_some() {
+            return None;
+        }
         let (a, b) = if self.tz.is_some() && other.tz.is_some() {
             (self.to_utc(), other.to_utc())
         } else {
@@ -633,13 +639,7 @@ pub(crate) fn equals(a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
             Some(st) => st.equals(t),
             None => Some(false),
         },
-        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => {
-            if u1 == u2 || same_calendar_unit(u1, u2) {
-                Some(v1 == v2)
-            } else {
-                None
-            }
-        }
+        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => common_unit(*v1, u1, *v2, u2).map(|(a, b)| a == b),
         (Prim::Other, Prim::Other) => match (a, b) {
             (Item::Node(x), Item::Node(y)) => Some(x.value == y.value),
             (Item::Type(n1, t1), Item::Type(n2, t2)) => Some(n1 == n2 && t1 == t2),
@@ -651,6 +651,42 @@ pub(crate) fn equals(a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
 
 fn same_calendar_unit(a: &str, b: &str) -> bool {
     a.trim_end_matches('s') == b.trim_end_matches('s') && is_calendar_unit(a) && is_calendar_unit(b)
+}
+
+/// A few fixed-ratio units (mass, length, definite durations), enough to
+/// compare `1 'kg'` with `2000 'g'` or `7 days` with `1 'wk'`. Not UCUM:
+/// units outside this table only compare with the identical unit. Years and
+/// months are calendar-dependent and deliberately absent.
+fn unit_factor(u: &str) -> Option<(&'static str, Decimal)> {
+    let d = |s: &str| Decimal::from_str(s).ok();
+    Some(match u {
+        "g" => ("g", Decimal::ONE),
+        "mg" => ("g", d("0.001")?),
+        "ug" | "mcg" => ("g", d("0.000001")?),
+        "kg" => ("g", Decimal::from(1000)),
+        "[lb_av]" => ("g", d("453.59237")?),
+        "m" => ("m", Decimal::ONE),
+        "cm" => ("m", d("0.01")?),
+        "mm" => ("m", d("0.001")?),
+        "km" => ("m", Decimal::from(1000)),
+        "ms" | "millisecond" | "milliseconds" => ("s", d("0.001")?),
+        "s" | "second" | "seconds" => ("s", Decimal::ONE),
+        "min" | "minute" | "minutes" => ("s", Decimal::from(60)),
+        "h" | "hour" | "hours" => ("s", Decimal::from(3600)),
+        "d" | "day" | "days" => ("s", Decimal::from(86400)),
+        "wk" | "week" | "weeks" => ("s", Decimal::from(604800)),
+        _ => return None,
+    })
+}
+
+/// Both quantities in a common unit, when they are commensurable.
+fn common_unit(v1: Decimal, u1: &str, v2: Decimal, u2: &str) -> Option<(Decimal, Decimal)> {
+    if u1 == u2 || same_calendar_unit(u1, u2) {
+        return Some((v1, v2));
+    }
+    let (d1, f1) = unit_factor(u1)?;
+    let (d2, f2) = unit_factor(u2)?;
+    (d1 == d2).then(|| (v1 * f1, v2 * f2))
 }
 
 /// `~` on two items.
@@ -669,7 +705,10 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
         (Prim::Str(s), Prim::Temporal(t)) | (Prim::Temporal(t), Prim::Str(s)) => {
             str_as_temporal(s, t).is_some_and(|st| st.equivalent(t))
         }
-        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => (u1 == u2 || same_calendar_unit(u1, u2)) && v1 == v2,
+        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => common_unit(*v1, u1, *v2, u2).is_some_and(|(a, b)| {
+            let scale = a.scale().min(b.scale());
+            a.round_dp(scale) == b.round_dp(scale)
+        }),
         _ => equals(a, b) == Some(true),
     }
 }
@@ -695,13 +734,9 @@ pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>) -> Result<Option<Ordering>, St
             Some(st) => Ok(t.compare(&st)),
             None => Err(format!("cannot compare a date/time with '{s}'")),
         },
+        // Other units would need UCUM, which we do not implement: empty.
         (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => {
-            if u1 == u2 || same_calendar_unit(u1, u2) {
-                Ok(v1.partial_cmp(v2))
-            } else {
-                // Unit conversion needs UCUM, which we do not implement.
-                Ok(None)
-            }
+            Ok(common_unit(*v1, u1, *v2, u2).and_then(|(a, b)| a.partial_cmp(&b)))
         }
         _ => Err("operands of a comparison must be of the same type".into()),
     }
