@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fhirpath;
 pub mod fhir;
 pub mod outcome;
 pub mod referrals;

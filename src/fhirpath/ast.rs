@@ -1,0 +1,84 @@
+//! The compiled expression tree. Built once by the parser (function names
+//! already resolved and arities checked), then only read by the evaluator,
+//! so it is `Send + Sync` and shared freely between threads.
+
+use std::sync::Arc;
+
+use regex::Regex;
+
+use super::{functions::Func, value::Item};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Ast {
+    /// `{}`
+    Empty,
+    Literal(Item<'static>),
+    /// An identifier at the start of a path: a member of `$this`, or a
+    /// resource type name that selects `$this` when it matches.
+    Member(Arc<str>),
+    /// `target.name`
+    Child(Box<Ast>, Arc<str>),
+    This,
+    Index,
+    Total,
+    Var(Arc<str>),
+    Call(Box<Call>),
+    Indexer(Box<Ast>, Box<Ast>),
+    Negate(Box<Ast>),
+    Binary(BinOp, Box<Ast>, Box<Ast>),
+    Is(Box<Ast>, TypeSpec),
+    As(Box<Ast>, TypeSpec),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    /// `None` when the function is called without a target (`where(...)` at
+    /// the start of an expression): its input is then `$this`.
+    pub target: Option<Ast>,
+    pub func: CallKind,
+    pub args: Vec<Ast>,
+    /// For `is`, `as` and `ofType`.
+    pub type_arg: Option<TypeSpec>,
+    /// Regex compiled at parse time when the pattern is a string literal.
+    pub regex: Option<Regex>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CallKind {
+    Builtin(Func),
+    /// A function the host registers in `Env::with_function`.
+    Host(Arc<str>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinOp {
+    Mul,
+    Div,
+    IntDiv,
+    Mod,
+    Add,
+    Sub,
+    Concat,
+    Union,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    Eq,
+    Ne,
+    Equiv,
+    NotEquiv,
+    In,
+    Contains,
+    And,
+    Or,
+    Xor,
+    Implies,
+}
+
+/// A type name as written: `Integer`, `System.Integer`, `FHIR.Patient`.
+#[derive(Debug, Clone)]
+pub(crate) struct TypeSpec {
+    pub namespace: Option<Arc<str>>,
+    pub name: Arc<str>,
+}
