@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::{
     config::{Config, DEFAULT_CONFIG_PATH},
+    mapping::{MappingSet, fixtures, fpml::Template},
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     startup::{Application, shutdown_signal},
     telemetry,
@@ -39,6 +40,39 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Integrator tooling for mapping files.
+    Mappings {
+        #[command(subcommand)]
+        command: MappingsCommand,
+    },
+    /// Dry run: print the payload a referral (JSON file) would be sent as, or
+    /// the OperationOutcome refusing it. Stores and sends nothing.
+    Translate {
+        /// Map for this provider instead of routing.
+        #[arg(long)]
+        provider: Option<String>,
+        file: PathBuf,
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+    /// Evaluate a FHIRPath expression against a JSON or YAML resource (or an
+    /// empty object) and print the results as a JSON array.
+    Fhirpath {
+        expression: String,
+        file: Option<PathBuf>,
+    },
+    /// Render an FPML template (YAML or JSON) against a resource and print the
+    /// JSON result.
+    Fpml {
+        #[arg(long)]
+        template: PathBuf,
+        /// Variables for the template (`%name`), as a YAML or JSON object.
+        #[arg(long)]
+        context: Option<PathBuf>,
+        file: PathBuf,
+    },
     /// Validate a FHIR JSON file offline and print the OperationOutcome.
     /// Exit status 0 when valid, 1 when not, 2 when the file cannot be read.
     Validate {
@@ -47,6 +81,26 @@ enum Command {
         /// FHIR R4 schema.
         file: PathBuf,
         /// Folder holding the schemas.
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MappingsCommand {
+    /// Load every mapping, compile every expression and schema; report
+    /// errors with file, line and column.
+    Check {
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+    /// Run the fixtures beside every mapping (`mappings/tests/<provider>/`);
+    /// print a diff for each failure; non-zero exit on any failure.
+    Test {
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
         #[arg(long, default_value = "schemas")]
         schemas: PathBuf,
     },
@@ -69,6 +123,19 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(())
         }),
         Command::Validate { file, schemas } => validate(&file, &schemas),
+        Command::Mappings { command } => mappings(command),
+        Command::Translate {
+            provider,
+            file,
+            mappings,
+            schemas,
+        } => translate(provider.as_deref(), &file, &mappings, &schemas),
+        Command::Fhirpath { expression, file } => fhirpath(&expression, file.as_deref()),
+        Command::Fpml {
+            template,
+            context,
+            file,
+        } => fpml(&template, context.as_deref(), &file),
     }
 }
 
@@ -160,5 +227,178 @@ fn check_document(validator: &Validator, document: &Value) -> Vec<Issue> {
     match validator.check_referral(submission) {
         Ok(_) => Vec::new(),
         Err(Rejection::Structure(issues) | Rejection::Profile(issues)) => issues,
+    }
+}
+
+/// A JSON file, or YAML for any other extension.
+fn read_document(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| format!("{}: malformed JSON: {e}", path.display()))
+    } else {
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("signpost: {message}");
+    ExitCode::from(2)
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn load_mapping_set(mappings: &Path, schemas: &Path) -> Result<MappingSet, ExitCode> {
+    MappingSet::load(mappings, schemas).map_err(|errors| {
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        eprintln!("{} problem(s)", errors.len());
+        ExitCode::FAILURE
+    })
+}
+
+fn mappings(command: MappingsCommand) -> ExitCode {
+    match command {
+        MappingsCommand::Check { mappings, schemas } => match load_mapping_set(&mappings, &schemas)
+        {
+            Ok(set) => {
+                for mapping in set.mappings.values() {
+                    println!(
+                        "ok  {} {} ({})",
+                        mapping.provider,
+                        mapping.version,
+                        mapping.file.display()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        MappingsCommand::Test { mappings, schemas } => {
+            let set = match load_mapping_set(&mappings, &schemas) {
+                Ok(set) => set,
+                Err(code) => return code,
+            };
+            let (mut passed, mut failed) = (0, 0);
+            for mapping in set.mappings.values() {
+                let report = fixtures::run(mapping, &mappings.join("tests"));
+                passed += report.passed;
+                failed += report.failures.len();
+                println!(
+                    "{}: {} passed, {} failed",
+                    report.provider,
+                    report.passed,
+                    report.failures.len()
+                );
+                for failure in &report.failures {
+                    println!("FAIL {failure}");
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn translate(provider: Option<&str>, file: &Path, mappings: &Path, schemas: &Path) -> ExitCode {
+    let body = match read_document(file) {
+        Ok(body) => body,
+        Err(e) => return fail(e),
+    };
+    let validator = match Validator::load(schemas) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let set = match load_mapping_set(mappings, schemas) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    match crate::referrals::translate(&validator, &set, &body, provider) {
+        Ok((provider, payload)) => {
+            eprintln!("provider: {provider}");
+            print_json(&payload);
+            ExitCode::SUCCESS
+        }
+        Err(crate::referrals::IntakeError::Rejected(
+            Rejection::Structure(issues) | Rejection::Profile(issues),
+        )) => {
+            print_json(&operation_outcome(&issues));
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn fhirpath(expression: &str, file: Option<&Path>) -> ExitCode {
+    let resource = match file.map(read_document).transpose() {
+        Ok(resource) => resource.unwrap_or_else(|| Value::Object(Default::default())),
+        Err(e) => return fail(e),
+    };
+    let expr = match crate::fhirpath::Expr::parse(expression) {
+        Ok(expr) => expr,
+        Err(e) => return fail(format!("cannot parse the expression: {e}")),
+    };
+    let env = crate::fhirpath::Env::new().with_resource(&resource);
+    match expr.evaluate(&resource, &env) {
+        Ok(results) => {
+            print_json(&Value::Array(results));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("signpost: evaluation failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fpml(template: &Path, context: Option<&Path>, file: &Path) -> ExitCode {
+    let (template, resource) = match (read_document(template), read_document(file)) {
+        (Ok(t), Ok(r)) => (t, r),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let compiled = match Template::compile(&template, &[]) {
+        Ok(compiled) => compiled,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut env = crate::fhirpath::Env::new().with_resource(&resource);
+    if let Some(context) = context {
+        match read_document(context) {
+            Ok(Value::Object(variables)) => {
+                for (name, value) in variables {
+                    let collection = match value {
+                        Value::Array(items) => items,
+                        Value::Null => Vec::new(),
+                        one => vec![one],
+                    };
+                    env = env.with_variable(&name, collection);
+                }
+            }
+            Ok(_) => return fail("the context must be an object of variables"),
+            Err(e) => return fail(e),
+        }
+    }
+    match compiled.render(&resource, &env) {
+        Ok(result) => {
+            print_json(&result.unwrap_or(Value::Null));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("signpost: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -32,6 +32,7 @@ struct RawConfig {
     database_url: Option<String>,
     public_base_url: Option<String>,
     schemas_dir: Option<PathBuf>,
+    mappings_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     max_json_depth: Option<usize>,
     database_max_connections: Option<u32>,
@@ -71,6 +72,9 @@ pub struct Config {
     /// Folder holding `fhir/fhir.schema.json` and `profiles/` (`schemas_dir`,
     /// default `schemas`).
     pub schemas_dir: PathBuf,
+    /// Folder holding the mapping files `<provider>.yaml` and their fixtures
+    /// in `tests/` (`mappings_dir`, default `mappings`).
+    pub mappings_dir: PathBuf,
     /// Largest request body accepted, in bytes (`max_body_bytes`, default 1 MiB).
     pub max_body_bytes: usize,
     /// Deepest JSON nesting accepted (`max_json_depth`, default 64).
@@ -279,6 +283,7 @@ impl RawConfig {
             database_url,
             public_base_url,
             schemas_dir: self.schemas_dir.unwrap_or_else(|| "schemas".into()),
+            mappings_dir: self.mappings_dir.unwrap_or_else(|| "mappings".into()),
             max_body_bytes,
             max_json_depth,
             database_max_connections,

@@ -1,14 +1,16 @@
 //! Signpost: an interoperability gateway for social-prescribing referrals.
 //!
-//! Practice systems send FHIR R4 referrals; Signpost validates them, stores
-//! them durably and (in later layers) routes, maps and delivers them to
-//! community providers. See `ARCHITECTURE.md` in the design folder for the
+//! Practice systems send FHIR R4 referrals; Signpost validates them, routes
+//! each to a community provider and maps it to the provider's own payload
+//! (`fhirpath`, `mapping`), and stores it durably; delivery and status
+//! relay build on this. See `ARCHITECTURE.md` in the design folder for the
 //! shape of the whole; each module below owns one responsibility.
 
 pub mod cli;
 pub mod config;
-pub mod fhirpath;
 pub mod fhir;
+pub mod fhirpath;
+pub mod mapping;
 pub mod outcome;
 pub mod referrals;
 pub mod startup;

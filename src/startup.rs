@@ -4,12 +4,14 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 use crate::{
     config::Config,
     fhir::{self, AppState},
+    mapping::{MappingSet, fixtures},
     referrals::Referrals,
     store,
     validation::Validator,
@@ -28,6 +30,7 @@ impl Application {
         let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
             .await
             .context("loading schemas")??;
+        let mappings = load_mappings(&config)?;
         let store = store::open(&config.database_url, config.database_max_connections)
             .await
             .context("opening the database")?;
@@ -39,6 +42,7 @@ impl Application {
             config: config.clone(),
             validator: Arc::new(validator),
             store,
+            mappings: Arc::new(ArcSwap::from_pointee(mappings)),
         });
         let router = fhir::router(AppState { config, referrals });
         Ok(Application { listener, router })
@@ -61,6 +65,48 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
     }
+}
+
+/// Load every mapping, require exactly one per configured provider, and
+/// run the fixtures beside them: Signpost does not start on a mapping that
+/// does not compile or does not pass its own tests.
+pub fn load_mappings(config: &Config) -> anyhow::Result<MappingSet> {
+    let set = MappingSet::load(&config.mappings_dir, &config.schemas_dir).map_err(|errors| {
+        anyhow::anyhow!(
+            "mappings in {} do not load:\n  {}",
+            config.mappings_dir.display(),
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        )
+    })?;
+    let mut problems = Vec::new();
+    for id in config.providers.keys() {
+        if !set.mappings.contains_key(id) {
+            problems.push(format!(
+                "provider {id} is configured but has no mapping in {}",
+                config.mappings_dir.display()
+            ));
+        }
+    }
+    for (id, mapping) in &set.mappings {
+        if !config.providers.contains_key(id) {
+            problems.push(format!(
+                "{} maps provider {id}, which is not configured ([providers.{id}])",
+                mapping.file.display()
+            ));
+        }
+        let report = fixtures::run(mapping, &config.mappings_dir.join("tests"));
+        for failure in &report.failures {
+            problems.push(format!("mapping {id} fails its fixture {failure}"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("mappings refused:\n  {}", problems.join("\n  "));
+    }
+    Ok(set)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router {
             "/ServiceRequest",
             get(service_request::search).post(service_request::create),
         )
+        .route(
+            "/ServiceRequest/$translate",
+            axum::routing::post(service_request::translate),
+        )
         .route("/ServiceRequest/{id}", get(service_request::read))
         .route(
             "/ServiceRequest/{id}/_history/{version}",

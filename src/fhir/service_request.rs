@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 
 use super::{
@@ -117,4 +117,37 @@ pub async fn search(
         "ServiceRequest",
         found.into_iter().map(|r| (r.id, r.resource)).collect(),
     ))
+}
+
+/// Query of `$translate`.
+#[derive(serde::Deserialize)]
+pub struct TranslateParams {
+    provider: Option<String>,
+}
+
+/// `POST /fhir/ServiceRequest/$translate[?provider=ID]`: the payload the
+/// referral would be delivered as (`200`, the provider's own JSON, with the
+/// provider in `X-Signpost-Provider`), or the OperationOutcome refusing it.
+/// Nothing is stored or sent.
+pub async fn translate(
+    State(app): State<AppState>,
+    Query(params): Query<TranslateParams>,
+    FhirJson(body): FhirJson,
+) -> Result<Response, FhirError> {
+    let (provider, payload) = app.referrals.translate(&body, params.provider.as_deref())?;
+    let mut response = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        payload.to_string(),
+    )
+        .into_response();
+    if let Ok(provider) = HeaderValue::from_str(&provider) {
+        response
+            .headers_mut()
+            .insert("x-signpost-provider", provider);
+    }
+    Ok(response)
 }

@@ -29,12 +29,15 @@ use std::sync::{Arc, LazyLock};
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::fhirpath::{self, Env, Expr};
+use crate::fhirpath::{Env, Expr};
 
 /// A compiled template.
 #[derive(Clone)]
 pub struct Template {
     root: Node,
+    /// `(template path, expression)` of every expression, to say where a
+    /// field of the output is read from.
+    expressions: Vec<(String, String)>,
 }
 
 /// A problem in a template, found when compiling it.
@@ -49,7 +52,11 @@ pub struct TemplateError {
 
 impl std::fmt::Display for TemplateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = if self.path.is_empty() { "(root)" } else { &self.path };
+        let at = if self.path.is_empty() {
+            "(root)"
+        } else {
+            &self.path
+        };
         match &self.expression {
             Some(expr) => write!(f, "{at}: `{expr}`: {}", self.message),
             None => write!(f, "{at}: {}", self.message),
@@ -75,36 +82,6 @@ impl std::fmt::Display for RenderError {
     }
 }
 
-/// Variables and host functions visible to every expression of a render.
-#[derive(Clone, Default)]
-pub struct Scope {
-    variables: Vec<(String, Vec<Value>)>,
-    functions: Vec<(String, fhirpath::HostFunction)>,
-}
-
-impl Scope {
-    /// A variable `%name`.
-    #[must_use]
-    pub fn with_variable(mut self, name: &str, value: Vec<Value>) -> Self {
-        self.set(name, value);
-        self
-    }
-
-    /// A host function callable from expressions.
-    #[must_use]
-    pub fn with_function(mut self, name: &str, f: fhirpath::HostFunction) -> Self {
-        self.functions.push((name.to_owned(), f));
-        self
-    }
-
-    fn set(&mut self, name: &str, value: Vec<Value>) {
-        match self.variables.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.variables.push((name.to_owned(), value)),
-        }
-    }
-}
-
 #[derive(Clone)]
 enum Node {
     /// Numbers, booleans, null, and strings without placeholders.
@@ -112,9 +89,15 @@ enum Node {
     /// `"{[ expr ]}"`
     All(Located),
     /// `"{{ expr }}"` alone: the first result, typed.
-    First { expr: Located, null_if_empty: bool },
+    First {
+        expr: Located,
+        null_if_empty: bool,
+    },
     /// Text with `{{ }}` placeholders.
-    Text { parts: Vec<Part>, null_if_empty: bool },
+    Text {
+        parts: Vec<Part>,
+        null_if_empty: bool,
+    },
     Array(Vec<Node>),
     Object(Box<ObjectNode>),
 }
@@ -142,14 +125,30 @@ struct ObjectNode {
 enum ObjectKind {
     Plain(Vec<(String, Node)>),
     /// `{ "{{ expr }}": body }`
-    Each { source: Located, body: Node },
+    Each {
+        source: Located,
+        body: Node,
+    },
     /// `{% merge %}`: the other keys, then each value's object merged over.
-    Merge { rest: Vec<(String, Node)>, values: Vec<Node> },
+    Merge {
+        rest: Vec<(String, Node)>,
+        values: Vec<Node>,
+    },
     /// `{% for [index,] item in expr %}`
-    For { index: Option<String>, item: String, source: Located, body: Node },
+    For {
+        index: Option<String>,
+        item: String,
+        source: Located,
+        body: Node,
+    },
     /// `{% if %}` with optional `{% else %}`, and other keys the chosen
     /// branch's object is merged into.
-    If { condition: Located, then: Node, otherwise: Option<Node>, rest: Option<Vec<(String, Node)>> },
+    If {
+        condition: Located,
+        then: Node,
+        otherwise: Option<Node>,
+        rest: Option<Vec<(String, Node)>>,
+    },
 }
 
 static ALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{\[\s*([\s\S]+?)\s*\]\}").unwrap());
@@ -164,41 +163,85 @@ static ELSE_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{%\s*else\s*%
 static MERGE_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{%\s*merge\s*%\}").unwrap());
 static ASSIGN_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{%\s*assign\s*%\}").unwrap());
 
-struct Compiler {
+struct Compiler<'h> {
     errors: Vec<TemplateError>,
+    host_functions: &'h [&'h str],
+    expressions: Vec<(String, String)>,
 }
 
 impl Template {
-    /// Compile a template, reporting every problem.
-    pub fn compile(template: &Value) -> Result<Template, Vec<TemplateError>> {
-        let mut compiler = Compiler { errors: Vec::new() };
+    /// Compile a template, reporting every problem. `host_functions` names
+    /// the functions the host will register in the [`Env`] (such as code
+    /// table lookups); any other unknown function is an error here.
+    pub fn compile(
+        template: &Value,
+        host_functions: &[&str],
+    ) -> Result<Template, Vec<TemplateError>> {
+        let mut compiler = Compiler {
+            errors: Vec::new(),
+            host_functions,
+            expressions: Vec::new(),
+        };
         let root = compiler.node(template, "");
         if compiler.errors.is_empty() {
-            Ok(Template { root })
+            Ok(Template {
+                root,
+                expressions: compiler.expressions,
+            })
         } else {
             Err(compiler.errors)
         }
     }
 
-    /// Render against `resource`. `None` when everything vanished.
-    pub fn render(&self, resource: &Value, scope: &Scope) -> Result<Option<Value>, RenderError> {
-        let mut scope = scope.clone();
-        if !scope.variables.iter().any(|(n, _)| n == "context") {
-            scope.set("context", vec![resource.clone()]);
-        }
-        let renderer = Renderer { root: resource };
-        renderer.node(&self.root, resource, &scope)
+    /// The expression that fills the output field at `path`
+    /// (`case.reasons[0].code`), if one does; array indexes are ignored.
+    pub fn expression_at(&self, path: &str) -> Option<&str> {
+        let strip = |p: &str| {
+            let mut out = String::with_capacity(p.len());
+            let mut depth = 0;
+            for c in p.chars() {
+                match c {
+                    '[' => depth += 1,
+                    ']' => depth -= 1,
+                    _ if depth == 0 => out.push(c),
+                    _ => {}
+                }
+            }
+            out
+        };
+        let wanted = strip(path);
+        self.expressions
+            .iter()
+            .find(|(p, _)| strip(p) == wanted)
+            .map(|(_, e)| e.as_str())
+    }
+
+    /// Render against `resource`, with the variables and host functions of
+    /// `env` (whose `%resource` should be `resource`, for `resolve()`).
+    /// `None` when everything vanished.
+    pub fn render(&self, resource: &Value, env: &Env<'_>) -> Result<Option<Value>, RenderError> {
+        Renderer.node(&self.root, resource, env)
     }
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
-impl Compiler {
+impl Compiler<'_> {
     fn expr(&mut self, source: &str, path: &str) -> Option<Located> {
-        match Expr::parse(source) {
-            Ok(expr) => Some(Located { expr: Arc::new(expr), path: path.into() }),
+        match Expr::parse_with_functions(source, self.host_functions) {
+            Ok(expr) => {
+                self.expressions.push((path.to_owned(), source.to_owned()));
+                Some(Located {
+                    expr: Arc::new(expr),
+                    path: path.into(),
+                })
+            }
             Err(e) => {
                 self.error(path, Some(source), e.to_string());
                 None
@@ -260,9 +303,15 @@ impl Compiler {
             parts.push(Part::Text(text[last..].to_owned()));
         }
         if let [Part::Expr(expr)] = parts.as_slice() {
-            return Node::First { expr: expr.clone(), null_if_empty };
+            return Node::First {
+                expr: expr.clone(),
+                null_if_empty,
+            };
         }
-        Node::Text { parts, null_if_empty }
+        Node::Text {
+            parts,
+            null_if_empty,
+        }
     }
 
     fn object(&mut self, map: &Map<String, Value>, path: &str) -> Node {
@@ -284,7 +333,11 @@ impl Compiler {
             Value::Array(items) => items.iter().filter_map(Value::as_object).collect(),
             Value::Object(one) if one.len() == 1 => vec![one],
             _ => {
-                self.error(path, None, "{% assign %} takes an object with one key, or a list of them");
+                self.error(
+                    path,
+                    None,
+                    "{% assign %} takes an object with one key, or a list of them",
+                );
                 return;
             }
         };
@@ -295,7 +348,11 @@ impl Compiler {
         }
         for object in objects {
             if object.len() != 1 {
-                self.error(path, None, "each {% assign %} object must have exactly one key");
+                self.error(
+                    path,
+                    None,
+                    "each {% assign %} object must have exactly one key",
+                );
                 continue;
             }
             let (name, template) = object.iter().next().expect("one key");
@@ -349,12 +406,20 @@ impl Compiler {
             let item = captures[2].to_owned();
             let body = self.node(body, path);
             return match self.expr(&captures[3], path) {
-                Some(source) => ObjectKind::For { index, item, source, body },
+                Some(source) => ObjectKind::For {
+                    index,
+                    item,
+                    source,
+                    body,
+                },
                 None => ObjectKind::Plain(Vec::new()),
             };
         }
         let ifs: Vec<_> = entries.iter().filter(|(k, _)| IF_KEY.is_match(k)).collect();
-        let elses: Vec<_> = entries.iter().filter(|(k, _)| ELSE_KEY.is_match(k)).collect();
+        let elses: Vec<_> = entries
+            .iter()
+            .filter(|(k, _)| ELSE_KEY.is_match(k))
+            .collect();
         if ifs.len() > 1 {
             self.error(path, None, "{% if %} may appear once per object");
         }
@@ -376,7 +441,12 @@ impl Compiler {
             let rest = (!rest.is_empty()).then(|| self.plain(&rest, path));
             // `iif` gives FHIRPath truthiness: empty is false.
             return match self.expr(&format!("iif({condition}, true, false)"), path) {
-                Some(condition) => ObjectKind::If { condition, then, otherwise, rest },
+                Some(condition) => ObjectKind::If {
+                    condition,
+                    then,
+                    otherwise,
+                    rest,
+                },
                 None => ObjectKind::Plain(Vec::new()),
             };
         }
@@ -384,47 +454,49 @@ impl Compiler {
     }
 }
 
-struct Renderer<'r> {
-    root: &'r Value,
-}
+struct Renderer;
 
 type Rendered = Result<Option<Value>, RenderError>;
 
-impl Renderer<'_> {
-    fn evaluate(&self, located: &Located, focus: &Value, scope: &Scope) -> Result<Vec<Value>, RenderError> {
-        let mut env = Env::new().with_resource(self.root);
-        for (name, value) in &scope.variables {
-            env = env.with_variable(name, value.clone());
-        }
-        for (name, f) in &scope.functions {
-            env = env.with_function(name, f.clone());
-        }
-        located.expr.evaluate(focus, &env).map_err(|e| RenderError {
+impl Renderer {
+    fn evaluate(
+        &self,
+        located: &Located,
+        focus: &Value,
+        env: &Env<'_>,
+    ) -> Result<Vec<Value>, RenderError> {
+        located.expr.evaluate(focus, env).map_err(|e| RenderError {
             path: located.path.to_string(),
             expression: Some(located.expr.source().to_owned()),
             message: e.to_string(),
         })
     }
 
-    fn node(&self, node: &Node, focus: &Value, scope: &Scope) -> Rendered {
+    fn node(&self, node: &Node, focus: &Value, env: &Env<'_>) -> Rendered {
         match node {
             Node::Literal(value) => Ok(Some(value.clone())),
-            Node::All(expr) => Ok(clean(Value::Array(self.evaluate(expr, focus, scope)?))),
-            Node::First { expr, null_if_empty } => {
-                match self.evaluate(expr, focus, scope)?.into_iter().next() {
-                    Some(value) => Ok(clean(value)),
-                    None => Ok(null_if_empty.then_some(Value::Null)),
-                }
-            }
-            Node::Text { parts, null_if_empty } => {
+            Node::All(expr) => Ok(clean(Value::Array(self.evaluate(expr, focus, env)?))),
+            Node::First {
+                expr,
+                null_if_empty,
+            } => match self.evaluate(expr, focus, env)?.into_iter().next() {
+                Some(value) => Ok(clean(value)),
+                None => Ok(null_if_empty.then_some(Value::Null)),
+            },
+            Node::Text {
+                parts,
+                null_if_empty,
+            } => {
                 let mut text = String::new();
                 for part in parts {
                     match part {
                         Part::Text(t) => text.push_str(t),
-                        Part::Expr(expr) => match self.evaluate(expr, focus, scope)?.into_iter().next() {
-                            Some(value) => text.push_str(&as_text(&value)),
-                            None => return Ok(null_if_empty.then_some(Value::Null)),
-                        },
+                        Part::Expr(expr) => {
+                            match self.evaluate(expr, focus, env)?.into_iter().next() {
+                                Some(value) => text.push_str(&as_text(&value)),
+                                None => return Ok(null_if_empty.then_some(Value::Null)),
+                            }
+                        }
                     }
                 }
                 Ok(Some(Value::String(text)))
@@ -432,7 +504,7 @@ impl Renderer<'_> {
             Node::Array(items) => {
                 let mut out = Vec::new();
                 for item in items {
-                    match self.node(item, focus, scope)? {
+                    match self.node(item, focus, env)? {
                         Some(Value::Array(inner)) => out.extend(inner),
                         Some(value) => out.push(value),
                         None => {}
@@ -440,33 +512,35 @@ impl Renderer<'_> {
                 }
                 Ok((!out.is_empty()).then_some(Value::Array(out)))
             }
-            Node::Object(object) => self.object(object, focus, scope),
+            Node::Object(object) => self.object(object, focus, env),
         }
     }
 
-    fn object(&self, object: &ObjectNode, focus: &Value, scope: &Scope) -> Rendered {
+    fn object(&self, object: &ObjectNode, focus: &Value, env: &Env<'_>) -> Rendered {
         let owned;
-        let scope = if object.assigns.is_empty() {
-            scope
+        let env = if object.assigns.is_empty() {
+            env
         } else {
-            let mut extended = scope.clone();
+            let mut extended = env.clone();
             for (name, node) in &object.assigns {
+                // An assigned value is a collection: a list is its items,
+                // nothing (or null) is empty.
                 let value = match self.node(node, focus, &extended)? {
                     Some(Value::Array(items)) => items,
                     Some(Value::Null) | None => Vec::new(),
                     Some(value) => vec![value],
                 };
-                extended.set(name, value);
+                extended = extended.with_variable(name, value);
             }
             owned = extended;
             &owned
         };
         match &object.kind {
-            ObjectKind::Plain(entries) => self.entries(entries, focus, scope),
+            ObjectKind::Plain(entries) => self.entries(entries, focus, env),
             ObjectKind::Each { source, body } => {
                 let mut out = Vec::new();
-                for answer in self.evaluate(source, focus, scope)? {
-                    match self.node(body, &answer, scope)? {
+                for answer in self.evaluate(source, focus, env)? {
+                    match self.node(body, &answer, env)? {
                         Some(Value::Array(inner)) => out.extend(inner),
                         Some(value) => out.push(value),
                         None => {}
@@ -474,13 +548,17 @@ impl Renderer<'_> {
                 }
                 Ok((!out.is_empty()).then_some(Value::Array(out)))
             }
-            ObjectKind::For { index, item, source, body } => {
+            ObjectKind::For {
+                index,
+                item,
+                source,
+                body,
+            } => {
                 let mut out = Vec::new();
-                for (i, answer) in self.evaluate(source, focus, scope)?.into_iter().enumerate() {
-                    let mut inner = scope.clone();
-                    inner.set(item, vec![answer]);
+                for (i, answer) in self.evaluate(source, focus, env)?.into_iter().enumerate() {
+                    let mut inner = env.clone().with_variable(item, vec![answer]);
                     if let Some(index) = index {
-                        inner.set(index, vec![Value::from(i)]);
+                        inner = inner.with_variable(index, vec![Value::from(i)]);
                     }
                     match self.node(body, focus, &inner)? {
                         Some(Value::Array(items)) => out.extend(items),
@@ -491,36 +569,44 @@ impl Renderer<'_> {
                 Ok((!out.is_empty()).then_some(Value::Array(out)))
             }
             ObjectKind::Merge { rest, values } => {
-                let mut merged = match self.entries(rest, focus, scope)? {
+                let mut merged = match self.entries(rest, focus, env)? {
                     Some(Value::Object(map)) => map,
                     _ => Map::new(),
                 };
                 for value in values {
-                    match self.node(value, focus, scope)? {
+                    match self.node(value, focus, env)? {
                         Some(Value::Object(map)) => merged.extend(map),
                         None | Some(Value::Null) => {}
                         Some(_) => {
-                            return Err(shape_error(source_path(value), "{% merge %} values must render to objects"));
+                            return Err(shape_error(
+                                source_path(value),
+                                "{% merge %} values must render to objects",
+                            ));
                         }
                     }
                 }
                 Ok((!merged.is_empty()).then_some(Value::Object(merged)))
             }
-            ObjectKind::If { condition, then, otherwise, rest } => {
+            ObjectKind::If {
+                condition,
+                then,
+                otherwise,
+                rest,
+            } => {
                 let holds = self
-                    .evaluate(condition, focus, scope)?
+                    .evaluate(condition, focus, env)?
                     .first()
                     .is_some_and(|v| v == &Value::Bool(true));
                 let chosen = if holds {
-                    self.node(then, focus, scope)?
+                    self.node(then, focus, env)?
                 } else {
                     match otherwise {
-                        Some(node) => self.node(node, focus, scope)?,
+                        Some(node) => self.node(node, focus, env)?,
                         None => None,
                     }
                 };
                 let Some(rest) = rest else { return Ok(chosen) };
-                let mut merged = match self.entries(rest, focus, scope)? {
+                let mut merged = match self.entries(rest, focus, env)? {
                     Some(Value::Object(map)) => map,
                     _ => Map::new(),
                 };
@@ -539,10 +625,10 @@ impl Renderer<'_> {
         }
     }
 
-    fn entries(&self, entries: &[(String, Node)], focus: &Value, scope: &Scope) -> Rendered {
+    fn entries(&self, entries: &[(String, Node)], focus: &Value, env: &Env<'_>) -> Rendered {
         let mut map = Map::with_capacity(entries.len());
         for (key, node) in entries {
-            if let Some(value) = self.node(node, focus, scope)? {
+            if let Some(value) = self.node(node, focus, env)? {
                 map.insert(key.clone(), value);
             }
         }
@@ -558,7 +644,11 @@ fn source_path(node: &Node) -> String {
 }
 
 fn shape_error(path: String, message: &str) -> RenderError {
-    RenderError { path, expression: None, message: message.to_owned() }
+    RenderError {
+        path,
+        expression: None,
+        message: message.to_owned(),
+    }
 }
 
 /// A value computed by an expression, with empty arrays and objects removed
@@ -578,8 +668,10 @@ fn clean(value: Value) -> Option<Value> {
             (!out.is_empty()).then_some(Value::Array(out))
         }
         Value::Object(map) => {
-            let cleaned: Map<String, Value> =
-                map.into_iter().filter_map(|(k, v)| clean(v).map(|v| (k, v))).collect();
+            let cleaned: Map<String, Value> = map
+                .into_iter()
+                .filter_map(|(k, v)| clean(v).map(|v| (k, v)))
+                .collect();
             (!cleaned.is_empty()).then_some(Value::Object(cleaned))
         }
         other => Some(other),

@@ -8,11 +8,13 @@ pub mod task;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::{
     config::Config,
+    mapping::MappingSet,
     outcome::{Issue, IssueCode},
     store::{NewIntake, Recorded, ReferralRow, Store, StoreError, TaskRow},
     validation::{Referral, Rejection, Submission, Validator},
@@ -23,6 +25,8 @@ pub struct Referrals {
     pub config: Arc<Config>,
     pub validator: Arc<Validator>,
     pub store: Arc<dyn Store>,
+    /// The live mapping set; hot reload swaps it whole.
+    pub mappings: Arc<ArcSwap<MappingSet>>,
 }
 
 /// Why an intake did not produce a referral.
@@ -126,19 +130,51 @@ impl Referrals {
             }
         }
 
+        // A referral this referrer already sent is answered from storage,
+        // even if today's mapping would now route or map it differently.
+        // (The unique constraint, not this read, is what keeps it single.)
+        if let Some(existing) = self
+            .store
+            .referrals_by_identifier(
+                Some(&referral.identifier_system),
+                &referral.identifier_value,
+            )
+            .await?
+            .into_iter()
+            .find(|r| r.referrer_id == referrer.id)
+        {
+            return Ok(Receipt {
+                created: false,
+                referral: existing,
+            });
+        }
+
         let referral_id = uuid::Uuid::now_v7().to_string();
         let task_id = uuid::Uuid::now_v7().to_string();
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-
         let resource =
             with_server_identity(canonical::service_request(&referral), &referral_id, &now);
+
+        // Route and map now, so that a referral the provider could not take
+        // is refused here rather than accepted and never delivered.
+        let mappings = self.mappings.load();
+        let mapping = mappings.route(&resource).map_err(refuse)?;
+        let _payload = mapping.translate(&resource).map_err(refuse)?;
+        let provider_name = self
+            .config
+            .providers
+            .get(&mapping.provider)
+            .and_then(|p| p.name.clone());
 
         let task = task::new_task(&task::NewTask {
             id: &task_id,
             referral_id: &referral_id,
             nhs_number: &referral.nhs_number,
             requester_ods: &referral.ods_code,
-            owner: None,
+            owner: Some(task::Owner {
+                provider_id: &mapping.provider,
+                name: provider_name.as_deref(),
+            }),
             now: &now,
         });
         let intake = NewIntake {
@@ -147,7 +183,7 @@ impl Referrals {
                 referrer_id: referrer.id.clone(),
                 identifier_system: referral.identifier_system.clone(),
                 identifier_value: referral.identifier_value.clone(),
-                provider_id: None,
+                provider_id: Some(mapping.provider.clone()),
                 version_id: 1,
                 last_updated: now.clone(),
                 resource: resource.to_string(),
@@ -172,6 +208,19 @@ impl Referrals {
                 referral,
             },
         })
+    }
+
+    /// Dry run: validate a referral (bare or transaction Bundle), put it in
+    /// canonical form, route it (or use `provider`) and map it. Nothing is
+    /// stored and no referrer check is made; Signpost's id for the referral
+    /// shows as `DRY-RUN`. Returns the provider and the payload it would
+    /// receive.
+    pub fn translate(
+        &self,
+        body: &Value,
+        provider: Option<&str>,
+    ) -> Result<(String, Value), IntakeError> {
+        translate(&self.validator, &self.mappings.load(), body, provider)
     }
 
     /// One referral by id.
@@ -292,6 +341,55 @@ fn find_service_request_entry(bundle: &Value) -> Result<usize, IntakeError> {
             "the Bundle holds several ServiceRequests: send one referral per Bundle",
         )),
     }
+}
+
+/// See [`Referrals::translate`]; usable offline (`signpost translate`).
+pub fn translate(
+    validator: &Validator,
+    mappings: &MappingSet,
+    body: &Value,
+    provider: Option<&str>,
+) -> Result<(String, Value), IntakeError> {
+    let submission = match body.get("resourceType").and_then(Value::as_str) {
+        Some("Bundle") => {
+            let structural = validator.check_structure(body);
+            if !structural.is_empty() {
+                return Err(IntakeError::Rejected(Rejection::Structure(structural)));
+            }
+            Submission::Bundle {
+                bundle: body,
+                service_request: find_service_request_entry(body)?,
+            }
+        }
+        _ => {
+            expect_resource_type(
+                body,
+                "ServiceRequest",
+                "a referral is a ServiceRequest or a transaction Bundle",
+            )?;
+            Submission::ServiceRequest(body)
+        }
+    };
+    let referral = validator
+        .check_referral(submission)
+        .map_err(IntakeError::Rejected)?;
+    // Signpost's id is assigned on acceptance; a dry run shows a placeholder.
+    let resource = with_server_identity(canonical::service_request(&referral), "DRY-RUN", "");
+    let mapping = match provider {
+        Some(id) => mappings.mappings.get(id).cloned().ok_or_else(|| {
+            refuse(vec![Issue::error(
+                IssueCode::NotFound,
+                format!("no mapping for provider {id}"),
+            )])
+        })?,
+        None => mappings.route(&resource).map_err(refuse)?,
+    };
+    let payload = mapping.translate(&resource).map_err(refuse)?;
+    Ok((mapping.provider.clone(), payload))
+}
+
+fn refuse(issues: Vec<Issue>) -> IntakeError {
+    IntakeError::Rejected(Rejection::Profile(issues))
 }
 
 /// `400` unless `body` is a `expected` resource.

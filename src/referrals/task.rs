@@ -21,14 +21,23 @@ impl TaskStatus {
     }
 }
 
+/// Identifier system for Signpost's provider ids.
+pub const PROVIDER_SYSTEM: &str = "https://signpost.example/Id/provider";
+
+/// The provider that owns a Task.
+pub struct Owner<'a> {
+    pub provider_id: &'a str,
+    pub name: Option<&'a str>,
+}
+
 /// What a new Task is built from.
 pub struct NewTask<'a> {
     pub id: &'a str,
     pub referral_id: &'a str,
     pub nhs_number: &'a str,
     pub requester_ods: &'a str,
-    /// The provider the referral was routed to; `None` until routing exists.
-    pub owner: Option<&'a str>,
+    /// The provider the referral was routed to.
+    pub owner: Option<Owner<'a>>,
     pub now: &'a str,
 }
 
@@ -53,8 +62,14 @@ pub fn new_task(task: &NewTask<'_>) -> Value {
         "lastModified": task.now,
         "requester": { "type": "Organization", "identifier": { "system": ODS_CODE_SYSTEM, "value": task.requester_ods } }
     });
-    if let Some(owner) = task.owner {
-        resource["owner"] = json!({ "type": "Organization", "display": owner });
+    if let Some(owner) = &task.owner {
+        resource["owner"] = json!({
+            "type": "Organization",
+            "identifier": { "system": PROVIDER_SYSTEM, "value": owner.provider_id },
+        });
+        if let Some(name) = owner.name {
+            resource["owner"]["display"] = json!(name);
+        }
     }
     resource
 }

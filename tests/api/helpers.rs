@@ -116,6 +116,7 @@ pub fn test_config(database_url: &str) -> Config {
     ]);
     let mut config = Config::from_toml(&text, &path, &env).expect("sample config is valid");
     config.schemas_dir = Path::new(MANIFEST_DIR).join("schemas");
+    config.mappings_dir = Path::new(MANIFEST_DIR).join("mappings");
     config
 }
 

@@ -114,7 +114,8 @@ async fn every_accepted_referral_gets_a_requested_task(backend: Backend) {
         .unwrap()["value"]
         .clone();
     assert_eq!(task["for"]["identifier"]["value"], nhs_number);
-    assert!(task.get("owner").is_none(), "no routing yet, so no owner");
+    assert_eq!(task["owner"]["identifier"]["value"], "community-connect");
+    assert_eq!(task["owner"]["display"], "Community Connect");
     assert_eq!(
         search["entry"][0]["fullUrl"],
         format!("{}/fhir/Task/{}", app.address, task["id"].as_str().unwrap())

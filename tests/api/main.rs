@@ -7,4 +7,5 @@ mod durability;
 mod errors;
 mod idempotency;
 mod intake;
+mod routing;
 mod validation;

@@ -1,0 +1,188 @@
+//! The mapping files and their fixtures, and the integrator commands.
+
+use std::{path::Path, process::Command};
+
+use signpost::mapping::{MappingSet, fixtures};
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+fn signpost(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_signpost"))
+        .args(args)
+        .current_dir(MANIFEST_DIR)
+        .output()
+        .expect("signpost runs")
+}
+
+#[test]
+fn every_mapping_passes_every_fixture_beside_it() {
+    let root = Path::new(MANIFEST_DIR);
+    let set =
+        MappingSet::load(&root.join("mappings"), &root.join("schemas")).expect("mappings load");
+    assert_eq!(
+        set.mappings.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["activelives", "community-connect", "grow-together"]
+    );
+    for mapping in set.mappings.values() {
+        let report = fixtures::run(mapping, &root.join("mappings/tests"));
+        let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+        assert!(
+            failures.is_empty(),
+            "{}:\n{}",
+            mapping.provider,
+            failures.join("\n")
+        );
+        // Outbound payloads, refusals and every status value are covered.
+        assert!(
+            report.passed >= 8,
+            "{}: only {} fixtures",
+            mapping.provider,
+            report.passed
+        );
+    }
+}
+
+#[test]
+fn signpost_mappings_test_passes_and_says_so() {
+    let output = signpost(&["mappings", "test"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
+fn signpost_mappings_test_fails_with_a_diff_when_a_fixture_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(MANIFEST_DIR).join("mappings"), dir.path());
+    let yaml = dir.path().join("activelives.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    // An integrator's slip: the wrong scheme for weight management.
+    let broken = text.replacen("\": WEIGHT_MANAGEMENT", "\": WEIGHT_MGMT", 1);
+    assert_ne!(text, broken);
+    std::fs::write(&yaml, broken).unwrap();
+
+    let output = signpost(&[
+        "mappings",
+        "test",
+        "--mappings",
+        dir.path().to_str().unwrap(),
+    ]);
+
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("activelives-weight"), "{stdout}");
+    assert!(stdout.contains("scheme"), "{stdout}");
+}
+
+#[test]
+fn signpost_mappings_check_reports_errors_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(MANIFEST_DIR).join("mappings"), dir.path());
+    let yaml = dir.path().join("community-connect.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    let (before, after) = text.split_once("outbound:").unwrap();
+    std::fs::write(
+        &yaml,
+        format!("{before}outbound:\n  broken: \"{{{{ name.where( }}}}\"{after}"),
+    )
+    .unwrap();
+
+    let output = signpost(&[
+        "mappings",
+        "check",
+        "--mappings",
+        dir.path().to_str().unwrap(),
+    ]);
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = before.lines().count() + 2;
+    assert!(
+        stderr.contains(&format!("community-connect.yaml:{line}:")),
+        "expected line {line} in: {stderr}"
+    );
+    assert!(stderr.contains("name.where("), "{stderr}");
+}
+
+#[test]
+fn signpost_translate_prints_the_payload_or_the_refusal() {
+    let output = signpost(&[
+        "translate",
+        "tests/fixtures/referrals/valid/community-connect-loneliness.json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(payload["case"]["reasons"][0]["code"], "LONELINESS");
+
+    let refused = signpost(&[
+        "translate",
+        "tests/fixtures/referrals/refused/activelives-no-consent.json",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let outcome: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert!(outcome.to_string().contains("consent_to_share"));
+}
+
+#[test]
+fn signpost_fhirpath_and_fpml_evaluate_against_a_file() {
+    let output = signpost(&[
+        "fhirpath",
+        "contained.ofType(Patient).name.where(use = 'official').family",
+        "tests/fixtures/referrals/valid/activelives-exercise.json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result.as_array().unwrap().len(), 1);
+    assert!(result[0].is_string());
+
+    let bad = signpost(&[
+        "fhirpath",
+        "name.where(",
+        "tests/fixtures/referrals/valid/activelives-exercise.json",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("column"));
+
+    let fpml = signpost(&[
+        "fpml",
+        "--template",
+        "../shared/fixtures/fpml/complex-example.fhir.template.yaml",
+        "--context",
+        "../shared/fixtures/fpml/complex-example.fhir.context.yaml",
+        "tests/fixtures/referrals/valid/activelives-exercise.json",
+    ]);
+    // The template's body reads QuestionnaireResponse variables; against a
+    // ServiceRequest it still renders (to its resource-independent parts).
+    assert!(
+        fpml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fpml.stderr)
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
