@@ -4,14 +4,13 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use anyhow::{Context, bail};
-use arc_swap::ArcSwap;
+use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
     config::Config,
     fhir::{self, AppState},
-    mapping::{MappingSet, fixtures},
+    mapping::reload::Mappings,
     referrals::Referrals,
     store,
     validation::Validator,
@@ -21,6 +20,7 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    mappings: Arc<Mappings>,
 }
 
 impl Application {
@@ -30,7 +30,9 @@ impl Application {
         let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
             .await
             .context("loading schemas")??;
-        let mappings = load_mappings(&config)?;
+        let mappings = Arc::new(
+            Mappings::load(&config).map_err(|e| anyhow::anyhow!("mappings refused:\n{e}"))?,
+        );
         let store = store::open(&config.database_url, config.database_max_connections)
             .await
             .context("opening the database")?;
@@ -42,10 +44,18 @@ impl Application {
             config: config.clone(),
             validator: Arc::new(validator),
             store,
-            mappings: Arc::new(ArcSwap::from_pointee(mappings)),
+            mappings: mappings.live.clone(),
         });
-        let router = fhir::router(AppState { config, referrals });
-        Ok(Application { listener, router })
+        let router = fhir::router(AppState {
+            config,
+            referrals,
+            mappings: mappings.clone(),
+        });
+        Ok(Application {
+            listener,
+            router,
+            mappings,
+        })
     }
 
     /// The address actually bound (the port is chosen when `listen` says 0).
@@ -60,53 +70,17 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        // The watcher lives as long as the server.
+        let _watcher = self
+            .mappings
+            .watch()
+            .map_err(|e| tracing::warn!(error = %e, "cannot watch mappings; hot reload is off"))
+            .ok();
         tracing::info!(address = %self.local_addr(), "signpost listening");
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
     }
-}
-
-/// Load every mapping, require exactly one per configured provider, and
-/// run the fixtures beside them: Signpost does not start on a mapping that
-/// does not compile or does not pass its own tests.
-pub fn load_mappings(config: &Config) -> anyhow::Result<MappingSet> {
-    let set = MappingSet::load(&config.mappings_dir, &config.schemas_dir).map_err(|errors| {
-        anyhow::anyhow!(
-            "mappings in {} do not load:\n  {}",
-            config.mappings_dir.display(),
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n  ")
-        )
-    })?;
-    let mut problems = Vec::new();
-    for id in config.providers.keys() {
-        if !set.mappings.contains_key(id) {
-            problems.push(format!(
-                "provider {id} is configured but has no mapping in {}",
-                config.mappings_dir.display()
-            ));
-        }
-    }
-    for (id, mapping) in &set.mappings {
-        if !config.providers.contains_key(id) {
-            problems.push(format!(
-                "{} maps provider {id}, which is not configured ([providers.{id}])",
-                mapping.file.display()
-            ));
-        }
-        let report = fixtures::run(mapping, &config.mappings_dir.join("tests"));
-        for failure in &report.failures {
-            problems.push(format!("mapping {id} fails its fixture {failure}"));
-        }
-    }
-    if !problems.is_empty() {
-        bail!("mappings refused:\n  {}", problems.join("\n  "));
-    }
-    Ok(set)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

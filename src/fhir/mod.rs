@@ -24,7 +24,7 @@ pub use self::{
     error::FhirError,
     request::{FhirJson, X_CORRELATION_ID, X_REQUEST_ID, nesting_depth},
 };
-use crate::{config::Config, referrals::Referrals, store::ReferralRow};
+use crate::{config::Config, mapping::reload::Mappings, referrals::Referrals, store::ReferralRow};
 
 /// The media type of every answer.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
@@ -34,6 +34,7 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 pub struct AppState {
     pub config: Arc<Config>,
     pub referrals: Arc<Referrals>,
+    pub mappings: Arc<Mappings>,
 }
 
 /// The whole HTTP application.
@@ -58,6 +59,9 @@ pub fn router(state: AppState) -> Router {
         .route("/Task/{id}", get(task::read));
     Router::new()
         .nest("/fhir", fhir)
+        // Operators' view of the live mappings. (Admin authentication
+        // arrives with the security work; until then bind to loopback.)
+        .route("/admin/mappings", get(admin_mappings))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(request::request_ids))
@@ -70,6 +74,12 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .with_state(state)
+}
+
+async fn admin_mappings(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::Json<Value> {
+    axum::Json(app.mappings.report())
 }
 
 async fn not_found() -> FhirError {

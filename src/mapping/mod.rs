@@ -13,6 +13,7 @@
 
 pub mod fixtures;
 pub mod fpml;
+pub mod reload;
 pub mod tables;
 
 use std::{

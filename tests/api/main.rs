@@ -7,5 +7,6 @@ mod durability;
 mod errors;
 mod idempotency;
 mod intake;
+mod reload;
 mod routing;
 mod validation;
