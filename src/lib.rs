@@ -7,8 +7,8 @@
 
 pub mod cli;
 pub mod config;
-pub mod fhirpath;
 pub mod fhir;
+pub mod fhirpath;
 pub mod outcome;
 pub mod referrals;
 pub mod startup;

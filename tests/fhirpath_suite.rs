@@ -62,12 +62,19 @@ fn load_cases() -> Vec<Case> {
     let xml = fs::read_to_string(suite_dir().join("tests-fhir-r4.xml")).expect("suite XML");
     let doc = roxmltree::Document::parse(&xml).expect("suite XML parses");
     let mut cases = Vec::new();
-    for (i, test) in doc.descendants().filter(|n| n.has_tag_name("test")).enumerate() {
+    for (i, test) in doc
+        .descendants()
+        .filter(|n| n.has_tag_name("test"))
+        .enumerate()
+    {
         let expr = test
             .children()
             .find(|n| n.has_tag_name("expression"))
             .expect("every test has an expression");
-        let invalid = expr.attribute("invalid").or(test.attribute("invalid")).is_some();
+        let invalid = expr
+            .attribute("invalid")
+            .or(test.attribute("invalid"))
+            .is_some();
         let outputs = test
             .children()
             .filter(|n| n.has_tag_name("output"))
@@ -79,7 +86,9 @@ fn load_cases() -> Vec<Case> {
             })
             .collect();
         cases.push(Case {
-            name: test.attribute("name").map_or_else(|| format!("unnamed-{i}"), str::to_owned),
+            name: test
+                .attribute("name")
+                .map_or_else(|| format!("unnamed-{i}"), str::to_owned),
             input: test.attribute("inputfile").unwrap_or("").to_owned(),
             expression: expr.text().unwrap_or("").to_owned(),
             invalid,
@@ -113,7 +122,8 @@ fn run(case: &Case, input: &Value) -> Result<(), String> {
     let focus = match &case.context {
         Some(ctx) => {
             let ctx = Expr::parse(ctx).map_err(|e| format!("context parse error: {e}"))?;
-            ctx.evaluate_items(&root, &env).map_err(|e| format!("context: {e}"))?
+            ctx.evaluate_items(&root, &env)
+                .map_err(|e| format!("context: {e}"))?
         }
         None => root.to_vec(),
     };
@@ -142,11 +152,15 @@ fn run(case: &Case, input: &Value) -> Result<(), String> {
         got.sort();
         want.sort();
     }
-    let types_ok = case.outputs.iter().zip(&result).all(|((ty, _), item)| match ty.as_str() {
-        "boolean" => matches!(item.to_json(), Value::Bool(_)) || case.predicate,
-        "integer" => item.to_json().is_i64(),
-        _ => true,
-    });
+    let types_ok = case
+        .outputs
+        .iter()
+        .zip(&result)
+        .all(|((ty, _), item)| match ty.as_str() {
+            "boolean" => matches!(item.to_json(), Value::Bool(_)) || case.predicate,
+            "integer" => item.to_json().is_i64(),
+            _ => true,
+        });
     if got == want && types_ok {
         Ok(())
     } else {
@@ -165,14 +179,17 @@ fn fhirpath_r4_suite() {
     for case in &cases {
         let input = inputs.entry(case.input.clone()).or_insert_with(|| {
             let path = suite_dir().join("input").join(&case.input);
-            serde_json::from_str(&fs::read_to_string(&path).expect("input file")).expect("input JSON")
+            serde_json::from_str(&fs::read_to_string(&path).expect("input file"))
+                .expect("input JSON")
         });
         let outcome = run(case, input);
         match (outcome, known.get(case.name.as_str())) {
             (Ok(()), None) => passed += 1,
             (Ok(()), Some(_)) => now_passing.push(case.name.clone()),
             (Err(_), Some(_)) => known_failed += 1,
-            (Err(why), None) => unexpected.push(format!("{}: `{}`: {why}", case.name, case.expression)),
+            (Err(why), None) => {
+                unexpected.push(format!("{}: `{}`: {why}", case.name, case.expression))
+            }
         }
     }
     println!(

@@ -19,7 +19,11 @@ pub(crate) type Result<T> = std::result::Result<T, EvalError>;
 /// Stands in for the value of a primitive that only has extensions.
 static NULL: Value = Value::Null;
 
-pub(crate) fn evaluate<'v>(ast: &Ast, focus: &[Item<'v>], env: &'v Env<'v>) -> Result<Collection<'v>> {
+pub(crate) fn evaluate<'v>(
+    ast: &Ast,
+    focus: &[Item<'v>],
+    env: &'v Env<'v>,
+) -> Result<Collection<'v>> {
     let context_node = focus.first().and_then(|i| match i {
         Item::Node(n) => Some(n.value),
         _ => None,
@@ -67,10 +71,7 @@ pub(crate) fn singleton<'a, 'v>(c: &'a [Item<'v>], what: &str) -> Result<Option<
 /// Boolean singleton evaluation: empty is unknown, one Boolean is itself,
 /// any other single item counts as true, more than one item is an error.
 pub(crate) fn to_bool(c: &[Item<'_>], what: &str) -> Result<Option<bool>> {
-    Ok(match singleton(c, what)? {
-        None => None,
-        Some(item) => Some(item.as_bool().unwrap_or(true)),
-    })
+    Ok(singleton(c, what)?.map(|item| item.as_bool().unwrap_or(true)))
 }
 
 fn bool_result<'v>(b: Option<bool>) -> Collection<'v> {
@@ -179,7 +180,13 @@ impl<'v> Evaluator<'v, '_> {
         }
     }
 
-    fn binary(&self, op: BinOp, lhs: &Ast, rhs: &Ast, scope: &Scope<'_, 'v>) -> Result<Collection<'v>> {
+    fn binary(
+        &self,
+        op: BinOp,
+        lhs: &Ast,
+        rhs: &Ast,
+        scope: &Scope<'_, 'v>,
+    ) -> Result<Collection<'v>> {
         use BinOp::*;
         if matches!(op, And | Or | Xor | Implies) {
             let a = to_bool(&self.eval(lhs, scope)?, "a logical operator")?;
@@ -204,7 +211,10 @@ impl<'v> Evaluator<'v, '_> {
             In => membership(&a, &b, "in")?,
             Contains => membership(&b, &a, "contains")?,
             Lt | Gt | Le | Ge => {
-                let (Some(x), Some(y)) = (singleton(&a, "a comparison")?, singleton(&b, "a comparison")?) else {
+                let (Some(x), Some(y)) = (
+                    singleton(&a, "a comparison")?,
+                    singleton(&b, "a comparison")?,
+                ) else {
                     return Ok(Vec::new());
                 };
                 let ord = value::compare(x, y).map_err(EvalError::new)?;
@@ -228,7 +238,9 @@ impl<'v> Evaluator<'v, '_> {
                 vec![Item::Str((text(&a)? + &text(&b)?).into())]
             }
             Add | Sub | Mul | Div | IntDiv | Mod => {
-                let (Some(x), Some(y)) = (singleton(&a, "arithmetic")?, singleton(&b, "arithmetic")?) else {
+                let (Some(x), Some(y)) =
+                    (singleton(&a, "arithmetic")?, singleton(&b, "arithmetic")?)
+                else {
                     return Ok(Vec::new());
                 };
                 arithmetic(op, x, y)?.into_iter().collect()
@@ -309,7 +321,11 @@ pub(crate) fn union<'v>(a: Collection<'v>, b: Collection<'v>) -> Collection<'v> 
     out
 }
 
-fn membership<'v>(item: &[Item<'v>], collection: &[Item<'v>], what: &str) -> Result<Collection<'v>> {
+fn membership<'v>(
+    item: &[Item<'v>],
+    collection: &[Item<'v>],
+    what: &str,
+) -> Result<Collection<'v>> {
     Ok(match singleton(item, what)? {
         None => Vec::new(),
         Some(x) => vec![Item::Bool(contains_item(collection, x))],
@@ -347,7 +363,9 @@ fn arithmetic<'v>(op: BinOp, x: &Item<'v>, y: &Item<'v>) -> Result<Option<Item<'
             _ => return type_error(),
         },
         (Prim::Int(_) | Prim::Dec(_), Prim::Int(_) | Prim::Dec(_)) => {
-            let (Some(a), Some(b)) = (dec(&px), dec(&py)) else { return type_error() };
+            let (Some(a), Some(b)) = (dec(&px), dec(&py)) else {
+                return type_error();
+            };
             match op {
                 Add => a.checked_add(b).map(Item::Dec),
                 Sub => a.checked_sub(b).map(Item::Dec),
@@ -370,12 +388,20 @@ fn arithmetic<'v>(op: BinOp, x: &Item<'v>, y: &Item<'v>) -> Result<Option<Item<'
             }
         }
         (Prim::Quantity(a, ua), Prim::Quantity(b, ub)) if ua == ub && matches!(op, Add | Sub) => {
-            let v = if op == Add { a.checked_add(*b) } else { a.checked_sub(*b) };
+            let v = if op == Add {
+                a.checked_add(*b)
+            } else {
+                a.checked_sub(*b)
+            };
             v.map(|v| Item::Quantity(v, (*ua).into()))
         }
         (Prim::Quantity(a, u), Prim::Int(_) | Prim::Dec(_)) if matches!(op, Mul | Div) => {
             let b = dec(&py).unwrap_or_default();
-            let v = if op == Mul { a.checked_mul(b) } else { a.checked_div(b) };
+            let v = if op == Mul {
+                a.checked_mul(b)
+            } else {
+                a.checked_div(b)
+            };
             v.map(|v| Item::Quantity(v, (*u).into()))
         }
         _ => return type_error(),
@@ -385,7 +411,8 @@ fn arithmetic<'v>(op: BinOp, x: &Item<'v>, y: &Item<'v>) -> Result<Option<Item<'
 fn divide<'v>(a: Decimal, b: Decimal) -> Option<Item<'v>> {
     // Eight decimal places, as the reference implementation: FHIRPath does
     // not fix the precision of an inexact quotient.
-    a.checked_div(b).map(|q| Item::Dec(q.round_dp(8).normalize()))
+    a.checked_div(b)
+        .map(|q| Item::Dec(q.round_dp(8).normalize()))
 }
 
 // ---------------------------------------------------------------------------
@@ -393,13 +420,56 @@ fn divide<'v>(a: Decimal, b: Decimal) -> Option<Item<'v>> {
 
 /// Type suffixes a choice element (`value[x]`) may carry in FHIR R4.
 const CHOICE_TYPES: &[&str] = &[
-    "Base64Binary", "Boolean", "Canonical", "Code", "Date", "DateTime", "Decimal", "Id", "Instant",
-    "Integer", "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt", "Uri", "Url",
-    "Uuid", "Address", "Age", "Annotation", "Attachment", "CodeableConcept", "Coding",
-    "ContactPoint", "Count", "Distance", "Duration", "HumanName", "Identifier", "Money", "Period",
-    "Quantity", "Range", "Ratio", "Reference", "SampledData", "Signature", "Timing",
-    "ContactDetail", "Contributor", "DataRequirement", "Expression", "ParameterDefinition",
-    "RelatedArtifact", "TriggerDefinition", "UsageContext", "Dosage", "Meta",
+    "Base64Binary",
+    "Boolean",
+    "Canonical",
+    "Code",
+    "Date",
+    "DateTime",
+    "Decimal",
+    "Id",
+    "Instant",
+    "Integer",
+    "Markdown",
+    "Oid",
+    "PositiveInt",
+    "String",
+    "Time",
+    "UnsignedInt",
+    "Uri",
+    "Url",
+    "Uuid",
+    "Address",
+    "Age",
+    "Annotation",
+    "Attachment",
+    "CodeableConcept",
+    "Coding",
+    "ContactPoint",
+    "Count",
+    "Distance",
+    "Duration",
+    "HumanName",
+    "Identifier",
+    "Money",
+    "Period",
+    "Quantity",
+    "Range",
+    "Ratio",
+    "Reference",
+    "SampledData",
+    "Signature",
+    "Timing",
+    "ContactDetail",
+    "Contributor",
+    "DataRequirement",
+    "Expression",
+    "ParameterDefinition",
+    "RelatedArtifact",
+    "TriggerDefinition",
+    "UsageContext",
+    "Dosage",
+    "Meta",
 ];
 
 /// Appends the children called `name` of `item` to `out`.
@@ -440,7 +510,10 @@ pub(crate) fn navigate<'v>(item: &Item<'v>, name: &str, out: &mut Vec<Item<'v>>)
     }
     if !found {
         // A primitive with only extensions: `"_birthDate": {...}` and no value.
-        let ext = obj.iter().find(|(k, _)| k.strip_prefix('_') == Some(name)).map(|(_, v)| v);
+        let ext = obj
+            .iter()
+            .find(|(k, _)| k.strip_prefix('_') == Some(name))
+            .map(|(_, v)| v);
         if let Some(ext) = ext {
             push_values(&NULL, Some(ext), None, out);
         }
@@ -460,10 +533,17 @@ fn ext_sibling<'v>(obj: &'v Map<String, Value>, key: &str, v: &Value) -> Option<
     if !is_primitive(v) {
         return None;
     }
-    obj.iter().find(|(k, _)| k.strip_prefix('_') == Some(key)).map(|(_, v)| v)
+    obj.iter()
+        .find(|(k, _)| k.strip_prefix('_') == Some(key))
+        .map(|(_, v)| v)
 }
 
-fn push_values<'v>(v: &'v Value, ext: Option<&'v Value>, hint: Option<&'v str>, out: &mut Vec<Item<'v>>) {
+fn push_values<'v>(
+    v: &'v Value,
+    ext: Option<&'v Value>,
+    hint: Option<&'v str>,
+    out: &mut Vec<Item<'v>>,
+) {
     match v {
         Value::Array(items) => {
             let exts = ext.and_then(Value::as_array);
@@ -472,7 +552,11 @@ fn push_values<'v>(v: &'v Value, ext: Option<&'v Value>, hint: Option<&'v str>, 
                 if e.is_null() && ext.is_none() {
                     continue;
                 }
-                out.push(Item::Node(Node { value: e, ext, hint }));
+                out.push(Item::Node(Node {
+                    value: e,
+                    ext,
+                    hint,
+                }));
             }
             // `_given` may be longer than `given` when trailing values are absent.
             if let Some(exts) = exts {
@@ -486,7 +570,11 @@ fn push_values<'v>(v: &'v Value, ext: Option<&'v Value>, hint: Option<&'v str>, 
             }
         }
         Value::Null if ext.is_none() => {}
-        _ => out.push(Item::Node(Node { value: v, ext, hint })),
+        _ => out.push(Item::Node(Node {
+            value: v,
+            ext,
+            hint,
+        })),
     }
 }
 
@@ -521,14 +609,40 @@ pub(crate) fn children<'v>(item: &Item<'v>, out: &mut Vec<Item<'v>>) {
 
 /// FHIR primitive type names, which a choice suffix names with a capital.
 const FHIR_PRIMITIVES: &[&str] = &[
-    "base64Binary", "boolean", "canonical", "code", "date", "dateTime", "decimal", "id", "instant",
-    "integer", "markdown", "oid", "positiveInt", "string", "time", "unsignedInt", "uri", "url",
-    "uuid", "xhtml",
+    "base64Binary",
+    "boolean",
+    "canonical",
+    "code",
+    "date",
+    "dateTime",
+    "decimal",
+    "id",
+    "instant",
+    "integer",
+    "markdown",
+    "oid",
+    "positiveInt",
+    "string",
+    "time",
+    "unsignedInt",
+    "uri",
+    "url",
+    "uuid",
+    "xhtml",
 ];
 
 /// Types whose JSON form is a string: an untyped JSON string may be any.
 const STRING_TYPES: &[&str] = &[
-    "string", "code", "id", "uri", "url", "canonical", "markdown", "oid", "uuid", "base64Binary",
+    "string",
+    "code",
+    "id",
+    "uri",
+    "url",
+    "canonical",
+    "markdown",
+    "oid",
+    "uuid",
+    "base64Binary",
 ];
 
 /// Namespace and name of an item's type, as far as FHIR JSON tells us.
@@ -591,14 +705,18 @@ pub(crate) fn is_type(item: &Item<'_>, spec: &TypeSpec) -> bool {
     }
     match n.value {
         Value::Object(o) if o.contains_key("resourceType") => {
-            want == "Resource" || (want == "DomainResource" && !matches!(name.as_ref(), "Bundle" | "Parameters" | "Binary"))
+            want == "Resource"
+                || (want == "DomainResource"
+                    && !matches!(name.as_ref(), "Bundle" | "Parameters" | "Binary"))
         }
         Value::String(s) => {
             STRING_TYPES.contains(&want)
                 || match want {
                     "date" => value::Temporal::parse(s, TKind::Date).is_some(),
                     "dateTime" => value::Temporal::parse(s, TKind::DateTime).is_some(),
-                    "instant" => value::Temporal::parse(s, TKind::DateTime).is_some_and(|t| t.tz.is_some()),
+                    "instant" => {
+                        value::Temporal::parse(s, TKind::DateTime).is_some_and(|t| t.tz.is_some())
+                    }
                     "time" => value::Temporal::parse(s, TKind::Time).is_some(),
                     _ => false,
                 }

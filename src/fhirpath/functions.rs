@@ -15,10 +15,12 @@ use super::{
     EvalError,
     ast::{Call, CallKind},
     eval::{
-        Evaluator, Result, Scope, children, contains_item, is_type, navigate, singleton, to_bool, type_name,
-        union,
+        Evaluator, Result, Scope, children, contains_item, is_type, navigate, singleton, to_bool,
+        type_name, union,
     },
-    value::{Collection, Item, Prec, Prim, TKind, Temporal, calendar_unit, json_number, prim_to_string},
+    value::{
+        Collection, Item, Prec, Prim, TKind, Temporal, calendar_unit, json_number, prim_to_string,
+    },
 };
 
 pub(crate) struct FuncDef {
@@ -76,7 +78,10 @@ pub(crate) fn lookup(name: &str) -> Option<&'static FuncDef> {
 }
 
 pub(crate) fn def(func: Func) -> &'static FuncDef {
-    FUNCTIONS.iter().find(|d| d.func == func).expect("every Func is in the table")
+    FUNCTIONS
+        .iter()
+        .find(|d| d.func == func)
+        .expect("every Func is in the table")
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
@@ -87,7 +92,11 @@ fn bools<'v>(b: bool) -> Collection<'v> {
     vec![Item::Bool(b)]
 }
 
-pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v>) -> Result<Collection<'v>> {
+pub(crate) fn call<'v>(
+    ev: &Evaluator<'v, '_>,
+    call: &Call,
+    scope: &Scope<'_, 'v>,
+) -> Result<Collection<'v>> {
     let input: Collection<'v> = match &call.target {
         Some(t) => ev.eval(t, scope)?,
         None => scope.this.to_vec(),
@@ -182,7 +191,11 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
         Func::Iif => {
             // With a target the input is the scope of the branches.
             let inner = Scope {
-                this: if call.target.is_some() { &input } else { scope.this },
+                this: if call.target.is_some() {
+                    &input
+                } else {
+                    scope.this
+                },
                 index: scope.index,
                 total: scope.total,
             };
@@ -201,13 +214,18 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
             // projection is still evaluated so errors surface.
             if let Some(proj) = call.args.get(1) {
                 for (i, item) in input.iter().enumerate() {
-                    per_item(1, i, item).map(|_| ()).or_else(|_| ev.eval(proj, scope).map(|_| ()))?;
+                    per_item(1, i, item)
+                        .map(|_| ())
+                        .or_else(|_| ev.eval(proj, scope).map(|_| ()))?;
                 }
             }
             return Ok(input);
         }
         Func::OfType | Func::As | Func::Is => {
-            let spec = call.type_arg.as_ref().expect("parser stores the type argument");
+            let spec = call
+                .type_arg
+                .as_ref()
+                .expect("parser stores the type argument");
             return Ok(match func {
                 Func::Is => match singleton(&input, "is()")? {
                     None => Vec::new(),
@@ -224,7 +242,9 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
         args.push(ev.eval(a, scope)?);
     }
     let arg_str = |i: usize| -> Result<Option<String>> {
-        let Some(arg) = args.get(i) else { return Ok(None) };
+        let Some(arg) = args.get(i) else {
+            return Ok(None);
+        };
         match singleton(arg, name)? {
             None => Ok(None),
             Some(item) => match item.as_str() {
@@ -234,7 +254,9 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
         }
     };
     let arg_int = |i: usize| -> Result<Option<i64>> {
-        let Some(arg) = args.get(i) else { return Ok(None) };
+        let Some(arg) = args.get(i) else {
+            return Ok(None);
+        };
         match singleton(arg, name)? {
             None => Ok(None),
             Some(item) => match item.as_int() {
@@ -269,7 +291,10 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
             let n = input.len();
             bools(union(input, Vec::new()).len() == n)
         }
-        Func::Single => singleton(&input, "single()")?.cloned().into_iter().collect(),
+        Func::Single => singleton(&input, "single()")?
+            .cloned()
+            .into_iter()
+            .collect(),
         Func::First => input.into_iter().next().into_iter().collect(),
         Func::Last => input.into_iter().last().into_iter().collect(),
         Func::Tail => input.into_iter().skip(1).collect(),
@@ -290,7 +315,10 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
             }
             out
         }
-        Func::Exclude => input.into_iter().filter(|i| !contains_item(&args[0], i)).collect(),
+        Func::Exclude => input
+            .into_iter()
+            .filter(|i| !contains_item(&args[0], i))
+            .collect(),
         Func::Union => union(input, args.swap_remove(0)),
         Func::Combine => {
             let mut out = input;
@@ -300,7 +328,11 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
         Func::Not => match singleton(&input, "not()")? {
             None => Vec::new(),
             // Integers convert to Boolean (0 is false), as `toBoolean()` does.
-            Some(item) => bools(!item.as_bool().unwrap_or_else(|| item.as_int().is_none_or(|i| i != 0))),
+            Some(item) => bools(
+                !item
+                    .as_bool()
+                    .unwrap_or_else(|| item.as_int().is_none_or(|i| i != 0)),
+            ),
         },
         Func::Type => input
             .iter()
@@ -359,15 +391,23 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
         | Func::Trim
         | Func::Escape
         | Func::Unescape => {
-            let Some(item) = singleton(&input, name)? else { return Ok(Vec::new()) };
+            let Some(item) = singleton(&input, name)? else {
+                return Ok(Vec::new());
+            };
             let Some(s) = item.as_str() else {
                 return err(format!("{name}() expects a string input"));
             };
             string_function(func, s, call.regex.as_ref(), &arg_str, &arg_int)?
         }
         Func::Join => {
-            let sep = if args.is_empty() { Some(String::new()) } else { arg_str(0)? };
-            let Some(sep) = sep else { return Ok(Vec::new()) };
+            let sep = if args.is_empty() {
+                Some(String::new())
+            } else {
+                arg_str(0)?
+            };
+            let Some(sep) = sep else {
+                return Ok(Vec::new());
+            };
             let mut parts = Vec::with_capacity(input.len());
             for item in &input {
                 match item.as_str() {
@@ -387,7 +427,9 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
         | Func::Round
         | Func::Sqrt
         | Func::Truncate => {
-            let Some(item) = singleton(&input, name)? else { return Ok(Vec::new()) };
+            let Some(item) = singleton(&input, name)? else {
+                return Ok(Vec::new());
+            };
             let arg = match args.first() {
                 Some(a) => match singleton(a, name)? {
                     None => return Ok(Vec::new()),
@@ -442,14 +484,19 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
             vec![Item::Temporal(t)]
         }
         Func::Extension => {
-            let Some(url) = arg_str(0)? else { return Ok(Vec::new()) };
+            let Some(url) = arg_str(0)? else {
+                return Ok(Vec::new());
+            };
             let mut exts = Vec::new();
             for item in &input {
                 navigate(item, "extension", &mut exts);
             }
             exts.into_iter()
                 .filter(|e| {
-                    e.as_object().and_then(|o| o.get("url")).and_then(Value::as_str) == Some(url.as_str())
+                    e.as_object()
+                        .and_then(|o| o.get("url"))
+                        .and_then(Value::as_str)
+                        == Some(url.as_str())
                 })
                 .collect()
         }
@@ -484,7 +531,10 @@ pub(crate) fn call<'v>(ev: &Evaluator<'v, '_>, call: &Call, scope: &Scope<'_, 'v
 /// Identity for `repeat()`: the same JSON node, or equal System values.
 fn same_item(a: &Item<'_>, b: &Item<'_>) -> bool {
     match (a, b) {
-        (Item::Node(x), Item::Node(y)) => ptr::eq(x.value, y.value) && x.ext.map(|e| e as *const _) == y.ext.map(|e| e as *const _),
+        (Item::Node(x), Item::Node(y)) => {
+            ptr::eq(x.value, y.value)
+                && x.ext.map(|e| e as *const _) == y.ext.map(|e| e as *const _)
+        }
         (Item::Node(_), _) | (_, Item::Node(_)) => false,
         _ => super::value::equals(a, b) == Some(true),
     }
@@ -516,12 +566,19 @@ fn host<'v>(
     input: &[Item<'v>],
 ) -> Result<Collection<'v>> {
     let Some(f) = ev.env.function(name) else {
-        return err(format!("function '{name}' is not registered in this environment"));
+        return err(format!(
+            "function '{name}' is not registered in this environment"
+        ));
     };
     let focus: Vec<Value> = input.iter().map(Item::to_json).collect();
     let mut args = Vec::with_capacity(call.args.len());
     for a in &call.args {
-        args.push(ev.eval(a, scope)?.iter().map(Item::to_json).collect::<Vec<_>>());
+        args.push(
+            ev.eval(a, scope)?
+                .iter()
+                .map(Item::to_json)
+                .collect::<Vec<_>>(),
+        );
     }
     let mut out = Vec::new();
     for v in f(&focus, &args)? {
@@ -619,7 +676,10 @@ fn convert<'v>(to: Func, item: &Item<'v>) -> Option<Item<'v>> {
             Prim::Int(i) => Some(Item::Quantity(Decimal::from(i), "1".into())),
             Prim::Dec(d) => Some(Item::Quantity(d, "1".into())),
             Prim::Quantity(v, u) => Some(Item::Quantity(v, u.into())),
-            Prim::Bool(b) => Some(Item::Quantity(if b { Decimal::ONE } else { Decimal::ZERO }, "1".into())),
+            Prim::Bool(b) => Some(Item::Quantity(
+                if b { Decimal::ONE } else { Decimal::ZERO },
+                "1".into(),
+            )),
             Prim::Str(s) => parse_quantity(s),
             _ => None,
         },
@@ -688,7 +748,9 @@ fn string_function<'v>(
             })],
         },
         Func::Substring => {
-            let Some(start) = arg_int(0)? else { return Ok(Vec::new()) };
+            let Some(start) = arg_int(0)? else {
+                return Ok(Vec::new());
+            };
             let len = s.chars().count() as i64;
             if start < 0 || start >= len {
                 return Ok(Vec::new());
@@ -699,9 +761,15 @@ fn string_function<'v>(
             };
             text(s.chars().skip(start as usize).take(take as usize).collect())
         }
-        Func::StartsWith => arg_str(0)?.map(|p| bools(s.starts_with(&p))).unwrap_or_default(),
-        Func::EndsWith => arg_str(0)?.map(|p| bools(s.ends_with(&p))).unwrap_or_default(),
-        Func::Contains => arg_str(0)?.map(|p| bools(s.contains(&p))).unwrap_or_default(),
+        Func::StartsWith => arg_str(0)?
+            .map(|p| bools(s.starts_with(&p)))
+            .unwrap_or_default(),
+        Func::EndsWith => arg_str(0)?
+            .map(|p| bools(s.ends_with(&p)))
+            .unwrap_or_default(),
+        Func::Contains => arg_str(0)?
+            .map(|p| bools(s.contains(&p)))
+            .unwrap_or_default(),
         Func::Upper => text(s.to_uppercase()),
         Func::Lower => text(s.to_lowercase()),
         Func::Replace => match (arg_str(0)?, arg_str(1)?) {
@@ -735,16 +803,21 @@ fn string_function<'v>(
         Func::ToChars => s.chars().map(|c| Item::Str(c.to_string().into())).collect(),
         Func::Split => match arg_str(0)? {
             None => Vec::new(),
-            Some(sep) if sep.is_empty() => s.chars().map(|c| Item::Str(c.to_string().into())).collect(),
+            Some(sep) if sep.is_empty() => {
+                s.chars().map(|c| Item::Str(c.to_string().into())).collect()
+            }
             Some(sep) => s.split(sep.as_str()).map(|p| Item::Str(p.into())).collect(),
         },
         Func::Trim => text(s.trim().to_owned()),
         Func::Escape | Func::Unescape => {
-            let Some(format) = arg_str(0)? else { return Ok(Vec::new()) };
+            let Some(format) = arg_str(0)? else {
+                return Ok(Vec::new());
+            };
             let escape = func == Func::Escape;
             match (format.as_str(), escape) {
                 ("json", true) => {
-                    let quoted = serde_json::to_string(s).map_err(|e| EvalError::new(e.to_string()))?;
+                    let quoted =
+                        serde_json::to_string(s).map_err(|e| EvalError::new(e.to_string()))?;
                     text(quoted[1..quoted.len() - 1].to_owned())
                 }
                 ("json", false) => match serde_json::from_str::<String>(&format!("\"{s}\"")) {
@@ -814,7 +887,10 @@ fn math<'v>(func: Func, x: Prim<'_>, arg: Option<Prim<'_>>) -> Result<Option<Ite
                 Some(_) => return err("round() expects a non-negative integer precision"),
                 None => 0,
             };
-            Some(Item::Dec(d.round_dp_with_strategy(places, RoundingStrategy::MidpointAwayFromZero)))
+            Some(Item::Dec(d.round_dp_with_strategy(
+                places,
+                RoundingStrategy::MidpointAwayFromZero,
+            )))
         }
         Func::Exp => from_f64(f.exp()),
         Func::Ln => {
@@ -832,7 +908,9 @@ fn math<'v>(func: Func, x: Prim<'_>, arg: Option<Prim<'_>>) -> Result<Option<Ite
             }
         }
         Func::Log => {
-            let Some(base) = arg.as_ref().and_then(as_dec) else { return err("log() expects a number base") };
+            let Some(base) = arg.as_ref().and_then(as_dec) else {
+                return err("log() expects a number base");
+            };
             let b = f64::try_from(base).unwrap_or(f64::NAN);
             if d <= Decimal::ZERO || b <= 0.0 {
                 None
@@ -841,13 +919,21 @@ fn math<'v>(func: Func, x: Prim<'_>, arg: Option<Prim<'_>>) -> Result<Option<Ite
             }
         }
         Func::Power => {
-            let Some(exp) = arg.as_ref().and_then(as_dec) else { return err("power() expects a number exponent") };
+            let Some(exp) = arg.as_ref().and_then(as_dec) else {
+                return err("power() expects a number exponent");
+            };
             if is_int && matches!(arg, Some(Prim::Int(e)) if e >= 0) {
                 let e = i64::try_from(exp).unwrap_or(0);
                 let base = i64::try_from(d).unwrap_or(0);
-                u32::try_from(e).ok().and_then(|e| base.checked_pow(e)).map(Item::Int)
+                u32::try_from(e)
+                    .ok()
+                    .and_then(|e| base.checked_pow(e))
+                    .map(Item::Int)
             } else if exp.fract().is_zero() {
-                i64::try_from(exp).ok().and_then(|e| powi(d, e)).map(|r| Item::Dec(r.normalize()))
+                i64::try_from(exp)
+                    .ok()
+                    .and_then(|e| powi(d, e))
+                    .map(|r| Item::Dec(r.normalize()))
             } else if d < Decimal::ZERO {
                 None
             } else {
@@ -864,7 +950,11 @@ fn powi(base: Decimal, exp: i64) -> Option<Decimal> {
     for _ in 0..exp.unsigned_abs() {
         result = result.checked_mul(base)?;
     }
-    if exp < 0 { Decimal::ONE.checked_div(result) } else { Some(result) }
+    if exp < 0 {
+        Decimal::ONE.checked_div(result)
+    } else {
+        Some(result)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -876,7 +966,9 @@ fn powi(base: Decimal, exp: i64) -> Option<Decimal> {
 fn resolve<'v>(root: Option<&'v Value>, item: &Item<'v>) -> Option<&'v Value> {
     let root = root?;
     let Item::Node(node) = item else {
-        return item.as_str().and_then(|r| resolve_reference(root, &[root], r));
+        return item
+            .as_str()
+            .and_then(|r| resolve_reference(root, &[root], r));
     };
     let reference = match node.value {
         Value::String(s) => s.as_str(),
@@ -914,21 +1006,33 @@ fn find_enclosing<'v>(at: &'v Value, target: &Value, chain: &mut Vec<&'v Value>)
     found
 }
 
-fn resolve_reference<'v>(root: &'v Value, chain: &[&'v Value], reference: &str) -> Option<&'v Value> {
+fn resolve_reference<'v>(
+    root: &'v Value,
+    chain: &[&'v Value],
+    reference: &str,
+) -> Option<&'v Value> {
     if let Some(id) = reference.strip_prefix('#') {
         for res in chain.iter().rev() {
             if id.is_empty() && res.get("contained").is_some() {
                 return Some(res);
             }
             let contained = res.get("contained").and_then(Value::as_array);
-            if let Some(found) = contained.into_iter().flatten().find(|c| c.get("id").and_then(Value::as_str) == Some(id)) {
+            if let Some(found) = contained
+                .into_iter()
+                .flatten()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+            {
                 return Some(found);
             }
         }
         return None;
     }
     let type_id = type_and_id(reference);
-    for bundle in chain.iter().rev().filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Bundle")) {
+    for bundle in chain
+        .iter()
+        .rev()
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Bundle"))
+    {
         let entries = bundle.get("entry").and_then(Value::as_array);
         for entry in entries.into_iter().flatten() {
             if entry.get("fullUrl").and_then(Value::as_str) == Some(reference) {
@@ -947,7 +1051,10 @@ fn resolve_reference<'v>(root: &'v Value, chain: &[&'v Value], reference: &str) 
                     || entry
                         .get("fullUrl")
                         .and_then(Value::as_str)
-                        .is_some_and(|f| f.ends_with(&format!("{ty}/{id}")) && reference.starts_with(&f[..f.len() - ty.len() - id.len() - 1]));
+                        .is_some_and(|f| {
+                            f.ends_with(&format!("{ty}/{id}"))
+                                && reference.starts_with(&f[..f.len() - ty.len() - id.len() - 1])
+                        });
                 if matches && base_ok {
                     return res;
                 }
@@ -956,8 +1063,9 @@ fn resolve_reference<'v>(root: &'v Value, chain: &[&'v Value], reference: &str) 
     }
     // A relative reference to the root resource itself.
     let (ty, id) = type_id?;
-    (root.get("resourceType").and_then(Value::as_str) == Some(ty) && root.get("id").and_then(Value::as_str) == Some(id))
-        .then_some(root)
+    (root.get("resourceType").and_then(Value::as_str) == Some(ty)
+        && root.get("id").and_then(Value::as_str) == Some(id))
+    .then_some(root)
 }
 
 /// `Type/id` at the end of a reference, ignoring a `/_history/version` tail.

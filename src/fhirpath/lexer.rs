@@ -103,12 +103,19 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
                 let (s, end) = quoted(src, i, b'\'')?;
                 i = end;
                 Tok::Var(s.into())
-            } else if bytes.get(i).is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') {
+            } else if bytes
+                .get(i)
+                .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            {
                 let s = i;
                 i = ident_end(bytes, i);
                 Tok::Var(src[s..i].into())
             } else {
-                return Err(ParseError::at(src, start, "expected a variable name after '%'"));
+                return Err(ParseError::at(
+                    src,
+                    start,
+                    "expected a variable name after '%'",
+                ));
             }
         } else if c == b'$' {
             i += 1;
@@ -127,7 +134,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
             i += 1;
             let end = datetime_end(src, i)?;
             if end == i {
-                return Err(ParseError::at(src, start, "expected a date or time after '@'"));
+                return Err(ParseError::at(
+                    src,
+                    start,
+                    "expected a date or time after '@'",
+                ));
             }
             let body = &src[i..end];
             i = end;
@@ -141,7 +152,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
                 }
                 None => {
                     let ch = rest.chars().next().unwrap_or('?');
-                    return Err(ParseError::at(src, start, format!("unexpected character '{ch}'")));
+                    return Err(ParseError::at(
+                        src,
+                        start,
+                        format!("unexpected character '{ch}'"),
+                    ));
                 }
             }
         };
@@ -205,7 +220,11 @@ fn quoted(src: &str, start: usize, quote: u8) -> Result<(String, usize), ParseEr
                 }
             }
             other => {
-                return Err(ParseError::at(src, pos, format!("invalid escape '\\{other}'")));
+                return Err(ParseError::at(
+                    src,
+                    pos,
+                    format!("invalid escape '\\{other}'"),
+                ));
             }
         }
     }
@@ -238,7 +257,10 @@ fn datetime_end(src: &str, start: usize) -> Result<usize, ParseError> {
         if (b == b'-' || b == b'+') && src[start..i].contains('T') {
             let zone = bytes.get(i + 1..i + 6);
             let is_zone = zone.is_some_and(|z| {
-                z[0].is_ascii_digit() && z[1].is_ascii_digit() && z[2] == b':' && z[3].is_ascii_digit()
+                z[0].is_ascii_digit()
+                    && z[1].is_ascii_digit()
+                    && z[2] == b':'
+                    && z[3].is_ascii_digit()
             });
             if !is_zone {
                 break;

@@ -124,7 +124,10 @@ impl Parser<'_> {
         if t.kind == Tok::Sym(sym) {
             Ok(t)
         } else {
-            Err(self.error_at(t.offset, format!("expected '{sym}', found {}", describe(&t.kind))))
+            Err(self.error_at(
+                t.offset,
+                format!("expected '{sym}', found {}", describe(&t.kind)),
+            ))
         }
     }
 
@@ -161,7 +164,9 @@ impl Parser<'_> {
                 }
                 _ => {}
             }
-            let Some((op, bp)) = infix_op(&t.kind) else { break };
+            let Some((op, bp)) = infix_op(&t.kind) else {
+                break;
+            };
             if bp < min_bp {
                 break;
             }
@@ -221,7 +226,9 @@ impl Parser<'_> {
                 self.pos -= 1;
                 self.invocation(None)?
             }
-            other => return Err(self.error_at(t.offset, format!("unexpected {}", describe(&other)))),
+            other => {
+                return Err(self.error_at(t.offset, format!("unexpected {}", describe(&other))));
+            }
         })
     }
 
@@ -247,7 +254,10 @@ impl Parser<'_> {
             other => {
                 return Err(self.error_at(
                     t.offset,
-                    format!("expected an identifier or function, found {}", describe(&other)),
+                    format!(
+                        "expected an identifier or function, found {}",
+                        describe(&other)
+                    ),
                 ));
             }
         };
@@ -298,9 +308,12 @@ impl Parser<'_> {
         }
         // Compile a literal pattern once rather than on every evaluation.
         let regex = match (&func, args.first()) {
-            (CallKind::Builtin(Func::Matches | Func::ReplaceMatches), Some(Ast::Literal(Item::Str(p)))) => {
-                Some(Regex::new(p).map_err(|e| self.error_at(t.offset, format!("invalid regular expression: {e}")))?)
-            }
+            (
+                CallKind::Builtin(Func::Matches | Func::ReplaceMatches),
+                Some(Ast::Literal(Item::Str(p))),
+            ) => Some(Regex::new(p).map_err(|e| {
+                self.error_at(t.offset, format!("invalid regular expression: {e}"))
+            })?),
             _ => None,
         };
         Ok(Ast::Call(Box::new(Call {
@@ -332,7 +345,10 @@ impl Parser<'_> {
         let t = self.next();
         match t.kind {
             Tok::Ident(n) | Tok::Delimited(n) => Ok(n),
-            other => Err(self.error_at(t.offset, format!("expected a type name, found {}", describe(&other)))),
+            other => Err(self.error_at(
+                t.offset,
+                format!("expected a type name, found {}", describe(&other)),
+            )),
         }
     }
 }

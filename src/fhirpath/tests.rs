@@ -53,7 +53,10 @@ fn resolve_finds_a_bundle_entry_by_urn_uuid_full_url() {
     // Arrange
     let b = bundle();
     // Act
-    let got = eval("entry.resource.ofType(ServiceRequest).subject.resolve().gender", &b);
+    let got = eval(
+        "entry.resource.ofType(ServiceRequest).subject.resolve().gender",
+        &b,
+    );
     // Assert
     assert_eq!(got, vec![json!("female")]);
 }
@@ -61,14 +64,20 @@ fn resolve_finds_a_bundle_entry_by_urn_uuid_full_url() {
 #[test]
 fn resolve_finds_a_bundle_entry_by_absolute_full_url() {
     let b = bundle();
-    let got = eval("entry.resource.ofType(ServiceRequest).performer.resolve().name", &b);
+    let got = eval(
+        "entry.resource.ofType(ServiceRequest).performer.resolve().name",
+        &b,
+    );
     assert_eq!(got, vec![json!("Riverside")]);
 }
 
 #[test]
 fn resolve_finds_a_bundle_entry_by_relative_type_and_id() {
     let b = bundle();
-    let got = eval("entry.resource.ofType(ServiceRequest).requester.resolve().name.family", &b);
+    let got = eval(
+        "entry.resource.ofType(ServiceRequest).requester.resolve().name.family",
+        &b,
+    );
     assert_eq!(got, vec![json!("Patel")]);
 }
 
@@ -93,15 +102,28 @@ fn resolve_finds_contained_resources_from_inside_a_sibling_contained_resource() 
     });
     // Act / Assert
     assert_eq!(eval("subject.resolve().gender", &sr), vec![json!("female")]);
-    assert_eq!(eval("supportingInfo.resolve().patient.resolve().gender", &sr), vec![json!("female")]);
-    assert_eq!(eval("subject.reference.resolve().id", &sr), vec![json!("patient")]);
+    assert_eq!(
+        eval("supportingInfo.resolve().patient.resolve().gender", &sr),
+        vec![json!("female")]
+    );
+    assert_eq!(
+        eval("subject.reference.resolve().id", &sr),
+        vec![json!("patient")]
+    );
 }
 
 #[test]
 fn resolve_of_an_unknown_reference_is_empty() {
     let b = bundle();
-    assert!(eval("entry.resource.ofType(ServiceRequest).subject.reference.replace('9b', 'xx').resolve()", &b).is_empty());
-    let lone = json!({ "resourceType": "ServiceRequest", "subject": { "reference": "Patient/nowhere" } });
+    assert!(
+        eval(
+            "entry.resource.ofType(ServiceRequest).subject.reference.replace('9b', 'xx').resolve()",
+            &b
+        )
+        .is_empty()
+    );
+    let lone =
+        json!({ "resourceType": "ServiceRequest", "subject": { "reference": "Patient/nowhere" } });
     assert!(eval("subject.resolve()", &lone).is_empty());
 }
 
@@ -113,7 +135,10 @@ fn resolve_uses_the_environment_resource_when_evaluating_a_sub_node() {
     let sr = &b["entry"][0]["resource"];
     let env = Env::new().with_resource(&b);
     // Act
-    let got = Expr::parse("subject.resolve().gender").unwrap().evaluate(sr, &env).unwrap();
+    let got = Expr::parse("subject.resolve().gender")
+        .unwrap()
+        .evaluate(sr, &env)
+        .unwrap();
     // Assert
     assert_eq!(got, vec![json!("female")]);
 }
@@ -129,9 +154,18 @@ fn choice_elements_are_found_by_their_value_x_name_and_typed_by_suffix() {
     assert_eq!(eval("value.unit", &obs), vec![json!("kg")]);
     assert_eq!(eval("value.is(Quantity)", &obs), vec![json!(true)]);
     assert_eq!(eval("value is Period", &obs), vec![json!(false)]);
-    assert_eq!(eval("effective.ofType(Period).start", &obs), vec![json!("2026-01-01")]);
-    assert_eq!(eval("component.value.ofType(string)", &obs), vec![json!("a")]);
-    assert_eq!(eval("component.value.ofType(CodeableConcept).text", &obs), vec![json!("b")]);
+    assert_eq!(
+        eval("effective.ofType(Period).start", &obs),
+        vec![json!("2026-01-01")]
+    );
+    assert_eq!(
+        eval("component.value.ofType(string)", &obs),
+        vec![json!("a")]
+    );
+    assert_eq!(
+        eval("component.value.ofType(CodeableConcept).text", &obs),
+        vec![json!("b")]
+    );
     // The full name still works, and a prefix that is not a type does not match.
     assert_eq!(eval("valueQuantity.value", &obs), vec![json!(72.5)]);
     assert!(eval("val", &obs).is_empty());
@@ -145,7 +179,10 @@ fn primitive_extensions_are_reached_through_the_underscore_sibling() {
         "_birthDate": { "extension": [{ "url": "http://x/birthTime", "valueDateTime": "1974-12-25T14:35:45-05:00" }] },
         "_gender": { "extension": [{ "url": "http://x/absent", "valueCode": "unknown" }] }
     });
-    assert_eq!(eval("birthDate.extension('http://x/birthTime').value", &p), vec![json!("1974-12-25T14:35:45-05:00")]);
+    assert_eq!(
+        eval("birthDate.extension('http://x/birthTime').value", &p),
+        vec![json!("1974-12-25T14:35:45-05:00")]
+    );
     assert_eq!(eval("birthDate.hasValue()", &p), vec![json!(true)]);
     assert_eq!(eval("gender.hasValue()", &p), vec![json!(false)]);
     assert_eq!(eval("gender.extension.value", &p), vec![json!("unknown")]);
@@ -188,9 +225,18 @@ fn dates_of_different_precision_compare_as_empty_unless_already_decided() {
     // Decided by a field both carry.
     assert_eq!(eval("@2018-02 < @2018-03-01", &v), vec![json!(true)]);
     // Seconds and milliseconds are one precision.
-    assert_eq!(eval("@2018-03-01T10:30:00 = @2018-03-01T10:30:00.0", &v), vec![json!(true)]);
+    assert_eq!(
+        eval("@2018-03-01T10:30:00 = @2018-03-01T10:30:00.0", &v),
+        vec![json!(true)]
+    );
     // Zones are normalised before comparing.
-    assert_eq!(eval("@2017-11-05T01:30:00.0-04:00 > @2017-11-05T01:15:00.0-05:00", &v), vec![json!(false)]);
+    assert_eq!(
+        eval(
+            "@2017-11-05T01:30:00.0-04:00 > @2017-11-05T01:15:00.0-05:00",
+            &v
+        ),
+        vec![json!(false)]
+    );
     // A JSON string compares as a date against a date literal.
     assert_eq!(eval("birthDate < @1960", &v), vec![json!(true)]);
     assert_eq!(eval("birthDate = @1958-06-14", &v), vec![json!(true)]);
@@ -210,7 +256,10 @@ fn parse_errors_report_line_and_column() {
     let err = Expr::parse("name.given\n  .where(use = 'official'").unwrap_err();
     // Assert
     assert_eq!((err.line, err.column), (2, 26));
-    assert_eq!(err.to_string(), format!("line 2, column 26: {}", err.message));
+    assert_eq!(
+        err.to_string(),
+        format!("line 2, column 26: {}", err.message)
+    );
 
     let err = Expr::parse("name.given +").unwrap_err();
     assert_eq!((err.line, err.column, err.offset), (1, 13, 12));
@@ -224,7 +273,11 @@ fn parse_errors_report_line_and_column() {
 fn unknown_functions_and_wrong_arity_are_compile_errors_with_positions() {
     let err = Expr::parse("name.given.frobnicate()").unwrap_err();
     assert_eq!((err.line, err.column), (1, 12));
-    assert!(err.message.contains("unknown function 'frobnicate'"), "{}", err.message);
+    assert!(
+        err.message.contains("unknown function 'frobnicate'"),
+        "{}",
+        err.message
+    );
 
     let err = Expr::parse("name.where()").unwrap_err();
     assert_eq!((err.line, err.column), (1, 6));
@@ -253,7 +306,10 @@ fn host_functions_must_be_declared_at_parse_time_and_registered_to_run() {
     assert_eq!(got, vec![json!("EXERCISE")]);
     assert!(Expr::parse("lookup('activity', code)").is_err());
     let unregistered = expr.evaluate(&input, &Env::new()).unwrap_err();
-    assert!(unregistered.message.contains("not registered"), "{unregistered}");
+    assert!(
+        unregistered.message.contains("not registered"),
+        "{unregistered}"
+    );
 }
 
 #[test]
@@ -265,7 +321,10 @@ fn variables_come_from_the_environment() {
         .evaluate(&input, &env)
         .unwrap();
     assert_eq!(got, vec![json!("activelives-1")]);
-    let err: EvalError = Expr::parse("%missing").unwrap().evaluate(&input, &env).unwrap_err();
+    let err: EvalError = Expr::parse("%missing")
+        .unwrap()
+        .evaluate(&input, &env)
+        .unwrap_err();
     assert!(err.message.contains("%missing"));
 }
 

@@ -66,7 +66,9 @@ pub(crate) fn json_number(n: &serde_json::Number) -> Prim<'static> {
         Prim::Int(i)
     } else {
         // Via text so 0.1 stays 0.1 rather than the nearest binary double.
-        match Decimal::from_str(&n.to_string()).or_else(|_| Decimal::from_scientific(&n.to_string())) {
+        match Decimal::from_str(&n.to_string())
+            .or_else(|_| Decimal::from_scientific(&n.to_string()))
+        {
             Ok(d) => Prim::Dec(d),
             Err(_) => Prim::Other,
         }
@@ -167,7 +169,9 @@ impl<'v> Item<'v> {
             Item::Dec(d) => decimal_json(d),
             Item::Str(s) => Value::String(s.to_string()),
             Item::Temporal(t) => Value::String(t.to_string()),
-            Item::Quantity(v, u) => serde_json::json!({ "value": decimal_json(v), "unit": u.as_ref() }),
+            Item::Quantity(v, u) => {
+                serde_json::json!({ "value": decimal_json(v), "unit": u.as_ref() })
+            }
             Item::Type(ns, name) => serde_json::json!({ "namespace": ns, "name": name.as_ref() }),
         }
     }
@@ -175,9 +179,16 @@ impl<'v> Item<'v> {
 
 fn is_quantity_object(hint: Option<&str>, o: &serde_json::Map<String, Value>) -> bool {
     match hint {
-        Some("Quantity" | "Age" | "Duration" | "Distance" | "Count" | "SimpleQuantity" | "MoneyQuantity") => true,
+        Some(
+            "Quantity" | "Age" | "Duration" | "Distance" | "Count" | "SimpleQuantity"
+            | "MoneyQuantity",
+        ) => true,
         Some(_) => false,
-        None => o.get("value").is_some_and(Value::is_number) && (o.contains_key("code") || o.contains_key("unit")) && !o.contains_key("resourceType"),
+        None => {
+            o.get("value").is_some_and(Value::is_number)
+                && (o.contains_key("code") || o.contains_key("unit"))
+                && !o.contains_key("resourceType")
+        }
     }
 }
 
@@ -541,7 +552,9 @@ impl Temporal {
                     "day" => Duration::days(whole),
                     "hour" => Duration::hours(whole),
                     "minute" => Duration::minutes(whole),
-                    "second" => Duration::milliseconds(i64::try_from((value * Decimal::from(1000)).trunc()).ok()?),
+                    "second" => Duration::milliseconds(
+                        i64::try_from((value * Decimal::from(1000)).trunc()).ok()?,
+                    ),
                     "millisecond" => Duration::milliseconds(whole),
                     _ => return None,
                 };
@@ -631,15 +644,21 @@ pub(crate) fn equals(a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
     let (pa, pb) = (a.prim(), b.prim());
     match (&pa, &pb) {
         (Prim::Int(x), Prim::Int(y)) => Some(x == y),
-        (Prim::Int(_) | Prim::Dec(_), Prim::Int(_) | Prim::Dec(_)) => Some(to_dec(&pa) == to_dec(&pb)),
+        (Prim::Int(_) | Prim::Dec(_), Prim::Int(_) | Prim::Dec(_)) => {
+            Some(to_dec(&pa) == to_dec(&pb))
+        }
         (Prim::Str(x), Prim::Str(y)) => Some(x == y),
         (Prim::Bool(x), Prim::Bool(y)) => Some(x == y),
         (Prim::Temporal(x), Prim::Temporal(y)) => x.equals(y),
-        (Prim::Str(s), Prim::Temporal(t)) | (Prim::Temporal(t), Prim::Str(s)) => match str_as_temporal(s, t) {
-            Some(st) => st.equals(t),
-            None => Some(false),
-        },
-        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => common_unit(*v1, u1, *v2, u2).map(|(a, b)| a == b),
+        (Prim::Str(s), Prim::Temporal(t)) | (Prim::Temporal(t), Prim::Str(s)) => {
+            match str_as_temporal(s, t) {
+                Some(st) => st.equals(t),
+                None => Some(false),
+            }
+        }
+        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => {
+            common_unit(*v1, u1, *v2, u2).map(|(a, b)| a == b)
+        }
         (Prim::Other, Prim::Other) => match (a, b) {
             (Item::Node(x), Item::Node(y)) => Some(x.value == y.value),
             (Item::Type(n1, t1), Item::Type(n2, t2)) => Some(n1 == n2 && t1 == t2),
@@ -694,7 +713,9 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
     let (pa, pb) = (a.prim(), b.prim());
     match (&pa, &pb) {
         (Prim::Int(_) | Prim::Dec(_), Prim::Int(_) | Prim::Dec(_)) => {
-            let (Some(x), Some(y)) = (to_dec(&pa), to_dec(&pb)) else { return false };
+            let (Some(x), Some(y)) = (to_dec(&pa), to_dec(&pb)) else {
+                return false;
+            };
             // Compared at the precision of the less precise operand.
             let scale = x.scale().min(y.scale());
             x.round_dp(scale) == y.round_dp(scale)
@@ -705,16 +726,20 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
         (Prim::Str(s), Prim::Temporal(t)) | (Prim::Temporal(t), Prim::Str(s)) => {
             str_as_temporal(s, t).is_some_and(|st| st.equivalent(t))
         }
-        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => common_unit(*v1, u1, *v2, u2).is_some_and(|(a, b)| {
-            let scale = a.scale().min(b.scale());
-            a.round_dp(scale) == b.round_dp(scale)
-        }),
+        (Prim::Quantity(v1, u1), Prim::Quantity(v2, u2)) => common_unit(*v1, u1, *v2, u2)
+            .is_some_and(|(a, b)| {
+                let scale = a.scale().min(b.scale());
+                a.round_dp(scale) == b.round_dp(scale)
+            }),
         _ => equals(a, b) == Some(true),
     }
 }
 
 fn normalize_ws(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Ordering for `<`, `>`, `<=`, `>=`: `Ok(None)` is empty (incomparable
@@ -723,7 +748,9 @@ pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>) -> Result<Option<Ordering>, St
     let (pa, pb) = (a.prim(), b.prim());
     match (&pa, &pb) {
         (Prim::Int(x), Prim::Int(y)) => Ok(Some(x.cmp(y))),
-        (Prim::Int(_) | Prim::Dec(_), Prim::Int(_) | Prim::Dec(_)) => Ok(to_dec(&pa).partial_cmp(&to_dec(&pb))),
+        (Prim::Int(_) | Prim::Dec(_), Prim::Int(_) | Prim::Dec(_)) => {
+            Ok(to_dec(&pa).partial_cmp(&to_dec(&pb)))
+        }
         (Prim::Str(x), Prim::Str(y)) => Ok(Some(x.cmp(y))),
         (Prim::Temporal(x), Prim::Temporal(y)) => Ok(x.compare(y)),
         (Prim::Str(s), Prim::Temporal(t)) => match str_as_temporal(s, t) {
