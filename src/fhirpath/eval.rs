@@ -71,10 +71,7 @@ pub(crate) fn singleton<'a, 'v>(c: &'a [Item<'v>], what: &str) -> Result<Option<
 /// Boolean singleton evaluation: empty is unknown, one Boolean is itself,
 /// any other single item counts as true, more than one item is an error.
 pub(crate) fn to_bool(c: &[Item<'_>], what: &str) -> Result<Option<bool>> {
-    Ok(match singleton(c, what)? {
-        None => None,
-        Some(item) => Some(item.as_bool().unwrap_or(true)),
-    })
+    Ok(singleton(c, what)?.map(|item| item.as_bool().unwrap_or(true)))
 }
 
 fn bool_result<'v>(b: Option<bool>) -> Collection<'v> {
