@@ -8,11 +8,7 @@
 use std::{path::Path, sync::LazyLock};
 
 use serde_json::Value;
-use signpost::{
-    mapping::MappingSet,
-    referrals::translate,
-    validation::Validator,
-};
+use signpost::{mapping::MappingSet, referrals::translate, validation::Validator};
 
 fn main() {
     divan::main();
@@ -22,8 +18,9 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-static MAPPINGS: LazyLock<MappingSet> =
-    LazyLock::new(|| MappingSet::load(&root().join("mappings"), &root().join("schemas")).expect("mappings"));
+static MAPPINGS: LazyLock<MappingSet> = LazyLock::new(|| {
+    MappingSet::load(&root().join("mappings"), &root().join("schemas")).expect("mappings")
+});
 static VALIDATOR: LazyLock<Validator> =
     LazyLock::new(|| Validator::load(&root().join("schemas")).expect("schemas"));
 

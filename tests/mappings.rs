@@ -186,3 +186,34 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn routing_refuses_a_referral_several_providers_would_take_and_one_none_takes() {
+    let root = Path::new(MANIFEST_DIR);
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join(p)).unwrap()).unwrap()
+    };
+    let activelives = read("mappings/tests/activelives/activelives-exercise.input.json");
+    let nobody = read("mappings/tests/routing/no-provider-matches.input.json");
+
+    let set = MappingSet::load(&root.join("mappings"), &root.join("schemas")).unwrap();
+    assert_eq!(set.route(&activelives).unwrap().provider, "activelives");
+    let issues = set.route(&nobody).err().expect("no provider");
+    assert_eq!(issues[0].expression.as_deref(), Some("ServiceRequest.code"));
+
+    // An integrator makes Grow Together take everything: now two match.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("mappings"), dir.path());
+    let file = dir.path().join("grow-together.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let greedy = text.replacen("accepts: \"false\"", "accepts: \"true\"", 1);
+    assert_ne!(text, greedy);
+    std::fs::write(&file, greedy).unwrap();
+    let set = MappingSet::load(dir.path(), &root.join("schemas")).unwrap();
+    let issues = set.route(&activelives).err().expect("ambiguous");
+    let text = &issues[0].diagnostics;
+    assert!(
+        text.contains("activelives") && text.contains("grow-together"),
+        "{text}"
+    );
+}
