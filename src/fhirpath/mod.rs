@@ -148,7 +148,9 @@ impl std::error::Error for EvalError {}
 #[derive(Clone, Default)]
 pub struct Env<'a> {
     resource: Option<&'a Value>,
-    variables: HashMap<String, Vec<Value>>,
+    /// Shared, so that cloning an `Env` to add one variable (as templates
+    /// do for every `assign` and loop) copies pointers, not documents.
+    variables: HashMap<String, Arc<Vec<Value>>>,
     functions: HashMap<String, HostFunction>,
 }
 
@@ -176,7 +178,7 @@ impl<'a> Env<'a> {
 
     /// Defines `%name`.
     pub fn with_variable(mut self, name: &str, value: Vec<Value>) -> Self {
-        self.variables.insert(name.to_owned(), value);
+        self.variables.insert(name.to_owned(), Arc::new(value));
         self
     }
 
@@ -192,7 +194,7 @@ impl<'a> Env<'a> {
     }
 
     pub(crate) fn variable(&self, name: &str) -> Option<&Vec<Value>> {
-        self.variables.get(name)
+        self.variables.get(name).map(|v| v.as_ref())
     }
 
     pub(crate) fn function(&self, name: &str) -> Option<&HostFunction> {
