@@ -4,6 +4,8 @@
 //! them durably and (in later layers) routes, maps and delivers them to
 //! community providers. See `ARCHITECTURE.md` in the design folder for the
 //! shape of the whole; each module below owns one responsibility.
+//! [`fhirpath`] is the FHIRPath engine (over plain JSON) that mappings and
+//! routing rules are written in.
 
 pub mod cli;
 pub mod config;
