@@ -5,6 +5,8 @@
 //! (`fhirpath`, `mapping`), and stores it durably; delivery and status
 //! relay build on this. See `ARCHITECTURE.md` in the design folder for the
 //! shape of the whole; each module below owns one responsibility.
+//! [`fhirpath`] is the FHIRPath engine (over plain JSON) that mappings and
+//! routing rules are written in.
 
 pub mod cli;
 pub mod config;
