@@ -34,11 +34,7 @@ async fn referrals_survive_a_restart(backend: Backend) {
     let after = app.get(&path).await;
     assert_eq!(after.status(), StatusCode::OK);
     assert_eq!(json(after).await, before);
-    let search = json(
-        app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-            .await,
-    )
-    .await;
+    let search = app.search_identifier(value).await;
     assert_eq!(search["total"], 1);
     // And the restarted server still recognises the referral as a retry.
     let again = json(app.post_json("/fhir", &referral).await).await;

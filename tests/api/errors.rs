@@ -227,11 +227,7 @@ async fn a_storage_failure_is_a_503_that_stores_nothing(backend: Backend) {
     );
     // The transaction was rolled back: no half-stored referral.
     let value = referral["identifier"][0]["value"].as_str().unwrap();
-    let search = json(
-        app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-            .await,
-    )
-    .await;
+    let search = app.search_identifier(value).await;
     assert_eq!(search["total"], 0);
 }
 

@@ -193,6 +193,17 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `GET /fhir/ServiceRequest?identifier=TOKEN`, as JSON.
+    pub async fn search_identifier(&self, token: impl AsRef<str>) -> Value {
+        let token = token.as_ref();
+        let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+        json(
+            self.get(&format!("/fhir/ServiceRequest?identifier={encoded}"))
+                .await,
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -33,11 +33,7 @@ async fn a_resent_referral_returns_200_with_the_original_and_no_second_task(back
     assert_eq!(json(second).await, first);
 
     // The same referral sent as a transaction Bundle is the same referral.
-    let search = json(
-        app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-            .await,
-    )
-    .await;
+    let search = app.search_identifier(value).await;
     assert_eq!(search["total"], 1);
     assert_eq!(task_count(&app, first["id"].as_str().unwrap()).await, 1);
 }
@@ -53,11 +49,7 @@ async fn a_resent_transaction_bundle_is_recognised(backend: Backend) {
         first["entry"][0]["response"]["location"],
         second["entry"][0]["response"]["location"]
     );
-    let search = json(
-        app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-            .await,
-    )
-    .await;
+    let search = app.search_identifier(value).await;
     assert_eq!(search["total"], 1);
 }
 
@@ -127,11 +119,7 @@ async fn fifty_concurrent_identical_posts_create_exactly_one_referral(backend: B
     }
     assert_eq!(created, 1, "exactly one 201");
     assert_eq!(ids.len(), 1, "every answer names the same referral");
-    let search = json(
-        app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-            .await,
-    )
-    .await;
+    let search = app.search_identifier(value).await;
     assert_eq!(search["total"], 1);
     assert_eq!(task_count(&app, ids.iter().next().unwrap()).await, 1);
 }

@@ -41,11 +41,7 @@ async fn each_referral_is_owned_by_the_provider_its_code_or_performer_names(back
             "{name}: {}",
             response.status()
         );
-        let found = json(
-            app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-                .await,
-        )
-        .await;
+        let found = app.search_identifier(value).await;
         let id = found["entry"][0]["resource"]["id"]
             .as_str()
             .unwrap()
@@ -72,11 +68,7 @@ async fn a_referral_no_provider_takes_is_refused_and_not_stored(backend: Backend
         "{outcome}"
     );
     let value = referral["identifier"][0]["value"].as_str().unwrap();
-    let search = json(
-        app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-            .await,
-    )
-    .await;
+    let search = app.search_identifier(value).await;
     assert_eq!(search["total"], 0);
 }
 
@@ -98,11 +90,7 @@ async fn a_referral_the_mapping_cannot_fill_is_refused_naming_the_provider_field
         let text = outcome.to_string();
         assert!(text.contains(field), "{name}: {text}");
         let value = referral["identifier"][0]["value"].as_str().unwrap();
-        let search = json(
-            app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-                .await,
-        )
-        .await;
+        let search = app.search_identifier(value).await;
         assert_eq!(search["total"], 0, "{name} was stored");
     }
     // The FHIRPath a field is read from is named too.
@@ -130,11 +118,7 @@ async fn translate_is_a_dry_run_returning_the_provider_payload(backend: Backend)
     // Nothing was stored.
     let referral = valid("activelives-exercise.json");
     let value = referral["identifier"][0]["value"].as_str().unwrap();
-    let search = json(
-        app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-            .await,
-    )
-    .await;
+    let search = app.search_identifier(value).await;
     assert_eq!(search["total"], 0);
 
     // A named provider is used instead of routing.

@@ -57,11 +57,7 @@ async fn every_invalid_fixture_is_refused_with_its_problems_located(backend: Bac
         }
         // Nothing was stored: the business identifier is unknown.
         if let Some(value) = body["identifier"][0]["value"].as_str() {
-            let search = json(
-                app.get(&format!("/fhir/ServiceRequest?identifier={value}"))
-                    .await,
-            )
-            .await;
+            let search = app.search_identifier(value).await;
             assert_eq!(search["total"], 0, "{} was stored", case.file);
         }
     }
