@@ -45,6 +45,21 @@ fn route_and_map(bencher: divan::Bencher, input: &str) {
     });
 }
 
+/// The parts of `route_and_map`, to see where the time goes.
+#[divan::bench(args = CANONICAL)]
+fn route_only(bencher: divan::Bencher, input: &str) {
+    let referral = read(input);
+    LazyLock::force(&MAPPINGS);
+    bencher.bench(|| MAPPINGS.route(divan::black_box(&referral)).unwrap());
+}
+
+#[divan::bench(args = CANONICAL)]
+fn render_only(bencher: divan::Bencher, input: &str) {
+    let referral = read(input);
+    let mapping = MAPPINGS.route(&referral).unwrap();
+    bencher.bench(|| mapping.render(divan::black_box(&referral)).unwrap());
+}
+
 const SUBMITTED: [&str; 2] = [
     "tests/fixtures/referrals/valid/activelives-exercise.json",
     "tests/fixtures/referrals/valid/community-connect-debt-housing.bundle.json",

@@ -230,3 +230,13 @@ fn template_errors_are_collected_with_their_place() {
     );
     assert!(at("").message.contains("{% else %}"));
 }
+
+#[test]
+fn values_computed_by_expressions_are_cleaned_like_template_values() {
+    let resource = json!({"a": {"b": [], "c": 1, "d": {"e": {}}, "f": [[2], [3]]}, "clean": {"g": [1, {"h": "i"}]}});
+    let out = render(json!({"x": "{{ a }}", "y": "{{ clean }}"}), resource).unwrap();
+    assert_eq!(
+        out,
+        json!({"x": {"c": 1, "f": [2, 3]}, "y": {"g": [1, {"h": "i"}]}})
+    );
+}

@@ -655,6 +655,11 @@ fn shape_error(path: String, message: &str) -> RenderError {
 /// and nested arrays flattened, as template values are; `None` when nothing
 /// is left. It is not read as a template.
 fn clean(value: Value) -> Option<Value> {
+    // FHIR data never holds empty arrays or objects or nested arrays, so
+    // most values need no rebuilding: check without allocating first.
+    if is_clean(&value) {
+        return Some(value);
+    }
     match value {
         Value::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
@@ -675,6 +680,20 @@ fn clean(value: Value) -> Option<Value> {
             (!cleaned.is_empty()).then_some(Value::Object(cleaned))
         }
         other => Some(other),
+    }
+}
+
+/// Whether [`clean`] would return `value` unchanged.
+fn is_clean(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => {
+            !items.is_empty()
+                && items
+                    .iter()
+                    .all(|item| !matches!(item, Value::Array(_)) && is_clean(item))
+        }
+        Value::Object(map) => !map.is_empty() && map.values().all(is_clean),
+        _ => true,
     }
 }
 

@@ -275,12 +275,7 @@ impl Mapping {
     /// The provider's payload for a canonical ServiceRequest, checked
     /// against the provider's schema; or the issues that refuse it.
     pub fn translate(&self, service_request: &Value) -> Result<Value, Vec<Issue>> {
-        let env = self.env(service_request);
-        let payload = match self.outbound.render(service_request, &env) {
-            Ok(Some(payload)) => payload,
-            Ok(None) => Value::Object(Default::default()),
-            Err(e) => return Err(vec![self.render_issue(&e)]),
-        };
+        let payload = self.render(service_request)?;
         let issues: Vec<Issue> = self
             .output_schema
             .iter_errors(&payload)
@@ -290,6 +285,17 @@ impl Mapping {
             Ok(payload)
         } else {
             Err(issues)
+        }
+    }
+
+    /// The outbound template rendered, not yet checked against the
+    /// provider's schema (use [`Mapping::translate`] for a payload to send).
+    pub fn render(&self, service_request: &Value) -> Result<Value, Vec<Issue>> {
+        let env = self.env(service_request);
+        match self.outbound.render(service_request, &env) {
+            Ok(Some(payload)) => Ok(payload),
+            Ok(None) => Ok(Value::Object(Default::default())),
+            Err(e) => Err(vec![self.render_issue(&e)]),
         }
     }
 
