@@ -464,28 +464,12 @@ pub(crate) fn call<'v>(
         }
         Func::Now => {
             let now = Local::now();
-            let mut t = today_temporal(TKind::DateTime);
-            t.hour = now.hour();
-            t.minute = now.minute();
-            t.second = now.second();
-            t.millis = now.nanosecond() / 1_000_000 % 1000;
-            t.frac_digits = 3;
-            t.prec = Prec::Second;
+            let mut t = clock_temporal(TKind::DateTime, &now);
             t.tz = Some(now.offset().local_minus_utc() / 60);
             vec![Item::Temporal(t)]
         }
         Func::Today => vec![Item::Temporal(today_temporal(TKind::Date))],
-        Func::TimeOfDay => {
-            let now = Local::now();
-            let mut t = today_temporal(TKind::Time);
-            t.hour = now.hour();
-            t.minute = now.minute();
-            t.second = now.second();
-            t.millis = now.nanosecond() / 1_000_000 % 1000;
-            t.frac_digits = 3;
-            t.prec = Prec::Second;
-            vec![Item::Temporal(t)]
-        }
+        Func::TimeOfDay => vec![Item::Temporal(clock_temporal(TKind::Time, &Local::now()))],
         Func::Extension => {
             let Some(url) = arg_str(0)? else {
                 return Ok(Vec::new());
@@ -549,6 +533,18 @@ fn has_value(item: &Item<'_>) -> bool {
         Item::Type(..) => false,
         _ => true,
     }
+}
+
+/// Today's date with `now`'s time of day, to the millisecond.
+fn clock_temporal(kind: TKind, now: &chrono::DateTime<Local>) -> Temporal {
+    let mut t = today_temporal(kind);
+    t.hour = now.hour();
+    t.minute = now.minute();
+    t.second = now.second();
+    t.millis = now.nanosecond() / 1_000_000 % 1000;
+    t.frac_digits = 3;
+    t.prec = Prec::Second;
+    t
 }
 
 fn today_temporal(kind: TKind) -> Temporal {
