@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::Mapping;
+use crate::outcome::Issue;
 
 /// The outcome of one mapping's fixtures.
 #[derive(Debug, Default)]
@@ -62,11 +63,7 @@ pub fn run(mapping: &Mapping, tests_dir: &Path) -> FixtureReport {
                     Ok(payload) => compare(&expected, &payload),
                     Err(issues) => Err(format!(
                         "refused, but a payload was expected:\n{}",
-                        issues
-                            .iter()
-                            .map(|i| format!("  {}", i.diagnostics))
-                            .collect::<Vec<_>>()
-                            .join("\n")
+                        diagnostics(&issues)
                     )),
                 }
             } else if refused.exists() {
@@ -87,11 +84,7 @@ pub fn run(mapping: &Mapping, tests_dir: &Path) -> FixtureReport {
                     }
                     Err(issues) => Err(format!(
                         "refused, but no issue names `{field}`:\n{}",
-                        issues
-                            .iter()
-                            .map(|i| format!("  {}", i.diagnostics))
-                            .collect::<Vec<_>>()
-                            .join("\n")
+                        diagnostics(&issues)
                     )),
                 }
             } else {
@@ -109,16 +102,21 @@ pub fn run(mapping: &Mapping, tests_dir: &Path) -> FixtureReport {
                     change.referral_id
                 )),
                 Ok(change) => compare(&expected, &change.change),
-                Err(issues) => Err(issues
-                    .iter()
-                    .map(|i| i.diagnostics.clone())
-                    .collect::<Vec<_>>()
-                    .join("\n")),
+                Err(issues) => Err(diagnostics(&issues)),
             }
         });
         record(fixture, outcome);
     }
     report
+}
+
+/// The issues' diagnostics, one indented line each.
+fn diagnostics(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  {}", i.diagnostics))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {

@@ -40,7 +40,9 @@ pub struct Template {
     expressions: Vec<(String, String)>,
 }
 
-/// A problem in a template, found when compiling it.
+/// A problem in a template: found when compiling it, or while rendering
+/// (an expression that cannot be evaluated, a directive whose result has
+/// the wrong shape).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateError {
     /// Where in the template: `case.opened_by.professional.name`.
@@ -60,24 +62,6 @@ impl std::fmt::Display for TemplateError {
         match &self.expression {
             Some(expr) => write!(f, "{at}: `{expr}`: {}", self.message),
             None => write!(f, "{at}: {}", self.message),
-        }
-    }
-}
-
-/// A failure while rendering: an expression that could not be evaluated, or
-/// a directive whose result has the wrong shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderError {
-    pub path: String,
-    pub expression: Option<String>,
-    pub message: String,
-}
-
-impl std::fmt::Display for RenderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.expression {
-            Some(expr) => write!(f, "{}: `{expr}`: {}", self.path, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
         }
     }
 }
@@ -219,7 +203,7 @@ impl Template {
     /// Render against `resource`, with the variables and host functions of
     /// `env` (whose `%resource` should be `resource`, for `resolve()`).
     /// `None` when everything vanished.
-    pub fn render(&self, resource: &Value, env: &Env<'_>) -> Result<Option<Value>, RenderError> {
+    pub fn render(&self, resource: &Value, env: &Env<'_>) -> Result<Option<Value>, TemplateError> {
         Renderer.node(&self.root, resource, env)
     }
 }
@@ -456,7 +440,7 @@ impl Compiler<'_> {
 
 struct Renderer;
 
-type Rendered = Result<Option<Value>, RenderError>;
+type Rendered = Result<Option<Value>, TemplateError>;
 
 impl Renderer {
     fn evaluate(
@@ -464,12 +448,15 @@ impl Renderer {
         located: &Located,
         focus: &Value,
         env: &Env<'_>,
-    ) -> Result<Vec<Value>, RenderError> {
-        located.expr.evaluate(focus, env).map_err(|e| RenderError {
-            path: located.path.to_string(),
-            expression: Some(located.expr.source().to_owned()),
-            message: e.to_string(),
-        })
+    ) -> Result<Vec<Value>, TemplateError> {
+        located
+            .expr
+            .evaluate(focus, env)
+            .map_err(|e| TemplateError {
+                path: located.path.to_string(),
+                expression: Some(located.expr.source().to_owned()),
+                message: e.to_string(),
+            })
     }
 
     fn node(&self, node: &Node, focus: &Value, env: &Env<'_>) -> Rendered {
@@ -643,8 +630,8 @@ fn source_path(node: &Node) -> String {
     }
 }
 
-fn shape_error(path: String, message: &str) -> RenderError {
-    RenderError {
+fn shape_error(path: String, message: &str) -> TemplateError {
+    TemplateError {
         path,
         expression: None,
         message: message.to_owned(),

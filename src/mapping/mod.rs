@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::{
-    fpml::{RenderError, Template},
+    fpml::{Template, TemplateError},
     tables::{LOOKUP, Table, Tables},
 };
 use crate::{
@@ -346,7 +346,7 @@ impl Mapping {
         })
     }
 
-    fn render_issue(&self, error: &RenderError) -> Issue {
+    fn render_issue(&self, error: &TemplateError) -> Issue {
         let source = error
             .expression
             .as_deref()
