@@ -1,5 +1,7 @@
-//! The command line: `signpost serve`, `signpost migrate`,
-//! `signpost validate FILE`.
+//! The command line: `signpost serve`, `signpost worker`, `signpost
+//! migrate`, operators' `deliveries` and `endpoints` commands, and the
+//! integrators' tooling (`validate`, `mappings`, `translate`, `fhirpath`,
+//! `fpml`).
 
 use std::{
     path::{Path, PathBuf},
@@ -33,6 +35,26 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+    },
+    /// Run only the delivery worker (to scale delivery out beside the
+    /// servers; on PostgreSQL, any number of workers share the outbox).
+    Worker {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Operators: outbox messages and their delivery attempts.
+    Deliveries {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Operators: endpoints disabled after answering 410 Gone.
+    Endpoints {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: EndpointsCommand,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate {
@@ -87,6 +109,46 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum DeliveriesCommand {
+    /// List messages, newest first, as JSON.
+    List {
+        /// pending, delivered or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// A provider id.
+        #[arg(long)]
+        provider: Option<String>,
+        /// An endpoint (`provider:<id>` or `referrer:<id>`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// A referral (ServiceRequest) id.
+        #[arg(long)]
+        referral: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// One message with its payload and every attempt.
+    Show { id: String },
+    /// Send a delivered or dead-lettered message again, as a new message.
+    Replay {
+        id: String,
+        /// Build the payload again with the current mapping instead of
+        /// resending it as it was.
+        #[arg(long)]
+        remap: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointsCommand {
+    /// List disabled endpoints.
+    List,
+    /// Re-enable an endpoint (`provider:<id>` or `referrer:<id>`); its
+    /// waiting messages are sent.
+    Enable { endpoint: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum MappingsCommand {
     /// Load every mapping, compile every expression and schema; report
     /// errors with file, line and column.
@@ -116,6 +178,14 @@ pub fn run(cli: Cli) -> ExitCode {
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(())
         }),
+        Command::Worker { config } => with_runtime(async move {
+            let config = Config::load(&config)?;
+            let components = crate::startup::Components::build(config).await?;
+            components.worker.run(shutdown_signal()).await;
+            Ok(())
+        }),
+        Command::Deliveries { config, command } => with_runtime(deliveries(config, command)),
+        Command::Endpoints { config, command } => with_runtime(endpoints(config, command)),
         Command::Migrate { config } => with_runtime(async move {
             let config = Config::load(&config)?;
             crate::store::open(&config.database_url, 1).await?;
@@ -137,6 +207,77 @@ pub fn run(cli: Cli) -> ExitCode {
             file,
         } => fpml(&template, context.as_deref(), &file),
     }
+}
+
+async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Result<()> {
+    use crate::referrals::deliveries::{Replay, message_json};
+    let (referrals, _) = crate::startup::referrals(Config::load(&config)?).await?;
+    match command {
+        DeliveriesCommand::List {
+            state,
+            provider,
+            endpoint,
+            referral,
+            limit,
+        } => {
+            let mut params = std::collections::HashMap::new();
+            for (key, value) in [
+                ("state", state),
+                ("provider", provider),
+                ("endpoint", endpoint),
+                ("referral", referral),
+                ("limit", Some(limit.to_string())),
+            ] {
+                if let Some(value) = value {
+                    params.insert(key.to_owned(), value);
+                }
+            }
+            let filter = crate::fhir::message_filter(&params).map_err(|_| {
+                anyhow::anyhow!("state is pending, delivered or dead; limit 1 to 1000")
+            })?;
+            let messages = referrals.messages(&filter).await?;
+            let list: Vec<Value> = messages.iter().map(|m| message_json(m, None)).collect();
+            print_json(&Value::Array(list));
+        }
+        DeliveriesCommand::Show { id } => {
+            let (message, attempts) = referrals
+                .message(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
+            print_json(&message_json(&message, Some(&attempts)));
+        }
+        DeliveriesCommand::Replay { id, remap } => {
+            let how = if remap {
+                Replay::Remapped
+            } else {
+                Replay::AsSent
+            };
+            let message = referrals.replay(&id, how).await?;
+            print_json(&message_json(&message, None));
+        }
+    }
+    Ok(())
+}
+
+async fn endpoints(config: PathBuf, command: EndpointsCommand) -> anyhow::Result<()> {
+    let (referrals, _) = crate::startup::referrals(Config::load(&config)?).await?;
+    match command {
+        EndpointsCommand::List => {
+            let disabled = referrals.disabled_endpoints().await?;
+            let list: Vec<Value> = disabled
+                .iter()
+                .map(|d| serde_json::json!({ "endpoint": d.endpoint, "disabled_at": d.disabled_at, "reason": d.reason }))
+                .collect();
+            print_json(&Value::Array(list));
+        }
+        EndpointsCommand::Enable { endpoint } => {
+            if !referrals.enable_endpoint(&endpoint).await? {
+                anyhow::bail!("{endpoint} is not disabled");
+            }
+            println!("{endpoint} re-enabled");
+        }
+    }
+    Ok(())
 }
 
 fn with_runtime(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -6,16 +6,26 @@
 //! on any of them: a gateway that guesses at its own configuration is a
 //! gateway that loses referrals. `SIGNPOST_LISTEN` and
 //! `SIGNPOST_DATABASE_URL` override the file.
+//!
+//! Webhook signing secrets are named here (an environment variable or a
+//! file) but read only by [`Config::signing_keys`], when the application
+//! starts, so that checking a configuration never touches key material.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
+    io::Write as _,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use url::Url;
+
+use crate::webhooks::{Secret, SigningKeys};
 
 /// Default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/signpost.toml";
@@ -40,6 +50,7 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     referrers: BTreeMap<String, RawReferrer>,
+    delivery: Option<RawDelivery>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +58,12 @@ struct RawConfig {
 struct RawProvider {
     name: Option<String>,
     intake_url: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    previous_secret_env: Option<String>,
+    previous_secret_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    previous_secret_until: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +73,35 @@ struct RawReferrer {
     #[serde(default)]
     ods_codes: Vec<String>,
     callback_url: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    previous_secret_env: Option<String>,
+    previous_secret_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    previous_secret_until: Option<toml::Value>,
+}
+
+/// The signing-secret keys of `[providers.<id>]` and `[referrers.<id>]`
+/// (repeated in both rather than flattened: serde's `flatten` does not
+/// combine with `deny_unknown_fields`).
+struct RawSecrets {
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    previous_secret_env: Option<String>,
+    previous_secret_file: Option<PathBuf>,
+    previous_secret_until: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    retry_schedule: Option<Vec<String>>,
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_retry_after: Option<String>,
+    lease: Option<String>,
+    concurrency: Option<usize>,
+    poll_interval: Option<String>,
 }
 
 /// The checked configuration.
@@ -85,6 +131,74 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Referring organisations by id (`[referrers.<id>]`).
     pub referrers: BTreeMap<String, Referrer>,
+    /// How referrals and notifications are delivered (`[delivery]`).
+    pub delivery: DeliveryConfig,
+}
+
+/// Where an endpoint's webhook signing secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// An environment variable holding `whsec_…` (`secret_env`).
+    Env(String),
+    /// A file holding `whsec_…` (`secret_file`); created with a new secret
+    /// when missing.
+    File(PathBuf),
+    /// A secret given directly, for programmatic use such as tests; not
+    /// reachable from the configuration file.
+    Inline(Secret),
+}
+
+/// Delivery of referrals to providers and notifications to referrers
+/// (`[delivery]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Delays before the 2nd, 3rd, … attempt; the first attempt is
+    /// immediate, so there are `len() + 1` attempts in all
+    /// (`retry_schedule`).
+    pub retry_schedule: Vec<Duration>,
+    /// Time allowed to establish a connection (`connect_timeout`).
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole attempt, connection included
+    /// (`request_timeout`).
+    pub request_timeout: Duration,
+    /// Longest `Retry-After` honoured; longer ones are capped to this
+    /// (`max_retry_after`).
+    pub max_retry_after: Duration,
+    /// How long a worker holds a claimed delivery before another may take it
+    /// over (`lease`); longer than `request_timeout`.
+    pub lease: Duration,
+    /// Deliveries in flight at once (`concurrency`).
+    pub concurrency: usize,
+    /// How often the queue is checked when nothing signals new work
+    /// (`poll_interval`).
+    pub poll_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> DeliveryConfig {
+        const MINUTE: u64 = 60;
+        const HOUR: u64 = 60 * MINUTE;
+        DeliveryConfig {
+            retry_schedule: [
+                5,
+                5 * MINUTE,
+                30 * MINUTE,
+                2 * HOUR,
+                5 * HOUR,
+                10 * HOUR,
+                10 * HOUR,
+            ]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(6 * HOUR),
+            lease: Duration::from_secs(60),
+            concurrency: 16,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// A community provider (`[providers.<id>]`).
@@ -96,6 +210,14 @@ pub struct Provider {
     /// Where referrals are delivered (`intake_url`). HTTPS, or plain HTTP to
     /// a loopback address.
     pub intake_url: Url,
+    /// The webhook signing secret shared with the provider (`secret_env` or
+    /// `secret_file`).
+    pub secret: SecretSource,
+    /// The secret being rotated out (`previous_secret_env` or
+    /// `previous_secret_file`).
+    pub previous_secret: Option<SecretSource>,
+    /// End of the rotation's grace period (`previous_secret_until`).
+    pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
 /// A referring organisation: a practice, a PCN, a hospital team
@@ -111,6 +233,14 @@ pub struct Referrer {
     pub ods_codes: Vec<String>,
     /// Where status notifications are sent (`callback_url`).
     pub callback_url: Url,
+    /// The webhook signing secret shared with the referrer (`secret_env` or
+    /// `secret_file`).
+    pub secret: SecretSource,
+    /// The secret being rotated out (`previous_secret_env` or
+    /// `previous_secret_file`).
+    pub previous_secret: Option<SecretSource>,
+    /// End of the rotation's grace period (`previous_secret_until`).
+    pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
 /// Every problem found in a configuration file.
@@ -231,13 +361,24 @@ impl RawConfig {
             let key = format!("providers.{id}");
             check_id(&key, &id, &mut problems);
             let intake_url = outbound_url(&key, "intake_url", raw.intake_url, &mut problems);
-            if let Some(intake_url) = intake_url {
+            let secrets = RawSecrets {
+                secret_env: raw.secret_env,
+                secret_file: raw.secret_file,
+                previous_secret_env: raw.previous_secret_env,
+                previous_secret_file: raw.previous_secret_file,
+                previous_secret_until: raw.previous_secret_until,
+            }
+            .check(&key, &mut problems);
+            if let (Some(intake_url), Some(secrets)) = (intake_url, secrets) {
                 providers.insert(
                     id.clone(),
                     Provider {
                         id,
                         name: raw.name,
                         intake_url,
+                        secret: secrets.current,
+                        previous_secret: secrets.previous,
+                        previous_secret_until: secrets.previous_until,
                     },
                 );
             }
@@ -262,7 +403,15 @@ impl RawConfig {
                 }
             }
             let callback_url = outbound_url(&key, "callback_url", raw.callback_url, &mut problems);
-            if let Some(callback_url) = callback_url {
+            let secrets = RawSecrets {
+                secret_env: raw.secret_env,
+                secret_file: raw.secret_file,
+                previous_secret_env: raw.previous_secret_env,
+                previous_secret_file: raw.previous_secret_file,
+                previous_secret_until: raw.previous_secret_until,
+            }
+            .check(&key, &mut problems);
+            if let (Some(callback_url), Some(secrets)) = (callback_url, secrets) {
                 referrers.insert(
                     id.clone(),
                     Referrer {
@@ -270,10 +419,18 @@ impl RawConfig {
                         name: raw.name,
                         ods_codes: raw.ods_codes,
                         callback_url,
+                        secret: secrets.current,
+                        previous_secret: secrets.previous,
+                        previous_secret_until: secrets.previous_until,
                     },
                 );
             }
         }
+
+        let delivery = self
+            .delivery
+            .map(|raw| raw.check(&mut problems))
+            .unwrap_or_default();
 
         if !problems.is_empty() {
             return Err(problems);
@@ -289,8 +446,227 @@ impl RawConfig {
             database_max_connections,
             providers,
             referrers,
+            delivery,
         })
     }
+}
+
+/// Checked secret settings of one endpoint.
+struct EndpointSecrets {
+    current: SecretSource,
+    previous: Option<SecretSource>,
+    previous_until: Option<DateTime<Utc>>,
+}
+
+impl RawSecrets {
+    fn check(self, table: &str, problems: &mut Vec<String>) -> Option<EndpointSecrets> {
+        let before = problems.len();
+        let current = secret_source(
+            table,
+            ("secret_env", self.secret_env),
+            ("secret_file", self.secret_file),
+            problems,
+        );
+        if let Ok(None) = current {
+            problems.push(format!(
+                "`{table}`: missing the webhook signing secret: give `secret_env` (an environment variable) or `secret_file` (a file, created when missing)"
+            ));
+        }
+        let previous = secret_source(
+            table,
+            ("previous_secret_env", self.previous_secret_env),
+            ("previous_secret_file", self.previous_secret_file),
+            problems,
+        );
+        let previous_until = match self.previous_secret_until {
+            None => Ok(None),
+            Some(value) => {
+                let text = match value {
+                    toml::Value::String(text) => text,
+                    toml::Value::Datetime(datetime) => datetime.to_string(),
+                    _ => String::new(),
+                };
+                match DateTime::parse_from_rfc3339(&text) {
+                    Ok(datetime) => Ok(Some(datetime.with_timezone(&Utc))),
+                    Err(_) => {
+                        problems.push(format!(
+                            "`{table}.previous_secret_until`: not a date-time with offset such as 2026-12-01T00:00:00Z"
+                        ));
+                        Err(())
+                    }
+                }
+            }
+        };
+        match (&previous, &previous_until) {
+            (Ok(Some(_)), Ok(None)) => problems.push(format!(
+                "`{table}.previous_secret_until`: missing: a previous secret needs the end of its grace period (such as 2026-12-01T00:00:00Z)"
+            )),
+            (Ok(None), Ok(Some(_))) => problems.push(format!(
+                "`{table}.previous_secret_until`: there is no `previous_secret_env` or `previous_secret_file` for it to end"
+            )),
+            _ => {}
+        }
+        if problems.len() > before {
+            return None;
+        }
+        Some(EndpointSecrets {
+            current: current.ok()??,
+            previous: previous.ok()?,
+            previous_until: previous_until.ok()?,
+        })
+    }
+}
+
+/// One of two mutually exclusive keys naming a secret: an environment
+/// variable or a file. `Ok(None)` when neither is given; `Err` after
+/// reporting a problem.
+fn secret_source(
+    table: &str,
+    (env_key, env): (&str, Option<String>),
+    (file_key, file): (&str, Option<PathBuf>),
+    problems: &mut Vec<String>,
+) -> Result<Option<SecretSource>, ()> {
+    match (env, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "`{table}`: give only one of `{env_key}` and `{file_key}`"
+            ));
+            Err(())
+        }
+        (Some(name), None) => {
+            let ok = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if ok {
+                Ok(Some(SecretSource::Env(name)))
+            } else {
+                problems.push(format!(
+                    "`{table}.{env_key}`: {name:?} is not an environment variable name (letters, digits and _)"
+                ));
+                Err(())
+            }
+        }
+        (None, Some(path)) if path.as_os_str().is_empty() => {
+            problems.push(format!("`{table}.{file_key}`: empty path"));
+            Err(())
+        }
+        (None, Some(path)) => Ok(Some(SecretSource::File(path))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl RawDelivery {
+    fn check(self, problems: &mut Vec<String>) -> DeliveryConfig {
+        let defaults = DeliveryConfig::default();
+        let mut duration = |key: &str, value: Option<String>, default: Duration, positive: bool| {
+            let Some(text) = value else {
+                return default;
+            };
+            match parse_duration(&text) {
+                Some(d) if positive && d.is_zero() => {
+                    problems.push(format!("`delivery.{key}`: must be more than zero"));
+                    default
+                }
+                Some(d) => d,
+                None => {
+                    problems.push(format!(
+                        "`delivery.{key}`: {text:?} is not a duration such as 500ms, 5s, 5m or 2h"
+                    ));
+                    default
+                }
+            }
+        };
+        let connect_timeout = duration(
+            "connect_timeout",
+            self.connect_timeout,
+            defaults.connect_timeout,
+            true,
+        );
+        let request_timeout = duration(
+            "request_timeout",
+            self.request_timeout,
+            defaults.request_timeout,
+            true,
+        );
+        let max_retry_after = duration(
+            "max_retry_after",
+            self.max_retry_after,
+            defaults.max_retry_after,
+            false,
+        );
+        let lease = duration("lease", self.lease, defaults.lease, true);
+        let poll_interval = duration(
+            "poll_interval",
+            self.poll_interval,
+            defaults.poll_interval,
+            true,
+        );
+        let retry_schedule = match self.retry_schedule {
+            None => defaults.retry_schedule,
+            Some(texts) => texts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    let parsed = parse_duration(text);
+                    if parsed.is_none() {
+                        problems.push(format!(
+                            "`delivery.retry_schedule[{i}]`: {text:?} is not a duration such as 500ms, 5s, 5m or 2h"
+                        ));
+                    }
+                    parsed
+                })
+                .collect(),
+        };
+        if lease <= request_timeout {
+            problems.push(format!(
+                "`delivery.lease`: must be longer than `delivery.request_timeout` ({}), or a slow attempt could be taken over while still running",
+                format_duration(request_timeout)
+            ));
+        }
+        let concurrency = self.concurrency.unwrap_or(defaults.concurrency);
+        if !(1..=1024).contains(&concurrency) {
+            problems.push("`delivery.concurrency`: must be between 1 and 1024".into());
+        }
+        DeliveryConfig {
+            retry_schedule,
+            connect_timeout,
+            request_timeout,
+            max_retry_after,
+            lease,
+            concurrency,
+            poll_interval,
+        }
+    }
+}
+
+/// `<integer><unit>` with unit `ms`, `s`, `m` or `h`: `500ms`, `5s`, `5m`, `2h`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(millis_per_unit).map(Duration::from_millis)
+}
+
+/// A duration in the units [`parse_duration`] reads, for messages.
+fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let (value, unit) = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")]
+        .into_iter()
+        .find(|&(per_unit, _)| ms > 0 && ms.is_multiple_of(per_unit))
+        .map_or((ms, "ms"), |(per_unit, unit)| (ms / per_unit, unit));
+    format!("{value}{unit}")
 }
 
 /// Ids appear in URLs and FHIR references: keep them to lower-case letters,
@@ -363,6 +739,175 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Read every endpoint's webhook signing secrets, keyed
+    /// `provider:<id>` and `referrer:<id>`. A `secret_file` that does not
+    /// exist yet is created with a new secret (mode 0600), and a warning
+    /// names it so it can be shared with the endpoint. Problems name the
+    /// configuration key and the variable or file, never the secret.
+    pub fn signing_keys(&self) -> Result<BTreeMap<String, Arc<SigningKeys>>, Vec<String>> {
+        self.signing_keys_with(&|name| {
+            // Not valid Unicode: the replacement characters make it fail to
+            // parse, reported like any other bad value.
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })
+    }
+
+    /// [`Config::signing_keys`] with the environment given as a lookup
+    /// (tests pass a map rather than touch the process environment).
+    fn signing_keys_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<BTreeMap<String, Arc<SigningKeys>>, Vec<String>> {
+        let providers = self.providers.values().map(|p| {
+            (
+                format!("provider:{}", p.id),
+                format!("providers.{}", p.id),
+                &p.secret,
+                &p.previous_secret,
+                p.previous_secret_until,
+            )
+        });
+        let referrers = self.referrers.values().map(|r| {
+            (
+                format!("referrer:{}", r.id),
+                format!("referrers.{}", r.id),
+                &r.secret,
+                &r.previous_secret,
+                r.previous_secret_until,
+            )
+        });
+        let mut keys = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, table, secret, previous, previous_until) in providers.chain(referrers) {
+            let current = read_secret(&table, "", secret, env, &mut problems);
+            // `None`: unreadable (reported); `Some(None)`: no rotation.
+            let previous = match previous {
+                Some(source) => {
+                    read_secret(&table, "previous_", source, env, &mut problems).map(Some)
+                }
+                None => Some(None),
+            };
+            if let (Some(current), Some(previous)) = (current, previous) {
+                keys.insert(
+                    name,
+                    Arc::new(SigningKeys {
+                        current,
+                        previous,
+                        previous_until,
+                    }),
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(keys)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Read one secret. `prefix` is `""` for the current secret and
+/// `"previous_"` for the one being rotated out; only a missing current
+/// `secret_file` is created.
+fn read_secret(
+    table: &str,
+    prefix: &str,
+    source: &SecretSource,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<Secret> {
+    match source {
+        SecretSource::Inline(secret) => Some(secret.clone()),
+        SecretSource::Env(var) => {
+            let key = format!("{table}.{prefix}secret_env");
+            let Some(text) = env(var) else {
+                problems.push(format!("`{key}`: environment variable {var} is not set"));
+                return None;
+            };
+            Secret::parse(&text)
+                .map_err(|e| {
+                    problems.push(format!(
+                        "`{key}`: environment variable {var} does not hold a signing secret: {e}"
+                    ));
+                })
+                .ok()
+        }
+        SecretSource::File(path) => {
+            let key = format!("{table}.{prefix}secret_file");
+            let shown = path.display();
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    warn_if_readable_by_others(path);
+                    Secret::parse(&text)
+                        .map_err(|e| {
+                            problems.push(format!(
+                                "`{key}`: {shown} does not hold a signing secret: {e}"
+                            ));
+                        })
+                        .ok()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && prefix.is_empty() => {
+                    match create_secret_file(path) {
+                        Ok(secret) => {
+                            tracing::warn!(
+                                endpoint = table,
+                                path = %shown,
+                                "created a new webhook signing secret in {shown} for `{table}`: share it with the endpoint so it can verify Signpost's requests and sign its own"
+                            );
+                            Some(secret)
+                        }
+                        Err(e) => {
+                            problems.push(format!("`{key}`: cannot create {shown}: {e}"));
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    problems.push(format!("`{key}`: cannot read {shown}: {e}"));
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Write a new secret to `path`, which must not exist, readable by the
+/// owner only; parent folders are created.
+fn create_secret_file(path: &Path) -> std::io::Result<Secret> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let secret = Secret::generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(format!("{}\n", secret.to_whsec()).as_bytes())?;
+    file.sync_all()?;
+    Ok(secret)
+}
+
+/// A secret file others can read is worth a warning, not a refusal.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "the webhook signing secret file {} is accessible to other users; restrict it with chmod 600",
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,13 +949,17 @@ mod tests {
             listen = "nowhere"
             [providers.a]
             intake_url = "http://provider.example/intake"
+            secret_env = "A_SECRET"
             [providers.b]
+            secret_env = "B_SECRET"
             [referrers.r]
             ods_codes = ["A81001"]
             callback_url = "ftp://x"
+            secret_env = "R_SECRET"
             [referrers.s]
             ods_codes = ["A81001"]
             callback_url = "https://s.example/cb"
+            secret_env = "S_SECRET"
             "#,
         )
         .unwrap_err();
@@ -450,5 +999,381 @@ mod tests {
     fn a_bad_database_url_does_not_echo_its_password() {
         let err = load("database_url = \"mysql://u:hunter2@h/db\"\n").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn the_sample_configuration_keeps_secrets_in_files_under_data() {
+        let config = load(include_str!("../config/signpost.toml")).unwrap();
+        for provider in config.providers.values() {
+            let expected = PathBuf::from(format!("data/secrets/{}.whsec", provider.id));
+            assert!(
+                matches!(&provider.secret, SecretSource::File(p) if *p == expected),
+                "{:?}",
+                provider.secret
+            );
+            assert!(provider.previous_secret.is_none());
+        }
+        let referrer = &config.referrers["riverside-surgery"];
+        assert!(matches!(&referrer.secret, SecretSource::File(p)
+            if *p == Path::new("data/secrets/riverside-surgery.whsec")));
+        assert_eq!(config.delivery, DeliveryConfig::default());
+    }
+
+    /// A provider table with the given secret lines.
+    fn provider_with(lines: &str) -> String {
+        format!("[providers.p]\nintake_url = \"https://p.example/intake\"\n{lines}\n")
+    }
+
+    #[test]
+    fn a_secret_must_be_named_exactly_once() {
+        let neither = load(&provider_with("")).unwrap_err();
+        assert_eq!(neither.problems.len(), 1, "{neither}");
+        assert!(
+            neither.problems[0].starts_with("`providers.p`: missing the webhook signing secret")
+        );
+
+        let both = load(&provider_with(
+            "secret_env = \"P_SECRET\"\nsecret_file = \"p.whsec\"",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            both.problems,
+            ["`providers.p`: give only one of `secret_env` and `secret_file`"]
+        );
+
+        let referrer = load(
+            "[referrers.r]\nods_codes = [\"A81001\"]\ncallback_url = \"https://r.example/cb\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            referrer.problems[0].starts_with("`referrers.r`: missing"),
+            "{referrer}"
+        );
+    }
+
+    #[test]
+    fn a_secret_variable_must_be_a_variable_name() {
+        let err = load(&provider_with("secret_env = \"$P SECRET\"")).unwrap_err();
+        assert!(
+            err.problems[0].starts_with("`providers.p.secret_env`:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rotation_names_the_previous_secret_and_the_end_of_its_grace_period() {
+        let config = load(&provider_with(
+            "secret_env = \"P_NEW\"\nprevious_secret_env = \"P_OLD\"\nprevious_secret_until = \"2026-12-01T00:00:00Z\"",
+        ))
+        .unwrap();
+        let p = &config.providers["p"];
+        assert!(matches!(&p.secret, SecretSource::Env(v) if v == "P_NEW"));
+        assert!(matches!(&p.previous_secret, Some(SecretSource::Env(v)) if v == "P_OLD"));
+        assert_eq!(
+            p.previous_secret_until.unwrap().to_rfc3339(),
+            "2026-12-01T00:00:00+00:00"
+        );
+
+        // A TOML date-time (unquoted) works as well, with any offset.
+        let config = load(&provider_with(
+            "secret_env = \"P_NEW\"\nprevious_secret_file = \"old.whsec\"\nprevious_secret_until = 2026-12-01T01:00:00+01:00",
+        ))
+        .unwrap();
+        let p = &config.providers["p"];
+        assert!(
+            matches!(&p.previous_secret, Some(SecretSource::File(f)) if f == Path::new("old.whsec"))
+        );
+        assert_eq!(
+            p.previous_secret_until.unwrap().to_rfc3339(),
+            "2026-12-01T00:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn rotation_problems_name_the_key() {
+        let cases = [
+            (
+                "previous_secret_env = \"P_OLD\"",
+                "`providers.p.previous_secret_until`: missing",
+            ),
+            (
+                "previous_secret_until = \"2026-12-01T00:00:00Z\"",
+                "`providers.p.previous_secret_until`: there is no",
+            ),
+            (
+                "previous_secret_env = \"P_OLD\"\nprevious_secret_until = \"next week\"",
+                "`providers.p.previous_secret_until`: not a date-time",
+            ),
+            (
+                // No offset: ambiguous, refused.
+                "previous_secret_env = \"P_OLD\"\nprevious_secret_until = 2026-12-01T00:00:00",
+                "`providers.p.previous_secret_until`: not a date-time",
+            ),
+            (
+                "previous_secret_env = \"P_OLD\"\nprevious_secret_file = \"old.whsec\"\nprevious_secret_until = \"2026-12-01T00:00:00Z\"",
+                "`providers.p`: give only one of `previous_secret_env` and `previous_secret_file`",
+            ),
+        ];
+        for (lines, expected) in cases {
+            let err =
+                load(&provider_with(&format!("secret_env = \"P_NEW\"\n{lines}"))).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert!(err.problems[0].starts_with(expected), "{lines}:\n{err}");
+        }
+    }
+
+    /// The TOML form of a path.
+    fn toml_path(path: &Path) -> String {
+        toml::Value::String(path.display().to_string()).to_string()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_missing_secret_file_is_created_with_a_new_secret_readable_by_the_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/secrets/p.whsec");
+        let config = load(&provider_with(&format!(
+            "secret_file = {}",
+            toml_path(&path)
+        )))
+        .unwrap();
+
+        let keys = config.signing_keys_with(&no_env).unwrap();
+
+        let text = std::fs::read_to_string(&path).expect("secret file created");
+        assert!(text.ends_with('\n'));
+        let written = Secret::parse(&text).unwrap();
+        assert_eq!(keys["provider:p"].current.to_whsec(), written.to_whsec());
+        assert!(keys["provider:p"].previous.is_none());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Started again: the same secret, read back.
+        let again = config.signing_keys_with(&no_env).unwrap();
+        assert_eq!(again["provider:p"].current.to_whsec(), written.to_whsec());
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_variables_with_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Secret::generate();
+        let new = Secret::generate();
+        let referrer_secret = Secret::generate();
+        let old_path = dir.path().join("old.whsec");
+        std::fs::write(&old_path, format!("\n  {}  \n", old.to_whsec())).unwrap();
+        let text = format!(
+            "{}\n[referrers.r]\nods_codes = [\"A81001\"]\ncallback_url = \"https://r.example/cb\"\nsecret_env = \"R_SECRET\"\n",
+            provider_with(&format!(
+                "secret_env = \"P_SECRET\"\nprevious_secret_file = {}\nprevious_secret_until = \"2026-12-01T00:00:00Z\"",
+                toml_path(&old_path)
+            ))
+        );
+        let config = load(&text).unwrap();
+        let env = HashMap::from([
+            ("P_SECRET".to_owned(), new.to_whsec()),
+            (
+                "R_SECRET".to_owned(),
+                format!("{}\n", referrer_secret.to_whsec()),
+            ),
+        ]);
+
+        let keys = config.signing_keys_with(&|v| env.get(v).cloned()).unwrap();
+
+        assert_eq!(keys.len(), 2);
+        let p = &keys["provider:p"];
+        assert_eq!(p.current.to_whsec(), new.to_whsec());
+        assert_eq!(p.previous.as_ref().unwrap().to_whsec(), old.to_whsec());
+        assert_eq!(
+            p.previous_until,
+            config.providers["p"].previous_secret_until
+        );
+        assert_eq!(
+            keys["referrer:r"].current.to_whsec(),
+            referrer_secret.to_whsec()
+        );
+    }
+
+    #[test]
+    fn unreadable_secrets_are_all_reported_naming_key_and_source_but_not_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad_file = dir.path().join("bad.whsec");
+        std::fs::write(&bad_file, "whsec_hunter2 is my password\n").unwrap();
+        let missing_previous = dir.path().join("no-such-old.whsec");
+        let text = format!(
+            "[providers.a]\nintake_url = \"https://a.example/\"\nsecret_env = \"A_SECRET\"\n\
+             [providers.b]\nintake_url = \"https://b.example/\"\nsecret_env = \"B_SECRET\"\n\
+             [providers.c]\nintake_url = \"https://c.example/\"\nsecret_file = {}\n\
+             previous_secret_file = {}\nprevious_secret_until = \"2026-12-01T00:00:00Z\"\n",
+            toml_path(&bad_file),
+            toml_path(&missing_previous),
+        );
+        let config = load(&text).unwrap();
+        let env = HashMap::from([("B_SECRET".to_owned(), "sk_live_hunter2".to_owned())]);
+
+        let problems = config
+            .signing_keys_with(&|v| env.get(v).cloned())
+            .unwrap_err();
+
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert_eq!(
+            problems[0],
+            "`providers.a.secret_env`: environment variable A_SECRET is not set"
+        );
+        assert!(
+            problems[1].starts_with("`providers.b.secret_env`: environment variable B_SECRET does not hold a signing secret"),
+            "{}",
+            problems[1]
+        );
+        assert!(
+            problems[2].starts_with("`providers.c.secret_file`: "),
+            "{}",
+            problems[2]
+        );
+        assert!(problems[2].contains("bad.whsec"), "{}", problems[2]);
+        assert!(
+            problems[3].starts_with("`providers.c.previous_secret_file`: cannot read "),
+            "{}",
+            problems[3]
+        );
+        // A missing previous secret is a mistake, not something to invent.
+        assert!(!missing_previous.exists());
+        for problem in &problems {
+            assert!(!problem.contains("hunter2"), "{problem}");
+        }
+    }
+
+    #[test]
+    fn inline_secrets_are_used_as_given() {
+        let mut config = load(include_str!("../config/signpost.toml")).unwrap();
+        let secret = Secret::generate();
+        for provider in config.providers.values_mut() {
+            provider.secret = SecretSource::Inline(secret.clone());
+        }
+        for referrer in config.referrers.values_mut() {
+            referrer.secret = SecretSource::Inline(secret.clone());
+        }
+        let keys = config.signing_keys_with(&no_env).unwrap();
+        assert_eq!(keys.len(), 4);
+        assert!(keys.contains_key("provider:activelives"));
+        assert!(keys.contains_key("referrer:riverside-surgery"));
+        assert!(
+            keys.values()
+                .all(|k| k.current.to_whsec() == secret.to_whsec())
+        );
+    }
+
+    #[test]
+    fn delivery_defaults_follow_the_svix_schedule() {
+        let d = DeliveryConfig::default();
+        let secs: Vec<u64> = d.retry_schedule.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [5, 300, 1800, 7200, 18000, 36000, 36000]);
+        assert_eq!(d.connect_timeout, Duration::from_secs(5));
+        assert_eq!(d.request_timeout, Duration::from_secs(30));
+        assert_eq!(d.max_retry_after, Duration::from_secs(6 * 3600));
+        assert_eq!(d.lease, Duration::from_secs(60));
+        assert_eq!(d.concurrency, 16);
+        assert_eq!(d.poll_interval, Duration::from_secs(1));
+        assert_eq!(load("").unwrap().delivery, d);
+        assert_eq!(load("[delivery]\n").unwrap().delivery, d);
+    }
+
+    #[test]
+    fn delivery_settings_are_read() {
+        let config = load(
+            r#"
+            [delivery]
+            retry_schedule = ["500ms", "2s", "1m", "1h"]
+            connect_timeout = "250ms"
+            request_timeout = "2s"
+            max_retry_after = "0s"
+            lease = "3s"
+            concurrency = 4
+            poll_interval = "50ms"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.delivery,
+            DeliveryConfig {
+                retry_schedule: vec![
+                    Duration::from_millis(500),
+                    Duration::from_secs(2),
+                    Duration::from_secs(60),
+                    Duration::from_secs(3600),
+                ],
+                connect_timeout: Duration::from_millis(250),
+                request_timeout: Duration::from_secs(2),
+                max_retry_after: Duration::ZERO,
+                lease: Duration::from_secs(3),
+                concurrency: 4,
+                poll_interval: Duration::from_millis(50),
+            }
+        );
+        let once = load("[delivery]\nretry_schedule = []\n").unwrap();
+        assert!(once.delivery.retry_schedule.is_empty());
+    }
+
+    #[test]
+    fn delivery_problems_are_all_reported_naming_the_key() {
+        let err = load(
+            r#"
+            [delivery]
+            retry_schedule = ["5s", "5 minutes", "1d"]
+            connect_timeout = "0s"
+            request_timeout = "90s"
+            max_retry_after = "-1h"
+            lease = "1m"
+            concurrency = 0
+            poll_interval = "1.5s"
+            "#,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "`delivery.retry_schedule[1]`: \"5 minutes\" is not a duration",
+            "`delivery.retry_schedule[2]`: \"1d\"",
+            "`delivery.connect_timeout`: must be more than zero",
+            "`delivery.max_retry_after`: \"-1h\"",
+            "`delivery.lease`: must be longer than `delivery.request_timeout` (90s)",
+            "`delivery.concurrency`: must be between 1 and 1024",
+            "`delivery.poll_interval`: \"1.5s\"",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(err.problems.len(), 7, "{text}");
+        assert!(load("[delivery]\nconcurrency = 1025\n").is_err());
+        assert!(load("[delivery]\nlease = \"30s\"\n").is_err());
+        let unknown = load("[delivery]\nretries = 3\n").unwrap_err();
+        assert!(unknown.to_string().contains("retries"), "{unknown}");
+    }
+
+    #[test]
+    fn durations_are_an_integer_and_a_unit() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5S",
+            " 5s",
+            "5s ",
+            "+5s",
+            "5.0s",
+            "5sec",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_duration(&format!("{}h", u64::MAX / 1000)), None);
     }
 }

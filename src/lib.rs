@@ -2,14 +2,17 @@
 //!
 //! Practice systems send FHIR R4 referrals; Signpost validates them, routes
 //! each to a community provider and maps it to the provider's own payload
-//! (`fhirpath`, `mapping`), and stores it durably; delivery and status
-//! relay build on this. See `ARCHITECTURE.md` in the design folder for the
+//! (`fhirpath`, `mapping`), stores it durably with its outbox messages
+//! (`store`), delivers them signed (`delivery`, `webhooks`), and relays
+//! providers' status callbacks back to the referrer as Task changes
+//! (`referrals::lifecycle`). See `ARCHITECTURE.md` in the design folder for the
 //! shape of the whole; each module below owns one responsibility.
 //! [`fhirpath`] is the FHIRPath engine (over plain JSON) that mappings and
 //! routing rules are written in.
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod fhir;
 pub mod fhirpath;
 pub mod mapping;
@@ -19,3 +22,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
+pub mod webhooks;

@@ -1,6 +1,7 @@
-//! Building and running the server: load schemas, open (and migrate) the
-//! store, bind the listener. Tests build an [`Application`] on port 0 and
-//! talk to it over real HTTP.
+//! Building and running the server: load schemas, mappings and signing
+//! secrets, open (and migrate) the store, bind the listener, start the
+//! delivery worker. Tests build an [`Application`] on port 0 and talk to it
+//! over real HTTP.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     config::Config,
+    delivery::Worker,
     fhir::{self, AppState},
     mapping::reload::Mappings,
     referrals::Referrals,
@@ -21,40 +23,74 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     mappings: Arc<Mappings>,
+    worker: Worker,
+}
+
+/// Everything a Signpost process runs on, bound to no port.
+pub struct Components {
+    pub state: AppState,
+    pub worker: Worker,
+}
+
+impl Components {
+    /// Load schemas, mappings and signing secrets, and open the database
+    /// (applying migrations).
+    pub async fn build(config: Config) -> anyhow::Result<Components> {
+        let keys = config.signing_keys().map_err(|problems| {
+            anyhow::anyhow!("signing secrets:\n  - {}", problems.join("\n  - "))
+        })?;
+        let (referrals, mappings) = referrals(config).await?;
+        let config = referrals.config.clone();
+        let keys = Arc::new(keys);
+        let worker = Worker::new(config.clone(), keys.clone(), referrals.clone())?;
+        Ok(Components {
+            state: AppState {
+                config,
+                referrals,
+                mappings,
+                keys,
+            },
+            worker,
+        })
+    }
+}
+
+/// The referral domain on `config`'s schemas, mappings and database, for
+/// the server and for operators' commands (which need no secrets).
+pub async fn referrals(config: Config) -> anyhow::Result<(Arc<Referrals>, Arc<Mappings>)> {
+    let schemas_dir = config.schemas_dir.clone();
+    let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
+        .await
+        .context("loading schemas")??;
+    let mappings =
+        Arc::new(Mappings::load(&config).map_err(|e| anyhow::anyhow!("mappings refused:\n{e}"))?);
+    let store = store::open(&config.database_url, config.database_max_connections)
+        .await
+        .context("opening the database")?;
+    let referrals = Arc::new(Referrals {
+        config: Arc::new(config),
+        validator: Arc::new(validator),
+        store,
+        mappings: mappings.live.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    });
+    Ok((referrals, mappings))
 }
 
 impl Application {
-    /// Load schemas, open the database (applying migrations) and bind.
+    /// Build the [`Components`] and bind.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let schemas_dir = config.schemas_dir.clone();
-        let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
+        let listen = config.listen;
+        let components = Components::build(config).await?;
+        let listener = TcpListener::bind(listen)
             .await
-            .context("loading schemas")??;
-        let mappings = Arc::new(
-            Mappings::load(&config).map_err(|e| anyhow::anyhow!("mappings refused:\n{e}"))?,
-        );
-        let store = store::open(&config.database_url, config.database_max_connections)
-            .await
-            .context("opening the database")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let config = Arc::new(config);
-        let referrals = Arc::new(Referrals {
-            config: config.clone(),
-            validator: Arc::new(validator),
-            store,
-            mappings: mappings.live.clone(),
-        });
-        let router = fhir::router(AppState {
-            config,
-            referrals,
-            mappings: mappings.clone(),
-        });
+            .with_context(|| format!("binding {listen}"))?;
+        let mappings = components.state.mappings.clone();
         Ok(Application {
             listener,
-            router,
+            router: fhir::router(components.state),
             mappings,
+            worker: components.worker,
         })
     }
 
@@ -65,7 +101,8 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serve until `shutdown` completes, then finish in-flight requests.
+    /// Serve and deliver until `shutdown` completes; then finish in-flight
+    /// requests and delivery attempts.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -76,10 +113,21 @@ impl Application {
             .watch()
             .map_err(|e| tracing::warn!(error = %e, "cannot watch mappings; hot reload is off"))
             .ok();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
         tracing::info!(address = %self.local_addr(), "signpost listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let worker = tokio::spawn(self.worker.run(until(stopped.clone())));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(until(stopped))
+            .await;
+        let _ = worker.await;
+        served
     }
 }
 

@@ -11,7 +11,7 @@ use axum::{
 use super::FHIR_JSON;
 use crate::{
     outcome::{Issue, IssueCode, operation_outcome},
-    referrals::IntakeError,
+    referrals::{IntakeError, lifecycle::ChangeError},
     store::StoreError,
     validation::Rejection,
 };
@@ -35,6 +35,15 @@ pub enum FhirError {
     MethodNotAllowed,
     #[error("precondition failed")]
     PreconditionFailed(String),
+    /// The change conflicts with the resource's state (`409`).
+    #[error("conflict")]
+    Conflict(String),
+    /// A signature or credential was missing or wrong (`401`).
+    #[error("unauthorized")]
+    Unauthorized(String),
+    /// Any other refusal with its status and issues.
+    #[error("refused")]
+    Refused(StatusCode, Vec<Issue>),
     /// Storage failed (`503`): the client may retry.
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
@@ -58,6 +67,19 @@ impl From<IntakeError> for FhirError {
                 FhirError::PreconditionFailed("If-None-Exist matched more than one referral".into())
             }
             IntakeError::Store(e) => FhirError::Unavailable(e),
+        }
+    }
+}
+
+impl From<ChangeError> for FhirError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NotFound(what) => FhirError::NotFound(what),
+            ChangeError::Conflict(what) => FhirError::Conflict(what),
+            ChangeError::Unprocessable(what) => {
+                FhirError::Unprocessable(vec![Issue::error(IssueCode::BusinessRule, what)])
+            }
+            ChangeError::Store(e) => FhirError::Unavailable(e),
         }
     }
 }
@@ -97,6 +119,15 @@ impl FhirError {
                 StatusCode::PRECONDITION_FAILED,
                 vec![Issue::error(IssueCode::Duplicate, what)],
             ),
+            Conflict(what) => (
+                StatusCode::CONFLICT,
+                vec![Issue::error(IssueCode::Conflict, what)],
+            ),
+            Unauthorized(what) => (
+                StatusCode::UNAUTHORIZED,
+                vec![Issue::error(IssueCode::Security, what)],
+            ),
+            Refused(status, issues) => (status, issues),
             Unavailable(error) => {
                 tracing::error!(
                     error.message = %error,

@@ -1,8 +1,12 @@
-//! The FHIR R4 REST surface under `/fhir`: thin handlers that parse, call
-//! the referral domain and render. JSON only: requests as
-//! `application/fhir+json` or `application/json`, answers as
-//! `application/fhir+json`; every failure is an `OperationOutcome`.
+//! The HTTP surface: the FHIR R4 REST API under `/fhir`, providers' status
+//! callbacks under `/providers`, and the operators' API under `/admin`.
+//! Thin handlers that parse, call the referral domain and render. JSON
+//! only: FHIR requests as `application/fhir+json` or `application/json`,
+//! answers as `application/fhir+json`; every failure is an
+//! `OperationOutcome`.
 
+mod admin;
+mod callbacks;
 mod error;
 mod metadata;
 mod request;
@@ -10,7 +14,7 @@ mod service_request;
 mod task;
 mod transaction;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     Router,
@@ -21,10 +25,14 @@ use axum::{
 use serde_json::{Value, json};
 
 pub use self::{
+    admin::message_filter,
     error::FhirError,
     request::{FhirJson, X_CORRELATION_ID, X_REQUEST_ID, nesting_depth},
 };
-use crate::{config::Config, mapping::reload::Mappings, referrals::Referrals, store::ReferralRow};
+use crate::{
+    config::Config, mapping::reload::Mappings, referrals::Referrals, store::ReferralRow,
+    webhooks::SigningKeys,
+};
 
 /// The media type of every answer.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
@@ -35,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub referrals: Arc<Referrals>,
     pub mappings: Arc<Mappings>,
+    /// Signing keys by endpoint (`provider:<id>`, `referrer:<id>`).
+    pub keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
 }
 
 /// The whole HTTP application.
@@ -50,7 +60,12 @@ pub fn router(state: AppState) -> Router {
             "/ServiceRequest/$translate",
             axum::routing::post(service_request::translate),
         )
-        .route("/ServiceRequest/{id}", get(service_request::read))
+        .route(
+            "/ServiceRequest/{id}",
+            get(service_request::read)
+                .put(service_request::update)
+                .patch(service_request::patch),
+        )
         .route(
             "/ServiceRequest/{id}/_history/{version}",
             get(service_request::vread),
@@ -59,9 +74,24 @@ pub fn router(state: AppState) -> Router {
         .route("/Task/{id}", get(task::read));
     Router::new()
         .nest("/fhir", fhir)
-        // Operators' view of the live mappings. (Admin authentication
-        // arrives with the security work; until then bind to loopback.)
-        .route("/admin/mappings", get(admin_mappings))
+        .route(
+            "/providers/{provider_id}/status",
+            axum::routing::post(callbacks::status),
+        )
+        // Operators' API. (Admin authentication arrives with the security
+        // work; until then bind to loopback.)
+        .route("/admin/mappings", get(admin::mappings))
+        .route("/admin/deliveries", get(admin::list))
+        .route("/admin/deliveries/{id}", get(admin::show))
+        .route(
+            "/admin/deliveries/{id}/replay",
+            axum::routing::post(admin::replay),
+        )
+        .route("/admin/endpoints", get(admin::endpoints))
+        .route(
+            "/admin/endpoints/{endpoint}/enable",
+            axum::routing::post(admin::enable),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(request::request_ids))
@@ -74,12 +104,6 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .with_state(state)
-}
-
-async fn admin_mappings(
-    axum::extract::State(app): axum::extract::State<AppState>,
-) -> axum::Json<Value> {
-    axum::Json(app.mappings.report())
 }
 
 async fn not_found() -> FhirError {

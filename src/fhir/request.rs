@@ -30,17 +30,7 @@ impl FromRequest<AppState> for FhirJson {
         if !is_fhir_json(request.headers()) {
             return Err(FhirError::UnsupportedMediaType);
         }
-        let limit = state.config.max_body_bytes;
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > DRAIN_LIMIT) {
-            // Too large even to drain politely.
-            return Err(FhirError::PayloadTooLarge { limit });
-        }
-        let bytes = read_body(request.into_body(), limit).await?;
+        let LimitedBody(bytes) = LimitedBody::from_request(request, state).await?;
         let max_depth = state.config.max_json_depth;
         if nesting_depth(&bytes) > max_depth {
             return Err(bad_request(format!(
@@ -55,6 +45,27 @@ impl FromRequest<AppState> for FhirJson {
             ));
         }
         Ok(FhirJson(value))
+    }
+}
+
+/// A request body of any media type, within `max_body_bytes`.
+pub struct LimitedBody(pub Vec<u8>);
+
+impl FromRequest<AppState> for LimitedBody {
+    type Rejection = FhirError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, FhirError> {
+        let limit = state.config.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+            // Too large even to drain politely.
+            return Err(FhirError::PayloadTooLarge { limit });
+        }
+        Ok(LimitedBody(read_body(request.into_body(), limit).await?))
     }
 }
 
@@ -84,7 +95,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, FhirError> {
     Ok(bytes)
 }
 
-fn bad_request(text: String) -> FhirError {
+pub fn bad_request(text: String) -> FhirError {
     FhirError::BadRequest(vec![Issue::error(IssueCode::Structure, text)])
 }
 

@@ -1,5 +1,6 @@
-//! `ServiceRequest`: create (with `If-None-Exist`), read, vread, and search
-//! by `identifier`.
+//! `ServiceRequest`: create (with `If-None-Exist`), read, vread, search by
+//! `identifier`, and the referrer's cancellation (`PUT`/`PATCH` to
+//! `revoked`).
 
 use std::collections::HashMap;
 
@@ -9,9 +10,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use serde_json::Value;
+
 use super::{
-    AppState, FhirError, FhirJson, base_url, referral_location, resource_id, resource_response,
-    search_value, searchset,
+    AppState, FhirError, FhirJson, base_url, referral_location,
+    request::{LimitedBody, bad_request},
+    resource_id, resource_response, search_value, searchset,
 };
 use crate::outcome::{Issue, IssueCode};
 
@@ -148,6 +152,168 @@ pub async fn translate(
         response
             .headers_mut()
             .insert("x-signpost-provider", provider);
+    }
+    Ok(response)
+}
+
+/// `PUT /fhir/ServiceRequest/{id}`: the referrer cancels its referral by
+/// sending it back with `status` `revoked` (or `entered-in-error`). Nothing
+/// else may change after acceptance; `If-Match` is honoured.
+pub async fn update(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    FhirJson(body): FhirJson,
+) -> Result<Response, FhirError> {
+    let id = resource_id("ServiceRequest", &id)?;
+    let stored = current(&app, id, &headers).await?;
+    if body.get("resourceType").and_then(|t| t.as_str()) != Some("ServiceRequest")
+        || body.get("id").and_then(|t| t.as_str()) != Some(id)
+    {
+        return Err(FhirError::BadRequest(vec![
+            Issue::error(
+                IssueCode::Invalid,
+                "the body must be the ServiceRequest with the id in the URL",
+            )
+            .at("ServiceRequest.id"),
+        ]));
+    }
+    let status = status_change_only(&stored, &body)?;
+    withdraw(&app, &headers, id, &stored, &status).await
+}
+
+/// `PATCH /fhir/ServiceRequest/{id}` with a JSON Patch
+/// (`application/json-patch+json`) that replaces `/status` with `revoked`
+/// (or `entered-in-error`); `test` operations are checked. Nothing else may
+/// change after acceptance.
+pub async fn patch(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, FhirError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or_default();
+    if !essence.eq_ignore_ascii_case("application/json-patch+json") {
+        return Err(FhirError::UnsupportedMediaType);
+    }
+    let id = resource_id("ServiceRequest", &id)?;
+    let stored = current(&app, id, &headers).await?;
+    let operations: Vec<Value> = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("not a JSON Patch document: {e}")))?;
+    let mut patched = stored.clone();
+    for (index, operation) in operations.iter().enumerate() {
+        let op = operation.get("op").and_then(Value::as_str);
+        let path = operation
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let value = operation.get("value");
+        match (op, value) {
+            (Some("test"), Some(expected)) => {
+                if patched.pointer(path) != Some(expected) {
+                    return Err(FhirError::Conflict(format!(
+                        "JSON Patch operation {index}: test of {path} failed"
+                    )));
+                }
+            }
+            (Some("replace" | "add"), Some(value)) if path == "/status" => {
+                patched["status"] = value.clone();
+            }
+            _ => {
+                return Err(FhirError::Unprocessable(vec![Issue::error(
+                    IssueCode::NotSupported,
+                    format!(
+                        "JSON Patch operation {index}: only replacing /status (to cancel) is supported after acceptance"
+                    ),
+                )]));
+            }
+        }
+    }
+    let status = status_change_only(&stored, &patched)?;
+    withdraw(&app, &headers, id, &stored, &status).await
+}
+
+/// The stored ServiceRequest, after checking `If-Match` (`W/"n"`).
+async fn current(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Value, FhirError> {
+    let referral = app
+        .referrals
+        .referral(id)
+        .await?
+        .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))?;
+    if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        let version = expected.trim().trim_start_matches("W/").trim_matches('"');
+        if version != referral.version_id.to_string() {
+            return Err(FhirError::PreconditionFailed(format!(
+                "If-Match {expected} does not match the current version {}",
+                referral.version_id
+            )));
+        }
+    }
+    serde_json::from_str(&referral.resource).map_err(|_| FhirError::Internal)
+}
+
+/// The new `status`, if that is all `revised` changes (server-managed
+/// `meta` aside).
+fn status_change_only(stored: &Value, revised: &Value) -> Result<String, FhirError> {
+    let without = |resource: &Value| {
+        let mut copy = resource.clone();
+        if let Some(fields) = copy.as_object_mut() {
+            fields.shift_remove("meta");
+            fields.shift_remove("status");
+            fields.shift_remove("text");
+        }
+        copy
+    };
+    if without(stored) != without(revised) {
+        return Err(FhirError::Unprocessable(vec![Issue::error(
+            IssueCode::NotSupported,
+            "only the status can change after a referral is accepted (to revoked, to cancel it, or entered-in-error)",
+        )]));
+    }
+    revised
+        .get("status")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            FhirError::BadRequest(vec![
+                Issue::error(IssueCode::Required, "status is required").at("ServiceRequest.status"),
+            ])
+        })
+}
+
+async fn withdraw(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    stored: &Value,
+    status: &str,
+) -> Result<Response, FhirError> {
+    if stored.get("status").and_then(Value::as_str) == Some(status) {
+        // Nothing to change: answer with the current version.
+        let referral = app
+            .referrals
+            .referral(id)
+            .await?
+            .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))?;
+        return Ok(resource_response(
+            StatusCode::OK,
+            referral.version_id,
+            referral.resource,
+        ));
+    }
+    let revised = app.referrals.withdraw(id, status).await?;
+    tracing::info!(referral_id = %id, status, "referral withdrawn by the referrer");
+    let location = referral_location(&base_url(&app.config, headers), &revised);
+    let mut response = resource_response(StatusCode::OK, revised.version_id, revised.resource);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LOCATION, location);
     }
     Ok(response)
 }

@@ -1,4 +1,6 @@
-//! `Task`: read, and search by `focus` (the referral's ServiceRequest).
+//! `Task`: read, and search by `focus` (the referral's ServiceRequest)
+//! and/or `_lastUpdated` (for referrers that poll instead of, or as well
+//! as, receiving notifications).
 
 use std::collections::HashMap;
 
@@ -7,11 +9,15 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use super::{
     AppState, FhirError, base_url, resource_id, resource_response, search_value, searchset,
 };
 use crate::outcome::{Issue, IssueCode};
+
+/// Most Tasks one search returns.
+const SEARCH_LIMIT: i64 = 1000;
 
 /// `GET /fhir/Task/{id}`.
 pub async fn read(
@@ -30,31 +36,117 @@ pub async fn read(
     ))
 }
 
-/// `GET /fhir/Task?focus=ServiceRequest/{id}`.
+/// `GET /fhir/Task?focus=ServiceRequest/{id}&_lastUpdated=gt2026-11-22T10:00:00Z`
+/// (either parameter, or both).
 pub async fn search(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
-    let Some(focus) = params.get("focus").filter(|v| !v.is_empty()) else {
-        return Err(FhirError::BadRequest(vec![Issue::error(
-            IssueCode::NotSupported,
-            "search Tasks by focus=ServiceRequest/{id}",
-        )]));
+    let bad = |text: &str| FhirError::BadRequest(vec![Issue::error(IssueCode::NotSupported, text)]);
+    if let Some(other) = params
+        .keys()
+        .find(|k| !["focus", "_lastUpdated"].contains(&k.as_str()))
+    {
+        return Err(bad(&format!(
+            "search parameter {other:?} is not supported; use focus and/or _lastUpdated"
+        )));
+    }
+    let focus = params.get("focus").filter(|v| !v.is_empty());
+    let updated = params
+        .get("_lastUpdated")
+        .map(|v| LastUpdated::parse(v))
+        .transpose()?;
+    let tasks = match (focus, &updated) {
+        (Some(focus), _) => {
+            app.referrals
+                .tasks_for(search_value("focus", focus)?)
+                .await?
+        }
+        (None, Some(updated)) => {
+            app.referrals
+                .store
+                .tasks_updated_since(updated.lower_bound(), SEARCH_LIMIT)
+                .await?
+        }
+        (None, None) => {
+            return Err(bad(
+                "search Tasks by focus=ServiceRequest/{id} and/or _lastUpdated=gt<instant>",
+            ));
+        }
     };
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .filter(|t| updated.as_ref().is_none_or(|u| u.matches(&t.last_updated)))
+        .collect();
     let base = base_url(&app.config, &headers);
-    let tasks = app
-        .referrals
-        .tasks_for(search_value("focus", focus)?)
-        .await?;
-    let self_link = format!(
-        "{base}/Task?focus={}",
-        url::form_urlencoded::byte_serialize(focus.as_bytes()).collect::<String>()
-    );
+    let mut query: Vec<String> = Vec::new();
+    for key in ["focus", "_lastUpdated"] {
+        if let Some(value) = params.get(key) {
+            let value: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            query.push(format!("{key}={value}"));
+        }
+    }
+    let self_link = format!("{base}/Task?{}", query.join("&"));
     Ok(searchset(
         &base,
         self_link,
         "Task",
         tasks.into_iter().map(|t| (t.id, t.resource)).collect(),
     ))
+}
+
+/// A `_lastUpdated` search: a prefix and an instant, normalised to the
+/// stored form (UTC, milliseconds) so that comparing text compares time.
+struct LastUpdated {
+    prefix: Prefix,
+    instant: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefix {
+    Gt,
+    Ge,
+}
+
+impl LastUpdated {
+    fn parse(value: &str) -> Result<LastUpdated, FhirError> {
+        let (prefix, rest) = match value.get(..2) {
+            Some("gt") => (Prefix::Gt, &value[2..]),
+            Some("ge") => (Prefix::Ge, &value[2..]),
+            _ => {
+                return Err(FhirError::BadRequest(vec![Issue::error(
+                    IssueCode::NotSupported,
+                    "_lastUpdated supports the gt and ge prefixes (changes since an instant)",
+                )]));
+            }
+        };
+        let instant = DateTime::parse_from_rfc3339(rest)
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| {
+                NaiveDate::parse_from_str(rest, "%Y-%m-%d")
+                    .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+            })
+            .map_err(|_| {
+                FhirError::BadRequest(vec![Issue::error(
+                    IssueCode::Value,
+                    "_lastUpdated must be a date or an instant with a time zone, e.g. gt2026-11-22T10:00:00Z",
+                )])
+            })?;
+        Ok(LastUpdated {
+            prefix,
+            instant: instant.to_rfc3339_opts(SecondsFormat::Millis, true),
+        })
+    }
+
+    fn lower_bound(&self) -> &str {
+        &self.instant
+    }
+
+    fn matches(&self, last_updated: &str) -> bool {
+        match self.prefix {
+            Prefix::Gt => last_updated > self.instant.as_str(),
+            Prefix::Ge => last_updated >= self.instant.as_str(),
+        }
+    }
 }

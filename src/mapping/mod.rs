@@ -49,6 +49,10 @@ struct MappingFile {
     #[serde(default)]
     tables: BTreeMap<String, Table>,
     outbound: Value,
+    /// What the provider is sent when the referrer cancels the referral;
+    /// absent for a provider with no cancellation message.
+    #[serde(default)]
+    cancel: Option<Value>,
     inbound: InboundFile,
 }
 
@@ -102,6 +106,7 @@ pub struct Mapping {
     performer_ods: Vec<String>,
     tables: Arc<Tables>,
     outbound: Template,
+    cancel: Option<Template>,
     inbound_referral: Expr,
     inbound_change: Template,
     output_schema: jsonschema::Validator,
@@ -175,6 +180,10 @@ impl Mapping {
         };
         let outbound = template("outbound", &file.outbound);
         let inbound_change = template("inbound.change", &file.inbound.change);
+        let cancel = file
+            .cancel
+            .as_ref()
+            .map(|cancel| template("cancel", cancel));
         let schema = |name: &str, errors: &mut Vec<MappingError>| {
             let schema_path = schemas_dir.join("providers").join(name);
             let document = std::fs::read_to_string(&schema_path)
@@ -234,6 +243,7 @@ impl Mapping {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let cancel = cancel.flatten();
         Ok(Mapping {
             provider: file.provider,
             version: file.version,
@@ -244,6 +254,7 @@ impl Mapping {
             performer_ods: file.route.performer_ods,
             tables: Arc::new(Tables(file.tables)),
             outbound,
+            cancel,
             inbound_referral,
             inbound_change,
             output_schema,
@@ -285,6 +296,21 @@ impl Mapping {
             Ok(payload)
         } else {
             Err(issues)
+        }
+    }
+
+    /// The cancellation message for a (revoked) ServiceRequest, if this
+    /// provider has one.
+    pub fn cancellation(&self, service_request: &Value) -> Result<Option<Value>, Vec<Issue>> {
+        let Some(cancel) = &self.cancel else {
+            return Ok(None);
+        };
+        let env = self.env(service_request);
+        match cancel.render(service_request, &env) {
+            Ok(payload) => Ok(Some(
+                payload.unwrap_or_else(|| Value::Object(Default::default())),
+            )),
+            Err(e) => Err(vec![self.render_issue(&e)]),
         }
     }
 

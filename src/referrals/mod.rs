@@ -4,6 +4,9 @@
 //! Nothing here knows about HTTP.
 
 pub mod canonical;
+pub mod deliveries;
+pub mod lifecycle;
+pub mod notification;
 pub mod task;
 
 use std::sync::Arc;
@@ -27,6 +30,8 @@ pub struct Referrals {
     pub store: Arc<dyn Store>,
     /// The live mapping set; hot reload swaps it whole.
     pub mappings: Arc<ArcSwap<MappingSet>>,
+    /// Wakes the delivery worker when messages are added.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why an intake did not produce a referral.
@@ -159,7 +164,7 @@ impl Referrals {
         // is refused here rather than accepted and never delivered.
         let mappings = self.mappings.load();
         let mapping = mappings.route(&resource).map_err(refuse)?;
-        let _payload = mapping.translate(&resource).map_err(refuse)?;
+        let payload = mapping.translate(&resource).map_err(refuse)?;
         let provider_name = self
             .config
             .providers
@@ -190,19 +195,29 @@ impl Referrals {
             },
             task: TaskRow {
                 id: task_id,
-                referral_id,
+                referral_id: referral_id.clone(),
                 status: task::TaskStatus::Requested.as_str().into(),
                 version_id: 1,
-                last_updated: now,
+                last_updated: now.clone(),
                 resource: task.to_string(),
             },
             actor: format!("referrer:{}", referrer.id),
+            messages: vec![lifecycle::new_message(
+                &referral_id,
+                &provider_endpoint(&mapping.provider),
+                lifecycle::KIND_REFERRAL,
+                payload.to_string(),
+                &now,
+            )],
         };
         Ok(match self.store.record_intake(intake).await? {
-            Recorded::Created(referral) => Receipt {
-                created: true,
-                referral,
-            },
+            Recorded::Created(referral) => {
+                self.wake.notify_one();
+                Receipt {
+                    created: true,
+                    referral,
+                }
+            }
             Recorded::Existing(referral) => Receipt {
                 created: false,
                 referral,
@@ -244,6 +259,16 @@ impl Referrals {
         let id = focus.strip_prefix("ServiceRequest/").unwrap_or(focus);
         self.store.tasks_for_referral(id).await
     }
+}
+
+/// The outbox endpoint name of a provider's intake URL.
+pub fn provider_endpoint(provider_id: &str) -> String {
+    format!("provider:{provider_id}")
+}
+
+/// The outbox endpoint name of a referrer's callback URL.
+pub fn referrer_endpoint(referrer_id: &str) -> String {
+    format!("referrer:{referrer_id}")
 }
 
 /// The resource with the server's `id` and `meta.versionId`/`lastUpdated`,

@@ -1,15 +1,23 @@
 //! The FHIR Task that tracks a referral through its life (the HL7 Gravity
 //! referral workflow): created `requested` with the referral, owned by the
-//! provider chosen for it.
+//! provider chosen for it, and moved through the workflow's state machine.
 
 use serde_json::{Value, json};
 
 use crate::validation::{NHS_NUMBER_SYSTEM, ODS_CODE_SYSTEM};
 
-/// `Task.status` values Signpost uses.
+/// `Task.status` values of the HL7 Gravity referral workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStatus {
     Requested,
+    Accepted,
+    Rejected,
+    Cancelled,
+    InProgress,
+    OnHold,
+    Completed,
+    Failed,
+    EnteredInError,
 }
 
 impl TaskStatus {
@@ -17,8 +25,203 @@ impl TaskStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Requested => "requested",
+            TaskStatus::Accepted => "accepted",
+            TaskStatus::Rejected => "rejected",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::InProgress => "in-progress",
+            TaskStatus::OnHold => "on-hold",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::EnteredInError => "entered-in-error",
         }
     }
+
+    /// The status with this FHIR code, if it is one Signpost uses.
+    pub fn parse(code: &str) -> Option<TaskStatus> {
+        use TaskStatus::*;
+        [
+            Requested,
+            Accepted,
+            Rejected,
+            Cancelled,
+            InProgress,
+            OnHold,
+            Completed,
+            Failed,
+            EnteredInError,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == code)
+    }
+
+    /// No further change is possible (except a referrer's
+    /// `entered-in-error`).
+    pub fn is_terminal(self) -> bool {
+        use TaskStatus::*;
+        matches!(
+            self,
+            Rejected | Cancelled | Completed | Failed | EnteredInError
+        )
+    }
+
+    /// Whether the Gravity referral state machine allows `self → to`.
+    /// `entered-in-error` is not reachable here: only the referrer may set
+    /// it, from any state (see [`TaskStatus::referrer_may_set`]).
+    pub fn may_become(self, to: TaskStatus) -> bool {
+        use TaskStatus::*;
+        match self {
+            Requested => matches!(to, Accepted | Rejected | Cancelled),
+            Accepted => matches!(to, InProgress | OnHold | Completed | Failed | Cancelled),
+            InProgress => matches!(to, OnHold | Completed | Failed | Cancelled),
+            OnHold => matches!(to, InProgress | Completed | Failed | Cancelled),
+            Rejected | Cancelled | Completed | Failed | EnteredInError => false,
+        }
+    }
+
+    /// Whether the referrer may move a Task in `self` to `to`: cancel it
+    /// while it is not finished, or mark it entered-in-error at any time.
+    pub fn referrer_may_set(self, to: TaskStatus) -> bool {
+        match to {
+            TaskStatus::EnteredInError => self != TaskStatus::EnteredInError,
+            TaskStatus::Cancelled => self.may_become(to),
+            _ => false,
+        }
+    }
+
+    /// A status whose Task must say why (`statusReason`).
+    pub fn needs_reason(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Rejected | TaskStatus::Cancelled | TaskStatus::Failed
+        )
+    }
+}
+
+/// A change to a Task: a provider's status callback, a referrer's
+/// cancellation, or Signpost's own "delivery failed".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskChange {
+    /// `None`: the status stays as it is.
+    pub status: Option<TaskStatus>,
+    pub business_status: Option<String>,
+    pub status_reason: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Why a change cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a Task in status {from} cannot become {to}")]
+pub struct IllegalTransition {
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+impl TaskChange {
+    /// Read a mapping's `inbound.change` output (`status`,
+    /// `businessStatus`, `statusReason`, `note`; all optional strings).
+    pub fn from_mapping(change: &Value) -> Result<TaskChange, String> {
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match change.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(format!("`{key}` must be a string, not {other}")),
+            }
+        };
+        if let Some(key) = change.as_object().and_then(|o| {
+            o.keys().find(|k| {
+                !["status", "businessStatus", "statusReason", "note"].contains(&k.as_str())
+            })
+        }) {
+            return Err(format!("`{key}` is not a Task change field"));
+        }
+        let status = text("status")?
+            .map(|code| {
+                TaskStatus::parse(&code)
+                    .filter(|s| *s != TaskStatus::Requested && *s != TaskStatus::EnteredInError)
+                    .ok_or_else(|| format!("`status` {code:?} is not a status a provider can set"))
+            })
+            .transpose()?;
+        Ok(TaskChange {
+            status,
+            business_status: text("businessStatus")?,
+            status_reason: text("statusReason")?,
+            note: text("note")?,
+        })
+    }
+}
+
+/// The next version of `task` after `change`, checked against the state
+/// machine (`referrer`: the change comes from the referrer, who may only
+/// cancel or mark entered-in-error). Returns the new Task and its status.
+pub fn apply_change(
+    task: &Value,
+    change: &TaskChange,
+    referrer: bool,
+    now: &str,
+) -> Result<(Value, TaskStatus), IllegalTransition> {
+    let current = task
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(TaskStatus::parse)
+        .unwrap_or(TaskStatus::Requested);
+    let mut next = task.clone();
+    let status = match change.status {
+        // Repeating the current status (e.g. a second "case opened") is
+        // not a transition; the rest of the change still applies.
+        None => current,
+        Some(to) if to == current && !current.is_terminal() => current,
+        Some(to) => {
+            let allowed = if referrer {
+                current.referrer_may_set(to)
+            } else {
+                current.may_become(to)
+            };
+            if !allowed {
+                return Err(IllegalTransition {
+                    from: current.as_str(),
+                    to: to.as_str(),
+                });
+            }
+            to
+        }
+    };
+    if status != current {
+        next["status"] = json!(status.as_str());
+        // A new status makes the old business status stale.
+        if let Some(fields) = next.as_object_mut() {
+            fields.shift_remove("businessStatus");
+            fields.shift_remove("statusReason");
+        }
+        if status.needs_reason() || change.status_reason.is_some() {
+            let reason = change
+                .status_reason
+                .clone()
+                .unwrap_or_else(|| status.as_str().to_owned());
+            next["statusReason"] = json!({ "text": reason });
+        }
+    } else if let Some(reason) = &change.status_reason {
+        next["statusReason"] = json!({ "text": reason });
+    }
+    if let Some(business) = &change.business_status {
+        next["businessStatus"] = json!({ "text": business });
+    }
+    if let Some(note) = &change.note {
+        let annotation = json!({ "time": now, "text": note });
+        match next.get_mut("note").and_then(Value::as_array_mut) {
+            Some(notes) => notes.push(annotation),
+            None => next["note"] = json!([annotation]),
+        }
+    }
+    let version: i64 = task
+        .pointer("/meta/versionId")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    next["meta"]["versionId"] = json!((version + 1).to_string());
+    next["meta"]["lastUpdated"] = json!(now);
+    next["lastModified"] = json!(now);
+    Ok((next, status))
 }
 
 /// Identifier system for Signpost's provider ids.

@@ -50,6 +50,8 @@ pub struct NewIntake {
     pub task: TaskRow,
     /// Who caused the Task's first state (recorded in `task_events`).
     pub actor: String,
+    /// The mapped payload for the provider (the transactional outbox).
+    pub messages: Vec<NewMessage>,
 }
 
 /// What [`Store::record_intake`] did.
@@ -62,8 +64,161 @@ pub enum Recorded {
     Existing(ReferralRow),
 }
 
-/// Storage failures. All of them are the server's problem, never the
-/// client's; the HTTP layer answers `503`.
+/// A message to put in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The `webhook-id`: the same on every attempt.
+    pub id: String,
+    pub referral_id: String,
+    /// `provider:<id>` or `referrer:<id>`.
+    pub endpoint: String,
+    /// `referral`, `cancel` or `notification`.
+    pub kind: String,
+    pub payload: String,
+    pub created_at: String,
+    /// Unix milliseconds.
+    pub next_attempt_at: i64,
+    /// The message this one replays, if it is a replay.
+    pub replay_of: Option<String>,
+}
+
+/// An outbox message as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MessageRow {
+    /// Order of messages for one referral and endpoint.
+    pub seq: i64,
+    pub id: String,
+    pub referral_id: String,
+    pub endpoint: String,
+    pub kind: String,
+    pub payload: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    pub attempts: i64,
+    /// Unix milliseconds.
+    pub next_attempt_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+    pub last_error: Option<String>,
+    pub replay_of: Option<String>,
+}
+
+/// One delivery attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub message_id: String,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub worker: String,
+    pub started_at: String,
+    pub latency_ms: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_excerpt: Option<String>,
+    /// `delivered`, `retry`, `dead` or `disabled`.
+    pub outcome: String,
+}
+
+/// What to do with a message after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Delivered,
+    /// Try again at this Unix millisecond.
+    Retry {
+        next_attempt_at: i64,
+    },
+    /// No more attempts: dead letter.
+    Dead,
+    /// The endpoint answered 410 Gone: disable it; the message waits (from
+    /// `next_attempt_at`) until an operator re-enables the endpoint.
+    DisableEndpoint {
+        reason: String,
+        next_attempt_at: i64,
+    },
+}
+
+/// An attempt's record and its consequence, stored in one transaction.
+pub struct FinishedAttempt {
+    pub attempt: AttemptRow,
+    pub disposition: Disposition,
+    /// A Task change caused by this attempt (a dead-lettered referral shows
+    /// "delivery failed").
+    pub task_update: Option<TaskUpdate>,
+}
+
+/// A new version of a Task, applied only if the stored Task is still at
+/// `expected_version` (otherwise [`StoreError::Conflict`]).
+pub struct TaskUpdate {
+    pub task: TaskRow,
+    pub expected_version: i64,
+    pub from_status: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    /// The notification to the referrer, built once its event number is
+    /// known (numbers are allocated inside the transaction).
+    pub notification: Option<Notification>,
+    /// A new version of the referral (a cancellation), applied only if the
+    /// stored one is at `version_id - 1`.
+    pub referral: Option<ReferralRow>,
+    /// Further messages (e.g. a cancellation to the provider).
+    pub messages: Vec<NewMessage>,
+}
+
+/// A Subscriptions notification to a referrer, waiting for its event number.
+pub struct Notification {
+    pub referrer_id: String,
+    /// Everything but the payload.
+    pub message: NewMessage,
+    /// Builds the payload from the event number.
+    pub payload: Box<dyn FnOnce(i64) -> String + Send>,
+}
+
+/// A provider status callback, as received.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InboundRow {
+    pub provider_id: String,
+    pub webhook_id: String,
+    pub received_at: String,
+    pub referral_id: Option<String>,
+    pub body: String,
+    /// The HTTP status Signpost answered.
+    pub response_status: i64,
+    /// `applied`, `ignored` or `refused: <why>`.
+    pub outcome: String,
+}
+
+/// What [`Store::apply_callback`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackApplied {
+    Applied,
+    /// The webhook-id had been received before; nothing changed. The first
+    /// reception is returned.
+    Duplicate(InboundRow),
+}
+
+/// Which messages to list.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub state: Option<String>,
+    pub endpoint: Option<String>,
+    pub referral_id: Option<String>,
+    pub limit: i64,
+}
+
+/// An endpoint that is not sent to until re-enabled.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DisabledEndpoint {
+    pub endpoint: String,
+    pub disabled_at: String,
+    pub reason: String,
+}
+
+/// Storage failures. Except [`StoreError::Conflict`], all of them are the
+/// server's problem, never the client's; the HTTP layer answers `503`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the database is unavailable or refused the operation")]
@@ -72,14 +227,18 @@ pub enum StoreError {
     Open(String),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The Task or referral changed since it was read: read again and retry.
+    #[error("the resource changed concurrently")]
+    Conflict,
 }
 
 /// The storage operations the domain needs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Store a referral with its Task and first task event, atomically. A
-    /// duplicate business identifier from the same referrer stores nothing
-    /// and returns the existing referral, even under concurrent calls.
+    /// Store a referral with its Task, first task event and outbox messages,
+    /// atomically. A duplicate business identifier from the same referrer
+    /// stores nothing and returns the existing referral, even under
+    /// concurrent calls.
     async fn record_intake(&self, intake: NewIntake) -> Result<Recorded, StoreError>;
 
     /// One referral by server id.
@@ -98,8 +257,80 @@ pub trait Store: Send + Sync + 'static {
     /// The Tasks whose focus is this referral.
     async fn tasks_for_referral(&self, referral_id: &str) -> Result<Vec<TaskRow>, StoreError>;
 
+    /// Tasks last updated at or after `since` (an RFC 3339 UTC instant with
+    /// milliseconds, as stored, so that text order is time order), oldest
+    /// change first.
+    async fn tasks_updated_since(
+        &self,
+        since: &str,
+        limit: i64,
+    ) -> Result<Vec<TaskRow>, StoreError>;
+
+    /// Apply a Task change (a referrer's cancellation, a Signpost event).
+    async fn update_task(&self, update: TaskUpdate) -> Result<(), StoreError>;
+
+    /// Record a provider callback and apply its Task change, atomically; a
+    /// webhook-id seen before changes nothing.
+    async fn apply_callback(
+        &self,
+        inbound: InboundRow,
+        update: Option<TaskUpdate>,
+    ) -> Result<CallbackApplied, StoreError>;
+
+    /// A callback received before, by provider and webhook-id.
+    async fn inbound(
+        &self,
+        provider_id: &str,
+        webhook_id: &str,
+    ) -> Result<Option<InboundRow>, StoreError>;
+
+    /// Lease up to `limit` due messages to `worker` until `lease_until`
+    /// (Unix ms). A message is due when it is pending, its time has come,
+    /// no other worker holds an unexpired lease on it, its endpoint is not
+    /// disabled, and no earlier message for the same referral and endpoint
+    /// is still pending.
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, StoreError>;
+
+    /// When the next message becomes due (Unix ms), if any is waiting.
+    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Record an attempt and what follows from it.
+    async fn finish_attempt(&self, finished: FinishedAttempt) -> Result<(), StoreError>;
+
+    /// Give back the leases a stopping worker holds.
+    async fn release_leases(&self, worker: &str) -> Result<(), StoreError>;
+
+    /// Add one message (an operator's replay).
+    async fn insert_message(&self, message: NewMessage) -> Result<(), StoreError>;
+
+    /// Messages, newest first.
+    async fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>, StoreError>;
+
+    /// One message by id.
+    async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError>;
+
+    /// Every attempt to deliver a message, first first.
+    async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError>;
+
+    /// Endpoints disabled by a `410 Gone`.
+    async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError>;
+
+    /// Re-enable an endpoint; `false` if it was not disabled.
+    async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError>;
+
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Wake `wake` whenever another process (a separate worker or another
+    /// instance) adds outbox messages, where the backend can tell
+    /// (PostgreSQL `LISTEN/NOTIFY`). Returns the listening task, if any.
+    fn watch_outbox(&self, wake: Arc<tokio::sync::Notify>) -> Option<tokio::task::JoinHandle<()>>;
 }
 
 /// Open the store named by `database_url` (`sqlite:` or `postgres://`),
@@ -128,10 +359,14 @@ mod sql {
         ON CONFLICT (referrer_id, identifier_system, identifier_value) DO NOTHING";
     pub const SELECT_REFERRAL_BY_BUSINESS_ID: &str = "SELECT * FROM referrals \
         WHERE referrer_id = $1 AND identifier_system = $2 AND identifier_value = $3";
+    pub const UPDATE_REFERRAL: &str = "UPDATE referrals SET version_id = $1, last_updated = $2, resource = $3 \
+        WHERE id = $4 AND version_id = $5";
     pub const INSERT_TASK: &str = "INSERT INTO tasks \
         (id, referral_id, status, version_id, last_updated, resource) VALUES ($1, $2, $3, $4, $5, $6)";
+    pub const UPDATE_TASK: &str = "UPDATE tasks SET status = $1, version_id = $2, last_updated = $3, resource = $4 \
+        WHERE id = $5 AND version_id = $6";
     pub const INSERT_TASK_EVENT: &str = "INSERT INTO task_events \
-        (task_id, from_status, to_status, actor, reason, at) VALUES ($1, NULL, $2, $3, NULL, $4)";
+        (task_id, from_status, to_status, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6)";
     pub const SELECT_REFERRAL: &str = "SELECT * FROM referrals WHERE id = $1";
     pub const SELECT_REFERRALS_BY_VALUE: &str =
         "SELECT * FROM referrals WHERE identifier_value = $1 ORDER BY id";
@@ -139,13 +374,156 @@ mod sql {
     pub const SELECT_TASK: &str = "SELECT * FROM tasks WHERE id = $1";
     pub const SELECT_TASKS_FOR_REFERRAL: &str =
         "SELECT * FROM tasks WHERE referral_id = $1 ORDER BY id";
+    pub const SELECT_TASKS_UPDATED_SINCE: &str =
+        "SELECT * FROM tasks WHERE last_updated >= $1 ORDER BY last_updated, id LIMIT $2";
+    pub const INSERT_MESSAGE: &str = "INSERT INTO outbox \
+        (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of) \
+        VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)";
+    pub const NEXT_EVENT_NUMBER: &str = "INSERT INTO notification_counters (referrer_id, events) VALUES ($1, 1) \
+        ON CONFLICT (referrer_id) DO UPDATE SET events = notification_counters.events + 1 \
+        RETURNING events";
+    pub const INSERT_INBOUND: &str = "INSERT INTO inbound_events \
+        (provider_id, webhook_id, received_at, referral_id, body, response_status, outcome) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (provider_id, webhook_id) DO NOTHING";
+    pub const SELECT_INBOUND: &str =
+        "SELECT * FROM inbound_events WHERE provider_id = $1 AND webhook_id = $2";
+    /// The messages that may be sent now (see [`super::Store::claim_due`]);
+    /// `{lock}` is where PostgreSQL adds `FOR UPDATE SKIP LOCKED`.
+    pub const DUE: &str = "SELECT o.seq FROM outbox o \
+        WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
+          AND (o.lease_until IS NULL OR o.lease_until < $3) \
+          AND o.endpoint NOT IN (SELECT endpoint FROM disabled_endpoints) \
+          AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.referral_id = o.referral_id \
+              AND e.endpoint = o.endpoint AND e.state = 'pending' AND e.seq < o.seq) \
+        ORDER BY o.next_attempt_at, o.seq LIMIT $4";
+    pub const CLAIM: &str =
+        "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE seq IN ({due}) RETURNING *";
+    pub const NEXT_DUE: &str = "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lease_until > o.next_attempt_at \
+            THEN o.lease_until ELSE o.next_attempt_at END) FROM outbox o \
+        WHERE o.state = 'pending' \
+          AND o.endpoint NOT IN (SELECT endpoint FROM disabled_endpoints) \
+          AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.referral_id = o.referral_id \
+              AND e.endpoint = o.endpoint AND e.state = 'pending' AND e.seq < o.seq)";
+    pub const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts \
+        (message_id, attempt, worker, started_at, latency_ms, status_code, error, response_excerpt, outcome) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    pub const MESSAGE_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, \
+        delivered_at = $2, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
+    pub const MESSAGE_RETRY: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, \
+        last_error = $3, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
+    pub const MESSAGE_DEAD: &str = "UPDATE outbox SET state = 'dead', attempts = attempts + 1, \
+        last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
+    pub const DISABLE_ENDPOINT: &str = "INSERT INTO disabled_endpoints (endpoint, disabled_at, reason) \
+        VALUES ($1, $2, $3) ON CONFLICT (endpoint) DO NOTHING";
+    pub const RELEASE_LEASES: &str = "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
+        WHERE lease_owner = $1 AND state = 'pending'";
+    pub const SELECT_MESSAGES: &str = "SELECT * FROM outbox \
+        WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
+          AND (CAST($2 AS TEXT) IS NULL OR endpoint = $2) \
+          AND (CAST($3 AS TEXT) IS NULL OR referral_id = $3) \
+        ORDER BY seq DESC LIMIT $4";
+    pub const SELECT_MESSAGE: &str = "SELECT * FROM outbox WHERE id = $1";
+    pub const SELECT_ATTEMPTS: &str =
+        "SELECT * FROM delivery_attempts WHERE message_id = $1 ORDER BY id";
+    pub const SELECT_DISABLED: &str = "SELECT * FROM disabled_endpoints ORDER BY endpoint";
+    pub const ENABLE_ENDPOINT: &str = "DELETE FROM disabled_endpoints WHERE endpoint = $1";
 }
 
 /// Implements [`Store`] for a backend struct with `writer` and `reader`
-/// pools. The SQL is identical on both backends; only the pools differ
-/// (SQLite serialises writes through a one-connection pool).
+/// pools. The SQL is shared; only the pools differ (SQLite serialises writes
+/// through a one-connection pool), and how rows are claimed and new messages
+/// announced:
+/// - `$db`: the sqlx database type;
+/// - `$claim_lock`: appended to the due-message query when claiming
+///   (`FOR UPDATE SKIP LOCKED` on PostgreSQL);
+/// - `$announce`: SQL run in a transaction that added messages, so other
+///   processes wake (`pg_notify` on PostgreSQL), or `None`.
 macro_rules! impl_store {
-    ($backend:ty) => {
+    ($backend:ty, $db:ty, $claim_lock:expr, $announce:expr) => {
+        impl $backend {
+            async fn insert_messages(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                messages: &[$crate::store::NewMessage],
+            ) -> Result<(), $crate::store::StoreError> {
+                for m in messages {
+                    sqlx::query($crate::store::sql::INSERT_MESSAGE)
+                        .bind(&m.id)
+                        .bind(&m.referral_id)
+                        .bind(&m.endpoint)
+                        .bind(&m.kind)
+                        .bind(&m.payload)
+                        .bind(m.next_attempt_at)
+                        .bind(&m.created_at)
+                        .bind(&m.replay_of)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                let announce: Option<&str> = $announce;
+                if let (false, Some(announce)) = (messages.is_empty(), announce) {
+                    sqlx::query(announce).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Apply a Task update inside `tx`: the Task first (its row lock
+            /// orders concurrent changes to one referral), then its event,
+            /// the referral, and the messages.
+            async fn apply_update(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                update: $crate::store::TaskUpdate,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::{StoreError, sql};
+                let t = &update.task;
+                let changed = sqlx::query(sql::UPDATE_TASK)
+                    .bind(&t.status)
+                    .bind(t.version_id)
+                    .bind(&t.last_updated)
+                    .bind(&t.resource)
+                    .bind(&t.id)
+                    .bind(update.expected_version)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                if changed == 0 {
+                    return Err(StoreError::Conflict);
+                }
+                sqlx::query(sql::INSERT_TASK_EVENT)
+                    .bind(&t.id)
+                    .bind(&update.from_status)
+                    .bind(&t.status)
+                    .bind(&update.actor)
+                    .bind(&update.reason)
+                    .bind(&t.last_updated)
+                    .execute(&mut **tx)
+                    .await?;
+                if let Some(r) = &update.referral {
+                    let changed = sqlx::query(sql::UPDATE_REFERRAL)
+                        .bind(r.version_id)
+                        .bind(&r.last_updated)
+                        .bind(&r.resource)
+                        .bind(&r.id)
+                        .bind(r.version_id - 1)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                    if changed == 0 {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+                let mut messages = update.messages;
+                if let Some(notification) = update.notification {
+                    let (number,): (i64,) = sqlx::query_as(sql::NEXT_EVENT_NUMBER)
+                        .bind(&notification.referrer_id)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                    let mut message = notification.message;
+                    message.payload = (notification.payload)(number);
+                    messages.push(message);
+                }
+                Self::insert_messages(tx, &messages).await
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $backend {
             async fn record_intake(
@@ -190,11 +568,14 @@ macro_rules! impl_store {
                     .await?;
                 sqlx::query(sql::INSERT_TASK_EVENT)
                     .bind(&t.id)
+                    .bind(None::<String>)
                     .bind(&t.status)
                     .bind(&intake.actor)
+                    .bind(None::<String>)
                     .bind(&t.last_updated)
                     .execute(&mut *tx)
                     .await?;
+                Self::insert_messages(&mut tx, &intake.messages).await?;
                 tx.commit().await?;
                 Ok(Recorded::Created(intake.referral))
             }
@@ -255,9 +636,270 @@ macro_rules! impl_store {
                 )
             }
 
+            async fn tasks_updated_since(
+                &self,
+                since: &str,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::TaskRow>, $crate::store::StoreError> {
+                Ok(
+                    sqlx::query_as($crate::store::sql::SELECT_TASKS_UPDATED_SINCE)
+                        .bind(since)
+                        .bind(limit)
+                        .fetch_all(&self.reader)
+                        .await?,
+                )
+            }
+
+            async fn update_task(
+                &self,
+                update: $crate::store::TaskUpdate,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.writer.begin().await?;
+                Self::apply_update(&mut tx, update).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn apply_callback(
+                &self,
+                inbound: $crate::store::InboundRow,
+                update: Option<$crate::store::TaskUpdate>,
+            ) -> Result<$crate::store::CallbackApplied, $crate::store::StoreError> {
+                use $crate::store::{CallbackApplied, sql};
+                let mut tx = self.writer.begin().await?;
+                let inserted = sqlx::query(sql::INSERT_INBOUND)
+                    .bind(&inbound.provider_id)
+                    .bind(&inbound.webhook_id)
+                    .bind(&inbound.received_at)
+                    .bind(&inbound.referral_id)
+                    .bind(&inbound.body)
+                    .bind(inbound.response_status)
+                    .bind(&inbound.outcome)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if inserted == 0 {
+                    let first: $crate::store::InboundRow = sqlx::query_as(sql::SELECT_INBOUND)
+                        .bind(&inbound.provider_id)
+                        .bind(&inbound.webhook_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(CallbackApplied::Duplicate(first));
+                }
+                if let Some(update) = update {
+                    Self::apply_update(&mut tx, update).await?;
+                }
+                tx.commit().await?;
+                Ok(CallbackApplied::Applied)
+            }
+
+            async fn inbound(
+                &self,
+                provider_id: &str,
+                webhook_id: &str,
+            ) -> Result<Option<$crate::store::InboundRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_INBOUND)
+                    .bind(provider_id)
+                    .bind(webhook_id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn claim_due(
+                &self,
+                worker: &str,
+                now: i64,
+                lease_until: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::MessageRow>, $crate::store::StoreError> {
+                use $crate::store::sql;
+                static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    let lock: &str = $claim_lock;
+                    sql::CLAIM.replace("{due}", &format!("{} {lock}", sql::DUE))
+                });
+                let mut rows: Vec<$crate::store::MessageRow> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(CLAIM.as_str()))
+                        .bind(worker)
+                        .bind(lease_until)
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&self.writer)
+                        .await?;
+                rows.sort_by_key(|m| m.seq);
+                Ok(rows)
+            }
+
+            async fn next_due(&self) -> Result<Option<i64>, $crate::store::StoreError> {
+                let (at,): (Option<i64>,) = sqlx::query_as($crate::store::sql::NEXT_DUE)
+                    .fetch_one(&self.reader)
+                    .await?;
+                Ok(at)
+            }
+
+            async fn finish_attempt(
+                &self,
+                finished: $crate::store::FinishedAttempt,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::{Disposition, sql};
+                let a = &finished.attempt;
+                let mut tx = self.writer.begin().await?;
+                sqlx::query(sql::INSERT_ATTEMPT)
+                    .bind(&a.message_id)
+                    .bind(a.attempt)
+                    .bind(&a.worker)
+                    .bind(&a.started_at)
+                    .bind(a.latency_ms)
+                    .bind(a.status_code)
+                    .bind(&a.error)
+                    .bind(&a.response_excerpt)
+                    .bind(&a.outcome)
+                    .execute(&mut *tx)
+                    .await?;
+                let error = a
+                    .error
+                    .clone()
+                    .or_else(|| a.status_code.map(|code| format!("answered {code}")));
+                match &finished.disposition {
+                    Disposition::Delivered => {
+                        sqlx::query(sql::MESSAGE_DELIVERED)
+                            .bind(&a.message_id)
+                            .bind(&a.started_at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Disposition::Retry { next_attempt_at } => {
+                        sqlx::query(sql::MESSAGE_RETRY)
+                            .bind(&a.message_id)
+                            .bind(next_attempt_at)
+                            .bind(&error)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Disposition::Dead => {
+                        sqlx::query(sql::MESSAGE_DEAD)
+                            .bind(&a.message_id)
+                            .bind(&error)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Disposition::DisableEndpoint {
+                        reason,
+                        next_attempt_at,
+                    } => {
+                        sqlx::query(sql::MESSAGE_RETRY)
+                            .bind(&a.message_id)
+                            .bind(next_attempt_at)
+                            .bind(&error)
+                            .execute(&mut *tx)
+                            .await?;
+                        let endpoint: (String,) =
+                            sqlx::query_as("SELECT endpoint FROM outbox WHERE id = $1")
+                                .bind(&a.message_id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        sqlx::query(sql::DISABLE_ENDPOINT)
+                            .bind(&endpoint.0)
+                            .bind(&a.started_at)
+                            .bind(reason)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                if let Some(update) = finished.task_update {
+                    Self::apply_update(&mut tx, update).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn release_leases(&self, worker: &str) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::RELEASE_LEASES)
+                    .bind(worker)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_message(
+                &self,
+                message: $crate::store::NewMessage,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.writer.begin().await?;
+                Self::insert_messages(&mut tx, std::slice::from_ref(&message)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn messages(
+                &self,
+                filter: &$crate::store::MessageFilter,
+            ) -> Result<Vec<$crate::store::MessageRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_MESSAGES)
+                    .bind(&filter.state)
+                    .bind(&filter.endpoint)
+                    .bind(&filter.referral_id)
+                    .bind(filter.limit)
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn message(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::MessageRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_MESSAGE)
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn attempts(
+                &self,
+                message_id: &str,
+            ) -> Result<Vec<$crate::store::AttemptRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_ATTEMPTS)
+                    .bind(message_id)
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn disabled_endpoints(
+                &self,
+            ) -> Result<Vec<$crate::store::DisabledEndpoint>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_DISABLED)
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn enable_endpoint(
+                &self,
+                endpoint: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let removed = sqlx::query($crate::store::sql::ENABLE_ENDPOINT)
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let announce: Option<&str> = $announce;
+                if let (true, Some(announce)) = (removed > 0, announce) {
+                    sqlx::query(announce).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(removed > 0)
+            }
+
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
                 sqlx::query("SELECT 1").execute(&self.reader).await?;
                 Ok(())
+            }
+
+            fn watch_outbox(
+                &self,
+                wake: std::sync::Arc<tokio::sync::Notify>,
+            ) -> Option<tokio::task::JoinHandle<()>> {
+                self.watch(wake)
             }
         }
     };

@@ -33,4 +33,48 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore);
+/// The `LISTEN/NOTIFY` channel a transaction that adds outbox messages
+/// notifies on commit.
+const CHANNEL: &str = "signpost_outbox";
+
+impl PostgresStore {
+    /// Listen on [`CHANNEL`] and wake the worker on every notification. A
+    /// lost connection is re-established (sqlx reconnects on the next
+    /// `recv`), and the worker is woken then too, since notifications sent
+    /// while disconnected are lost.
+    fn watch(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let pool = self.writer.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot LISTEN for new outbox messages; polling");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %e, "cannot LISTEN for new outbox messages; polling");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+                wake.notify_one();
+                while listener.recv().await.is_ok() {
+                    wake.notify_one();
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+}
+
+impl_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    "FOR UPDATE OF o SKIP LOCKED",
+    Some("SELECT pg_notify('signpost_outbox', '')")
+);

@@ -53,4 +53,15 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore);
+impl SqliteStore {
+    /// One process owns a SQLite database's worker; it is woken in-process,
+    /// and a separate `signpost worker` on the same file polls.
+    fn watch(
+        &self,
+        _wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+}
+
+impl_store!(SqliteStore, sqlx::Sqlite, "", None);

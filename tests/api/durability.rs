@@ -1,4 +1,5 @@
-//! What a client got a 2xx for survives a restart and a `kill -9`.
+//! What a client got a 2xx for survives a restart and a `kill -9`, and is
+//! delivered afterwards; several instances share one PostgreSQL outbox.
 
 use std::{
     process::Stdio,
@@ -13,8 +14,12 @@ use tokio::{
 };
 
 use crate::{
-    helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, valid, with_new_identifier},
+    fleet::{Fleet, PATIENCE, REFERRER, aim, fast_delivery, receivers},
+    helpers::{
+        Backend, MANIFEST_DIR, TestApp, TestDb, json, test_secret, valid, with_new_identifier,
+    },
     on_both_backends,
+    receiver::Receiver,
 };
 
 async fn referrals_survive_a_restart(backend: Backend) {
@@ -74,10 +79,47 @@ async fn start_binary(db: &TestDb, config_path: &std::path::Path) -> (Child, Str
     (child, format!("http://{address}"))
 }
 
+/// A configuration file for the real binary: the repository's schemas and
+/// mappings, the receivers as endpoints (their secrets in files), and a
+/// short retry schedule.
+fn write_config(
+    dir: &std::path::Path,
+    providers: &std::collections::BTreeMap<&'static str, Receiver>,
+    referrer: &Receiver,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "schemas_dir = \"{MANIFEST_DIR}/schemas\"\nmappings_dir = \"{MANIFEST_DIR}/mappings\"\n\
+         [delivery]\nretry_schedule = [\"100ms\", \"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\"]\n\
+         request_timeout = \"2s\"\nlease = \"5s\"\npoll_interval = \"100ms\"\n"
+    );
+    for (id, receiver) in providers {
+        let secret = dir.join(format!("{id}.whsec"));
+        std::fs::write(&secret, test_secret(&format!("provider:{id}"))).unwrap();
+        text.push_str(&format!(
+            "[providers.{id}]\nintake_url = \"{}\"\nsecret_file = \"{}\"\n",
+            receiver.url_for(&format!("/{id}/intake")),
+            secret.display()
+        ));
+    }
+    let secret = dir.join("referrer.whsec");
+    std::fs::write(&secret, test_secret(&format!("referrer:{REFERRER}"))).unwrap();
+    text.push_str(&format!(
+        "[referrers.{REFERRER}]\nods_codes = [\"A81001\"]\ncallback_url = \"{}\"\nsecret_file = \"{}\"\n",
+        referrer.url_for("/notifications"),
+        secret.display()
+    ));
+    let path = dir.join("signpost.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backend) {
-    // Arrange: the real binary, under load from four clients.
+    // Arrange: the real binary, under load from four clients, delivering
+    // to a real ActiveLives receiver.
     let db = TestDb::fresh(backend).await;
-    let config = std::path::Path::new(MANIFEST_DIR).join("config/signpost.toml");
+    let (providers, referrer) = receivers().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &providers, &referrer);
     let (mut child, address) = start_binary(&db, &config).await;
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let client = reqwest::Client::new();
@@ -87,7 +129,7 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
             (client.clone(), address.clone(), acknowledged.clone());
         clients.push(tokio::spawn(async move {
             for _ in 0..500 {
-                let (referral, value) = with_new_identifier(valid("activelives-exercise.json"));
+                let (referral, _) = with_new_identifier(valid("activelives-exercise.json"));
                 let sent = client
                     .post(format!("{address}/fhir/ServiceRequest"))
                     .header("content-type", "application/fhir+json")
@@ -96,7 +138,14 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
                     .await;
                 match sent {
                     Ok(response) if response.status() == StatusCode::CREATED => {
-                        acknowledged.lock().unwrap().push(value)
+                        let id = response
+                            .json::<serde_json::Value>()
+                            .await
+                            .map(|b| b["id"].as_str().unwrap_or_default().to_owned());
+                        match id {
+                            Ok(id) => acknowledged.lock().unwrap().push(id),
+                            Err(_) => return, // killed while answering
+                        }
                     }
                     Ok(response) => panic!("unexpected {}", response.status()),
                     Err(_) => return, // the server is gone
@@ -119,7 +168,9 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
         client.await.unwrap();
     }
 
-    // Assert: every acknowledged referral is there after a restart.
+    // Assert: after a restart, every acknowledged referral is there with
+    // its Task, and reaches ActiveLives; a referral delivered twice (sent
+    // just before the kill, not yet marked) keeps its webhook-id.
     let (_child, address) = start_binary(&db, &config).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
     let get = |path: String| {
@@ -129,13 +180,86 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
             response.json::<serde_json::Value>().await.unwrap()
         }
     };
-    for value in &acknowledged {
-        let search = get(format!("/fhir/ServiceRequest?identifier={value}")).await;
-        assert_eq!(search["total"], 1, "acknowledged referral {value} was lost");
-        let id = search["entry"][0]["resource"]["id"].as_str().unwrap();
+    for id in &acknowledged {
         let tasks = get(format!("/fhir/Task?focus=ServiceRequest/{id}")).await;
-        assert_eq!(tasks["total"], 1, "the Task of {value} was lost");
+        assert_eq!(tasks["total"], 1, "the Task of {id} was lost");
     }
+    let provider = &providers["activelives"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered = provider.delivered();
+        let mut ids: std::collections::HashMap<String, std::collections::HashSet<String>> =
+            std::collections::HashMap::new();
+        for r in &delivered {
+            assert!(r.signature_valid);
+            ids.entry(r.body["referral_ref"].as_str().unwrap().to_owned())
+                .or_default()
+                .insert(r.webhook_id.clone());
+        }
+        if acknowledged.iter().all(|id| ids.contains_key(id)) {
+            for (referral, webhook_ids) in &ids {
+                assert_eq!(
+                    webhook_ids.len(),
+                    1,
+                    "{referral} was sent under several webhook-ids"
+                );
+            }
+            break;
+        }
+        let missing = acknowledged
+            .iter()
+            .filter(|id| !ids.contains_key(*id))
+            .count();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing} of {} acknowledged referrals never reached the provider",
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two Signpost instances on one PostgreSQL database share the outbox:
+/// every referral is delivered, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_postgres_never_deliver_a_message_twice() {
+    let fleet = Fleet::start(Backend::Postgres).await;
+    let url = fleet.app.db.url.clone();
+    let second = TestApp::spawn_on(TestDb::shared(&url), |config| {
+        fast_delivery(config);
+        aim(config, &fleet.providers, &fleet.referrer);
+    })
+    .await;
+    let n = 60;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let (referral, _) = with_new_identifier(valid("community-connect-loneliness.json"));
+        let app = if i % 2 == 0 { &fleet.app } else { &second };
+        let response = app.post_json("/fhir/ServiceRequest", &referral).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        sent.push(json(response).await["id"].as_str().unwrap().to_owned());
+    }
+    let delivered = fleet
+        .provider("community-connect")
+        .wait_for(n, PATIENCE)
+        .await;
+    // Let any double delivery show itself.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered_now = fleet.provider("community-connect").received();
+    assert_eq!(delivered_now.len(), n, "each message sent exactly once");
+    let mut refs: Vec<&str> = delivered
+        .iter()
+        .map(|r| r.body["case"]["external_id"].as_str().unwrap())
+        .collect();
+    refs.sort_unstable();
+    let mut want: Vec<&str> = sent.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(refs, want);
+    let mut ids: Vec<&str> = delivered.iter().map(|r| r.webhook_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    second.stop().await;
 }
 
 on_both_backends!(

@@ -9,10 +9,13 @@ use std::{
     sync::LazyLock,
 };
 
+use base64::Engine as _;
 use serde_json::Value;
+use sha2::Digest as _;
 use signpost::{
-    config::{Config, ENV_DATABASE_URL, ENV_LISTEN},
+    config::{Config, ENV_DATABASE_URL, ENV_LISTEN, SecretSource},
     startup::Application,
+    webhooks::Secret,
 };
 use tokio::sync::oneshot;
 
@@ -47,6 +50,16 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Another handle on a database some other `TestDb` owns (a second
+    /// instance on the same PostgreSQL database); dropping it drops nothing.
+    pub fn shared(url: &str) -> TestDb {
+        TestDb {
+            url: url.to_owned(),
+            _dir: None,
+            pg_name: None,
+        }
+    }
+
     pub async fn fresh(backend: Backend) -> TestDb {
         match backend {
             Backend::Sqlite => {
@@ -106,7 +119,25 @@ impl Drop for TestDb {
     }
 }
 
-/// The sample configuration, on port 0 and the given database.
+/// The fixed webhook signing secret (`whsec_…`) of an endpoint in the test
+/// configuration, named as in `Config::signing_keys`: `provider:<id>` or
+/// `referrer:<id>`. Start a `Receiver` with it to stand in for that
+/// endpoint, or sign its status callbacks with it.
+pub fn test_secret(endpoint: &str) -> String {
+    assert!(
+        endpoint.starts_with("provider:") || endpoint.starts_with("referrer:"),
+        "name the endpoint provider:<id> or referrer:<id>, not {endpoint:?}"
+    );
+    let key = sha2::Sha256::digest(format!("signpost test webhook secret for {endpoint}"));
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// The sample configuration, on port 0 and the given database, with the
+/// fixed [`test_secret`]s in place of the sample's secret files (which tests
+/// must not create).
 pub fn test_config(database_url: &str) -> Config {
     let path = Path::new(MANIFEST_DIR).join("config/signpost.toml");
     let text = std::fs::read_to_string(&path).expect("sample config");
@@ -117,6 +148,15 @@ pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::from_toml(&text, &path, &env).expect("sample config is valid");
     config.schemas_dir = Path::new(MANIFEST_DIR).join("schemas");
     config.mappings_dir = Path::new(MANIFEST_DIR).join("mappings");
+    let inline = |endpoint: String| {
+        SecretSource::Inline(Secret::parse(&test_secret(&endpoint)).expect("a test secret"))
+    };
+    for (id, provider) in &mut config.providers {
+        provider.secret = inline(format!("provider:{id}"));
+    }
+    for (id, referrer) in &mut config.referrers {
+        referrer.secret = inline(format!("referrer:{id}"));
+    }
     config
 }
 

@@ -3,10 +3,14 @@
 
 mod helpers;
 
+mod delivery;
 mod durability;
 mod errors;
+mod fleet;
 mod idempotency;
 mod intake;
+mod receiver;
 mod reload;
 mod routing;
+mod status;
 mod validation;

@@ -1,0 +1,132 @@
+//! Operators' HTTP API under `/admin`: the live mappings, outbox messages
+//! and their attempts, replay, and disabled endpoints. JSON (not FHIR),
+//! errors as OperationOutcome like everywhere else.
+
+use std::collections::HashMap;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+};
+use serde_json::{Value, json};
+
+use super::{AppState, FhirError};
+use crate::{
+    outcome::{Issue, IssueCode},
+    referrals::{
+        deliveries::{Replay, message_json},
+        provider_endpoint,
+    },
+    store::MessageFilter,
+};
+
+/// `GET /admin/mappings`.
+pub async fn mappings(State(app): State<AppState>) -> Json<Value> {
+    Json(app.mappings.report())
+}
+
+/// `GET /admin/deliveries?state=&provider=&endpoint=&referral=&limit=`.
+pub async fn list(
+    State(app): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, FhirError> {
+    let filter = message_filter(&params)?;
+    let messages = app.referrals.messages(&filter).await?;
+    Ok(Json(json!({
+        "messages": messages.iter().map(|m| message_json(m, None)).collect::<Vec<_>>()
+    })))
+}
+
+/// The filter the query asks for; unknown parameters are refused rather
+/// than silently ignored (an ignored filter lists the wrong messages).
+pub fn message_filter(params: &HashMap<String, String>) -> Result<MessageFilter, FhirError> {
+    let bad = |text: String| FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)]);
+    let mut filter = MessageFilter {
+        limit: 100,
+        ..MessageFilter::default()
+    };
+    for (key, value) in params {
+        match key.as_str() {
+            "state" if ["pending", "delivered", "dead"].contains(&value.as_str()) => {
+                filter.state = Some(value.clone());
+            }
+            "state" => return Err(bad("state is pending, delivered or dead".into())),
+            "provider" => filter.endpoint = Some(provider_endpoint(value)),
+            "endpoint" => filter.endpoint = Some(value.clone()),
+            "referral" => {
+                let id = value.strip_prefix("ServiceRequest/").unwrap_or(value);
+                filter.referral_id = Some(id.to_owned());
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?}; use state, provider, endpoint, referral or limit"
+                )));
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// `GET /admin/deliveries/{id}`: the message, its payload and every attempt.
+pub async fn show(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, FhirError> {
+    let (message, attempts) = app
+        .referrals
+        .message(&id)
+        .await?
+        .ok_or_else(|| FhirError::NotFound(format!("no message {id}")))?;
+    Ok(Json(message_json(&message, Some(&attempts))))
+}
+
+/// `POST /admin/deliveries/{id}/replay[?remap=true]`: queue it again.
+pub async fn replay(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<(StatusCode, Json<Value>), FhirError> {
+    let how = match params.get("remap").map(String::as_str) {
+        None | Some("false") => Replay::AsSent,
+        Some("true") => Replay::Remapped,
+        Some(_) => {
+            return Err(FhirError::BadRequest(vec![Issue::error(
+                IssueCode::Value,
+                "remap is true or false",
+            )]));
+        }
+    };
+    let message = app.referrals.replay(&id, how).await?;
+    Ok((StatusCode::ACCEPTED, Json(message_json(&message, None))))
+}
+
+/// `GET /admin/endpoints`: endpoints disabled by a `410 Gone`.
+pub async fn endpoints(State(app): State<AppState>) -> Result<Json<Value>, FhirError> {
+    let disabled = app.referrals.disabled_endpoints().await?;
+    Ok(Json(json!({
+        "disabled": disabled.iter().map(|d| json!({
+            "endpoint": d.endpoint, "disabled_at": d.disabled_at, "reason": d.reason
+        })).collect::<Vec<_>>()
+    })))
+}
+
+/// `POST /admin/endpoints/{endpoint}/enable` (`provider:<id>` or
+/// `referrer:<id>`).
+pub async fn enable(
+    State(app): State<AppState>,
+    Path(endpoint): Path<String>,
+) -> Result<Json<Value>, FhirError> {
+    if app.referrals.enable_endpoint(&endpoint).await? {
+        Ok(Json(json!({ "endpoint": endpoint, "enabled": true })))
+    } else {
+        Err(FhirError::NotFound(format!("{endpoint} is not disabled")))
+    }
+}

@@ -1,0 +1,90 @@
+//! `POST /providers/{provider_id}/status`: a community provider reports
+//! progress in its own JSON. The request must carry a Standard Webhooks
+//! signature made with that provider's secret, dated within five minutes;
+//! the body is then mapped into a Task change (see
+//! [`crate::referrals::lifecycle`]). Every answer is an OperationOutcome.
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::{AppState, FHIR_JSON, FhirError, request::LimitedBody};
+use crate::{
+    outcome::{Issue, IssueCode, Severity, operation_outcome},
+    referrals::{lifecycle::CallbackOutcome, provider_endpoint},
+};
+
+/// `POST /providers/{provider_id}/status`.
+pub async fn status(
+    State(app): State<AppState>,
+    Path(provider_id): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, FhirError> {
+    let unknown = || FhirError::NotFound(format!("no provider {provider_id}"));
+    if !app.config.providers.contains_key(&provider_id) {
+        return Err(unknown());
+    }
+    let keys = app
+        .keys
+        .get(&provider_endpoint(&provider_id))
+        .ok_or_else(unknown)?;
+    let webhook_id = keys
+        .verify(&headers, &body, chrono::Utc::now())
+        .map_err(|e| {
+            tracing::warn!(provider_id = %provider_id, reason = %e, "status callback refused: bad signature");
+            FhirError::Unauthorized(format!(
+                "the Standard Webhooks signature was not accepted: {e}"
+            ))
+        })?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        FhirError::BadRequest(vec![Issue::error(
+            IssueCode::Invalid,
+            "the body is not UTF-8 text",
+        )])
+    })?;
+    let outcome = app
+        .referrals
+        .provider_callback(&provider_id, &webhook_id, text)
+        .await?;
+    let (status, issues) = match outcome {
+        CallbackOutcome::Applied { task_id, status } => {
+            tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, task_id = %task_id, task_status = %status, "status callback applied");
+            (
+                StatusCode::OK,
+                vec![informational(format!("Task/{task_id} is now {status}"))],
+            )
+        }
+        CallbackOutcome::Duplicate { status, outcome } => {
+            tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, "status callback already received");
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                vec![informational(format!(
+                    "webhook-id {webhook_id} was already received ({outcome}); nothing changed"
+                ))],
+            )
+        }
+        CallbackOutcome::Refused { status, issues } => {
+            tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, status, "status callback refused");
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                issues,
+            )
+        }
+    };
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        operation_outcome(&issues).to_string(),
+    )
+        .into_response())
+}
+
+fn informational(text: String) -> Issue {
+    Issue {
+        severity: Severity::Information,
+        ..Issue::error(IssueCode::Informational, text)
+    }
+}

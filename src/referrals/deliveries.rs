@@ -1,0 +1,186 @@
+//! Operators' view of delivery: list and inspect outbox messages with their
+//! attempts, replay a message (as sent, or re-mapped with today's mapping),
+//! and re-enable an endpoint that answered `410 Gone`. The same operations
+//! back the CLI (`signpost deliveries …`) and the admin HTTP API.
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use super::{
+    Referrals,
+    lifecycle::{ChangeError, KIND_CANCEL, KIND_REFERRAL, new_message},
+};
+use crate::store::{AttemptRow, DisabledEndpoint, MessageFilter, MessageRow, StoreError};
+
+/// How a message is replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// The payload exactly as first sent.
+    AsSent,
+    /// The payload built again from the stored referral with the mapping
+    /// loaded now (after a mapping fix).
+    Remapped,
+}
+
+impl Referrals {
+    /// Messages matching `filter`, newest first.
+    pub async fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>, StoreError> {
+        self.store.messages(filter).await
+    }
+
+    /// One message and every attempt to deliver it.
+    pub async fn message(
+        &self,
+        id: &str,
+    ) -> Result<Option<(MessageRow, Vec<AttemptRow>)>, StoreError> {
+        let Some(message) = self.store.message(id).await? else {
+            return Ok(None);
+        };
+        let attempts = self.store.attempts(id).await?;
+        Ok(Some((message, attempts)))
+    }
+
+    /// Queue a dead-lettered or delivered message again, as a new message
+    /// (its own `webhook-id`, `replay_of` naming the original) after any
+    /// message still pending for the same referral and endpoint.
+    pub async fn replay(&self, id: &str, how: Replay) -> Result<MessageRow, ChangeError> {
+        let original = self
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| ChangeError::NotFound(format!("no message {id}")))?;
+        if original.state == "pending" {
+            return Err(ChangeError::Conflict(format!(
+                "message {id} is still pending; only a delivered or dead-lettered message can be replayed"
+            )));
+        }
+        let payload = match how {
+            Replay::AsSent => original.payload.clone(),
+            Replay::Remapped => self.remap(&original).await?,
+        };
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut message = new_message(
+            &original.referral_id,
+            &original.endpoint,
+            &original.kind,
+            payload,
+            &now,
+        );
+        message.replay_of = Some(original.id.clone());
+        let new_id = message.id.clone();
+        self.store.insert_message(message).await?;
+        self.wake.notify_one();
+        tracing::info!(message_id = %new_id, replay_of = %original.id, remapped = how == Replay::Remapped, "message replayed");
+        self.store
+            .message(&new_id)
+            .await?
+            .ok_or_else(|| ChangeError::NotFound(format!("no message {new_id}")))
+    }
+
+    /// The payload a provider message would have with the current mapping.
+    async fn remap(&self, original: &MessageRow) -> Result<String, ChangeError> {
+        let unprocessable = |text: String| ChangeError::Unprocessable(text);
+        let provider = original
+            .endpoint
+            .strip_prefix("provider:")
+            .filter(|_| [KIND_REFERRAL, KIND_CANCEL].contains(&original.kind.as_str()))
+            .ok_or_else(|| {
+                unprocessable(
+                    "only messages to providers can be re-mapped; replay notifications as sent"
+                        .into(),
+                )
+            })?;
+        let referral = self
+            .store
+            .referral(&original.referral_id)
+            .await?
+            .ok_or_else(|| {
+                ChangeError::NotFound(format!("no referral {}", original.referral_id))
+            })?;
+        let resource: Value = serde_json::from_str(&referral.resource)
+            .map_err(|e| unprocessable(format!("stored referral unreadable: {e}")))?;
+        let mapping = self
+            .mappings
+            .load()
+            .mappings
+            .get(provider)
+            .cloned()
+            .ok_or_else(|| unprocessable(format!("no mapping is loaded for {provider}")))?;
+        let joined = |issues: Vec<crate::outcome::Issue>| {
+            unprocessable(
+                issues
+                    .into_iter()
+                    .map(|i| i.diagnostics)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        };
+        let payload = if original.kind == KIND_REFERRAL {
+            mapping.translate(&resource).map_err(joined)?
+        } else {
+            mapping
+                .cancellation(&resource)
+                .map_err(joined)?
+                .ok_or_else(|| {
+                    unprocessable(format!(
+                        "the {provider} mapping no longer has a cancel message"
+                    ))
+                })?
+        };
+        Ok(payload.to_string())
+    }
+
+    /// Endpoints disabled by a `410 Gone`.
+    pub async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
+        self.store.disabled_endpoints().await
+    }
+
+    /// Send to `endpoint` again; its waiting messages go at once.
+    pub async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
+        let enabled = self.store.enable_endpoint(endpoint).await?;
+        if enabled {
+            self.wake.notify_one();
+            tracing::info!(endpoint, "endpoint re-enabled");
+        }
+        Ok(enabled)
+    }
+}
+
+/// A message as operators see it (the payload included: operators may need
+/// it to diagnose a refusal; it is never logged).
+pub fn message_json(message: &MessageRow, attempts: Option<&[AttemptRow]>) -> Value {
+    let mut value = json!({
+        "id": message.id,
+        "referral": format!("ServiceRequest/{}", message.referral_id),
+        "endpoint": message.endpoint,
+        "kind": message.kind,
+        "state": message.state,
+        "attempts": message.attempts,
+        "created_at": message.created_at,
+        "next_attempt_at": chrono::DateTime::from_timestamp_millis(message.next_attempt_at)
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        "delivered_at": message.delivered_at,
+        "last_error": message.last_error,
+        "replay_of": message.replay_of,
+    });
+    if let Some(attempts) = attempts {
+        value["payload"] = serde_json::from_str(&message.payload)
+            .unwrap_or_else(|_| Value::String(message.payload.clone()));
+        value["attempt_log"] = attempts
+            .iter()
+            .map(|a| {
+                json!({
+                    "attempt": a.attempt,
+                    "started_at": a.started_at,
+                    "worker": a.worker,
+                    "status": a.status_code,
+                    "latency_ms": a.latency_ms,
+                    "error": a.error,
+                    "response_excerpt": a.response_excerpt,
+                    "outcome": a.outcome,
+                })
+            })
+            .collect();
+    }
+    value
+}

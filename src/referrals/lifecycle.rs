@@ -1,0 +1,451 @@
+//! What happens to a referral after intake: provider status callbacks, the
+//! referrer's cancellation, and Signpost's own "delivery failed". Each one
+//! moves the Task through the state machine ([`super::task`]) and, in the
+//! same transaction, queues a notification to the referrer (and, for a
+//! cancellation, a message to the provider).
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use super::{
+    Referrals, notification, provider_endpoint, referrer_endpoint,
+    task::{TaskChange, TaskStatus, apply_change},
+};
+use crate::{
+    outcome::{Issue, IssueCode},
+    store::{
+        CallbackApplied, InboundRow, NewMessage, Notification, ReferralRow, StoreError, TaskRow,
+        TaskUpdate,
+    },
+};
+
+/// Outbox message kinds.
+pub const KIND_REFERRAL: &str = "referral";
+pub const KIND_CANCEL: &str = "cancel";
+pub const KIND_NOTIFICATION: &str = "notification";
+
+/// How often a change is retried when another one to the same Task won the
+/// race (optimistic concurrency).
+const CONFLICT_RETRIES: usize = 8;
+
+/// A new outbox message, due now.
+pub fn new_message(
+    referral_id: &str,
+    endpoint: &str,
+    kind: &str,
+    payload: String,
+    now: &str,
+) -> NewMessage {
+    NewMessage {
+        id: new_message_id(),
+        referral_id: referral_id.to_owned(),
+        endpoint: endpoint.to_owned(),
+        kind: kind.to_owned(),
+        payload,
+        created_at: now.to_owned(),
+        next_attempt_at: Utc::now().timestamp_millis(),
+        replay_of: None,
+    }
+}
+
+/// A Standard Webhooks message id: `msg_` and a time-ordered UUID.
+pub fn new_message_id() -> String {
+    format!("msg_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Why a Task change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No such referral (or not one this caller may change).
+    #[error("{0}")]
+    NotFound(String),
+    /// The state machine forbids it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is not a change Signpost can make.
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The answer to a provider's status callback.
+#[derive(Debug)]
+pub enum CallbackOutcome {
+    /// The Task changed (or took the business status) and the referrer
+    /// will be told.
+    Applied { task_id: String, status: String },
+    /// This webhook-id was received before: nothing changed; the answer
+    /// then was `status`.
+    Duplicate { status: u16, outcome: String },
+    /// Refused and recorded.
+    Refused { status: u16, issues: Vec<Issue> },
+}
+
+fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Referrals {
+    /// The update that applies `change` to the referral's Task, with the
+    /// notification to its referrer; or why the state machine refuses it.
+    async fn prepare_update(
+        &self,
+        referral: &ReferralRow,
+        change: &TaskChange,
+        actor: &str,
+        by_referrer: bool,
+    ) -> Result<TaskUpdate, ChangeError> {
+        let task = self
+            .store
+            .tasks_for_referral(&referral.id)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ChangeError::NotFound(format!("the referral {} has no Task", referral.id))
+            })?;
+        let current: Value = serde_json::from_str(&task.resource)
+            .map_err(|e| ChangeError::Unprocessable(format!("stored Task unreadable: {e}")))?;
+        let now = now_text();
+        let (next, status) = apply_change(&current, change, by_referrer, &now)
+            .map_err(|e| ChangeError::Conflict(format!("{e}; the change was not applied")))?;
+        let base = self
+            .config
+            .public_base_url
+            .as_ref()
+            .map(|b| format!("{b}/fhir"));
+        let referrer_id = referral.referrer_id.clone();
+        let notification = {
+            let task = next.clone();
+            let now = now.clone();
+            let referrer = referrer_id.clone();
+            Notification {
+                referrer_id: referrer_id.clone(),
+                message: new_message(
+                    &referral.id,
+                    &referrer_endpoint(&referrer_id),
+                    KIND_NOTIFICATION,
+                    String::new(),
+                    &now,
+                ),
+                payload: Box::new(move |number| {
+                    notification::bundle(&task, &referrer, number, base.as_deref(), &now)
+                        .to_string()
+                }),
+            }
+        };
+        Ok(TaskUpdate {
+            task: TaskRow {
+                id: task.id,
+                referral_id: task.referral_id,
+                status: status.as_str().to_owned(),
+                version_id: task.version_id + 1,
+                last_updated: now,
+                resource: next.to_string(),
+            },
+            expected_version: task.version_id,
+            from_status: task.status,
+            actor: actor.to_owned(),
+            reason: change
+                .status_reason
+                .clone()
+                .or_else(|| change.business_status.clone()),
+            notification: Some(notification),
+            referral: None,
+            messages: Vec::new(),
+        })
+    }
+
+    /// Handle a provider's status callback whose signature has been
+    /// verified: map it with the provider's inbound template, check it
+    /// against the state machine, apply it and queue the referrer's
+    /// notification. Every callback is recorded under its webhook-id, the
+    /// refused ones too; a webhook-id seen before changes nothing.
+    pub async fn provider_callback(
+        &self,
+        provider_id: &str,
+        webhook_id: &str,
+        body: &str,
+    ) -> Result<CallbackOutcome, StoreError> {
+        if let Some(first) = self.store.inbound(provider_id, webhook_id).await? {
+            return Ok(duplicate(first));
+        }
+        let received_at = now_text();
+        let record = |referral_id: Option<String>, status: u16, outcome: String| InboundRow {
+            provider_id: provider_id.to_owned(),
+            webhook_id: webhook_id.to_owned(),
+            received_at: received_at.clone(),
+            referral_id,
+            body: body.to_owned(),
+            response_status: i64::from(status),
+            outcome,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (referral_id, result) = self.map_callback(provider_id, body).await?;
+            let (inbound, update, outcome) = match result {
+                Ok((update, task_id, status)) => (
+                    record(referral_id, 200, "applied".into()),
+                    Some(update),
+                    CallbackOutcome::Applied { task_id, status },
+                ),
+                Err((status, issues)) => {
+                    let why = issues
+                        .first()
+                        .map(|i| i.diagnostics.clone())
+                        .unwrap_or_default();
+                    (
+                        record(referral_id, status, format!("refused: {why}")),
+                        None,
+                        CallbackOutcome::Refused { status, issues },
+                    )
+                }
+            };
+            match self.store.apply_callback(inbound, update).await {
+                Ok(CallbackApplied::Applied) => {
+                    if matches!(outcome, CallbackOutcome::Applied { .. }) {
+                        self.wake.notify_one();
+                    }
+                    return Ok(outcome);
+                }
+                Ok(CallbackApplied::Duplicate(first)) => return Ok(duplicate(first)),
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The Task update a callback asks for, or the HTTP status and issues
+    /// that refuse it. Also returns the referral id the callback named.
+    #[allow(clippy::type_complexity)]
+    async fn map_callback(
+        &self,
+        provider_id: &str,
+        body: &str,
+    ) -> Result<
+        (
+            Option<String>,
+            Result<(TaskUpdate, String, String), (u16, Vec<Issue>)>,
+        ),
+        StoreError,
+    > {
+        let refuse = |status: u16, code: IssueCode, text: String| {
+            Err((status, vec![Issue::error(code, text)]))
+        };
+        let callback: Value = match serde_json::from_str(body) {
+            Ok(value) => value,
+            Err(e) => {
+                return Ok((
+                    None,
+                    refuse(
+                        400,
+                        IssueCode::Invalid,
+                        format!("the body is not JSON: {e}"),
+                    ),
+                ));
+            }
+        };
+        let Some(mapping) = self.mappings.load().mappings.get(provider_id).cloned() else {
+            return Ok((
+                None,
+                refuse(
+                    404,
+                    IssueCode::NotFound,
+                    format!("no mapping is loaded for provider {provider_id}"),
+                ),
+            ));
+        };
+        let status_change = match mapping.status_change(&callback) {
+            Ok(change) => change,
+            Err(issues) => return Ok((None, Err((422, issues)))),
+        };
+        let referral_id = status_change.referral_id.clone();
+        // A referral that is not known, or was not sent to this provider,
+        // is answered the same way: nothing about other providers' referrals
+        // is revealed.
+        let referral = match self.store.referral(&referral_id).await? {
+            Some(r) if r.provider_id.as_deref() == Some(provider_id) => r,
+            _ => {
+                return Ok((
+                    None,
+                    refuse(
+                        404,
+                        IssueCode::NotFound,
+                        format!("no referral {referral_id} was sent to {provider_id}"),
+                    ),
+                ));
+            }
+        };
+        let change = match TaskChange::from_mapping(&status_change.change) {
+            Ok(change) => change,
+            Err(e) => {
+                return Ok((
+                    Some(referral_id),
+                    refuse(
+                        422,
+                        IssueCode::BusinessRule,
+                        format!("mapping {provider_id}: inbound.change: {e}"),
+                    ),
+                ));
+            }
+        };
+        if change == TaskChange::default() {
+            return Ok((
+                Some(referral_id),
+                refuse(
+                    422,
+                    IssueCode::BusinessRule,
+                    format!(
+                        "mapping {provider_id} turns this callback into no Task change; it was not applied"
+                    ),
+                ),
+            ));
+        }
+        match self
+            .prepare_update(
+                &referral,
+                &change,
+                &format!("provider:{provider_id}"),
+                false,
+            )
+            .await
+        {
+            Ok(update) => {
+                let task_id = update.task.id.clone();
+                let status = update.task.status.clone();
+                Ok((Some(referral_id), Ok((update, task_id, status))))
+            }
+            Err(ChangeError::Conflict(text)) => {
+                Ok((Some(referral_id), refuse(409, IssueCode::Conflict, text)))
+            }
+            Err(ChangeError::NotFound(text)) => {
+                Ok((Some(referral_id), refuse(404, IssueCode::NotFound, text)))
+            }
+            Err(ChangeError::Unprocessable(text)) => Ok((
+                Some(referral_id),
+                refuse(422, IssueCode::BusinessRule, text),
+            )),
+            Err(ChangeError::Store(e)) => Err(e),
+        }
+    }
+
+    /// The referrer cancels its referral (ServiceRequest status `revoked`)
+    /// or marks it `entered-in-error`: a new version of the ServiceRequest,
+    /// the Task cancelled (or entered-in-error), the provider sent its
+    /// cancellation message when its mapping has one, and the referrer
+    /// notified. Returns the new ServiceRequest version.
+    pub async fn withdraw(
+        &self,
+        referral_id: &str,
+        new_status: &str,
+    ) -> Result<ReferralRow, ChangeError> {
+        let task_status = match new_status {
+            "revoked" => TaskStatus::Cancelled,
+            "entered-in-error" => TaskStatus::EnteredInError,
+            other => {
+                return Err(ChangeError::Unprocessable(format!(
+                    "a referral's status can only be changed to revoked (cancel) or entered-in-error, not {other:?}"
+                )));
+            }
+        };
+        for attempt in 1.. {
+            let referral = self.store.referral(referral_id).await?.ok_or_else(|| {
+                ChangeError::NotFound(format!("ServiceRequest/{referral_id} is not known"))
+            })?;
+            let mut resource: Value = serde_json::from_str(&referral.resource).map_err(|e| {
+                ChangeError::Unprocessable(format!("stored referral unreadable: {e}"))
+            })?;
+            let change = TaskChange {
+                status: Some(task_status),
+                status_reason: Some(match task_status {
+                    TaskStatus::Cancelled => "cancelled by the referrer".into(),
+                    _ => "entered in error by the referrer".into(),
+                }),
+                ..TaskChange::default()
+            };
+            let mut update = self
+                .prepare_update(
+                    &referral,
+                    &change,
+                    &format!("referrer:{}", referral.referrer_id),
+                    true,
+                )
+                .await?;
+            let now = update.task.last_updated.clone();
+            resource["status"] = json!(new_status);
+            resource["meta"]["versionId"] = json!((referral.version_id + 1).to_string());
+            resource["meta"]["lastUpdated"] = json!(now);
+            let revised = ReferralRow {
+                version_id: referral.version_id + 1,
+                last_updated: now.clone(),
+                resource: resource.to_string(),
+                ..referral.clone()
+            };
+            if let Some(provider_id) = &referral.provider_id
+                && let Some(mapping) = self.mappings.load().mappings.get(provider_id).cloned()
+            {
+                let payload = mapping.cancellation(&resource).map_err(|issues| {
+                    ChangeError::Unprocessable(
+                        issues
+                            .into_iter()
+                            .map(|i| i.diagnostics)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                })?;
+                if let Some(payload) = payload {
+                    update.messages.push(new_message(
+                        &referral.id,
+                        &provider_endpoint(provider_id),
+                        KIND_CANCEL,
+                        payload.to_string(),
+                        &now,
+                    ));
+                }
+            }
+            update.referral = Some(revised.clone());
+            match self.store.update_task(update).await {
+                Ok(()) => {
+                    self.wake.notify_one();
+                    return Ok(revised);
+                }
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// The update recording that a message to the provider was dead-lettered:
+    /// the Task keeps its status and shows businessStatus "delivery failed",
+    /// so the referrer sees it (and is notified).
+    pub async fn delivery_failed_update(
+        &self,
+        referral_id: &str,
+    ) -> Result<Option<TaskUpdate>, StoreError> {
+        let Some(referral) = self.store.referral(referral_id).await? else {
+            return Ok(None);
+        };
+        let change = TaskChange {
+            business_status: Some("delivery failed".into()),
+            ..TaskChange::default()
+        };
+        match self
+            .prepare_update(&referral, &change, "signpost:delivery", false)
+            .await
+        {
+            Ok(update) => Ok(Some(update)),
+            Err(ChangeError::Store(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+fn duplicate(first: InboundRow) -> CallbackOutcome {
+    CallbackOutcome::Duplicate {
+        status: u16::try_from(first.response_status).unwrap_or(200),
+        outcome: first.outcome,
+    }
+}

@@ -1,0 +1,403 @@
+//! Delivery to providers: every accepted referral reaches its provider,
+//! signed, with exactly the mapped body; failures are retried in order;
+//! refusals are dead-lettered and can be replayed; `410 Gone` disables the
+//! endpoint until an operator re-enables it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{
+    fleet::{Fleet, PATIENCE},
+    helpers::{Backend, json},
+    on_both_backends,
+    receiver::{Receiver, Scripted},
+};
+
+/// Fixtures for each provider.
+const REFERRALS: [(&str, &str); 5] = [
+    ("activelives-exercise.json", "activelives"),
+    ("activelives-falls.bundle.json", "activelives"),
+    ("community-connect-loneliness.json", "community-connect"),
+    (
+        "community-connect-debt-housing.bundle.json",
+        "community-connect",
+    ),
+    ("grow-together.bundle.json", "grow-together"),
+];
+
+async fn every_accepted_referral_is_delivered_signed_with_the_mapped_body(backend: Backend) {
+    let fleet = Fleet::start(backend).await;
+    let mut sent = Vec::new();
+    for (fixture, provider) in REFERRALS {
+        sent.push((fleet.refer(fixture).await, provider));
+    }
+    for provider in ["activelives", "community-connect", "grow-together"] {
+        let expected: Vec<&String> = sent
+            .iter()
+            .filter(|(_, p)| *p == provider)
+            .map(|(id, _)| id)
+            .collect();
+        let delivered = fleet
+            .provider(provider)
+            .wait_for(expected.len(), PATIENCE)
+            .await;
+        assert_eq!(
+            delivered.len(),
+            expected.len(),
+            "{provider}: one delivery per referral"
+        );
+        for id in expected {
+            let want = fleet.expected_payload(id, provider).await;
+            let got = delivered
+                .iter()
+                .find(|r| r.body == want)
+                .unwrap_or_else(|| panic!("{provider} did not receive the mapped payload of {id}"));
+            assert!(got.signature_valid, "signed with the provider's secret");
+            assert_eq!(got.path, format!("/{provider}/intake"));
+            assert!(got.webhook_id.starts_with("msg_"), "{}", got.webhook_id);
+            assert_eq!(got.header("content-type"), Some("application/json"));
+            assert!((crate::receiver::unix_now() - got.timestamp).abs() < 60);
+        }
+    }
+    // The operators' view agrees.
+    let listed = json(fleet.app.get("/admin/deliveries?state=delivered").await).await;
+    assert_eq!(
+        listed["messages"].as_array().unwrap().len(),
+        REFERRALS.len()
+    );
+}
+
+async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(backend: Backend) {
+    // ActiveLives is down (connection refused) when the referrals arrive;
+    // Community Connect answers 503 (with Retry-After), 500, then times
+    // out, then recovers.
+    let fleet = Fleet::start_with(backend, |config| {
+        // Enough attempts to outlast the outage below.
+        let ms = Duration::from_millis;
+        config.delivery.retry_schedule = [
+            100, 200, 300, 500, 800, 1000, 1000, 1000, 2000, 2000, 2000, 2000,
+        ]
+        .into_iter()
+        .map(ms)
+        .collect();
+    })
+    .await;
+    let down = fleet.provider("activelives").addr;
+    let secret = fleet.provider("activelives").secret.clone();
+    let mut fleet = fleet;
+    fleet.providers.remove("activelives").unwrap().stop().await;
+    fleet.provider("community-connect").script(vec![
+        Scripted::status(503).retry_after("0"),
+        Scripted::status(500),
+        Scripted::status(503).after(Duration::from_millis(1500)),
+    ]);
+    let active = fleet.refer("activelives-exercise.json").await;
+    let connect = fleet.refer("community-connect-loneliness.json").await;
+
+    let delivered = fleet
+        .provider("community-connect")
+        .wait_for(1, PATIENCE)
+        .await;
+    // The timed-out request is recorded when its delayed answer goes out.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let received = fleet.provider("community-connect").received();
+    assert_eq!(received.len(), 4, "503, 500, timeout, then 202");
+    assert!(
+        received
+            .iter()
+            .all(|r| r.webhook_id == delivered[0].webhook_id),
+        "one webhook-id across retries"
+    );
+    assert_eq!(
+        delivered[0].body,
+        fleet.expected_payload(&connect, "community-connect").await
+    );
+
+    // ActiveLives comes back on the same port.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = Receiver::start_on(down, &secret).await;
+    let delivered = back.wait_for(1, PATIENCE).await;
+    assert_eq!(
+        delivered[0].body,
+        fleet.expected_payload(&active, "activelives").await
+    );
+
+    let message = &json(
+        fleet
+            .app
+            .get(&format!(
+                "/admin/deliveries?referral={active}&provider=activelives"
+            ))
+            .await,
+    )
+    .await["messages"][0];
+    let shown = json(
+        fleet
+            .app
+            .get(&format!(
+                "/admin/deliveries/{}",
+                message["id"].as_str().unwrap()
+            ))
+            .await,
+    )
+    .await;
+    let log = shown["attempt_log"].as_array().unwrap();
+    assert!(log.len() >= 2, "{shown}");
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("connect"),
+        "{shown}"
+    );
+    assert_eq!(log.last().unwrap()["status"], 202);
+    assert_eq!(shown["state"], "delivered");
+}
+
+async fn messages_for_one_referral_go_in_order_while_others_pass(backend: Backend) {
+    // The referrer's callback endpoint fails for a while; three status
+    // changes of one referral queue up behind the first and arrive in order.
+    let fleet = Fleet::start(backend).await;
+    let id = fleet.refer("activelives-exercise.json").await;
+    fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    fleet.referrer.script(vec![
+        Scripted::status(503),
+        Scripted::status(503),
+        Scripted::status(503),
+    ]);
+    for (n, event) in ["booked", "first_session_attended", "completed"]
+        .iter()
+        .enumerate()
+    {
+        let body = serde_json::json!({"referral_ref": id, "event": event, "event_time": "2026-03-04T10:15:00Z"});
+        let response = fleet
+            .callback("activelives", &format!("evt-{n}"), &body)
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    // Another referral's notification is interleaved but does not disturb the order.
+    let other = fleet.refer("activelives-weight.json").await;
+    let body = serde_json::json!({"referral_ref": other, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
+    assert_eq!(
+        fleet
+            .callback("activelives", "evt-other", &body)
+            .await
+            .status(),
+        200
+    );
+    let delivered: Vec<_> = fleet
+        .referrer
+        .wait_for(4, PATIENCE)
+        .await
+        .into_iter()
+        .filter(|r| {
+            r.body["entry"][1]["resource"]["focus"]["reference"] == format!("ServiceRequest/{id}")
+        })
+        .collect();
+    let versions: Vec<String> = delivered
+        .iter()
+        .map(|r| {
+            r.body["entry"][1]["resource"]["meta"]["versionId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(versions, ["2", "3", "4"], "in the order the Task changed");
+    let statuses: Vec<&str> = delivered
+        .iter()
+        .map(|r| r.body["entry"][1]["resource"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "in-progress", "completed"]);
+    let numbers: Vec<&str> = delivered
+        .iter()
+        .map(|r| {
+            r.body["entry"][0]["resource"]["parameter"][4]["valueString"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        numbers
+            .windows(2)
+            .all(|w| w[0].parse::<u32>().unwrap() < w[1].parse::<u32>().unwrap()),
+        "event numbers count up: {numbers:?}"
+    );
+}
+
+async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(backend: Backend) {
+    let fleet = Fleet::start(backend).await;
+    fleet.provider("grow-together").script(vec![
+        Scripted::status(400).body("{\"error\":\"site unknown\"}"),
+    ]);
+    let id = fleet.refer("grow-together.bundle.json").await;
+
+    // The referrer hears that delivery failed.
+    let notified = fleet.referrer.wait_for(1, PATIENCE).await;
+    let task = &notified[0].body["entry"][1]["resource"];
+    assert_eq!(task["businessStatus"]["text"], "delivery failed");
+    assert_eq!(task["status"], "requested");
+    assert_eq!(
+        fleet.task(&id).await["businessStatus"]["text"],
+        "delivery failed"
+    );
+    assert_eq!(
+        fleet.provider("grow-together").received().len(),
+        1,
+        "a 4xx is not retried"
+    );
+
+    let dead = json(fleet.app.get("/admin/deliveries?state=dead").await).await;
+    let dead = dead["messages"].as_array().unwrap();
+    assert_eq!(dead.len(), 1);
+    let original = dead[0]["id"].as_str().unwrap().to_owned();
+    let shown = json(
+        fleet
+            .app
+            .get(&format!("/admin/deliveries/{original}"))
+            .await,
+    )
+    .await;
+    assert_eq!(shown["attempt_log"][0]["status"], 400);
+    assert_eq!(
+        shown["attempt_log"][0]["response_excerpt"],
+        "{\"error\":\"site unknown\"}"
+    );
+
+    // Replay as sent, and re-mapped: both delivered, each with its own id.
+    let replayed = fleet
+        .app
+        .client
+        .post(
+            fleet
+                .app
+                .url(&format!("/admin/deliveries/{original}/replay")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 202);
+    let replay = json(replayed).await;
+    assert_eq!(replay["replay_of"], original.as_str());
+    let remapped = fleet
+        .app
+        .client
+        .post(
+            fleet
+                .app
+                .url(&format!("/admin/deliveries/{original}/replay?remap=true")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remapped.status(), 202);
+    let delivered = fleet.provider("grow-together").wait_for(2, PATIENCE).await;
+    let expected = fleet.expected_payload(&id, "grow-together").await;
+    assert!(
+        delivered
+            .iter()
+            .all(|r| r.body == expected && r.signature_valid)
+    );
+    assert_ne!(delivered[0].webhook_id, delivered[1].webhook_id);
+    assert!(delivered.iter().all(|r| r.webhook_id != original));
+
+    // A pending message cannot be replayed; an unknown one is not found.
+    let unknown = fleet
+        .app
+        .client
+        .post(fleet.app.url("/admin/deliveries/msg_nope/replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+async fn retries_that_run_out_dead_letter_the_message(backend: Backend) {
+    let fleet = Fleet::start(backend).await;
+    fleet
+        .provider("activelives")
+        .set_default(Scripted::status(503));
+    let id = fleet.refer("activelives-exercise.json").await;
+    let notified = fleet.referrer.wait_for(1, PATIENCE).await;
+    assert_eq!(
+        notified[0].body["entry"][1]["resource"]["businessStatus"]["text"],
+        "delivery failed"
+    );
+    // The first attempt and one per entry of the six-step schedule.
+    assert_eq!(fleet.provider("activelives").received().len(), 7);
+    let messages = json(
+        fleet
+            .app
+            .get(&format!("/admin/deliveries?referral={id}"))
+            .await,
+    )
+    .await;
+    let provider_message = messages["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["endpoint"] == "provider:activelives")
+        .unwrap()
+        .clone();
+    assert_eq!(provider_message["state"], "dead");
+    assert_eq!(provider_message["attempts"], 7);
+}
+
+async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Backend) {
+    let fleet = Fleet::start(backend).await;
+    fleet
+        .provider("community-connect")
+        .script(vec![Scripted::status(410)]);
+    let first = fleet.refer("community-connect-loneliness.json").await;
+    let endpoints = async || json(fleet.app.get("/admin/endpoints").await).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while endpoints().await["disabled"].as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint is disabled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        endpoints().await["disabled"][0]["endpoint"],
+        "provider:community-connect"
+    );
+    let second = fleet.refer("community-connect-minimal.json").await;
+    // Other providers are not affected.
+    fleet.refer("activelives-exercise.json").await;
+    fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fleet.provider("community-connect").received().len(),
+        1,
+        "nothing sent while disabled"
+    );
+
+    let enabled = fleet
+        .app
+        .client
+        .post(
+            fleet
+                .app
+                .url("/admin/endpoints/provider:community-connect/enable"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enabled.status(), 200);
+    let delivered = fleet
+        .provider("community-connect")
+        .wait_for(2, PATIENCE)
+        .await;
+    let bodies: Vec<&Value> = delivered.iter().map(|r| &r.body).collect();
+    assert!(bodies.contains(&&fleet.expected_payload(&first, "community-connect").await));
+    assert!(bodies.contains(&&fleet.expected_payload(&second, "community-connect").await));
+    assert!(endpoints().await["disabled"].as_array().unwrap().is_empty());
+}
+
+on_both_backends!(
+    every_accepted_referral_is_delivered_signed_with_the_mapped_body,
+    a_provider_that_fails_for_a_while_receives_everything_once_it_recovers,
+    messages_for_one_referral_go_in_order_while_others_pass,
+    a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it,
+    retries_that_run_out_dead_letter_the_message,
+    gone_disables_the_endpoint_until_an_operator_re_enables_it,
+);
