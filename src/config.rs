@@ -102,6 +102,7 @@ struct RawDelivery {
     lease: Option<String>,
     concurrency: Option<usize>,
     poll_interval: Option<String>,
+    worker: Option<bool>,
 }
 
 /// The checked configuration.
@@ -172,6 +173,9 @@ pub struct DeliveryConfig {
     /// How often the queue is checked when nothing signals new work
     /// (`poll_interval`).
     pub poll_interval: Duration,
+    /// Whether `signpost serve` runs a delivery worker (`worker`, default
+    /// true). Set false to let separate `signpost worker` processes deliver.
+    pub worker: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -197,6 +201,7 @@ impl Default for DeliveryConfig {
             lease: Duration::from_secs(60),
             concurrency: 16,
             poll_interval: Duration::from_secs(1),
+            worker: true,
         }
     }
 }
@@ -637,6 +642,7 @@ impl RawDelivery {
             lease,
             concurrency,
             poll_interval,
+            worker: self.worker.unwrap_or(defaults.worker),
         }
     }
 }
@@ -1295,6 +1301,7 @@ mod tests {
             lease = "3s"
             concurrency = 4
             poll_interval = "50ms"
+            worker = false
             "#,
         )
         .unwrap();
@@ -1313,6 +1320,7 @@ mod tests {
                 lease: Duration::from_secs(3),
                 concurrency: 4,
                 poll_interval: Duration::from_millis(50),
+                worker: false,
             }
         );
         let once = load("[delivery]\nretry_schedule = []\n").unwrap();

@@ -24,6 +24,8 @@ pub struct Application {
     router: axum::Router,
     mappings: Arc<Mappings>,
     worker: Worker,
+    /// `[delivery] worker`: deliver from this process too.
+    run_worker: bool,
 }
 
 /// Everything a Signpost process runs on, bound to no port.
@@ -86,7 +88,9 @@ impl Application {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let mappings = components.state.mappings.clone();
+        let run_worker = components.state.config.delivery.worker;
         Ok(Application {
+            run_worker,
             listener,
             router: fhir::router(components.state),
             mappings,
@@ -122,11 +126,15 @@ impl Application {
             let _ = stopped.wait_for(|s| *s).await;
         };
         tracing::info!(address = %self.local_addr(), "signpost listening");
-        let worker = tokio::spawn(self.worker.run(until(stopped.clone())));
+        let worker = self
+            .run_worker
+            .then(|| tokio::spawn(self.worker.run(until(stopped.clone()))));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(until(stopped))
             .await;
-        let _ = worker.await;
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
         served
     }
 }

@@ -276,3 +276,131 @@ pub fn new_task(task: &NewTask<'_>) -> Value {
     }
     resource
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskStatus::*;
+
+    const ALL: [TaskStatus; 9] = [
+        Requested,
+        Accepted,
+        Rejected,
+        Cancelled,
+        InProgress,
+        OnHold,
+        Completed,
+        Failed,
+        EnteredInError,
+    ];
+
+    #[test]
+    fn the_state_machine_is_the_gravity_referral_workflow() {
+        let allowed: Vec<(TaskStatus, TaskStatus)> = ALL
+            .iter()
+            .flat_map(|from| ALL.iter().map(move |to| (*from, *to)))
+            .filter(|(from, to)| from.may_become(*to))
+            .collect();
+        let expected = vec![
+            (Requested, Accepted),
+            (Requested, Rejected),
+            (Requested, Cancelled),
+            (Accepted, Cancelled),
+            (Accepted, InProgress),
+            (Accepted, OnHold),
+            (Accepted, Completed),
+            (Accepted, Failed),
+            (InProgress, Cancelled),
+            (InProgress, OnHold),
+            (InProgress, Completed),
+            (InProgress, Failed),
+            (OnHold, Cancelled),
+            (OnHold, InProgress),
+            (OnHold, Completed),
+            (OnHold, Failed),
+        ];
+        assert_eq!(allowed, expected);
+        for status in ALL {
+            assert_eq!(TaskStatus::parse(status.as_str()), Some(status));
+        }
+    }
+
+    #[test]
+    fn the_referrer_may_cancel_an_unfinished_task_and_mark_any_entered_in_error() {
+        for from in ALL {
+            assert_eq!(
+                from.referrer_may_set(Cancelled),
+                !from.is_terminal(),
+                "{from:?}"
+            );
+            assert_eq!(
+                from.referrer_may_set(EnteredInError),
+                from != EnteredInError
+            );
+            assert!(!from.referrer_may_set(Completed));
+        }
+    }
+
+    fn task(status: &str) -> Value {
+        json!({"resourceType": "Task", "id": "t", "meta": {"versionId": "3"}, "status": status,
+               "businessStatus": {"text": "booked"}})
+    }
+
+    #[test]
+    fn a_change_bumps_the_version_and_clears_a_stale_business_status() {
+        let change = TaskChange {
+            status: Some(Rejected),
+            ..TaskChange::default()
+        };
+        let (next, status) = apply_change(
+            &task("requested"),
+            &change,
+            false,
+            "2026-11-22T10:00:00.000Z",
+        )
+        .unwrap();
+        assert_eq!(status, Rejected);
+        assert_eq!(next["meta"]["versionId"], "4");
+        assert_eq!(next["lastModified"], "2026-11-22T10:00:00.000Z");
+        assert!(next.get("businessStatus").is_none());
+        // A rejection always says why, even when the provider did not.
+        assert_eq!(next["statusReason"]["text"], "rejected");
+    }
+
+    #[test]
+    fn a_business_event_keeps_the_status_and_appends_notes() {
+        let change = TaskChange {
+            business_status: Some("did not attend".into()),
+            note: Some("missed Tuesday".into()),
+            ..TaskChange::default()
+        };
+        let (next, status) = apply_change(&task("in-progress"), &change, false, "now").unwrap();
+        assert_eq!(status, InProgress);
+        assert_eq!(next["businessStatus"]["text"], "did not attend");
+        assert_eq!(next["note"][0]["text"], "missed Tuesday");
+        let (again, _) = apply_change(&next, &change, false, "later").unwrap();
+        assert_eq!(again["note"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn illegal_transitions_are_refused() {
+        let reopen = TaskChange {
+            status: Some(Accepted),
+            ..TaskChange::default()
+        };
+        let error = apply_change(&task("completed"), &reopen, false, "now").unwrap_err();
+        assert_eq!((error.from, error.to), ("completed", "accepted"));
+        // A provider cannot mark entered-in-error, nor set requested.
+        assert!(TaskChange::from_mapping(&json!({"status": "entered-in-error"})).is_err());
+        assert!(TaskChange::from_mapping(&json!({"status": "requested"})).is_err());
+        assert!(TaskChange::from_mapping(&json!({"colour": "red"})).is_err());
+        assert_eq!(
+            TaskChange::from_mapping(&json!({"status": null, "businessStatus": "allocated"}))
+                .unwrap(),
+            TaskChange {
+                business_status: Some("allocated".into()),
+                ..TaskChange::default()
+            }
+        );
+    }
+}

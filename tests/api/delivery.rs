@@ -393,7 +393,101 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Bac
     assert!(endpoints().await["disabled"].as_array().unwrap().is_empty());
 }
 
+/// Run `signpost ARGS` against the test's database; returns its exit
+/// status and standard output.
+async fn signpost_cli(db_url: &str, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
+        .args(args)
+        .current_dir(crate::helpers::MANIFEST_DIR)
+        .env("SIGNPOST_DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("signpost runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+async fn operators_inspect_and_replay_from_the_command_line(backend: Backend) {
+    let fleet = Fleet::start(backend).await;
+    fleet
+        .provider("activelives")
+        .script(vec![Scripted::status(422)]);
+    let id = fleet.refer("activelives-exercise.json").await;
+    fleet.referrer.wait_for(1, PATIENCE).await; // "delivery failed"
+    let db = fleet.app.db.url.clone();
+
+    let (ok, out) = signpost_cli(&db, &["deliveries", "list", "--state", "dead"]).await;
+    assert!(ok, "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(listed[0]["referral"], format!("ServiceRequest/{id}"));
+    let original = listed[0]["id"].as_str().unwrap().to_owned();
+
+    let (ok, out) = signpost_cli(&db, &["deliveries", "show", &original]).await;
+    assert!(ok, "{out}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["attempt_log"][0]["status"], 422);
+    assert_eq!(shown["payload"]["referral_ref"], id.as_str());
+
+    let (ok, out) = signpost_cli(&db, &["deliveries", "replay", &original]).await;
+    assert!(ok, "{out}");
+    let replay: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(replay["replay_of"], original.as_str());
+    // The running server's worker delivers the replay.
+    let delivered = fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    assert_eq!(delivered[0].webhook_id, replay["id"].as_str().unwrap());
+
+    let (ok, out) = signpost_cli(&db, &["endpoints", "list"]).await;
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        serde_json::json!([])
+    );
+    let (ok, _) = signpost_cli(&db, &["endpoints", "enable", "provider:activelives"]).await;
+    assert!(!ok, "enabling an endpoint that is not disabled fails");
+    let (ok, _) = signpost_cli(&db, &["deliveries", "show", "msg_unknown"]).await;
+    assert!(!ok);
+}
+
+async fn a_standalone_worker_delivers_for_a_server_without_one(backend: Backend) {
+    let fleet = Fleet::start_with(backend, |config| config.delivery.worker = false).await;
+    let id = fleet.refer("community-connect-minimal.json").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        fleet.provider("community-connect").received().is_empty(),
+        "the server does not deliver"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fleet::write_config(dir.path(), &fleet.providers, &fleet.referrer);
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
+        .arg("worker")
+        .arg("--config")
+        .arg(&config)
+        .env("SIGNPOST_DATABASE_URL", &fleet.app.db.url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("signpost worker starts");
+    let delivered = fleet
+        .provider("community-connect")
+        .wait_for(1, PATIENCE)
+        .await;
+    assert_eq!(
+        delivered[0].body,
+        fleet.expected_payload(&id, "community-connect").await
+    );
+    assert!(delivered[0].signature_valid);
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+}
+
 on_both_backends!(
+    a_standalone_worker_delivers_for_a_server_without_one,
+    operators_inspect_and_replay_from_the_command_line,
     every_accepted_referral_is_delivered_signed_with_the_mapped_body,
     a_provider_that_fails_for_a_while_receives_everything_once_it_recovers,
     messages_for_one_referral_go_in_order_while_others_pass,

@@ -14,12 +14,9 @@ use tokio::{
 };
 
 use crate::{
-    fleet::{Fleet, PATIENCE, REFERRER, aim, fast_delivery, receivers},
-    helpers::{
-        Backend, MANIFEST_DIR, TestApp, TestDb, json, test_secret, valid, with_new_identifier,
-    },
+    fleet::{Fleet, PATIENCE, aim, fast_delivery, receivers, write_config},
+    helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, valid, with_new_identifier},
     on_both_backends,
-    receiver::Receiver,
 };
 
 async fn referrals_survive_a_restart(backend: Backend) {
@@ -77,40 +74,6 @@ async fn start_binary(db: &TestDb, config_path: &std::path::Path) -> (Child, Str
     // Keep draining stderr so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, format!("http://{address}"))
-}
-
-/// A configuration file for the real binary: the repository's schemas and
-/// mappings, the receivers as endpoints (their secrets in files), and a
-/// short retry schedule.
-fn write_config(
-    dir: &std::path::Path,
-    providers: &std::collections::BTreeMap<&'static str, Receiver>,
-    referrer: &Receiver,
-) -> std::path::PathBuf {
-    let mut text = format!(
-        "schemas_dir = \"{MANIFEST_DIR}/schemas\"\nmappings_dir = \"{MANIFEST_DIR}/mappings\"\n\
-         [delivery]\nretry_schedule = [\"100ms\", \"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\"]\n\
-         request_timeout = \"2s\"\nlease = \"5s\"\npoll_interval = \"100ms\"\n"
-    );
-    for (id, receiver) in providers {
-        let secret = dir.join(format!("{id}.whsec"));
-        std::fs::write(&secret, test_secret(&format!("provider:{id}"))).unwrap();
-        text.push_str(&format!(
-            "[providers.{id}]\nintake_url = \"{}\"\nsecret_file = \"{}\"\n",
-            receiver.url_for(&format!("/{id}/intake")),
-            secret.display()
-        ));
-    }
-    let secret = dir.join("referrer.whsec");
-    std::fs::write(&secret, test_secret(&format!("referrer:{REFERRER}"))).unwrap();
-    text.push_str(&format!(
-        "[referrers.{REFERRER}]\nods_codes = [\"A81001\"]\ncallback_url = \"{}\"\nsecret_file = \"{}\"\n",
-        referrer.url_for("/notifications"),
-        secret.display()
-    ));
-    let path = dir.join("signpost.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backend) {

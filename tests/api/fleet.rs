@@ -9,7 +9,7 @@ use signpost::config::Config;
 use url::Url;
 
 use crate::{
-    helpers::{Backend, TestApp, TestDb, json, test_secret, with_new_identifier},
+    helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, test_secret, with_new_identifier},
     receiver::Receiver,
 };
 
@@ -57,6 +57,40 @@ pub async fn receivers() -> (BTreeMap<&'static str, Receiver>, Receiver) {
     }
     let referrer = Receiver::start(&test_secret(&format!("referrer:{REFERRER}"))).await;
     (providers, referrer)
+}
+
+/// A configuration file for the real binary: the repository's schemas and
+/// mappings, the receivers as endpoints (their secrets in files), and a
+/// short retry schedule.
+pub fn write_config(
+    dir: &std::path::Path,
+    providers: &std::collections::BTreeMap<&'static str, Receiver>,
+    referrer: &Receiver,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "schemas_dir = \"{MANIFEST_DIR}/schemas\"\nmappings_dir = \"{MANIFEST_DIR}/mappings\"\n\
+         [delivery]\nretry_schedule = [\"100ms\", \"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\"]\n\
+         request_timeout = \"2s\"\nlease = \"5s\"\npoll_interval = \"100ms\"\n"
+    );
+    for (id, receiver) in providers {
+        let secret = dir.join(format!("{id}.whsec"));
+        std::fs::write(&secret, test_secret(&format!("provider:{id}"))).unwrap();
+        text.push_str(&format!(
+            "[providers.{id}]\nintake_url = \"{}\"\nsecret_file = \"{}\"\n",
+            receiver.url_for(&format!("/{id}/intake")),
+            secret.display()
+        ));
+    }
+    let secret = dir.join("referrer.whsec");
+    std::fs::write(&secret, test_secret(&format!("referrer:{REFERRER}"))).unwrap();
+    text.push_str(&format!(
+        "[referrers.{REFERRER}]\nods_codes = [\"A81001\"]\ncallback_url = \"{}\"\nsecret_file = \"{}\"\n",
+        referrer.url_for("/notifications"),
+        secret.display()
+    ));
+    let path = dir.join("signpost.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 impl Fleet {
