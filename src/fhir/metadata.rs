@@ -23,7 +23,7 @@ pub async fn capability_statement() -> Response {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Referrals are accepted as a ServiceRequest with its Patient, PractitionerRole, Practitioner and Organization contained, or as a transaction Bundle holding them; either way they are stored as one ServiceRequest with contained resources. Every accepted referral has a Task tracking it.",
+            "documentation": "Referrals are accepted as a ServiceRequest with its Patient, PractitionerRole, Practitioner and Organization contained, or as a transaction Bundle holding them; either way they are stored as one ServiceRequest with contained resources. Every accepted referral has a Task tracking it; every change of the Task is sent to the referrer's configured callback URL as a Subscriptions-backport full-resource notification (topic https://signpost.example/SubscriptionTopic/referral-task-status).",
             "resource": [
                 {
                     "type": "ServiceRequest",
@@ -31,9 +31,12 @@ pub async fn capability_statement() -> Response {
                         { "code": "create" },
                         { "code": "read" },
                         { "code": "vread" },
+                        { "code": "update", "documentation": "only to cancel: status revoked or entered-in-error" },
+                        { "code": "patch", "documentation": "JSON Patch replacing /status: only to cancel" },
                         { "code": "search-type" }
                     ],
-                    "versioning": "versioned",
+                    "versioning": "versioned-update",
+                    "conditionalUpdate": false,
                     "readHistory": false,
                     "updateCreate": false,
                     "conditionalCreate": true,
@@ -48,7 +51,8 @@ pub async fn capability_statement() -> Response {
                         { "code": "search-type" }
                     ],
                     "searchParam": [
-                        { "name": "focus", "type": "reference", "documentation": "ServiceRequest/{id}" }
+                        { "name": "focus", "type": "reference", "documentation": "ServiceRequest/{id}" },
+                        { "name": "_lastUpdated", "type": "date", "documentation": "gt or ge an instant: the Tasks changed since" }
                     ]
                 }
             ],

@@ -106,6 +106,10 @@ pub struct TaskChange {
     pub business_status: Option<String>,
     pub status_reason: Option<String>,
     pub note: Option<String>,
+    /// `Task.output` elements to add: `{type, value[x]}` objects as the
+    /// mapping wrote them, or text (kept as `valueString` of type
+    /// "provider update").
+    pub output: Vec<Value>,
 }
 
 /// Why a change cannot be applied.
@@ -118,7 +122,8 @@ pub struct IllegalTransition {
 
 impl TaskChange {
     /// Read a mapping's `inbound.change` output (`status`,
-    /// `businessStatus`, `statusReason`, `note`; all optional strings).
+    /// `businessStatus`, `statusReason`, `note`: optional strings;
+    /// `output`: optional text, object or list of objects).
     pub fn from_mapping(change: &Value) -> Result<TaskChange, String> {
         let text = |key: &str| -> Result<Option<String>, String> {
             match change.get(key) {
@@ -130,7 +135,8 @@ impl TaskChange {
         };
         if let Some(key) = change.as_object().and_then(|o| {
             o.keys().find(|k| {
-                !["status", "businessStatus", "statusReason", "note"].contains(&k.as_str())
+                !["status", "businessStatus", "statusReason", "note", "output"]
+                    .contains(&k.as_str())
             })
         }) {
             return Err(format!("`{key}` is not a Task change field"));
@@ -142,11 +148,27 @@ impl TaskChange {
                     .ok_or_else(|| format!("`status` {code:?} is not a status a provider can set"))
             })
             .transpose()?;
+        let output = match change.get("output") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) if s.is_empty() => Vec::new(),
+            Some(Value::String(s)) => vec![json!({
+                "type": { "text": "provider update" },
+                "valueString": s,
+            })],
+            Some(Value::Object(o)) => vec![Value::Object(o.clone())],
+            Some(Value::Array(items)) if items.iter().all(Value::is_object) => items.clone(),
+            Some(other) => {
+                return Err(format!(
+                    "`output` must be text, an object or a list of objects, not {other}"
+                ));
+            }
+        };
         Ok(TaskChange {
             status,
             business_status: text("businessStatus")?,
             status_reason: text("statusReason")?,
             note: text("note")?,
+            output,
         })
     }
 }
@@ -211,6 +233,12 @@ pub fn apply_change(
         match next.get_mut("note").and_then(Value::as_array_mut) {
             Some(notes) => notes.push(annotation),
             None => next["note"] = json!([annotation]),
+        }
+    }
+    if !change.output.is_empty() {
+        match next.get_mut("output").and_then(Value::as_array_mut) {
+            Some(outputs) => outputs.extend(change.output.iter().cloned()),
+            None => next["output"] = Value::Array(change.output.clone()),
         }
     }
     let version: i64 = task
@@ -394,6 +422,10 @@ mod tests {
         assert!(TaskChange::from_mapping(&json!({"status": "entered-in-error"})).is_err());
         assert!(TaskChange::from_mapping(&json!({"status": "requested"})).is_err());
         assert!(TaskChange::from_mapping(&json!({"colour": "red"})).is_err());
+        assert!(TaskChange::from_mapping(&json!({"output": 3})).is_err());
+        let with_output = TaskChange::from_mapping(&json!({"output": "case CC-1"})).unwrap();
+        let (next, _) = apply_change(&task("accepted"), &with_output, false, "now").unwrap();
+        assert_eq!(next["output"][0]["valueString"], "case CC-1");
         assert_eq!(
             TaskChange::from_mapping(&json!({"status": null, "businessStatus": "allocated"}))
                 .unwrap(),
