@@ -58,6 +58,9 @@ struct RawConfig {
 struct RawProvider {
     name: Option<String>,
     intake_url: Option<String>,
+    /// Plain `http://` to a loopback address is refused unless this is set.
+    #[serde(default)]
+    allow_insecure_http: bool,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     previous_secret_env: Option<String>,
@@ -73,6 +76,9 @@ struct RawReferrer {
     #[serde(default)]
     ods_codes: Vec<String>,
     callback_url: Option<String>,
+    /// Plain `http://` to a loopback address is refused unless this is set.
+    #[serde(default)]
+    allow_insecure_http: bool,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     previous_secret_env: Option<String>,
@@ -365,7 +371,13 @@ impl RawConfig {
         for (id, raw) in self.providers {
             let key = format!("providers.{id}");
             check_id(&key, &id, &mut problems);
-            let intake_url = outbound_url(&key, "intake_url", raw.intake_url, &mut problems);
+            let intake_url = outbound_url(
+                &key,
+                "intake_url",
+                raw.intake_url,
+                raw.allow_insecure_http,
+                &mut problems,
+            );
             let secrets = RawSecrets {
                 secret_env: raw.secret_env,
                 secret_file: raw.secret_file,
@@ -407,7 +419,13 @@ impl RawConfig {
                     ));
                 }
             }
-            let callback_url = outbound_url(&key, "callback_url", raw.callback_url, &mut problems);
+            let callback_url = outbound_url(
+                &key,
+                "callback_url",
+                raw.callback_url,
+                raw.allow_insecure_http,
+                &mut problems,
+            );
             let secrets = RawSecrets {
                 secret_env: raw.secret_env,
                 secret_file: raw.secret_file,
@@ -691,11 +709,13 @@ fn check_id(key: &str, id: &str, problems: &mut Vec<String>) {
 }
 
 /// Signpost sends patient data to these URLs: HTTPS only, except plain HTTP
-/// to a loopback address (local testing and side-car proxies).
+/// to a loopback address when the table says `allow_insecure_http = true`
+/// (local testing and side-car proxies that add TLS).
 fn outbound_url(
     table: &str,
     field: &str,
     value: Option<String>,
+    allow_insecure_http: bool,
     problems: &mut Vec<String>,
 ) -> Option<Url> {
     let Some(text) = value else {
@@ -711,7 +731,13 @@ fn outbound_url(
     };
     match url.scheme() {
         "https" => Some(url),
-        "http" if is_loopback(&url) => Some(url),
+        "http" if is_loopback(&url) && allow_insecure_http => Some(url),
+        "http" if is_loopback(&url) => {
+            problems.push(format!(
+                "`{table}.{field}`: plain http needs `allow_insecure_http = true` (loopback only); use https"
+            ));
+            None
+        }
         "http" => {
             problems.push(format!(
                 "`{table}.{field}`: plain http is allowed only to a loopback address; use https"
@@ -946,6 +972,23 @@ mod tests {
         let err = load("[providers.x]\nintake_url = \"https://x.example/\"\nintake_ulr = \"y\"\n")
             .unwrap_err();
         assert!(err.to_string().contains("intake_ulr"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_to_loopback_needs_an_explicit_allowance() {
+        let table = |extra: &str| {
+            format!(
+                "[providers.a]\nintake_url = \"http://127.0.0.1:9/x\"\nsecret_env = \"A\"\n{extra}\n"
+            )
+        };
+        let err = load(&table("")).unwrap_err();
+        assert!(err.to_string().contains("allow_insecure_http"), "{err}");
+        assert!(load(&table("allow_insecure_http = true")).is_ok());
+        let err = load(
+            "[providers.a]\nintake_url = \"http://provider.example/x\"\nsecret_env = \"A\"\nallow_insecure_http = true\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("only to a loopback"), "{err}");
     }
 
     #[test]

@@ -60,12 +60,19 @@ async fn every_accepted_referral_is_delivered_signed_with_the_mapped_body(backen
             assert!((crate::receiver::unix_now() - got.timestamp).abs() < 60);
         }
     }
-    // The operators' view agrees.
-    let listed = json(fleet.app.get("/admin/deliveries?state=delivered").await).await;
-    assert_eq!(
-        listed["messages"].as_array().unwrap().len(),
-        REFERRALS.len()
-    );
+    // The operators' view agrees (once the worker has recorded the 2xx it got).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let listed = json(fleet.app.get("/admin/deliveries?state=delivered").await).await;
+        if listed["messages"].as_array().unwrap().len() == REFERRALS.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries recorded: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(backend: Backend) {
