@@ -108,6 +108,53 @@ pub async fn replay(
     Ok((StatusCode::ACCEPTED, Json(message_json(&message, None))))
 }
 
+/// `GET /admin/callbacks?provider=&referral=&limit=`: provider status
+/// callbacks as received (signature verified), each with the answer given
+/// and why (`applied`, or `refused: …`), newest first.
+pub async fn callbacks(
+    State(app): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, FhirError> {
+    let bad = |text: String| FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)]);
+    let mut limit = 100;
+    for (key, value) in &params {
+        match key.as_str() {
+            "provider" | "referral" => {}
+            "limit" => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?}; use provider, referral or limit"
+                )));
+            }
+        }
+    }
+    let referral = params
+        .get("referral")
+        .map(|r| r.strip_prefix("ServiceRequest/").unwrap_or(r));
+    let events = app
+        .referrals
+        .store
+        .inbound_events(params.get("provider").map(String::as_str), referral, limit)
+        .await?;
+    Ok(Json(json!({
+        "callbacks": events.iter().map(|e| json!({
+            "provider": e.provider_id,
+            "webhook_id": e.webhook_id,
+            "received_at": e.received_at,
+            "referral": e.referral_id.as_ref().map(|id| format!("ServiceRequest/{id}")),
+            "answered": e.response_status,
+            "outcome": e.outcome,
+            "body": serde_json::from_str::<Value>(&e.body).unwrap_or_else(|_| Value::String(e.body.clone())),
+        })).collect::<Vec<_>>()
+    })))
+}
+
 /// `GET /admin/endpoints`: endpoints disabled by a `410 Gone`.
 pub async fn endpoints(State(app): State<AppState>) -> Result<Json<Value>, FhirError> {
     let disabled = app.referrals.disabled_endpoints().await?;

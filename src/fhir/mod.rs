@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/deliveries/{id}/replay",
             axum::routing::post(admin::replay),
         )
+        .route("/admin/callbacks", get(admin::callbacks))
         .route("/admin/endpoints", get(admin::endpoints))
         .route(
             "/admin/endpoints/{endpoint}/enable",

@@ -284,6 +284,15 @@ pub trait Store: Send + Sync + 'static {
         webhook_id: &str,
     ) -> Result<Option<InboundRow>, StoreError>;
 
+    /// Provider callbacks received, newest first, by provider and/or
+    /// referral.
+    async fn inbound_events(
+        &self,
+        provider_id: Option<&str>,
+        referral_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<InboundRow>, StoreError>;
+
     /// Lease up to `limit` due messages to `worker` until `lease_until`
     /// (Unix ms). A message is due when it is pending, its time has come,
     /// no other worker holds an unexpired lease on it, its endpoint is not
@@ -385,6 +394,10 @@ mod sql {
     pub const INSERT_INBOUND: &str = "INSERT INTO inbound_events \
         (provider_id, webhook_id, received_at, referral_id, body, response_status, outcome) \
         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (provider_id, webhook_id) DO NOTHING";
+    pub const SELECT_INBOUND_EVENTS: &str = "SELECT * FROM inbound_events \
+        WHERE (CAST($1 AS TEXT) IS NULL OR provider_id = $1) \
+          AND (CAST($2 AS TEXT) IS NULL OR referral_id = $2) \
+        ORDER BY received_at DESC, webhook_id LIMIT $3";
     pub const SELECT_INBOUND: &str =
         "SELECT * FROM inbound_events WHERE provider_id = $1 AND webhook_id = $2";
     /// The messages that may be sent now (see [`super::Store::claim_due`]);
@@ -703,6 +716,20 @@ macro_rules! impl_store {
                     .bind(provider_id)
                     .bind(webhook_id)
                     .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn inbound_events(
+                &self,
+                provider_id: Option<&str>,
+                referral_id: Option<&str>,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::InboundRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_INBOUND_EVENTS)
+                    .bind(provider_id)
+                    .bind(referral_id)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
                     .await?)
             }
 

@@ -285,6 +285,45 @@ async fn forged_stale_replayed_illegal_and_unknown_callbacks_change_nothing(back
         "none of these changed the Task"
     );
 
+    // Every verified callback is on record with its answer; forged ones are not.
+    let recorded = json(fleet.app.get("/admin/callbacks?provider=activelives").await).await;
+    let answers: std::collections::BTreeMap<&str, i64> = recorded["callbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["webhook_id"].as_str().unwrap(),
+                c["answered"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("w1", 200),
+            ("w2", 200),
+            ("w3", 409),
+            ("w4", 404),
+            ("w7", 422)
+        ]
+        .into(),
+        "{recorded}"
+    );
+    let illegal = recorded["callbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["webhook_id"] == "w3")
+        .unwrap();
+    assert!(
+        illegal["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused: "),
+        "{illegal}"
+    );
+
     // The referrer heard of exactly the two changes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fleet.referrer.wait_for(2, PATIENCE).await.len(), 2);
