@@ -159,6 +159,29 @@ async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(
     assert_eq!(shown["state"], "delivered");
 }
 
+async fn retry_after_replaces_the_scheduled_wait(backend: Backend) {
+    // The schedule says wait 20 s; the provider asks for 1 s and gets it.
+    let fleet = Fleet::start_with(backend, |config| {
+        config.delivery.retry_schedule = vec![Duration::from_secs(20)];
+    })
+    .await;
+    fleet
+        .provider("community-connect")
+        .script(vec![Scripted::status(429).retry_after("1")]);
+    fleet.refer("community-connect-minimal.json").await;
+    fleet
+        .provider("community-connect")
+        .wait_for(1, PATIENCE)
+        .await;
+    let received = fleet.provider("community-connect").received();
+    assert_eq!(received.len(), 2);
+    let waited = received[1].at - received[0].at;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(15),
+        "waited {waited:?}"
+    );
+}
+
 async fn messages_for_one_referral_go_in_order_while_others_pass(backend: Backend) {
     // The referrer's callback endpoint fails for a while; three status
     // changes of one referral queue up behind the first and arrive in order.
@@ -459,6 +482,41 @@ async fn operators_inspect_and_replay_from_the_command_line(backend: Backend) {
     assert!(!ok);
 }
 
+async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Backend) {
+    // A server that does not deliver accepts a referral...
+    let fleet = Fleet::start_with(backend, |config| config.delivery.worker = false).await;
+    let id = fleet.refer("activelives-weight.json").await;
+    // ...a worker leases its message for 1.5 s and dies without a word...
+    let store = signpost::store::open(&fleet.app.db.url, 2).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let leased = store
+        .claim_due("crashed-worker", now, now + 1500, 10)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].referral_id, id);
+    // ...and a second instance with a worker takes over once the lease expires.
+    let second = crate::helpers::TestApp::spawn_on(
+        crate::helpers::TestDb::shared(&fleet.app.db.url),
+        |config| {
+            crate::fleet::fast_delivery(config);
+            crate::fleet::aim(config, &fleet.providers, &fleet.referrer);
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        fleet.provider("activelives").received().is_empty(),
+        "not while the lease holds"
+    );
+    let delivered = fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    assert_eq!(
+        delivered[0].webhook_id, leased[0].id,
+        "the same message, the same webhook-id"
+    );
+    second.stop().await;
+}
+
 async fn a_standalone_worker_delivers_for_a_server_without_one(backend: Backend) {
     let fleet = Fleet::start_with(backend, |config| config.delivery.worker = false).await;
     let id = fleet.refer("community-connect-minimal.json").await;
@@ -493,6 +551,8 @@ async fn a_standalone_worker_delivers_for_a_server_without_one(backend: Backend)
 }
 
 on_both_backends!(
+    retry_after_replaces_the_scheduled_wait,
+    a_crashed_workers_lease_expires_and_another_worker_delivers,
     a_standalone_worker_delivers_for_a_server_without_one,
     operators_inspect_and_replay_from_the_command_line,
     every_accepted_referral_is_delivered_signed_with_the_mapped_body,

@@ -537,7 +537,88 @@ async fn the_referrer_cancels_and_the_provider_is_told_through_its_mapping(backe
     let _ = REFERRER;
 }
 
+/// ActiveLives rotates its secret: Signpost signs with the new and the old
+/// one during the grace period (so ActiveLives, still on the old one, can
+/// verify), accepts callbacks signed with either, and only the new one after.
+async fn secrets_rotate_with_a_grace_period(backend: Backend) {
+    use signpost::{config::SecretSource, webhooks::Secret};
+    let old = test_secret("provider:activelives");
+    let new = Secret::generate();
+    let new_text = new.to_whsec();
+    let rotate = |until: chrono::DateTime<chrono::Utc>| {
+        let new = new.clone();
+        let old = old.clone();
+        move |config: &mut signpost::config::Config| {
+            let provider = config.providers.get_mut("activelives").unwrap();
+            provider.secret = SecretSource::Inline(new);
+            provider.previous_secret = Some(SecretSource::Inline(Secret::parse(&old).unwrap()));
+            provider.previous_secret_until = Some(until);
+        }
+    };
+
+    // During the grace period.
+    let fleet = Fleet::start_with(
+        backend,
+        rotate(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    let id = fleet.refer("activelives-exercise.json").await;
+    let delivered = fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    assert!(
+        delivered[0].signature_valid,
+        "verifiable with the old secret"
+    );
+    let signatures = delivered[0].header("webhook-signature").unwrap().to_owned();
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    let booked =
+        json!({"referral_ref": id, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
+    let response = fleet
+        .callback_signed("activelives", "r1", &booked, &old, unix_now())
+        .await;
+    assert_eq!(response.status(), 200, "the old secret is still accepted");
+    let attended = json!({"referral_ref": id, "event": "first_session_attended", "event_time": "2026-03-05T10:15:00Z"});
+    let response = fleet
+        .callback_signed("activelives", "r2", &attended, &new_text, unix_now())
+        .await;
+    assert_eq!(response.status(), 200, "the new secret is accepted");
+    drop(fleet);
+
+    // After it.
+    let fleet = Fleet::start_with(
+        backend,
+        rotate(chrono::Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await;
+    let id = fleet.refer("activelives-exercise.json").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = fleet.provider("activelives").received();
+    assert!(!received.is_empty());
+    assert!(
+        !received[0].signature_valid,
+        "the old secret no longer verifies"
+    );
+    assert_eq!(
+        received[0]
+            .header("webhook-signature")
+            .unwrap()
+            .split(' ')
+            .count(),
+        1
+    );
+    let booked =
+        json!({"referral_ref": id, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
+    let response = fleet
+        .callback_signed("activelives", "r1", &booked, &old, unix_now())
+        .await;
+    assert_eq!(response.status(), 401, "the old secret is refused");
+    let response = fleet
+        .callback_signed("activelives", "r1", &booked, &new_text, unix_now())
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
 on_both_backends!(
+    secrets_rotate_with_a_grace_period,
     each_documented_callback_moves_the_task_and_reaches_the_referrer,
     forged_stale_replayed_illegal_and_unknown_callbacks_change_nothing,
     pollers_find_changed_tasks_by_last_updated,
