@@ -18,7 +18,9 @@
 //! - intake: wall time from the first POST to the last `201`, and
 //!   referrals/s; POST → `201` latency;
 //! - delivery throughput: N / (last receipt − first `201`), and
-//!   N / (last receipt − first receipt);
+//!   N / (last receipt − first receipt); and split at the last `201`: the
+//!   rate while intake was running, and how fast the backlog left at the
+//!   end of intake drained;
 //! - `201` → provider receipt latency: p50, p90, p99, max;
 //! - errors: intake answers other than `201`, bad signatures, referrals
 //!   that reached the wrong provider or none before `--timeout`.
@@ -35,9 +37,13 @@
 //! cargo bench --bench delivery -- --n 2000 --clients 16 --json benches/results/delivery-sqlite.json
 //! cargo bench --bench delivery -- --postgres --json benches/results/delivery-postgres.json
 //! cargo bench --bench delivery -- --postgres postgres://user@host:5432/db
+//! cargo bench --bench delivery -- --rate 200
 //! ```
 //!
 //! Options: `--n N` (default 2000), `--clients C` (16), `--warmup W` (50),
+//! `--rate R` to send at most R referrals/s in all (default: as fast as the
+//! clients go, which outruns delivery, so the latency is mostly queueing),
+//! `--delivery-concurrency K` to override `[delivery] concurrency` (64),
 //! `--timeout SECS` to wait for deliveries (120), `--postgres [URL]`,
 //! `--json FILE`. Under `cargo test --benches` (no `--bench` flag) it makes
 //! a quick smoke run of 20 referrals unless `--n` is given.
@@ -89,12 +95,16 @@ const REFERRAL_ID_AT: [(&str, &str); 3] = [
 ];
 
 const USAGE: &str = "usage: cargo bench --bench delivery -- [--n N] [--clients C] [--warmup W] \
-    [--timeout SECS] [--postgres [URL]] [--json FILE]";
+    [--rate R] [--delivery-concurrency K] [--timeout SECS] [--postgres [URL]] [--json FILE]";
 
 struct Args {
     n: usize,
     clients: usize,
     warmup: usize,
+    /// Referrals/s to send at most, in all clients together.
+    rate: Option<f64>,
+    /// `[delivery] concurrency`, when not the default.
+    delivery_concurrency: Option<usize>,
     timeout: Duration,
     /// The PostgreSQL server to create the database on; SQLite when `None`.
     postgres: Option<String>,
@@ -108,6 +118,8 @@ fn parse_args() -> Result<Args, String> {
         n: 2000,
         clients: 16,
         warmup: 50,
+        rate: None,
+        delivery_concurrency: None,
         timeout: Duration::from_secs(120),
         postgres: None,
         json: None,
@@ -125,6 +137,11 @@ fn parse_args() -> Result<Args, String> {
             "--n" => n = Some(number("--n", args.next())?),
             "--clients" => parsed.clients = number("--clients", args.next())?,
             "--warmup" => parsed.warmup = number("--warmup", args.next())?,
+            "--rate" => parsed.rate = Some(number("--rate", args.next())? as f64),
+            "--delivery-concurrency" => {
+                parsed.delivery_concurrency =
+                    Some(number("--delivery-concurrency", args.next())?.max(1));
+            }
             "--timeout" => {
                 parsed.timeout = Duration::from_secs(number("--timeout", args.next())? as u64);
             }
@@ -154,8 +171,10 @@ fn parse_args() -> Result<Args, String> {
             20
         }
     };
-    if parsed.n == 0 || parsed.clients == 0 {
-        return Err(format!("--n and --clients must be at least 1\n{USAGE}"));
+    if parsed.n == 0 || parsed.clients == 0 || parsed.rate == Some(0.0) {
+        return Err(format!(
+            "--n, --clients and --rate must be at least 1\n{USAGE}"
+        ));
     }
     Ok(parsed)
 }
@@ -337,10 +356,12 @@ async fn receive(State(endpoint): State<Endpoint>, headers: HeaderMap, body: Byt
         (None, _) => received.notifications += 1,
         (Some(_), None) => received.unreadable += 1,
         (Some(provider), Some(id)) => {
-            if received.referrals.contains_key(&id) {
-                received.duplicates += 1;
-            } else {
-                received.referrals.insert(id, Arrival { at, provider });
+            use std::collections::hash_map::Entry;
+            match received.referrals.entry(id) {
+                Entry::Vacant(first) => {
+                    first.insert(Arrival { at, provider });
+                }
+                Entry::Occupied(_) => received.duplicates += 1,
             }
         }
     }
@@ -447,15 +468,18 @@ fn referral_bodies(count: usize) -> anyhow::Result<Vec<(String, &'static str)>> 
         .collect())
 }
 
-/// POST every body from `clients` concurrent clients.
+/// POST every body from `clients` concurrent clients; with a `rate`, the
+/// i-th no earlier than i / rate seconds after the start.
 async fn drive(
     client: &reqwest::Client,
     url: &str,
     bodies: Vec<(String, &'static str)>,
     clients: usize,
+    rate: Option<f64>,
 ) -> Intake {
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
+    let start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let (client, url, bodies, next) =
@@ -467,6 +491,10 @@ async fn drive(
                 let Some((body, provider)) = bodies.get(i) else {
                     break;
                 };
+                if let Some(rate) = rate {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate))
+                        .await;
+                }
                 let sent = Instant::now();
                 let response = client
                     .post(&url)
@@ -538,7 +566,10 @@ async fn await_deliveries(received: &Mutex<Received>, created: &[Created], timeo
 
 async fn run(args: &Args, db: &Database) -> anyhow::Result<Report> {
     let received = Arc::new(Mutex::new(Received::default()));
-    let config = configure(&db.url, &received).await?;
+    let mut config = configure(&db.url, &received).await?;
+    if let Some(concurrency) = args.delivery_concurrency {
+        config.delivery.concurrency = concurrency;
+    }
     let settings = format!(
         "concurrency {}, poll {:?}, database_max_connections {}",
         config.delivery.concurrency, config.delivery.poll_interval, config.database_max_connections
@@ -551,7 +582,14 @@ async fn run(args: &Args, db: &Database) -> anyhow::Result<Report> {
     }));
     let client = reqwest::Client::new();
 
-    let warmup = drive(&client, &url, referral_bodies(args.warmup)?, args.clients).await;
+    let warmup = drive(
+        &client,
+        &url,
+        referral_bodies(args.warmup)?,
+        args.clients,
+        args.rate,
+    )
+    .await;
     await_deliveries(&received, &warmup.created, args.timeout).await;
     if !warmup.refused.is_empty() {
         anyhow::bail!(
@@ -561,7 +599,7 @@ async fn run(args: &Args, db: &Database) -> anyhow::Result<Report> {
     }
 
     let bodies = referral_bodies(args.n)?;
-    let intake = drive(&client, &url, bodies, args.clients).await;
+    let intake = drive(&client, &url, bodies, args.clients, args.rate).await;
     await_deliveries(&received, &intake.created, args.timeout).await;
 
     let _ = stop.send(());
@@ -641,6 +679,7 @@ impl Spread {
 struct Report {
     referrals: usize,
     clients: usize,
+    rate: Option<f64>,
     warmup: usize,
     backend: String,
     settings: String,
@@ -654,6 +693,11 @@ struct Report {
     created_to_last_receipt_s: f64,
     /// First receipt to last receipt, in seconds.
     receipts_span_s: f64,
+    /// Receipts from the first `201` to the last, and the time between.
+    during_intake: (usize, f64),
+    /// Receipts after the last `201`, and the time from it to the last
+    /// receipt.
+    after_intake: (usize, f64),
     delivered: usize,
     latency_ms: Option<Spread>,
     /// Receipts noted before the client saw the `201` head.
@@ -729,6 +773,7 @@ impl Report {
         Report {
             referrals: args.n,
             clients: args.clients,
+            rate: args.rate,
             warmup: args.warmup,
             backend: db.backend.clone(),
             settings,
@@ -745,6 +790,20 @@ impl Report {
             ),
             created_to_last_receipt_s: span(first_created, last_receipt),
             receipts_span_s: span(first_receipt, last_receipt),
+            during_intake: (
+                arrivals
+                    .iter()
+                    .filter(|at| Some(**at) <= last_created)
+                    .count(),
+                span(first_created, last_created),
+            ),
+            after_intake: (
+                arrivals
+                    .iter()
+                    .filter(|at| Some(**at) > last_created)
+                    .count(),
+                span(last_created, last_receipt),
+            ),
             delivered: arrivals.len(),
             early: latencies.iter().filter(|ms| **ms < 0.0).count(),
             latency_ms: Spread::of(latencies),
@@ -767,7 +826,13 @@ impl Report {
         }
         rows.extend([
             ("referrals", format!("{} (after {} warm-up)", self.referrals, self.warmup)),
-            ("clients", self.clients.to_string()),
+            (
+                "clients",
+                match self.rate {
+                    Some(rate) => format!("{} (at most {rate} referrals/s)", self.clients),
+                    None => format!("{} (each sends as soon as its last 201 arrives)", self.clients),
+                },
+            ),
             (
                 "intake wall time",
                 format!(
@@ -791,6 +856,24 @@ impl Report {
                     "{:.1}  (N / first receipt → last receipt, {:.2} s)",
                     per_second(self.delivered, self.receipts_span_s),
                     self.receipts_span_s
+                ),
+            ),
+            (
+                "",
+                format!(
+                    "{:.1}  (while intake ran: {} delivered in {:.2} s)",
+                    per_second(self.during_intake.0, self.during_intake.1),
+                    self.during_intake.0,
+                    self.during_intake.1,
+                ),
+            ),
+            (
+                "",
+                format!(
+                    "{:.1}  (after the last 201: {} delivered in {:.2} s)",
+                    per_second(self.after_intake.0, self.after_intake.1),
+                    self.after_intake.0,
+                    self.after_intake.1,
                 ),
             ),
             ("201 → receipt (ms)", Spread::line(&self.latency_ms)),
@@ -841,6 +924,7 @@ impl Report {
             "referrals": self.referrals,
             "warmup": self.warmup,
             "clients": self.clients,
+            "rate_limit_per_s": self.rate,
             "intake": {
                 "wall_s": round(self.intake_wall_s, 3),
                 "referrals_per_s": round(per_second(self.referrals, self.intake_wall_s), 1),
@@ -852,6 +936,16 @@ impl Report {
                 "deliveries_per_s_from_first_201": round(per_second(self.delivered, self.created_to_last_receipt_s), 1),
                 "first_to_last_receipt_s": round(self.receipts_span_s, 3),
                 "deliveries_per_s_from_first_receipt": round(per_second(self.delivered, self.receipts_span_s), 1),
+                "during_intake": {
+                    "delivered": self.during_intake.0,
+                    "seconds": round(self.during_intake.1, 3),
+                    "deliveries_per_s": round(per_second(self.during_intake.0, self.during_intake.1), 1),
+                },
+                "after_intake": {
+                    "delivered": self.after_intake.0,
+                    "seconds": round(self.after_intake.1, 3),
+                    "deliveries_per_s": round(per_second(self.after_intake.0, self.after_intake.1), 1),
+                },
                 "created_to_receipt_ms": Spread::json(&self.latency_ms),
                 "receipts_before_201": self.early,
                 "duplicates": self.duplicates,

@@ -205,7 +205,7 @@ impl Default for DeliveryConfig {
             request_timeout: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(6 * HOUR),
             lease: Duration::from_secs(60),
-            concurrency: 16,
+            concurrency: 64,
             poll_interval: Duration::from_secs(1),
             worker: true,
         }
@@ -1326,7 +1326,7 @@ mod tests {
         assert_eq!(d.request_timeout, Duration::from_secs(30));
         assert_eq!(d.max_retry_after, Duration::from_secs(6 * 3600));
         assert_eq!(d.lease, Duration::from_secs(60));
-        assert_eq!(d.concurrency, 16);
+        assert_eq!(d.concurrency, 64);
         assert_eq!(d.poll_interval, Duration::from_secs(1));
         assert_eq!(load("").unwrap().delivery, d);
         assert_eq!(load("[delivery]\n").unwrap().delivery, d);

@@ -23,8 +23,12 @@ CREATE TABLE outbox (
     replay_of       TEXT
 );
 
-CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
-CREATE INDEX outbox_by_referral ON outbox (referral_id, endpoint, seq);
+-- Only pending rows are ever claimed or block a later message, and they are
+-- few beside the delivered ones: partial indexes keep claiming cheap (and
+-- steer PostgreSQL's planner to them) however long the history grows.
+CREATE INDEX outbox_due ON outbox (next_attempt_at, seq) WHERE state = 'pending';
+CREATE INDEX outbox_pending_by_referral ON outbox (referral_id, endpoint, seq) WHERE state = 'pending';
+CREATE INDEX outbox_by_referral ON outbox (referral_id, seq);
 
 CREATE TABLE delivery_attempts (
     id               BIGSERIAL PRIMARY KEY,
