@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Bearer tokens for referrers and operators.
+    Tokens {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Operators: endpoints disabled after answering 410 Gone.
     Endpoints {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
@@ -140,6 +147,24 @@ enum DeliveriesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Issue a token and print it, once (only a salted hash is kept).
+    Create {
+        /// For this referrer (`[referrers.<id>]`): it may send referrals for
+        /// its organisations and see only its own.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        referrer: Option<String>,
+        /// For an operator: the /admin API and every referral.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List tokens (ids, roles, dates; never the tokens), as JSON.
+    List,
+    /// Revoke a token by its id (the 16 hex digits after `sp_`).
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum EndpointsCommand {
     /// List disabled endpoints.
     List,
@@ -186,6 +211,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Deliveries { config, command } => with_runtime(deliveries(config, command)),
         Command::Endpoints { config, command } => with_runtime(endpoints(config, command)),
+        Command::Tokens { config, command } => with_runtime(tokens(config, command)),
         Command::Migrate { config } => with_runtime(async move {
             let config = Config::load(&config)?;
             crate::store::open(&config.database_url, 1).await?;
@@ -254,6 +280,54 @@ async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Resu
             };
             let message = referrals.replay(&id, how).await?;
             print_json(&message_json(&message, None));
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::Result<()> {
+    use crate::auth::{Role, issue, revoke};
+    let config = Config::load(&config)?;
+    let store = crate::store::open(&config.database_url, 1).await?;
+    match command {
+        TokensCommand::Create { referrer, admin } => {
+            let role = match (referrer, admin) {
+                (Some(id), false) => {
+                    if !config.referrers.contains_key(&id) {
+                        anyhow::bail!("no [referrers.{id}] in the configuration");
+                    }
+                    Role::Referrer(id)
+                }
+                (None, true) => Role::Admin,
+                _ => anyhow::bail!("give --referrer ID or --admin"),
+            };
+            let issued = issue(&role);
+            store.insert_token(issued.row.clone()).await?;
+            eprintln!(
+                "token {} issued; it is shown once, store it now:",
+                issued.row.id
+            );
+            println!("{}", issued.token);
+        }
+        TokensCommand::List => {
+            let list: Vec<Value> = store
+                .tokens()
+                .await?
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "id": t.id, "role": t.role, "referrer": t.referrer_id,
+                        "created_at": t.created_at, "revoked_at": t.revoked_at,
+                    })
+                })
+                .collect();
+            print_json(&Value::Array(list));
+        }
+        TokensCommand::Revoke { id } => {
+            if !revoke(store.as_ref(), &id).await? {
+                anyhow::bail!("no unrevoked token {id}");
+            }
+            println!("token {id} revoked");
         }
     }
     Ok(())

@@ -41,6 +41,13 @@ pub enum FhirError {
     /// A signature or credential was missing or wrong (`401`).
     #[error("unauthorized")]
     Unauthorized(String),
+    /// No valid credentials (`401` with `WWW-Authenticate`): none sent, or
+    /// a token that is unknown, wrong or revoked (not told apart).
+    #[error("unauthenticated")]
+    Unauthenticated { token_sent: bool },
+    /// Valid credentials without the right to do this (`403`).
+    #[error("forbidden")]
+    Forbidden(String),
     /// Any other refusal with its status and issues.
     #[error("refused")]
     Refused(StatusCode, Vec<Issue>),
@@ -66,6 +73,7 @@ impl From<IntakeError> for FhirError {
             IntakeError::Ambiguous => {
                 FhirError::PreconditionFailed("If-None-Exist matched more than one referral".into())
             }
+            IntakeError::Forbidden(what) => FhirError::Forbidden(what),
             IntakeError::Store(e) => FhirError::Unavailable(e),
         }
     }
@@ -128,6 +136,21 @@ impl FhirError {
                 vec![Issue::error(IssueCode::Security, what)],
             ),
             Refused(status, issues) => (status, issues),
+            Unauthenticated { token_sent } => (
+                StatusCode::UNAUTHORIZED,
+                vec![Issue::error(
+                    IssueCode::Login,
+                    if token_sent {
+                        "the bearer token is not valid"
+                    } else {
+                        "send Authorization: Bearer <token> (issued by `signpost tokens create`)"
+                    },
+                )],
+            ),
+            Forbidden(what) => (
+                StatusCode::FORBIDDEN,
+                vec![Issue::error(IssueCode::Forbidden, what)],
+            ),
             Unavailable(error) => {
                 tracing::error!(
                     error.message = %error,
@@ -153,6 +176,14 @@ impl FhirError {
 impl IntoResponse for FhirError {
     fn into_response(self) -> Response {
         let unavailable = matches!(self, FhirError::Unavailable(_));
+        // RFC 6750: a missing token gets the bare challenge.
+        let challenge = match self {
+            FhirError::Unauthenticated { token_sent: false } => Some("Bearer realm=\"signpost\""),
+            FhirError::Unauthenticated { token_sent: true } => {
+                Some("Bearer realm=\"signpost\", error=\"invalid_token\"")
+            }
+            _ => None,
+        };
         let (status, issues) = self.status_and_issues();
         let mut response = (
             status,
@@ -164,6 +195,12 @@ impl IntoResponse for FhirError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -48,10 +48,15 @@ pub struct AppState {
 }
 
 /// The whole HTTP application.
+///
+/// Who may call what: `/fhir/metadata` is open; the rest of `/fhir` needs a
+/// referrer's or an admin's bearer token (a referrer sees only its own
+/// referrals); `/admin` needs an admin token; `/providers/{id}/status` is
+/// authenticated by the provider's webhook signature instead.
 pub fn router(state: AppState) -> Router {
+    let open = Router::new().route("/metadata", get(metadata::capability_statement));
     let fhir = Router::new()
         .route("/", axum::routing::post(transaction::create))
-        .route("/metadata", get(metadata::capability_statement))
         .route(
             "/ServiceRequest",
             get(service_request::search).post(service_request::create),
@@ -71,27 +76,36 @@ pub fn router(state: AppState) -> Router {
             get(service_request::vread),
         )
         .route("/Task", get(task::search))
-        .route("/Task/{id}", get(task::read));
+        .route("/Task/{id}", get(task::read))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::any_caller,
+        ))
+        .merge(open);
+    let admin = Router::new()
+        .route("/mappings", get(admin::mappings))
+        .route("/deliveries", get(admin::list))
+        .route("/deliveries/{id}", get(admin::show))
+        .route(
+            "/deliveries/{id}/replay",
+            axum::routing::post(admin::replay),
+        )
+        .route("/callbacks", get(admin::callbacks))
+        .route("/endpoints", get(admin::endpoints))
+        .route(
+            "/endpoints/{endpoint}/enable",
+            axum::routing::post(admin::enable),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::admin_only,
+        ));
     Router::new()
         .nest("/fhir", fhir)
+        .nest("/admin", admin)
         .route(
             "/providers/{provider_id}/status",
             axum::routing::post(callbacks::status),
-        )
-        // Operators' API. (Admin authentication arrives with the security
-        // work; until then bind to loopback.)
-        .route("/admin/mappings", get(admin::mappings))
-        .route("/admin/deliveries", get(admin::list))
-        .route("/admin/deliveries/{id}", get(admin::show))
-        .route(
-            "/admin/deliveries/{id}/replay",
-            axum::routing::post(admin::replay),
-        )
-        .route("/admin/callbacks", get(admin::callbacks))
-        .route("/admin/endpoints", get(admin::endpoints))
-        .route(
-            "/admin/endpoints/{endpoint}/enable",
-            axum::routing::post(admin::enable),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -203,6 +217,27 @@ pub fn search_value<'a>(name: &str, value: &'a str) -> Result<&'a str, FhirError
         )]));
     }
     Ok(value)
+}
+
+/// The referrer a caller sends referrals as: only referrers' tokens may.
+pub fn sending_referrer(caller: &crate::auth::Caller) -> Result<&str, FhirError> {
+    caller.referrer().ok_or_else(|| {
+        FhirError::Forbidden("referrals are sent with a referrer's token, not an admin's".into())
+    })
+}
+
+/// The referral `id` if the caller may see it; otherwise not found, exactly
+/// as if it did not exist (nothing about other referrers' data leaks).
+pub async fn visible_referral(
+    app: &AppState,
+    caller: &crate::auth::Caller,
+    id: &str,
+) -> Result<ReferralRow, FhirError> {
+    app.referrals
+        .referral(resource_id("ServiceRequest", id)?)
+        .await?
+        .filter(|r| caller.may_see(&r.referrer_id))
+        .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))
 }
 
 /// `Location` of a referral's current version.

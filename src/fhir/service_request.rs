@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use axum::{
+    Extension,
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -15,23 +16,28 @@ use serde_json::Value;
 use super::{
     AppState, FhirError, FhirJson, base_url, referral_location,
     request::{LimitedBody, bad_request},
-    resource_id, resource_response, search_value, searchset,
+    resource_id, resource_response, search_value, searchset, sending_referrer, visible_referral,
 };
-use crate::outcome::{Issue, IssueCode};
+use crate::{
+    auth::Caller,
+    outcome::{Issue, IssueCode},
+};
 
 /// `POST /fhir/ServiceRequest`: `201` with the stored referral, or `200`
 /// with the one already accepted under the same business identifier.
 pub async fn create(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
+    let referrer = sending_referrer(&caller)?;
     let if_none_exist = headers
         .get("if-none-exist")
         .map(|v| v.to_str().unwrap_or_default());
     let receipt = app
         .referrals
-        .submit_service_request(&body, if_none_exist)
+        .submit_service_request(referrer, &body, if_none_exist)
         .await?;
     tracing::info!(
         referral_id = %receipt.referral.id,
@@ -59,13 +65,10 @@ pub async fn create(
 /// `GET /fhir/ServiceRequest/{id}`.
 pub async fn read(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
-    let referral = app
-        .referrals
-        .referral(resource_id("ServiceRequest", &id)?)
-        .await?
-        .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))?;
+    let referral = visible_referral(&app, &caller, &id).await?;
     Ok(resource_response(
         StatusCode::OK,
         referral.version_id,
@@ -77,12 +80,10 @@ pub async fn read(
 /// version is kept.
 pub async fn vread(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, version)): Path<(String, String)>,
 ) -> Result<Response, FhirError> {
-    let referral = app
-        .referrals
-        .referral(resource_id("ServiceRequest", &id)?)
-        .await?
+    let referral = Some(visible_referral(&app, &caller, &id).await?)
         .filter(|r| r.version_id.to_string() == version)
         .ok_or_else(|| {
             FhirError::NotFound(format!("ServiceRequest/{id} has no version {version}"))
@@ -97,6 +98,7 @@ pub async fn vread(
 /// `GET /fhir/ServiceRequest?identifier=system|value`.
 pub async fn search(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
@@ -110,7 +112,10 @@ pub async fn search(
     let found = app
         .referrals
         .search_by_identifier(search_value("identifier", identifier)?)
-        .await?;
+        .await?
+        .into_iter()
+        .filter(|r| caller.may_see(&r.referrer_id))
+        .collect::<Vec<_>>();
     let self_link = format!(
         "{base}/ServiceRequest?identifier={}",
         url::form_urlencoded::byte_serialize(identifier.as_bytes()).collect::<String>()
@@ -161,12 +166,13 @@ pub async fn translate(
 /// else may change after acceptance; `If-Match` is honoured.
 pub async fn update(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
     let id = resource_id("ServiceRequest", &id)?;
-    let stored = current(&app, id, &headers).await?;
+    let stored = current(&app, &caller, id, &headers).await?;
     if body.get("resourceType").and_then(|t| t.as_str()) != Some("ServiceRequest")
         || body.get("id").and_then(|t| t.as_str()) != Some(id)
     {
@@ -188,6 +194,7 @@ pub async fn update(
 /// change after acceptance.
 pub async fn patch(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
@@ -202,7 +209,7 @@ pub async fn patch(
         return Err(FhirError::UnsupportedMediaType);
     }
     let id = resource_id("ServiceRequest", &id)?;
-    let stored = current(&app, id, &headers).await?;
+    let stored = current(&app, &caller, id, &headers).await?;
     let operations: Vec<Value> = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("not a JSON Patch document: {e}")))?;
     let mut patched = stored.clone();
@@ -238,13 +245,16 @@ pub async fn patch(
     withdraw(&app, &headers, id, &stored, &status).await
 }
 
-/// The stored ServiceRequest, after checking `If-Match` (`W/"n"`).
-async fn current(app: &AppState, id: &str, headers: &HeaderMap) -> Result<Value, FhirError> {
-    let referral = app
-        .referrals
-        .referral(id)
-        .await?
-        .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))?;
+/// The stored ServiceRequest, if it is the caller's own (only the referrer
+/// withdraws its referral), after checking `If-Match` (`W/"n"`).
+async fn current(
+    app: &AppState,
+    caller: &Caller,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Value, FhirError> {
+    let referral = visible_referral(app, caller, id).await?;
+    sending_referrer(caller)?;
     if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         let version = expected.trim().trim_start_matches("W/").trim_matches('"');
         if version != referral.version_id.to_string() {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use axum::{
+    Extension,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::Response,
@@ -13,8 +14,12 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use super::{
     AppState, FhirError, base_url, resource_id, resource_response, search_value, searchset,
+    visible_referral,
 };
-use crate::outcome::{Issue, IssueCode};
+use crate::{
+    auth::Caller,
+    outcome::{Issue, IssueCode},
+};
 
 /// Most Tasks one search returns.
 const SEARCH_LIMIT: i64 = 1000;
@@ -22,13 +27,19 @@ const SEARCH_LIMIT: i64 = 1000;
 /// `GET /fhir/Task/{id}`.
 pub async fn read(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
+    let not_found = || FhirError::NotFound(format!("Task/{id} is not known"));
     let task = app
         .referrals
         .task(resource_id("Task", &id)?)
         .await?
-        .ok_or_else(|| FhirError::NotFound(format!("Task/{id} is not known")))?;
+        .ok_or_else(not_found)?;
+    // A Task is visible to whoever may see its referral.
+    visible_referral(&app, &caller, &task.referral_id)
+        .await
+        .map_err(|_| not_found())?;
     Ok(resource_response(
         StatusCode::OK,
         task.version_id,
@@ -40,6 +51,7 @@ pub async fn read(
 /// (either parameter, or both).
 pub async fn search(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
@@ -59,14 +71,19 @@ pub async fn search(
         .transpose()?;
     let tasks = match (focus, &updated) {
         (Some(focus), _) => {
-            app.referrals
-                .tasks_for(search_value("focus", focus)?)
-                .await?
+            let id = search_value("focus", focus)?;
+            let id = id.strip_prefix("ServiceRequest/").unwrap_or(id);
+            match visible_referral(&app, &caller, id).await {
+                Ok(_) => app.referrals.tasks_for(id).await?,
+                // Another referrer's (or no) referral: no Tasks.
+                Err(FhirError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e),
+            }
         }
         (None, Some(updated)) => {
             app.referrals
                 .store
-                .tasks_updated_since(updated.lower_bound(), SEARCH_LIMIT)
+                .tasks_updated_since(updated.lower_bound(), caller.referrer(), SEARCH_LIMIT)
                 .await?
         }
         (None, None) => {

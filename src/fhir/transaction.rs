@@ -5,21 +5,27 @@
 //! entry that is not the ServiceRequest.
 
 use axum::{
+    Extension,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
 
-use super::{AppState, FHIR_JSON, FhirError, FhirJson, base_url, referral_location};
+use super::{
+    AppState, FHIR_JSON, FhirError, FhirJson, base_url, referral_location, sending_referrer,
+};
+use crate::auth::Caller;
 
 /// Answer a transaction with a `transaction-response` Bundle.
 pub async fn create(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
-    let receipt = app.referrals.submit_transaction(&body).await?;
+    let referrer = sending_referrer(&caller)?;
+    let receipt = app.referrals.submit_transaction(referrer, &body).await?;
     tracing::info!(
         referral_id = %receipt.referral.id,
         referrer_id = %receipt.referral.referrer_id,

@@ -42,6 +42,9 @@ pub enum IntakeError {
     /// `If-None-Exist` matched more than one referral.
     #[error("the If-None-Exist criteria matched more than one referral")]
     Ambiguous,
+    /// The caller may not send referrals for this organisation.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,6 +63,7 @@ impl Referrals {
     /// `If-None-Exist` header (`identifier=system|value`), if sent.
     pub async fn submit_service_request(
         &self,
+        referrer_id: &str,
         body: &Value,
         if_none_exist: Option<&str>,
     ) -> Result<Receipt, IntakeError> {
@@ -70,12 +74,16 @@ impl Referrals {
             "this endpoint takes a ServiceRequest; post a transaction Bundle to the base URL",
         )?;
         let referral = self.validate(Submission::ServiceRequest(body))?;
-        self.accept(referral, criteria).await
+        self.accept(referrer_id, referral, criteria).await
     }
 
     /// Accept a transaction Bundle holding one ServiceRequest and the
     /// resources it references.
-    pub async fn submit_transaction(&self, body: &Value) -> Result<Receipt, IntakeError> {
+    pub async fn submit_transaction(
+        &self,
+        referrer_id: &str,
+        body: &Value,
+    ) -> Result<Receipt, IntakeError> {
         expect_resource_type(
             body,
             "Bundle",
@@ -90,7 +98,7 @@ impl Referrals {
             bundle: body,
             service_request,
         })?;
-        self.accept(referral, None).await
+        self.accept(referrer_id, referral, None).await
     }
 
     fn validate<'a>(&self, submission: Submission<'a>) -> Result<Referral<'a>, IntakeError> {
@@ -99,8 +107,12 @@ impl Referrals {
             .map_err(IntakeError::Rejected)
     }
 
+    /// Accept a validated referral from `referrer_id` (the caller's token),
+    /// which must be the referrer whose ODS codes include the requesting
+    /// organisation.
     async fn accept(
         &self,
+        referrer_id: &str,
         referral: Referral<'_>,
         if_none_exist: Option<(Option<String>, String)>,
     ) -> Result<Receipt, IntakeError> {
@@ -116,6 +128,12 @@ impl Referrals {
                 .at(format!("{}.identifier", referral.organization.path)),
             ])));
         };
+        if referrer.id != referrer_id {
+            return Err(IntakeError::Forbidden(format!(
+                "this token may send referrals only for {referrer_id}; the requesting organisation (ODS code {}) belongs to another referrer",
+                referral.ods_code
+            )));
+        }
 
         if let Some((system, value)) = if_none_exist {
             let mut matches = self

@@ -209,6 +209,32 @@ pub struct MessageFilter {
     pub limit: i64,
 }
 
+/// A bearer token as stored: never the token itself, only a salted hash of
+/// its secret part.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRow {
+    /// The public part of the token (`sp_<id>_…`), used to find this row.
+    pub id: String,
+    /// `referrer` or `admin`.
+    pub role: String,
+    pub referrer_id: Option<String>,
+    pub salt: String,
+    pub hash: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl std::fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("referrer_id", &self.referrer_id)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An endpoint that is not sent to until re-enabled.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DisabledEndpoint {
@@ -257,12 +283,25 @@ pub trait Store: Send + Sync + 'static {
     /// The Tasks whose focus is this referral.
     async fn tasks_for_referral(&self, referral_id: &str) -> Result<Vec<TaskRow>, StoreError>;
 
+    /// Store a new token.
+    async fn insert_token(&self, token: TokenRow) -> Result<(), StoreError>;
+
+    /// A token by its public id.
+    async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError>;
+
+    /// Every token, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+
+    /// Revoke a token; `false` if there is no such unrevoked token.
+    async fn revoke_token(&self, id: &str, at: &str) -> Result<bool, StoreError>;
+
     /// Tasks last updated at or after `since` (an RFC 3339 UTC instant with
     /// milliseconds, as stored, so that text order is time order), oldest
     /// change first.
     async fn tasks_updated_since(
         &self,
         since: &str,
+        referrer_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<TaskRow>, StoreError>;
 
@@ -383,8 +422,16 @@ mod sql {
     pub const SELECT_TASK: &str = "SELECT * FROM tasks WHERE id = $1";
     pub const SELECT_TASKS_FOR_REFERRAL: &str =
         "SELECT * FROM tasks WHERE referral_id = $1 ORDER BY id";
-    pub const SELECT_TASKS_UPDATED_SINCE: &str =
-        "SELECT * FROM tasks WHERE last_updated >= $1 ORDER BY last_updated, id LIMIT $2";
+    pub const SELECT_TASKS_UPDATED_SINCE: &str = "SELECT t.* FROM tasks t \
+        JOIN referrals r ON r.id = t.referral_id \
+        WHERE t.last_updated >= $1 AND (CAST($2 AS TEXT) IS NULL OR r.referrer_id = $2) \
+        ORDER BY t.last_updated, t.id LIMIT $3";
+    pub const INSERT_TOKEN: &str = "INSERT INTO api_tokens \
+        (id, role, referrer_id, salt, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)";
+    pub const SELECT_TOKEN: &str = "SELECT * FROM api_tokens WHERE id = $1";
+    pub const SELECT_TOKENS: &str = "SELECT * FROM api_tokens ORDER BY created_at, id";
+    pub const REVOKE_TOKEN: &str =
+        "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
     pub const INSERT_MESSAGE: &str = "INSERT INTO outbox \
         (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of) \
         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)";
@@ -649,14 +696,64 @@ macro_rules! impl_store {
                 )
             }
 
+            async fn insert_token(
+                &self,
+                t: $crate::store::TokenRow,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::INSERT_TOKEN)
+                    .bind(&t.id)
+                    .bind(&t.role)
+                    .bind(&t.referrer_id)
+                    .bind(&t.salt)
+                    .bind(&t.hash)
+                    .bind(&t.created_at)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::TokenRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_TOKEN)
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn tokens(
+                &self,
+            ) -> Result<Vec<$crate::store::TokenRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_TOKENS)
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn revoke_token(
+                &self,
+                id: &str,
+                at: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query($crate::store::sql::REVOKE_TOKEN)
+                    .bind(id)
+                    .bind(at)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected()
+                    > 0)
+            }
+
             async fn tasks_updated_since(
                 &self,
                 since: &str,
+                referrer_id: Option<&str>,
                 limit: i64,
             ) -> Result<Vec<$crate::store::TaskRow>, $crate::store::StoreError> {
                 Ok(
                     sqlx::query_as($crate::store::sql::SELECT_TASKS_UPDATED_SINCE)
                         .bind(since)
+                        .bind(referrer_id)
                         .bind(limit)
                         .fetch_all(&self.reader)
                         .await?,

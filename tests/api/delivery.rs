@@ -295,7 +295,7 @@ async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(bac
     // Replay as sent, and re-mapped: both delivered, each with its own id.
     let replayed = fleet
         .app
-        .client
+        .admin
         .post(
             fleet
                 .app
@@ -309,7 +309,7 @@ async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(bac
     assert_eq!(replay["replay_of"], original.as_str());
     let remapped = fleet
         .app
-        .client
+        .admin
         .post(
             fleet
                 .app
@@ -332,7 +332,7 @@ async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(bac
     // A pending message cannot be replayed; an unknown one is not found.
     let unknown = fleet
         .app
-        .client
+        .admin
         .post(fleet.app.url("/admin/deliveries/msg_nope/replay"))
         .send()
         .await
@@ -403,7 +403,7 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Bac
 
     let enabled = fleet
         .app
-        .client
+        .admin
         .post(
             fleet
                 .app

@@ -15,7 +15,10 @@ use tokio::{
 
 use crate::{
     fleet::{Fleet, PATIENCE, aim, fast_delivery, receivers, write_config},
-    helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, valid, with_new_identifier},
+    helpers::{
+        Backend, MANIFEST_DIR, TestApp, TestDb, client_with, issue_token, json, valid,
+        with_new_identifier,
+    },
     on_both_backends,
 };
 
@@ -85,7 +88,13 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
     let config = write_config(dir.path(), &providers, &referrer);
     let (mut child, address) = start_binary(&db, &config).await;
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let client = reqwest::Client::new();
+    let client = client_with(
+        &issue_token(
+            &db.url,
+            signpost::auth::Role::Referrer("riverside-surgery".into()),
+        )
+        .await,
+    );
     let mut clients = Vec::new();
     for _ in 0..4 {
         let (client, address, acknowledged) =

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::Digest as _;
 use signpost::{
+    auth::Role,
     config::{Config, ENV_DATABASE_URL, ENV_LISTEN, SecretSource},
     startup::Application,
     webhooks::Secret,
@@ -163,7 +164,13 @@ pub fn test_config(database_url: &str) -> Config {
 /// A running Signpost.
 pub struct TestApp {
     pub address: String,
+    /// Sends the referrer's token (Riverside Surgery) on every request.
     pub client: reqwest::Client,
+    /// Sends an admin token on every request.
+    pub admin: reqwest::Client,
+    /// Sends no token.
+    pub anonymous: reqwest::Client,
+    pub referrer_token: String,
     pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -187,9 +194,14 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
+        let referrer_token = issue_token(&db.url, Role::Referrer("riverside-surgery".into())).await;
+        let admin_token = issue_token(&db.url, Role::Admin).await;
         TestApp {
             address,
-            client: reqwest::Client::new(),
+            client: client_with(&referrer_token),
+            admin: client_with(&admin_token),
+            anonymous: reqwest::Client::new(),
+            referrer_token,
             db,
             stop: Some(stop),
             server: Some(server),
@@ -244,13 +256,43 @@ impl TestApp {
         .await
     }
 
+    /// GET with the referrer's token (the admin's for `/admin/…`).
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
+        let client = if path.starts_with("/admin/") {
+            &self.admin
+        } else {
+            &self.client
+        };
+        client
             .get(self.url(path))
             .send()
             .await
             .expect("request sent")
     }
+}
+
+/// Issue a token straight into the database, as `signpost tokens create`
+/// does.
+pub async fn issue_token(database_url: &str, role: Role) -> String {
+    let store = signpost::store::open(database_url, 1)
+        .await
+        .expect("the test database opens");
+    let issued = signpost::auth::issue(&role);
+    store.insert_token(issued.row).await.expect("token stored");
+    issued.token
+}
+
+/// A client that sends `token` on every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Read a response body as JSON.

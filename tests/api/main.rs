@@ -12,5 +12,6 @@ mod intake;
 mod receiver;
 mod reload;
 mod routing;
+mod security;
 mod status;
 mod validation;

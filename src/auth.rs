@@ -1,0 +1,230 @@
+//! Who is calling: bearer tokens for referrers (practice systems) and
+//! operators (admins).
+//!
+//! A token reads `sp_<id>_<secret>`: `id` (16 hex digits) finds its row,
+//! `secret` (32 random bytes, base64url) proves possession. Only a salted
+//! HMAC-SHA256 of the secret is stored, and it is compared in constant
+//! time. The secret has 256 bits of entropy, so a slow password hash
+//! (argon2) would add nothing but latency to every request: nobody can
+//! guess a secret, and the hash is useless without it. The token is shown
+//! once, by `signpost tokens create`, and never logged.
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use chrono::{SecondsFormat, Utc};
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::{
+    fhir::{AppState, FhirError},
+    store::{Store, StoreError, TokenRow},
+};
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// What a token allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A referring organisation: sends referrals, sees only its own.
+    Referrer(String),
+    /// An operator: the `/admin` API and every referral.
+    Admin,
+}
+
+/// The authenticated caller of a request (a request extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's public id (for logs and the audit trail).
+    pub token_id: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// The referrer this caller acts for, if a referrer.
+    pub fn referrer(&self) -> Option<&str> {
+        match &self.role {
+            Role::Referrer(id) => Some(id),
+            Role::Admin => None,
+        }
+    }
+
+    /// Whether the caller may see a referral sent by `referrer_id`.
+    pub fn may_see(&self, referrer_id: &str) -> bool {
+        match &self.role {
+            Role::Referrer(id) => id == referrer_id,
+            Role::Admin => true,
+        }
+    }
+}
+
+/// A newly issued token: the text to hand over (once) and the row to store.
+pub struct Issued {
+    pub token: String,
+    pub row: TokenRow,
+}
+
+/// Issue a token for `role`.
+pub fn issue(role: &Role) -> Issued {
+    let id: String = random::<8>().iter().map(|b| format!("{b:02x}")).collect();
+    let secret = URL_SAFE_NO_PAD.encode(random::<32>());
+    let salt = random::<16>();
+    let (role_name, referrer_id) = match role {
+        Role::Referrer(id) => ("referrer", Some(id.clone())),
+        Role::Admin => ("admin", None),
+    };
+    Issued {
+        token: format!("sp_{id}_{secret}"),
+        row: TokenRow {
+            id,
+            role: role_name.into(),
+            referrer_id,
+            salt: STANDARD.encode(salt),
+            hash: STANDARD.encode(digest(&salt, secret.as_bytes()).finalize().into_bytes()),
+            created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            revoked_at: None,
+        },
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes
+}
+
+fn digest(salt: &[u8], secret: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(salt).expect("HMAC takes any key length");
+    mac.update(secret);
+    mac
+}
+
+/// Why a request is not authenticated. The client is told only "missing"
+/// or "invalid": an unknown, wrong and revoked token look the same.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Invalid,
+}
+
+/// The caller presenting `Authorization: Bearer <token>`.
+pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(AuthError::Missing);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or(AuthError::Invalid)?;
+    let (id, secret) = token
+        .strip_prefix("sp_")
+        .and_then(|t| t.split_once('_'))
+        .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or(AuthError::Invalid)?;
+    let row = store.token(id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot look up a token");
+        AuthError::Invalid
+    })?;
+    // Compute the HMAC whether or not the id exists, so that timing does not
+    // tell a wrong secret from an unknown id.
+    let (salt, expected) = match &row {
+        Some(row) => (
+            STANDARD.decode(&row.salt).unwrap_or_default(),
+            STANDARD.decode(&row.hash).unwrap_or_default(),
+        ),
+        None => (vec![0u8; 16], vec![0u8; 32]),
+    };
+    let matches = digest(&salt, secret.as_bytes())
+        .verify_slice(&expected)
+        .is_ok();
+    match row {
+        Some(row) if matches && row.revoked_at.is_none() => Ok(Caller {
+            token_id: row.id,
+            role: match row.referrer_id {
+                Some(referrer) if row.role == "referrer" => Role::Referrer(referrer),
+                _ if row.role == "admin" => Role::Admin,
+                _ => return Err(AuthError::Invalid),
+            },
+        }),
+        _ => Err(AuthError::Invalid),
+    }
+}
+
+/// Middleware: any authenticated caller; the [`Caller`] is added to the
+/// request's extensions.
+pub async fn any_caller(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    match authenticate(app.referrals.store.as_ref(), request.headers()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => unauthenticated(e),
+    }
+}
+
+/// Middleware: operators only (`403` for a referrer's token).
+pub async fn admin_only(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    match authenticate(app.referrals.store.as_ref(), request.headers()).await {
+        Ok(caller) if caller.role == Role::Admin => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Ok(caller) => {
+            tracing::info!(token_id = %caller.token_id, "admin endpoint refused to a referrer token");
+            FhirError::Forbidden("this endpoint needs an admin token".into()).into_response()
+        }
+        Err(e) => unauthenticated(e),
+    }
+}
+
+fn unauthenticated(error: AuthError) -> Response {
+    tracing::info!(reason = ?error, "request refused: not authenticated");
+    FhirError::Unauthenticated {
+        token_sent: error == AuthError::Invalid,
+    }
+    .into_response()
+}
+
+/// Revoke a token by id.
+pub async fn revoke(store: &dyn Store, id: &str) -> Result<bool, StoreError> {
+    store
+        .revoke_token(id, &Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_verifies_against_its_stored_hash_and_nothing_else() {
+        let issued = issue(&Role::Referrer("r".into()));
+        let (id, secret) = issued.token["sp_".len()..].split_once('_').unwrap();
+        assert_eq!(id, issued.row.id);
+        let salt = STANDARD.decode(&issued.row.salt).unwrap();
+        let hash = STANDARD.decode(&issued.row.hash).unwrap();
+        assert!(digest(&salt, secret.as_bytes()).verify_slice(&hash).is_ok());
+        assert!(digest(&salt, b"guess").verify_slice(&hash).is_err());
+        assert!(
+            !issued.row.hash.contains(secret),
+            "the secret is not stored"
+        );
+        assert!(!format!("{:?}", issued.row).contains(&issued.row.hash));
+        // Two tokens never share an id, salt or secret.
+        let other = issue(&Role::Admin);
+        assert_ne!(other.row.id, issued.row.id);
+        assert_ne!(other.row.salt, issued.row.salt);
+    }
+}
