@@ -9,6 +9,7 @@ mod errors;
 mod fleet;
 mod idempotency;
 mod intake;
+mod privacy;
 mod receiver;
 mod reload;
 mod routing;
