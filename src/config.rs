@@ -61,6 +61,9 @@ struct RawProvider {
     /// Plain `http://` to a loopback address is refused unless this is set.
     #[serde(default)]
     allow_insecure_http: bool,
+    /// A target on a private network is refused unless this is set.
+    #[serde(default)]
+    allow_private_network: bool,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     previous_secret_env: Option<String>,
@@ -79,6 +82,9 @@ struct RawReferrer {
     /// Plain `http://` to a loopback address is refused unless this is set.
     #[serde(default)]
     allow_insecure_http: bool,
+    /// A target on a private network is refused unless this is set.
+    #[serde(default)]
+    allow_private_network: bool,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     previous_secret_env: Option<String>,
@@ -229,6 +235,9 @@ pub struct Provider {
     pub previous_secret: Option<SecretSource>,
     /// End of the rotation's grace period (`previous_secret_until`).
     pub previous_secret_until: Option<DateTime<Utc>>,
+    /// The target may be on a private network (`allow_private_network`;
+    /// see [`crate::egress`]).
+    pub allow_private_network: bool,
 }
 
 /// A referring organisation: a practice, a PCN, a hospital team
@@ -252,6 +261,9 @@ pub struct Referrer {
     pub previous_secret: Option<SecretSource>,
     /// End of the rotation's grace period (`previous_secret_until`).
     pub previous_secret_until: Option<DateTime<Utc>>,
+    /// The target may be on a private network (`allow_private_network`;
+    /// see [`crate::egress`]).
+    pub allow_private_network: bool,
 }
 
 /// Every problem found in a configuration file.
@@ -376,6 +388,7 @@ impl RawConfig {
                 "intake_url",
                 raw.intake_url,
                 raw.allow_insecure_http,
+                raw.allow_private_network,
                 &mut problems,
             );
             let secrets = RawSecrets {
@@ -396,6 +409,7 @@ impl RawConfig {
                         secret: secrets.current,
                         previous_secret: secrets.previous,
                         previous_secret_until: secrets.previous_until,
+                        allow_private_network: raw.allow_private_network,
                     },
                 );
             }
@@ -424,6 +438,7 @@ impl RawConfig {
                 "callback_url",
                 raw.callback_url,
                 raw.allow_insecure_http,
+                raw.allow_private_network,
                 &mut problems,
             );
             let secrets = RawSecrets {
@@ -445,6 +460,7 @@ impl RawConfig {
                         secret: secrets.current,
                         previous_secret: secrets.previous,
                         previous_secret_until: secrets.previous_until,
+                        allow_private_network: raw.allow_private_network,
                     },
                 );
             }
@@ -716,6 +732,7 @@ fn outbound_url(
     field: &str,
     value: Option<String>,
     allow_insecure_http: bool,
+    allow_private_network: bool,
     problems: &mut Vec<String>,
 ) -> Option<Url> {
     let Some(text) = value else {
@@ -729,6 +746,23 @@ fn outbound_url(
             return None;
         }
     };
+    // A literal address needs no lookup to know it is private (host names
+    // are resolved and checked at start-up and on every connection).
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && !ip.is_loopback()
+        && !crate::egress::is_public(ip)
+        && !allow_private_network
+    {
+        problems.push(format!(
+            "`{table}.{field}`: {ip} is a private, link-local or reserved address; set `allow_private_network = true` if that is intended"
+        ));
+        return None;
+    }
     match url.scheme() {
         "https" => Some(url),
         "http" if is_loopback(&url) && allow_insecure_http => Some(url),
@@ -972,6 +1006,29 @@ mod tests {
         let err = load("[providers.x]\nintake_url = \"https://x.example/\"\nintake_ulr = \"y\"\n")
             .unwrap_err();
         assert!(err.to_string().contains("intake_ulr"), "{err}");
+    }
+
+    #[test]
+    fn private_and_metadata_addresses_need_an_explicit_allowance() {
+        let table = |url: &str, extra: &str| {
+            format!("[providers.a]\nintake_url = \"{url}\"\nsecret_env = \"A\"\n{extra}\n")
+        };
+        for url in [
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.5/intake",
+            "https://[fd00:ec2::254]/",
+        ] {
+            let err = load(&table(url, "")).unwrap_err();
+            assert!(
+                err.to_string().contains("allow_private_network"),
+                "{url}: {err}"
+            );
+            assert!(
+                load(&table(url, "allow_private_network = true")).is_ok(),
+                "{url}"
+            );
+        }
+        assert!(load(&table("https://51.140.1.1/intake", "")).is_ok());
     }
 
     #[test]

@@ -88,6 +88,10 @@ impl Worker {
         let delivery = &config.delivery;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Targets are reached directly, through the address guard
+            // (a proxy would resolve names beyond its reach).
+            .no_proxy()
+            .dns_resolver(crate::egress::resolver(&config))
             .connect_timeout(delivery.connect_timeout)
             .timeout(delivery.request_timeout)
             .user_agent(concat!("Signpost/", env!("CARGO_PKG_VERSION")))

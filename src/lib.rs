@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod egress;
 pub mod fhir;
 pub mod fhirpath;
 pub mod mapping;

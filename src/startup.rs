@@ -41,6 +41,11 @@ impl Components {
         let keys = config.signing_keys().map_err(|problems| {
             anyhow::anyhow!("signing secrets:\n  - {}", problems.join("\n  - "))
         })?;
+        crate::egress::check_targets(&config)
+            .await
+            .map_err(|problems| {
+                anyhow::anyhow!("outbound targets:\n  - {}", problems.join("\n  - "))
+            })?;
         let (referrals, mappings) = referrals(config).await?;
         let config = referrals.config.clone();
         let keys = Arc::new(keys);

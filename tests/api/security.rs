@@ -29,6 +29,7 @@ fn with_hilltop(config: &mut Config) {
             secret: SecretSource::Inline(Secret::generate()),
             previous_secret: None,
             previous_secret_until: None,
+            allow_private_network: false,
         },
     );
 }
@@ -400,6 +401,44 @@ async fn tokens_are_issued_and_revoked_from_the_command_line(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// An endpoint named by a host name that resolves to this machine (not
+/// `localhost`): Signpost refuses to start unless the table allows a
+/// private network.
+#[tokio::test]
+async fn a_target_whose_name_leads_to_a_private_address_is_refused_at_start_up() {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let resolves_privately = match tokio::net::lookup_host((host.as_str(), 443)).await {
+        Ok(addrs) => addrs
+            .into_iter()
+            .all(|a| !signpost::egress::is_public(a.ip())),
+        Err(_) => false,
+    };
+    assert!(
+        resolves_privately && !host.is_empty(),
+        "this test needs the machine's host name ({host:?}) to resolve to a private or loopback address, as it does on the project's machines"
+    );
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let mut config = crate::helpers::test_config(&db.url);
+    config.providers.get_mut("activelives").unwrap().intake_url =
+        format!("https://{host}/intake").parse().unwrap();
+    let refused = signpost::startup::Application::build(config.clone()).await;
+    let message = format!("{:#}", refused.err().expect("start-up is refused"));
+    assert!(
+        message.contains("providers.activelives.intake_url")
+            && message.contains("allow_private_network"),
+        "{message}"
+    );
+    config
+        .providers
+        .get_mut("activelives")
+        .unwrap()
+        .allow_private_network = true;
+    assert!(signpost::startup::Application::build(config).await.is_ok());
 }
 
 on_both_backends!(

@@ -1,0 +1,210 @@
+//! Where Signpost may send patient data: the outbound address policy
+//! (a guard against server-side request forgery).
+//!
+//! Targets come only from the configuration. Beyond that, a target named
+//! by a host name must not resolve to a private, loopback, link-local
+//! (cloud metadata at 169.254.169.254 included), carrier-grade NAT or
+//! otherwise non-public address, unless its configuration table says
+//! `allow_private_network = true` (an endpoint on an internal network such
+//! as HSCN) or the URL itself names loopback. This is checked at start-up
+//! and again on every connection, by the HTTP client's resolver, so a DNS
+//! answer that changes later (DNS rebinding) cannot redirect a delivery.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Url;
+
+use crate::config::Config;
+
+/// Whether `ip` is an ordinary public Internet address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        // 100.64.0.0/10 carrier-grade NAT; 192.0.0.0/24 protocol
+        // assignments; 198.18.0.0/15 benchmarking; 240.0.0.0/4 reserved.
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && ip.octets()[2] == 0)
+        || (a == 198 && (b == 18 || b == 19))
+        || a >= 240)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        // fc00::/7 unique local (AWS metadata fd00:ec2::254 among them),
+        // fe80::/10 link-local, 2001:db8::/32 documentation.
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xffc0) == 0xfe80
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8))
+}
+
+/// Whether the URL's host is loopback by name or address.
+pub fn names_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Every configured target: (config key, URL, allow_private_network).
+fn targets(config: &Config) -> Vec<(String, &Url, bool)> {
+    let providers = config.providers.values().map(|p| {
+        (
+            format!("providers.{}.intake_url", p.id),
+            &p.intake_url,
+            p.allow_private_network,
+        )
+    });
+    let referrers = config.referrers.values().map(|r| {
+        (
+            format!("referrers.{}.callback_url", r.id),
+            &r.callback_url,
+            r.allow_private_network,
+        )
+    });
+    providers.chain(referrers).collect()
+}
+
+/// The resolver for delivery: host names resolve only to public addresses,
+/// except the hosts of targets that are loopback or allowed private.
+pub fn resolver(config: &Config) -> Arc<GuardedResolver> {
+    let exempt = targets(config)
+        .into_iter()
+        .filter(|(_, url, allowed)| *allowed || names_loopback(url))
+        .filter_map(|(_, url, _)| url.host_str().map(|h| h.to_ascii_lowercase()))
+        .collect();
+    Arc::new(GuardedResolver { exempt })
+}
+
+/// Resolve every guarded target's host now and report those that lead only
+/// to non-public addresses. A host that does not resolve at all is only
+/// logged: the endpoint may be down, and every attempt is checked anyway.
+pub async fn check_targets(config: &Config) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    for (key, url, allowed) in targets(config) {
+        let Some(url::Host::Domain(host)) = url.host() else {
+            continue; // literal addresses are checked with the configuration
+        };
+        if allowed || names_loopback(url) {
+            continue;
+        }
+        match tokio::net::lookup_host((host, 0)).await {
+            Ok(addrs) => {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                if !addrs.is_empty() && !addrs.iter().any(|a| is_public(a.ip())) {
+                    problems.push(format!(
+                        "`{key}`: {host} resolves only to private, loopback or link-local addresses; set `allow_private_network = true` in its table if that is intended"
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target_key = %key, host, error = %e, "cannot resolve an endpoint's host at start-up");
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// A DNS resolver that drops non-public addresses for guarded hosts.
+pub struct GuardedResolver {
+    exempt: BTreeSet<String>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        let exempt = self.exempt.contains(&host);
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| exempt || is_public(a.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no public address; refused (allow_private_network)"
+                )
+                .into());
+            }
+            Ok(Box::new(found.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "51.140.1.1", "2a00:1450:4009:81f::200e"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_a_name_that_leads_to_loopback() {
+        use std::str::FromStr;
+        let guarded = GuardedResolver {
+            exempt: BTreeSet::new(),
+        };
+        let refused = guarded.resolve(Name::from_str("localhost").unwrap()).await;
+        assert!(refused.is_err());
+        let exempt = GuardedResolver {
+            exempt: ["localhost".to_owned()].into(),
+        };
+        let allowed = exempt
+            .resolve(Name::from_str("localhost").unwrap())
+            .await
+            .map_err(|e| e.to_string())
+            .unwrap();
+        assert!(allowed.into_iter().all(|a| a.ip().is_loopback()));
+    }
+}
