@@ -167,8 +167,11 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Call
 pub async fn any_caller(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     match authenticate(app.referrals.store.as_ref(), request.headers()).await {
         Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
+            request.extensions_mut().insert(caller.clone());
+            let mut response = next.run(request).await;
+            // For the audit trail.
+            response.extensions_mut().insert(caller);
+            response
         }
         Err(e) => unauthenticated(e),
     }
@@ -178,12 +181,17 @@ pub async fn any_caller(State(app): State<AppState>, mut request: Request, next:
 pub async fn admin_only(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     match authenticate(app.referrals.store.as_ref(), request.headers()).await {
         Ok(caller) if caller.role == Role::Admin => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
+            request.extensions_mut().insert(caller.clone());
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(caller);
+            response
         }
         Ok(caller) => {
             tracing::info!(token_id = %caller.token_id, "admin endpoint refused to a referrer token");
-            FhirError::Forbidden("this endpoint needs an admin token".into()).into_response()
+            let mut response =
+                FhirError::Forbidden("this endpoint needs an admin token".into()).into_response();
+            response.extensions_mut().insert(caller);
+            response
         }
         Err(e) => unauthenticated(e),
     }

@@ -278,10 +278,50 @@ async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Resu
             } else {
                 Replay::AsSent
             };
-            let message = referrals.replay(&id, how).await?;
-            print_json(&message_json(&message, None));
+            let replayed = referrals.replay(&id, how).await;
+            audit_command(
+                referrals.store.as_ref(),
+                if remap {
+                    "deliveries replay --remap"
+                } else {
+                    "deliveries replay"
+                },
+                Some(format!("outbox/{id}")),
+                replayed.as_ref().ok().map(|m| m.referral_id.clone()),
+                match &replayed {
+                    Ok(message) => &message.id,
+                    Err(_) => "refused",
+                },
+            )
+            .await?;
+            print_json(&message_json(&replayed?, None));
         }
     }
+    Ok(())
+}
+
+/// Record an operator's command in the audit trail, as `cli:<user>`.
+async fn audit_command(
+    store: &dyn crate::store::Store,
+    action: &str,
+    resource: Option<String>,
+    referral_id: Option<String>,
+    outcome: &str,
+) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    store
+        .append_audit(&[crate::store::AuditRow {
+            seq: 0,
+            at: crate::audit::now(),
+            actor: format!("cli:{user}"),
+            client: Some("local".into()),
+            request_id: None,
+            action: action.into(),
+            resource,
+            referral_id,
+            outcome: outcome.into(),
+        }])
+        .await?;
     Ok(())
 }
 
@@ -303,6 +343,14 @@ async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::Result<()> {
             };
             let issued = issue(&role);
             store.insert_token(issued.row.clone()).await?;
+            audit_command(
+                store.as_ref(),
+                &format!("tokens create {}", issued.row.role),
+                Some(format!("token/{}", issued.row.id)),
+                None,
+                "created",
+            )
+            .await?;
             eprintln!(
                 "token {} issued; it is shown once, store it now:",
                 issued.row.id
@@ -324,7 +372,16 @@ async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::Result<()> {
             print_json(&Value::Array(list));
         }
         TokensCommand::Revoke { id } => {
-            if !revoke(store.as_ref(), &id).await? {
+            let revoked = revoke(store.as_ref(), &id).await?;
+            audit_command(
+                store.as_ref(),
+                "tokens revoke",
+                Some(format!("token/{id}")),
+                None,
+                if revoked { "revoked" } else { "not found" },
+            )
+            .await?;
+            if !revoked {
                 anyhow::bail!("no unrevoked token {id}");
             }
             println!("token {id} revoked");
@@ -345,7 +402,16 @@ async fn endpoints(config: PathBuf, command: EndpointsCommand) -> anyhow::Result
             print_json(&Value::Array(list));
         }
         EndpointsCommand::Enable { endpoint } => {
-            if !referrals.enable_endpoint(&endpoint).await? {
+            let enabled = referrals.enable_endpoint(&endpoint).await?;
+            audit_command(
+                referrals.store.as_ref(),
+                "endpoints enable",
+                Some(format!("endpoint/{endpoint}")),
+                None,
+                if enabled { "enabled" } else { "not disabled" },
+            )
+            .await?;
+            if !enabled {
                 anyhow::bail!("{endpoint} is not disabled");
             }
             println!("{endpoint} re-enabled");

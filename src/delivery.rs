@@ -26,7 +26,7 @@ use url::Url;
 use crate::{
     config::{Config, DeliveryConfig},
     referrals::{Referrals, lifecycle::KIND_NOTIFICATION},
-    store::{AttemptRow, Disposition, FinishedAttempt, MessageRow, Store, StoreError},
+    store::{AttemptRow, AuditRow, Disposition, FinishedAttempt, MessageRow, Store, StoreError},
     webhooks::SigningKeys,
 };
 
@@ -308,6 +308,20 @@ impl Worker {
                 attempt: attempt.clone(),
                 disposition: disposition.clone(),
                 task_update,
+                audit: AuditRow {
+                    seq: 0,
+                    at: attempt.started_at.clone(),
+                    actor: "signpost:delivery".into(),
+                    client: None,
+                    request_id: None,
+                    action: format!("deliver {} to {}", message.kind, message.endpoint),
+                    resource: Some(format!("outbox/{}", message.id)),
+                    referral_id: Some(message.referral_id.clone()),
+                    outcome: match answer.status {
+                        Some(status) => format!("{outcome} ({status})"),
+                        None => outcome.to_owned(),
+                    },
+                },
             };
             match self.store().finish_attempt(finished).await {
                 Ok(()) => {

@@ -10,6 +10,7 @@
 //! [`fhirpath`] is the FHIRPath engine (over plain JSON) that mappings and
 //! routing rules are written in.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -26,12 +26,16 @@ pub struct Application {
     worker: Worker,
     /// `[delivery] worker`: deliver from this process too.
     run_worker: bool,
+    audit_writer: tokio::task::JoinHandle<()>,
 }
 
 /// Everything a Signpost process runs on, bound to no port.
 pub struct Components {
     pub state: AppState,
     pub worker: Worker,
+    /// Writes the audit trail's request records; ends once every
+    /// `AuditLog` is dropped.
+    pub audit_writer: tokio::task::JoinHandle<()>,
 }
 
 impl Components {
@@ -50,14 +54,17 @@ impl Components {
         let config = referrals.config.clone();
         let keys = Arc::new(keys);
         let worker = Worker::new(config.clone(), keys.clone(), referrals.clone())?;
+        let (audit, audit_writer) = crate::audit::AuditLog::start(referrals.store.clone());
         Ok(Components {
             state: AppState {
                 config,
                 referrals,
                 mappings,
                 keys,
+                audit,
             },
             worker,
+            audit_writer,
         })
     }
 }
@@ -96,6 +103,7 @@ impl Application {
         let run_worker = components.state.config.delivery.worker;
         Ok(Application {
             run_worker,
+            audit_writer: components.audit_writer,
             listener,
             router: fhir::router(components.state),
             mappings,
@@ -134,9 +142,21 @@ impl Application {
         let worker = self
             .run_worker
             .then(|| tokio::spawn(self.worker.run(until(stopped.clone()))));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(until(stopped))
-            .await;
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(until(stopped))
+        .await;
+        // The router (and with it every audit sender) is gone: the writer
+        // finishes what is queued.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("the audit writer did not finish within 10 s");
+        }
         if let Some(worker) = worker {
             let _ = worker.await;
         }

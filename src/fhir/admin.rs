@@ -155,6 +155,66 @@ pub async fn callbacks(
     })))
 }
 
+/// `GET /admin/audit?referral=&actor=&since=&limit=`: the audit trail,
+/// newest first. (There is no way to change or delete a record.)
+pub async fn audit(
+    State(app): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, FhirError> {
+    let bad = |text: String| FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)]);
+    let mut filter = crate::store::AuditFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    for (key, value) in &params {
+        match key.as_str() {
+            "referral" => {
+                filter.referral_id = Some(
+                    value
+                        .strip_prefix("ServiceRequest/")
+                        .unwrap_or(value)
+                        .to_owned(),
+                );
+            }
+            "actor" => filter.actor = Some(value.clone()),
+            "since" => {
+                let since = chrono::DateTime::parse_from_rfc3339(value)
+                    .map_err(|_| bad("since is an instant such as 2026-11-22T10:00:00Z".into()))?;
+                filter.since = Some(
+                    since
+                        .with_timezone(&chrono::Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                );
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?}; use referral, actor, since or limit"
+                )));
+            }
+        }
+    }
+    let records = app.referrals.store.audit(&filter).await?;
+    Ok(Json(json!({
+        "records": records.iter().map(|r| json!({
+            "at": r.at,
+            "actor": r.actor,
+            "client": r.client,
+            "request_id": r.request_id,
+            "action": r.action,
+            "resource": r.resource,
+            "referral": r.referral_id.as_ref().map(|id| format!("ServiceRequest/{id}")),
+            "outcome": r.outcome,
+        })).collect::<Vec<_>>()
+    })))
+}
+
 /// `GET /admin/endpoints`: endpoints disabled by a `410 Gone`.
 pub async fn endpoints(State(app): State<AppState>) -> Result<Json<Value>, FhirError> {
     let disabled = app.referrals.disabled_endpoints().await?;

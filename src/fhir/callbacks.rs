@@ -12,6 +12,7 @@ use axum::{
 
 use super::{AppState, FHIR_JSON, FhirError, request::LimitedBody};
 use crate::{
+    audit::AuditActor,
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     referrals::{lifecycle::CallbackOutcome, provider_endpoint},
 };
@@ -49,8 +50,14 @@ pub async fn status(
         .referrals
         .provider_callback(&provider_id, &webhook_id, text)
         .await?;
+    let mut referral = None;
     let (status, issues) = match outcome {
-        CallbackOutcome::Applied { task_id, status } => {
+        CallbackOutcome::Applied {
+            referral_id,
+            task_id,
+            status,
+        } => {
+            referral = Some(referral_id);
             tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, task_id = %task_id, task_status = %status, "status callback applied");
             (
                 StatusCode::OK,
@@ -74,12 +81,19 @@ pub async fn status(
             )
         }
     };
-    Ok((
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
         operation_outcome(&issues).to_string(),
     )
-        .into_response())
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(AuditActor(format!("provider:{provider_id}")));
+    Ok(match referral {
+        Some(id) => super::about_referral(response, &id),
+        None => response,
+    })
 }
 
 fn informational(text: String) -> Issue {

@@ -45,6 +45,7 @@ pub struct AppState {
     pub mappings: Arc<Mappings>,
     /// Signing keys by endpoint (`provider:<id>`, `referrer:<id>`).
     pub keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
+    pub audit: crate::audit::AuditLog,
 }
 
 /// The whole HTTP application.
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::replay),
         )
         .route("/callbacks", get(admin::callbacks))
+        .route("/audit", get(admin::audit))
         .route("/endpoints", get(admin::endpoints))
         .route(
             "/endpoints/{endpoint}/enable",
@@ -109,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record_requests,
+        ))
         .layer(axum::middleware::from_fn(request::request_ids))
         // Outermost: a panic in any handler becomes a bare 500
         // OperationOutcome; the request id layer still sees and echoes it.
@@ -238,6 +244,14 @@ pub async fn visible_referral(
         .await?
         .filter(|r| caller.may_see(&r.referrer_id))
         .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))
+}
+
+/// `response`, noting for the audit trail which referral it concerned.
+pub fn about_referral(mut response: Response, referral_id: &str) -> Response {
+    response
+        .extensions_mut()
+        .insert(crate::audit::AuditReferral(referral_id.to_owned()));
+    response
 }
 
 /// `Location` of a referral's current version.

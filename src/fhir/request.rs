@@ -155,8 +155,11 @@ fn id_from(headers: &HeaderMap, name: &HeaderName) -> String {
 /// in a span carrying them (so every log line of the request has them), echo
 /// both on the response, and log one line per request: route template,
 /// status and latency, never the URL's query or any body.
-pub async fn request_ids(request: Request<Body>, next: Next) -> Response {
+pub async fn request_ids(mut request: Request<Body>, next: Next) -> Response {
     let request_id = id_from(request.headers(), &X_REQUEST_ID);
+    request
+        .extensions_mut()
+        .insert(crate::audit::RequestId(request_id.clone()));
     let correlation_id = id_from(request.headers(), &X_CORRELATION_ID);
     let route = request
         .extensions()

@@ -14,7 +14,7 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    AppState, FhirError, FhirJson, base_url, referral_location,
+    AppState, FhirError, FhirJson, about_referral, base_url, referral_location,
     request::{LimitedBody, bad_request},
     resource_id, resource_response, search_value, searchset, sending_referrer, visible_referral,
 };
@@ -59,7 +59,7 @@ pub async fn create(
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    Ok(about_referral(response, &receipt.referral.id))
 }
 
 /// `GET /fhir/ServiceRequest/{id}`.
@@ -69,11 +69,8 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let referral = visible_referral(&app, &caller, &id).await?;
-    Ok(resource_response(
-        StatusCode::OK,
-        referral.version_id,
-        referral.resource,
-    ))
+    let response = resource_response(StatusCode::OK, referral.version_id, referral.resource);
+    Ok(about_referral(response, &referral.id))
 }
 
 /// `GET /fhir/ServiceRequest/{id}/_history/{version}`: only the current
@@ -88,11 +85,8 @@ pub async fn vread(
         .ok_or_else(|| {
             FhirError::NotFound(format!("ServiceRequest/{id} has no version {version}"))
         })?;
-    Ok(resource_response(
-        StatusCode::OK,
-        referral.version_id,
-        referral.resource,
-    ))
+    let response = resource_response(StatusCode::OK, referral.version_id, referral.resource);
+    Ok(about_referral(response, &referral.id))
 }
 
 /// `GET /fhir/ServiceRequest?identifier=system|value`.

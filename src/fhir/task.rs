@@ -13,8 +13,8 @@ use axum::{
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use super::{
-    AppState, FhirError, base_url, resource_id, resource_response, search_value, searchset,
-    visible_referral,
+    AppState, FhirError, about_referral, base_url, resource_id, resource_response, search_value,
+    searchset, visible_referral,
 };
 use crate::{
     auth::Caller,
@@ -40,11 +40,9 @@ pub async fn read(
     visible_referral(&app, &caller, &task.referral_id)
         .await
         .map_err(|_| not_found())?;
-    Ok(resource_response(
-        StatusCode::OK,
-        task.version_id,
-        task.resource,
-    ))
+    let referral_id = task.referral_id.clone();
+    let response = resource_response(StatusCode::OK, task.version_id, task.resource);
+    Ok(about_referral(response, &referral_id))
 }
 
 /// `GET /fhir/Task?focus=ServiceRequest/{id}&_lastUpdated=gt2026-11-22T10:00:00Z`
@@ -105,12 +103,20 @@ pub async fn search(
         }
     }
     let self_link = format!("{base}/Task?{}", query.join("&"));
-    Ok(searchset(
+    let referral_id = match tasks.as_slice() {
+        [one] if focus.is_some() => Some(one.referral_id.clone()),
+        _ => None,
+    };
+    let response = searchset(
         &base,
         self_link,
         "Task",
         tasks.into_iter().map(|t| (t.id, t.resource)).collect(),
-    ))
+    );
+    Ok(match referral_id {
+        Some(id) => about_referral(response, &id),
+        None => response,
+    })
 }
 
 /// A `_lastUpdated` search: a prefix and an instant, normalised to the

@@ -13,7 +13,8 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    AppState, FHIR_JSON, FhirError, FhirJson, base_url, referral_location, sending_referrer,
+    AppState, FHIR_JSON, FhirError, FhirJson, about_referral, base_url, referral_location,
+    sending_referrer,
 };
 use crate::auth::Caller;
 
@@ -80,5 +81,5 @@ pub async fn create(
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    Ok(about_referral(response, &receipt.referral.id))
 }

@@ -74,7 +74,11 @@ pub enum ChangeError {
 pub enum CallbackOutcome {
     /// The Task changed (or took the business status) and the referrer
     /// will be told.
-    Applied { task_id: String, status: String },
+    Applied {
+        referral_id: String,
+        task_id: String,
+        status: String,
+    },
     /// This webhook-id was received before: nothing changed; the answer
     /// then was `status`.
     Duplicate { status: u16, outcome: String },
@@ -187,9 +191,13 @@ impl Referrals {
             let (referral_id, result) = self.map_callback(provider_id, body).await?;
             let (inbound, update, outcome) = match result {
                 Ok((update, task_id, status)) => (
-                    record(referral_id, 200, "applied".into()),
+                    record(referral_id.clone(), 200, "applied".into()),
                     Some(update),
-                    CallbackOutcome::Applied { task_id, status },
+                    CallbackOutcome::Applied {
+                        referral_id: referral_id.unwrap_or_default(),
+                        task_id,
+                        status,
+                    },
                 ),
                 Err((status, issues)) => {
                     let why = issues

@@ -144,6 +144,8 @@ pub enum Disposition {
 /// An attempt's record and its consequence, stored in one transaction.
 pub struct FinishedAttempt {
     pub attempt: AttemptRow,
+    /// The attempt's audit record, written with it.
+    pub audit: AuditRow,
     pub disposition: Disposition,
     /// A Task change caused by this attempt (a dead-lettered referral shows
     /// "delivery failed").
@@ -235,6 +237,37 @@ impl std::fmt::Debug for TokenRow {
     }
 }
 
+/// One audit record (see [`crate::audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRow {
+    /// Assigned by the database; 0 before.
+    pub seq: i64,
+    pub at: String,
+    /// `referrer:<id>`, `admin:<token id>`, `provider:<id>`, `cli:<user>`,
+    /// `signpost:delivery` or `unauthenticated`.
+    pub actor: String,
+    /// The client's address, for requests.
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+    /// What was done: `GET /fhir/ServiceRequest/{id}`, `deliver referral`, …
+    pub action: String,
+    /// What it was done to: `/fhir/ServiceRequest/<id>`, `outbox/<msg>`, …
+    pub resource: Option<String>,
+    pub referral_id: Option<String>,
+    /// The HTTP status, or the delivery outcome.
+    pub outcome: String,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub referral_id: Option<String>,
+    pub actor: Option<String>,
+    /// RFC 3339 UTC, compared as stored text.
+    pub since: Option<String>,
+    pub limit: i64,
+}
+
 /// An endpoint that is not sent to until re-enabled.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DisabledEndpoint {
@@ -282,6 +315,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The Tasks whose focus is this referral.
     async fn tasks_for_referral(&self, referral_id: &str) -> Result<Vec<TaskRow>, StoreError>;
+
+    /// Append audit records, in one transaction.
+    async fn append_audit(&self, records: &[AuditRow]) -> Result<(), StoreError>;
+
+    /// Audit records, newest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
 
     /// Store a new token.
     async fn insert_token(&self, token: TokenRow) -> Result<(), StoreError>;
@@ -426,6 +465,14 @@ mod sql {
         JOIN referrals r ON r.id = t.referral_id \
         WHERE t.last_updated >= $1 AND (CAST($2 AS TEXT) IS NULL OR r.referrer_id = $2) \
         ORDER BY t.last_updated, t.id LIMIT $3";
+    pub const INSERT_AUDIT: &str = "INSERT INTO audit_log \
+        (at, actor, client, request_id, action, resource, referral_id, outcome) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    pub const SELECT_AUDIT: &str = "SELECT * FROM audit_log \
+        WHERE (CAST($1 AS TEXT) IS NULL OR referral_id = $1) \
+          AND (CAST($2 AS TEXT) IS NULL OR actor = $2) \
+          AND (CAST($3 AS TEXT) IS NULL OR at >= $3) \
+        ORDER BY seq DESC LIMIT $4";
     pub const INSERT_TOKEN: &str = "INSERT INTO api_tokens \
         (id, role, referrer_id, salt, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)";
     pub const SELECT_TOKEN: &str = "SELECT * FROM api_tokens WHERE id = $1";
@@ -501,6 +548,26 @@ mod sql {
 macro_rules! impl_store {
     ($backend:ty, $db:ty, $claim_lock:expr, $announce:expr) => {
         impl $backend {
+            async fn insert_audit(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                records: &[$crate::store::AuditRow],
+            ) -> Result<(), $crate::store::StoreError> {
+                for r in records {
+                    sqlx::query($crate::store::sql::INSERT_AUDIT)
+                        .bind(&r.at)
+                        .bind(&r.actor)
+                        .bind(&r.client)
+                        .bind(&r.request_id)
+                        .bind(&r.action)
+                        .bind(&r.resource)
+                        .bind(&r.referral_id)
+                        .bind(&r.outcome)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn insert_messages(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 messages: &[$crate::store::NewMessage],
@@ -694,6 +761,29 @@ macro_rules! impl_store {
                         .fetch_all(&self.reader)
                         .await?,
                 )
+            }
+
+            async fn append_audit(
+                &self,
+                records: &[$crate::store::AuditRow],
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.writer.begin().await?;
+                Self::insert_audit(&mut tx, records).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn audit(
+                &self,
+                filter: &$crate::store::AuditFilter,
+            ) -> Result<Vec<$crate::store::AuditRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_AUDIT)
+                    .bind(&filter.referral_id)
+                    .bind(&filter.actor)
+                    .bind(&filter.since)
+                    .bind(filter.limit)
+                    .fetch_all(&self.reader)
+                    .await?)
             }
 
             async fn insert_token(
@@ -933,6 +1023,7 @@ macro_rules! impl_store {
                 if let Some(update) = finished.task_update {
                     Self::apply_update(&mut tx, update).await?;
                 }
+                Self::insert_audit(&mut tx, std::slice::from_ref(&finished.audit)).await?;
                 tx.commit().await?;
                 Ok(())
             }

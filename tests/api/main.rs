@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod audit;
 mod delivery;
 mod durability;
 mod errors;

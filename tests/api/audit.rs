@@ -1,0 +1,149 @@
+//! The audit trail: who did what to which referral, when, from where, and
+//! how it ended; readable by operators, never changed.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{
+    fleet::{Fleet, PATIENCE},
+    helpers::{Backend, json},
+    on_both_backends,
+};
+
+/// The audit records of a referral, once there are at least `n` (request
+/// records are written a moment after the answer).
+async fn records(fleet: &Fleet, query: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let found = json(fleet.app.get(&format!("/admin/audit?{query}")).await).await;
+        let records = found["records"].as_array().unwrap().clone();
+        if records.len() >= n {
+            return records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} audit records for {query}: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn find<'a>(records: &'a [Value], actor: &str, action: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["actor"].as_str().unwrap().starts_with(actor) && r["action"] == action)
+        .unwrap_or_else(|| panic!("no record of {actor} {action} in {records:#?}"))
+}
+
+async fn every_read_write_callback_delivery_and_refusal_is_recorded(backend: Backend) {
+    let fleet = Fleet::start(backend).await;
+    let before = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let id = fleet.refer("activelives-exercise.json").await;
+    fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    assert_eq!(
+        fleet
+            .app
+            .get(&format!("/fhir/ServiceRequest/{id}"))
+            .await
+            .status(),
+        200
+    );
+    let booked =
+        json!({"referral_ref": id, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
+    assert_eq!(
+        fleet.callback("activelives", "a1", &booked).await.status(),
+        200
+    );
+    let anonymous = fleet
+        .app
+        .anonymous
+        .get(fleet.app.url(&format!("/fhir/ServiceRequest/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    fleet.app.get("/admin/deliveries").await;
+
+    // Create, read, status callback, delivery: all on the referral's record.
+    let trail = records(&fleet, &format!("referral={id}"), 4).await;
+    let created = find(
+        &trail,
+        "referrer:riverside-surgery",
+        "POST /fhir/ServiceRequest",
+    );
+    assert_eq!(created["outcome"], "201");
+    assert_eq!(
+        created["resource"],
+        format!("/fhir/ServiceRequest/{id}/_history/1")
+    );
+    assert_eq!(created["client"], "127.0.0.1");
+    assert!(
+        created["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert_eq!(
+        find(
+            &trail,
+            "referrer:riverside-surgery",
+            "GET /fhir/ServiceRequest/{id}"
+        )["outcome"],
+        "200"
+    );
+    assert_eq!(
+        find(
+            &trail,
+            "provider:activelives",
+            "POST /providers/{provider_id}/status"
+        )["outcome"],
+        "200"
+    );
+    let delivery = find(
+        &trail,
+        "signpost:delivery",
+        "deliver referral to provider:activelives",
+    );
+    assert_eq!(delivery["outcome"], "delivered (202)");
+
+    // The refused request and the admin's own action are there too.
+    let refused = records(&fleet, "actor=unauthenticated", 1).await;
+    assert_eq!(refused[0]["outcome"], "401");
+    assert_eq!(refused[0]["resource"], format!("/fhir/ServiceRequest/{id}"));
+    let all = records(&fleet, &format!("since={before}&limit=1000"), 6).await;
+    let admin = find(&all, "admin:", "GET /admin/deliveries");
+    assert_eq!(admin["outcome"], "200");
+
+    // Ids only: nothing about the patient.
+    let text = serde_json::to_string(&all).unwrap();
+    for personal in ["Fairbrother", "9990124833", "1958-06-14"] {
+        assert!(!text.contains(personal), "{personal} in the audit trail");
+    }
+
+    // Append-only: there is no way to change or delete a record.
+    for method in [
+        reqwest::Method::DELETE,
+        reqwest::Method::PUT,
+        reqwest::Method::POST,
+    ] {
+        let response = fleet
+            .app
+            .admin
+            .request(method.clone(), fleet.app.url("/admin/audit"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method}");
+    }
+    // And referrers cannot read it.
+    let response = fleet
+        .app
+        .client
+        .get(fleet.app.url("/admin/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+on_both_backends!(every_read_write_callback_delivery_and_refusal_is_recorded);
