@@ -570,6 +570,10 @@ async fn run(args: &Args, db: &Database) -> anyhow::Result<Report> {
     if let Some(concurrency) = args.delivery_concurrency {
         config.delivery.concurrency = concurrency;
     }
+    // One practice system sending flat out: the per-token rate limit would
+    // otherwise be what is measured.
+    config.limits.requests_per_second = 1_000_000.0;
+    config.limits.burst = 1_000_000;
     let settings = format!(
         "concurrency {}, poll {:?}, database_max_connections {}",
         config.delivery.concurrency, config.delivery.poll_interval, config.database_max_connections
@@ -580,7 +584,20 @@ async fn run(args: &Args, db: &Database) -> anyhow::Result<Report> {
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
+    // The clients authenticate as the sample referrer, as a practice would.
+    let issued = signpost::auth::issue(&signpost::auth::Role::Referrer("riverside-surgery".into()));
+    signpost::store::open(&db.url, 1)
+        .await?
+        .insert_token(issued.row)
+        .await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", issued.token).parse()?,
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
 
     let warmup = drive(
         &client,

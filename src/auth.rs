@@ -167,6 +167,9 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Call
 pub async fn any_caller(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     match authenticate(app.referrals.store.as_ref(), request.headers()).await {
         Ok(caller) => {
+            if let Some(response) = over_rate(&app, &caller) {
+                return response;
+            }
             request.extensions_mut().insert(caller.clone());
             let mut response = next.run(request).await;
             // For the audit trail.
@@ -181,6 +184,9 @@ pub async fn any_caller(State(app): State<AppState>, mut request: Request, next:
 pub async fn admin_only(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     match authenticate(app.referrals.store.as_ref(), request.headers()).await {
         Ok(caller) if caller.role == Role::Admin => {
+            if let Some(response) = over_rate(&app, &caller) {
+                return response;
+            }
             request.extensions_mut().insert(caller.clone());
             let mut response = next.run(request).await;
             response.extensions_mut().insert(caller);
@@ -195,6 +201,20 @@ pub async fn admin_only(State(app): State<AppState>, mut request: Request, next:
         }
         Err(e) => unauthenticated(e),
     }
+}
+
+/// `429` (with the caller, for the audit trail) when the caller's token
+/// is over its rate.
+fn over_rate(app: &AppState, caller: &Caller) -> Option<Response> {
+    app.limiter.check(&caller.token_id).err().map(|wait| {
+        tracing::info!(token_id = %caller.token_id, "rate limited");
+        let mut response = FhirError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+        .into_response();
+        response.extensions_mut().insert(caller.clone());
+        response
+    })
 }
 
 fn unauthenticated(error: AuthError) -> Response {

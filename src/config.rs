@@ -51,6 +51,7 @@ struct RawConfig {
     #[serde(default)]
     referrers: BTreeMap<String, RawReferrer>,
     delivery: Option<RawDelivery>,
+    limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +118,84 @@ struct RawDelivery {
     worker: Option<bool>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_array_length: Option<usize>,
+    requests_per_second: Option<f64>,
+    burst: Option<u32>,
+    max_concurrent_requests: Option<usize>,
+    request_timeout: Option<String>,
+}
+
+/// Request limits (`[limits]`), beside `max_body_bytes` and
+/// `max_json_depth`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Longest JSON array accepted in a request body (`max_array_length`).
+    pub max_array_length: usize,
+    /// Sustained requests per second per token (`requests_per_second`).
+    pub requests_per_second: f64,
+    /// Requests a token may send at once above the rate (`burst`).
+    pub burst: u32,
+    /// Requests handled at once; more are answered `503`
+    /// (`max_concurrent_requests`).
+    pub max_concurrent_requests: usize,
+    /// Time allowed for a whole request, body upload included; then `408`
+    /// (`request_timeout`).
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_array_length: 1000,
+            requests_per_second: 50.0,
+            burst: 100,
+            max_concurrent_requests: 1024,
+            request_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl RawLimits {
+    fn check(self, problems: &mut Vec<String>) -> Limits {
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_array_length: self.max_array_length.unwrap_or(defaults.max_array_length),
+            requests_per_second: self
+                .requests_per_second
+                .unwrap_or(defaults.requests_per_second),
+            burst: self.burst.unwrap_or(defaults.burst),
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .unwrap_or(defaults.max_concurrent_requests),
+            request_timeout: match self.request_timeout {
+                None => defaults.request_timeout,
+                Some(text) => parse_duration(&text).filter(|d| !d.is_zero()).unwrap_or_else(|| {
+                    problems.push(format!(
+                        "`limits.request_timeout`: {text:?} is not a duration such as 500ms, 30s or 2m"
+                    ));
+                    defaults.request_timeout
+                }),
+            },
+        };
+        if limits.max_array_length == 0 {
+            problems.push("`limits.max_array_length`: must be at least 1".into());
+        }
+        if !(limits.requests_per_second > 0.0 && limits.requests_per_second.is_finite()) {
+            problems.push("`limits.requests_per_second`: must be a positive number".into());
+        }
+        if limits.burst == 0 {
+            problems.push("`limits.burst`: must be at least 1".into());
+        }
+        if limits.max_concurrent_requests == 0 {
+            problems.push("`limits.max_concurrent_requests`: must be at least 1".into());
+        }
+        limits
+    }
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -146,6 +225,8 @@ pub struct Config {
     pub referrers: BTreeMap<String, Referrer>,
     /// How referrals and notifications are delivered (`[delivery]`).
     pub delivery: DeliveryConfig,
+    /// Request limits (`[limits]`).
+    pub limits: Limits,
 }
 
 /// Where an endpoint's webhook signing secret comes from.
@@ -470,6 +551,10 @@ impl RawConfig {
             .delivery
             .map(|raw| raw.check(&mut problems))
             .unwrap_or_default();
+        let limits = self
+            .limits
+            .map(|raw| raw.check(&mut problems))
+            .unwrap_or_default();
 
         if !problems.is_empty() {
             return Err(problems);
@@ -486,6 +571,7 @@ impl RawConfig {
             providers,
             referrers,
             delivery,
+            limits,
         })
     }
 }
@@ -1006,6 +1092,29 @@ mod tests {
         let err = load("[providers.x]\nintake_url = \"https://x.example/\"\nintake_ulr = \"y\"\n")
             .unwrap_err();
         assert!(err.to_string().contains("intake_ulr"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let config = load(
+            "[limits]\nmax_array_length = 10\nrequests_per_second = 2.5\nburst = 4\nmax_concurrent_requests = 8\nrequest_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_array_length: 10,
+                requests_per_second: 2.5,
+                burst: 4,
+                max_concurrent_requests: 8,
+                request_timeout: std::time::Duration::from_secs(5),
+            }
+        );
+        assert_eq!(load("").unwrap().limits, Limits::default());
+        let err =
+            load("[limits]\nrequests_per_second = 0.0\nburst = 0\nrequest_timeout = \"soon\"\n")
+                .unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod egress;
 pub mod fhir;
 pub mod fhirpath;
+pub mod limits;
 pub mod mapping;
 pub mod outcome;
 pub mod referrals;

@@ -35,6 +35,8 @@ pub enum IssueCode {
     BusinessRule,
     Conflict,
     Transient,
+    Throttled,
+    Timeout,
     Exception,
     Informational,
     Processing,

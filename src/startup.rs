@@ -57,11 +57,13 @@ impl Components {
         let (audit, audit_writer) = crate::audit::AuditLog::start(referrals.store.clone());
         Ok(Components {
             state: AppState {
-                config,
+                config: config.clone(),
                 referrals,
                 mappings,
                 keys,
                 audit,
+                limiter: Arc::new(crate::limits::RateLimiter::new(&config.limits)),
+                admission: Arc::new(crate::limits::Admission::new(&config.limits)),
             },
             worker,
             audit_writer,

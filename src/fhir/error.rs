@@ -48,6 +48,15 @@ pub enum FhirError {
     /// Valid credentials without the right to do this (`403`).
     #[error("forbidden")]
     Forbidden(String),
+    /// The caller is over its rate (`429` with `Retry-After`).
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    /// Too many requests in flight (`503`).
+    #[error("busy")]
+    Busy,
+    /// The request took longer than allowed (`408`).
+    #[error("timeout")]
+    Timeout,
     /// Any other refusal with its status and issues.
     #[error("refused")]
     Refused(StatusCode, Vec<Issue>),
@@ -136,6 +145,27 @@ impl FhirError {
                 vec![Issue::error(IssueCode::Security, what)],
             ),
             Refused(status, issues) => (status, issues),
+            TooManyRequests { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![Issue::error(
+                    IssueCode::Throttled,
+                    format!("too many requests with this token; retry after {retry_after_secs} s"),
+                )],
+            ),
+            Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec![Issue::error(
+                    IssueCode::Transient,
+                    "the server is handling as many requests as it may; retry shortly",
+                )],
+            ),
+            Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                vec![Issue::error(
+                    IssueCode::Timeout,
+                    "the request took longer than allowed (a slow upload?); nothing was stored",
+                )],
+            ),
             Unauthenticated { token_sent } => (
                 StatusCode::UNAUTHORIZED,
                 vec![Issue::error(
@@ -175,7 +205,12 @@ impl FhirError {
 
 impl IntoResponse for FhirError {
     fn into_response(self) -> Response {
-        let unavailable = matches!(self, FhirError::Unavailable(_));
+        let retry_after = match &self {
+            FhirError::Unavailable(_) => Some("5".to_owned()),
+            FhirError::Busy => Some("1".to_owned()),
+            FhirError::TooManyRequests { retry_after_secs } => Some(retry_after_secs.to_string()),
+            _ => None,
+        };
         // RFC 6750: a missing token gets the bare challenge.
         let challenge = match self {
             FhirError::Unauthenticated { token_sent: false } => Some("Bearer realm=\"signpost\""),
@@ -191,10 +226,10 @@ impl IntoResponse for FhirError {
             operation_outcome(&issues).to_string(),
         )
             .into_response();
-        if unavailable {
+        if let Some(retry_after) = retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, retry_after);
         }
         if let Some(challenge) = challenge {
             response.headers_mut().insert(

@@ -46,6 +46,8 @@ pub struct AppState {
     /// Signing keys by endpoint (`provider:<id>`, `referrer:<id>`).
     pub keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
     pub audit: crate::audit::AuditLog,
+    pub limiter: Arc<crate::limits::RateLimiter>,
+    pub admission: Arc<crate::limits::Admission>,
 }
 
 /// The whole HTTP application.
@@ -111,6 +113,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::admit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::record_requests,

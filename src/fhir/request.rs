@@ -44,6 +44,12 @@ impl FromRequest<AppState> for FhirJson {
                 "the body must be a JSON object (a FHIR resource)".into(),
             ));
         }
+        let max_array = state.config.limits.max_array_length;
+        if longest_array(&value) > max_array {
+            return Err(bad_request(format!(
+                "a JSON array is longer than {max_array} elements"
+            )));
+        }
         Ok(FhirJson(value))
     }
 }
@@ -110,6 +116,20 @@ fn is_fhir_json(headers: &HeaderMap) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/fhir+json")
         || essence.eq_ignore_ascii_case("application/json")
+}
+
+/// The length of the longest array anywhere in `value`.
+fn longest_array(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(longest_array)
+            .max()
+            .unwrap_or(0)
+            .max(items.len()),
+        Value::Object(fields) => fields.values().map(longest_array).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// The deepest nesting of arrays and objects in a JSON text, found without

@@ -70,7 +70,8 @@ pub fn write_config(
     let mut text = format!(
         "schemas_dir = \"{MANIFEST_DIR}/schemas\"\nmappings_dir = \"{MANIFEST_DIR}/mappings\"\n\
          [delivery]\nretry_schedule = [\"100ms\", \"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\"]\n\
-         request_timeout = \"2s\"\nlease = \"5s\"\npoll_interval = \"100ms\"\n"
+         request_timeout = \"2s\"\nlease = \"5s\"\npoll_interval = \"100ms\"\n\
+         [limits]\nrequests_per_second = 1000000.0\nburst = 1000000\n"
     );
     for (id, receiver) in providers {
         let secret = dir.join(format!("{id}.whsec"));

@@ -10,6 +10,7 @@ mod errors;
 mod fleet;
 mod idempotency;
 mod intake;
+mod limits;
 mod privacy;
 mod receiver;
 mod reload;

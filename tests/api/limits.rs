@@ -1,0 +1,120 @@
+//! Limits, attacked over HTTP: per-token rate, requests in flight, slow
+//! uploads (slow-loris), array length.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    helpers::{Backend, TestApp, TestDb, json, valid, with_new_identifier},
+    on_both_backends,
+};
+
+async fn a_token_over_its_rate_gets_429_with_retry_after(backend: Backend) {
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, |config| {
+        config.limits.requests_per_second = 0.5;
+        config.limits.burst = 3;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/fhir/Task?_lastUpdated=ge2020-01-01")
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let throttled = app.get("/fhir/Task?_lastUpdated=ge2020-01-01").await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(json(throttled).await["issue"][0]["code"], "throttled");
+    // Another token is not held back by this one.
+    assert_eq!(app.get("/admin/endpoints").await.status(), StatusCode::OK);
+}
+
+/// Open a connection and send a request whose body never finishes.
+async fn slow_upload(app: &TestApp) -> TcpStream {
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /fhir/ServiceRequest HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/fhir+json\r\nContent-Length: 100000\r\n\r\n{{\"resourceType\":",
+        app.referrer_token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+async fn slow_uploads_time_out_and_requests_beyond_the_cap_are_turned_away(backend: Backend) {
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, |config| {
+        config.limits.max_concurrent_requests = 1;
+        config.limits.request_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let mut slow = slow_upload(&app).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slow upload holds the only slot.
+    let turned_away = app.get("/fhir/Task?_lastUpdated=ge2020-01-01").await;
+    assert_eq!(turned_away.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(turned_away.headers()["retry-after"], "1");
+    // Then it runs out of time: 408, and the slot is free again.
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("an answer within the request timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(
+        app.get("/fhir/Task?_lastUpdated=ge2020-01-01")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+async fn an_overlong_array_is_refused(backend: Backend) {
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, |config| {
+        config.limits.max_array_length = 50;
+    })
+    .await;
+    let (mut referral, _) = with_new_identifier(valid("activelives-exercise.json"));
+    referral["note"] = json!(
+        (0..51)
+            .map(|i| json!({"text": format!("note {i}")}))
+            .collect::<Vec<_>>()
+    );
+    let response = app.post_json("/fhir/ServiceRequest", &referral).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let outcome = json(response).await;
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 50"),
+        "{outcome}"
+    );
+    referral["note"] = json!([{"text": "one note"}]);
+    assert_eq!(
+        app.post_json("/fhir/ServiceRequest", &referral)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+}
+
+on_both_backends!(
+    a_token_over_its_rate_gets_429_with_retry_after,
+    slow_uploads_time_out_and_requests_beyond_the_cap_are_turned_away,
+    an_overlong_array_is_refused,
+);
