@@ -49,6 +49,24 @@ enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Erase everything held about a patient, leaving tombstones and an
+    /// audit record.
+    Erase {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        nhs_number: String,
+    },
+    /// Purge now what is past `retention_days` (a running server also does
+    /// this every hour).
+    Purge {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Purge what is older than this many days instead of
+        /// `retention_days`.
+        #[arg(long)]
+        days: Option<u32>,
+    },
     /// Bearer tokens for referrers and operators.
     Tokens {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
@@ -212,6 +230,28 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Deliveries { config, command } => with_runtime(deliveries(config, command)),
         Command::Endpoints { config, command } => with_runtime(endpoints(config, command)),
         Command::Tokens { config, command } => with_runtime(tokens(config, command)),
+        Command::Erase { config, nhs_number } => with_runtime(async move {
+            if nhs_number.len() != 10 || !nhs_number.bytes().all(|b| b.is_ascii_digit()) {
+                anyhow::bail!("--nhs-number is 10 digits, without spaces");
+            }
+            let (referrals, _) = crate::startup::referrals(Config::load(&config)?).await?;
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let erased = referrals
+                .erase_patient(&nhs_number, &format!("cli:{user}"))
+                .await?;
+            println!("{} referral(s) erased", erased.len());
+            Ok(())
+        }),
+        Command::Purge { config, days } => with_runtime(async move {
+            let mut config = Config::load(&config)?;
+            if let Some(days) = days {
+                config.retention_days = days;
+            }
+            let (referrals, _) = crate::startup::referrals(config).await?;
+            let purged = referrals.purge_expired().await?;
+            println!("{purged} record(s) purged");
+            Ok(())
+        }),
         Command::Migrate { config } => with_runtime(async move {
             let config = Config::load(&config)?;
             crate::store::open(&config.database_url, 1).await?;

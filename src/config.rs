@@ -52,6 +52,7 @@ struct RawConfig {
     referrers: BTreeMap<String, RawReferrer>,
     delivery: Option<RawDelivery>,
     limits: Option<RawLimits>,
+    retention_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +228,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Request limits (`[limits]`).
     pub limits: Limits,
+    /// Days after which delivered payloads, attempts' response excerpts and
+    /// callback bodies are purged (`retention_days`, default 30).
+    pub retention_days: u32,
 }
 
 /// Where an endpoint's webhook signing secret comes from.
@@ -572,6 +576,7 @@ impl RawConfig {
             referrers,
             delivery,
             limits,
+            retention_days: self.retention_days.unwrap_or(30),
         })
     }
 }

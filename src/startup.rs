@@ -27,6 +27,18 @@ pub struct Application {
     /// `[delivery] worker`: deliver from this process too.
     run_worker: bool,
     audit_writer: tokio::task::JoinHandle<()>,
+    referrals: Arc<Referrals>,
+}
+
+/// Retention: purge expired payloads at start-up and every hour.
+async fn purge_periodically(referrals: Arc<Referrals>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        if let Err(e) = referrals.purge_expired().await {
+            tracing::warn!(error = %e, "retention purge failed; trying again in an hour");
+        }
+    }
 }
 
 /// Everything a Signpost process runs on, bound to no port.
@@ -104,6 +116,7 @@ impl Application {
         let mappings = components.state.mappings.clone();
         let run_worker = components.state.config.delivery.worker;
         Ok(Application {
+            referrals: components.state.referrals.clone(),
             run_worker,
             audit_writer: components.audit_writer,
             listener,
@@ -140,6 +153,7 @@ impl Application {
         let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
+        let purge = tokio::spawn(purge_periodically(self.referrals.clone()));
         tracing::info!(address = %self.local_addr(), "signpost listening");
         let worker = self
             .run_worker
@@ -162,6 +176,7 @@ impl Application {
         if let Some(worker) = worker {
             let _ = worker.await;
         }
+        purge.abort();
         served
     }
 }

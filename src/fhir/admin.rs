@@ -215,6 +215,36 @@ pub async fn audit(
     })))
 }
 
+/// `POST /admin/erase` with `{"nhs_number": "…"}`: erase everything held
+/// about that patient (see [`crate::referrals::Referrals::erase_patient`]).
+pub async fn erase(
+    State(app): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    super::request::LimitedBody(body): super::request::LimitedBody,
+) -> Result<Json<Value>, FhirError> {
+    let nhs_number = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| {
+            b.get("nhs_number")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .filter(|n| n.len() == 10 && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            FhirError::BadRequest(vec![Issue::error(
+                IssueCode::Value,
+                "send {\"nhs_number\": \"<10 digits>\"}",
+            )])
+        })?;
+    let erased = app
+        .referrals
+        .erase_patient(&nhs_number, &crate::audit::actor(&caller))
+        .await?;
+    Ok(Json(json!({
+        "erased": erased.iter().map(|id| format!("ServiceRequest/{id}")).collect::<Vec<_>>()
+    })))
+}
+
 /// `GET /admin/endpoints`: endpoints disabled by a `410 Gone`.
 pub async fn endpoints(State(app): State<AppState>) -> Result<Json<Value>, FhirError> {
     let disabled = app.referrals.disabled_endpoints().await?;

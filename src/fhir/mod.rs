@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/callbacks", get(admin::callbacks))
         .route("/audit", get(admin::audit))
+        .route("/erase", axum::routing::post(admin::erase))
         .route("/endpoints", get(admin::endpoints))
         .route(
             "/endpoints/{endpoint}/enable",

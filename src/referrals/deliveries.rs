@@ -184,3 +184,90 @@ pub fn message_json(message: &MessageRow, attempts: Option<&[AttemptRow]>) -> Va
     }
     value
 }
+
+/// What is kept of an erased resource: its id, a tag saying it was erased,
+/// and the few elements FHIR requires.
+fn erased_meta(version: i64, now: &str) -> Value {
+    json!({
+        "versionId": version.to_string(),
+        "lastUpdated": now,
+        "tag": [{ "system": "https://signpost.example/CodeSystem/record-state", "code": "erased" }]
+    })
+}
+
+impl Referrals {
+    /// Retention: purge what was delivered more than `retention_days` ago
+    /// (payloads, response excerpts, callback bodies); ids and states stay.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(self.config.retention_days));
+        let purged = self
+            .store
+            .purge_before(&cutoff.to_rfc3339_opts(SecondsFormat::Millis, true))
+            .await?;
+        if purged > 0 {
+            tracing::info!(
+                purged,
+                retention_days = self.config.retention_days,
+                "retention purge"
+            );
+        }
+        Ok(purged)
+    }
+
+    /// Erasure: remove everything Signpost holds about the patient with this
+    /// NHS number, leaving tombstones (ids, an `erased` tag) and an audit
+    /// record by `actor`. Returns the referral ids erased.
+    pub async fn erase_patient(
+        &self,
+        nhs_number: &str,
+        actor: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut tombstones = Vec::new();
+        for referral in self.store.referrals_of_patient(nhs_number).await? {
+            let task = self
+                .store
+                .tasks_for_referral(&referral.id)
+                .await?
+                .into_iter()
+                .next();
+            let (task_id, task_version) = task.map_or((String::new(), 1), |t| (t.id, t.version_id));
+            tombstones.push(crate::store::Tombstone {
+                referral_id: referral.id.clone(),
+                referral_resource: json!({
+                    "resourceType": "ServiceRequest",
+                    "id": referral.id,
+                    "meta": erased_meta(referral.version_id, &now),
+                    "status": "entered-in-error",
+                    "intent": "order",
+                    "subject": { "display": "erased" }
+                })
+                .to_string(),
+                task_resource: json!({
+                    "resourceType": "Task",
+                    "id": task_id,
+                    "meta": erased_meta(task_version, &now),
+                    "status": "entered-in-error",
+                    "intent": "order",
+                    "focus": { "reference": format!("ServiceRequest/{}", referral.id) }
+                })
+                .to_string(),
+            });
+        }
+        let erased: Vec<String> = tombstones.iter().map(|t| t.referral_id.clone()).collect();
+        let audit = crate::store::AuditRow {
+            seq: 0,
+            at: now,
+            actor: actor.to_owned(),
+            client: None,
+            request_id: None,
+            action: "erase patient".into(),
+            resource: None,
+            referral_id: None,
+            outcome: format!("{} referral(s) erased: {}", erased.len(), erased.join(", ")),
+        };
+        self.store.erase(&tombstones, audit).await?;
+        tracing::info!(referrals = erased.len(), "patient erased");
+        Ok(erased)
+    }
+}

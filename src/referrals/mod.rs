@@ -210,6 +210,7 @@ impl Referrals {
                 version_id: 1,
                 last_updated: now.clone(),
                 resource: resource.to_string(),
+                nhs_number: Some(referral.nhs_number.clone()),
             },
             task: TaskRow {
                 id: task_id,

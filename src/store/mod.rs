@@ -29,6 +29,9 @@ pub struct ReferralRow {
     pub last_updated: String,
     /// The ServiceRequest JSON, with `id` and `meta` set.
     pub resource: String,
+    /// The patient's NHS number, to find their referrals for erasure
+    /// (`None` once erased).
+    pub nhs_number: Option<String>,
 }
 
 /// A Task as stored.
@@ -237,6 +240,14 @@ impl std::fmt::Debug for TokenRow {
     }
 }
 
+/// What is left of an erased referral.
+#[derive(Debug, Clone)]
+pub struct Tombstone {
+    pub referral_id: String,
+    pub referral_resource: String,
+    pub task_resource: String,
+}
+
 /// One audit record (see [`crate::audit`]).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditRow {
@@ -315,6 +326,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// The Tasks whose focus is this referral.
     async fn tasks_for_referral(&self, referral_id: &str) -> Result<Vec<TaskRow>, StoreError>;
+
+    /// Retention: empty the payloads of messages delivered before `before`
+    /// and the response excerpts of attempts and bodies of callbacks from
+    /// before then; ids, states and times stay. Returns how many rows.
+    async fn purge_before(&self, before: &str) -> Result<u64, StoreError>;
+
+    /// The referrals of the patient with this NHS number.
+    async fn referrals_of_patient(&self, nhs_number: &str) -> Result<Vec<ReferralRow>, StoreError>;
+
+    /// Erasure: replace each referral and its Task with the tombstones
+    /// given, drop the reasons of its Task events, the payloads of its
+    /// messages, the response excerpts of their attempts and the bodies of
+    /// its callbacks, and record `audit`; then make the database forget the
+    /// old bytes (SQLite: VACUUM and WAL truncation; PostgreSQL: VACUUM
+    /// FULL of the tables touched).
+    async fn erase(&self, tombstones: &[Tombstone], audit: AuditRow) -> Result<(), StoreError>;
 
     /// Append audit records, in one transaction.
     async fn append_audit(&self, records: &[AuditRow]) -> Result<(), StoreError>;
@@ -441,8 +468,8 @@ pub async fn open(database_url: &str, max_connections: u32) -> Result<Arc<dyn St
 /// The SQL both backends share. Both accept `$n` placeholders.
 mod sql {
     pub const INSERT_REFERRAL: &str = "INSERT INTO referrals \
-        (id, referrer_id, identifier_system, identifier_value, provider_id, version_id, last_updated, resource) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        (id, referrer_id, identifier_system, identifier_value, provider_id, version_id, last_updated, resource, nhs_number) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
         ON CONFLICT (referrer_id, identifier_system, identifier_value) DO NOTHING";
     pub const SELECT_REFERRAL_BY_BUSINESS_ID: &str = "SELECT * FROM referrals \
         WHERE referrer_id = $1 AND identifier_system = $2 AND identifier_value = $3";
@@ -465,6 +492,25 @@ mod sql {
         JOIN referrals r ON r.id = t.referral_id \
         WHERE t.last_updated >= $1 AND (CAST($2 AS TEXT) IS NULL OR r.referrer_id = $2) \
         ORDER BY t.last_updated, t.id LIMIT $3";
+    pub const PURGE_PAYLOADS: &str = "UPDATE outbox SET payload = '' \
+        WHERE state = 'delivered' AND created_at < $1 AND payload <> ''";
+    pub const PURGE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NULL \
+        WHERE started_at < $1 AND response_excerpt IS NOT NULL";
+    pub const PURGE_CALLBACKS: &str = "UPDATE inbound_events SET body = '' \
+        WHERE received_at < $1 AND body <> ''";
+    pub const SELECT_REFERRALS_OF_PATIENT: &str =
+        "SELECT * FROM referrals WHERE nhs_number = $1 ORDER BY id";
+    pub const ERASE_REFERRAL: &str =
+        "UPDATE referrals SET resource = $2, nhs_number = NULL WHERE id = $1";
+    pub const ERASE_TASK: &str = "UPDATE tasks SET resource = $2 WHERE referral_id = $1";
+    pub const ERASE_TASK_EVENTS: &str = "UPDATE task_events SET reason = NULL \
+        WHERE task_id IN (SELECT id FROM tasks WHERE referral_id = $1)";
+    pub const ERASE_MESSAGES: &str =
+        "UPDATE outbox SET payload = '', last_error = NULL WHERE referral_id = $1";
+    pub const ERASE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NULL, error = NULL \
+        WHERE message_id IN (SELECT id FROM outbox WHERE referral_id = $1)";
+    pub const ERASE_CALLBACKS: &str =
+        "UPDATE inbound_events SET body = '', outcome = 'erased' WHERE referral_id = $1";
     pub const INSERT_AUDIT: &str = "INSERT INTO audit_log \
         (at, actor, client, request_id, action, resource, referral_id, outcome) \
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -670,6 +716,7 @@ macro_rules! impl_store {
                     .bind(r.version_id)
                     .bind(&r.last_updated)
                     .bind(&r.resource)
+                    .bind(&r.nhs_number)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -761,6 +808,72 @@ macro_rules! impl_store {
                         .fetch_all(&self.reader)
                         .await?,
                 )
+            }
+
+            async fn purge_before(&self, before: &str) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::sql;
+                let mut tx = self.writer.begin().await?;
+                let mut purged = 0;
+                for statement in [
+                    sql::PURGE_PAYLOADS,
+                    sql::PURGE_EXCERPTS,
+                    sql::PURGE_CALLBACKS,
+                ] {
+                    purged += sqlx::query(statement)
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(purged)
+            }
+
+            async fn referrals_of_patient(
+                &self,
+                nhs_number: &str,
+            ) -> Result<Vec<$crate::store::ReferralRow>, $crate::store::StoreError> {
+                Ok(
+                    sqlx::query_as($crate::store::sql::SELECT_REFERRALS_OF_PATIENT)
+                        .bind(nhs_number)
+                        .fetch_all(&self.writer)
+                        .await?,
+                )
+            }
+
+            async fn erase(
+                &self,
+                tombstones: &[$crate::store::Tombstone],
+                audit: $crate::store::AuditRow,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::sql;
+                let mut tx = self.writer.begin().await?;
+                for t in tombstones {
+                    sqlx::query(sql::ERASE_REFERRAL)
+                        .bind(&t.referral_id)
+                        .bind(&t.referral_resource)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(sql::ERASE_TASK)
+                        .bind(&t.referral_id)
+                        .bind(&t.task_resource)
+                        .execute(&mut *tx)
+                        .await?;
+                    for statement in [
+                        sql::ERASE_TASK_EVENTS,
+                        sql::ERASE_MESSAGES,
+                        sql::ERASE_EXCERPTS,
+                        sql::ERASE_CALLBACKS,
+                    ] {
+                        sqlx::query(statement)
+                            .bind(&t.referral_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                Self::insert_audit(&mut tx, std::slice::from_ref(&audit)).await?;
+                tx.commit().await?;
+                self.forget().await
             }
 
             async fn append_audit(

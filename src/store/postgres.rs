@@ -38,6 +38,18 @@ impl PostgresStore {
 const CHANNEL: &str = "signpost_outbox";
 
 impl PostgresStore {
+    /// After an erasure: rewrite the tables touched, so the old row
+    /// versions are gone from the table files. (WAL segments and backups
+    /// keep them until they are recycled: see the README.)
+    async fn forget(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "VACUUM FULL referrals, tasks, task_events, outbox, delivery_attempts, inbound_events",
+        )
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// Listen on [`CHANNEL`] and wake the worker on every notification. A
     /// lost connection is re-established (sqlx reconnects on the next
     /// `recv`), and the worker is woken then too, since notifications sent

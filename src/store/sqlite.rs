@@ -27,6 +27,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Freed and overwritten content is zeroed, so erased data does
+            // not linger in free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         if let Some(folder) = options.get_filename().parent()
             && !folder.as_os_str().is_empty()
@@ -54,6 +57,17 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// After an erasure: rebuild the file without free pages and empty the
+    /// write-ahead log, so no old copy of the erased rows remains on disk.
+    async fn forget(&self) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// One process owns a SQLite database's worker; it is woken in-process,
     /// and a separate `signpost worker` on the same file polls.
     fn watch(

@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod delivery;
 mod durability;
+mod erasure;
 mod errors;
 mod fleet;
 mod idempotency;
