@@ -102,6 +102,8 @@ fn admin_endpoints() -> Vec<(Method, String)> {
             Method::POST,
             "/admin/endpoints/provider:activelives/enable".into(),
         ),
+        (Method::GET, "/admin/audit".into()),
+        (Method::POST, "/admin/erase".into()),
     ]
 }
 
