@@ -130,6 +130,7 @@ async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(
         fleet.expected_payload(&active, "activelives").await
     );
 
+    fleet.settled(&active).await;
     let message = &json(
         fleet
             .app

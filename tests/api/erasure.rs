@@ -150,7 +150,7 @@ async fn delivered_payloads_are_purged_after_the_retention_period(backend: Backe
         200
     );
     fleet.referrer.wait_for(1, PATIENCE).await;
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    fleet.settled(&id).await;
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
         .args(["purge", "--days", "0"])

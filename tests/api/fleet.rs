@@ -172,6 +172,30 @@ impl Fleet {
         }
     }
 
+    /// Wait until no message for the referral is pending (a receiver has
+    /// its request a moment before Signpost records the answer).
+    pub async fn settled(&self, referral_id: &str) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let pending = json(
+                self.app
+                    .get(&format!(
+                        "/admin/deliveries?referral={referral_id}&state=pending"
+                    ))
+                    .await,
+            )
+            .await;
+            if pending["messages"].as_array().is_some_and(Vec::is_empty) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still pending: {pending}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The current Task of a referral.
     pub async fn task(&self, referral_id: &str) -> Value {
         let found = json(
