@@ -94,7 +94,7 @@ pub fn now() -> String {
 pub fn actor(caller: &Caller) -> String {
     match &caller.role {
         Role::Referrer(id) => format!("referrer:{id}"),
-        Role::Admin => format!("admin:{}", caller.token_id),
+        Role::Admin => format!("admin:{}", caller.credential),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Who is calling: bearer tokens for referrers (practice systems) and
-//! operators (admins).
+//! operators (admins), or a referrer's client certificate over mutual TLS
+//! (see [`crate::tls`]; a bearer token, when sent, takes precedence).
 //!
 //! A token reads `sp_<id>_<secret>`: `id` (16 hex digits) finds its row,
 //! `secret` (32 random bytes, base64url) proves possession. Only a salted
@@ -42,8 +43,9 @@ pub enum Role {
 /// The authenticated caller of a request (a request extension).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The token's public id (for logs and the audit trail).
-    pub token_id: String,
+    /// What authenticated the call, for logs, rate limits and the audit
+    /// trail: `token:<id>` (the token's public id) or `certificate:<name>`.
+    pub credential: String,
     pub role: Role,
 }
 
@@ -151,7 +153,7 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Call
         .is_ok();
     match row {
         Some(row) if matches && row.revoked_at.is_none() => Ok(Caller {
-            token_id: row.id,
+            credential: format!("token:{}", row.id),
             role: match row.referrer_id {
                 Some(referrer) if row.role == "referrer" => Role::Referrer(referrer),
                 _ if row.role == "admin" => Role::Admin,
@@ -162,62 +164,83 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Call
     }
 }
 
-/// Middleware: any authenticated caller; the [`Caller`] is added to the
-/// request's extensions.
-pub async fn any_caller(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    match authenticate(app.referrals.store.as_ref(), request.headers()).await {
-        Ok(caller) => {
-            if let Some(response) = over_rate(&app, &caller) {
-                return response;
-            }
-            request.extensions_mut().insert(caller.clone());
-            let mut response = next.run(request).await;
-            // For the audit trail.
-            response.extensions_mut().insert(caller);
-            response
+/// The caller of `request`: its bearer token, else the referrer its
+/// verified client certificate names. (A `Request` is not `Sync`, so the
+/// future holds only its headers.)
+fn identify<'a>(
+    app: &'a AppState,
+    request: &'a Request,
+) -> impl Future<Output = Result<Caller, AuthError>> + Send + 'a {
+    let headers = request.headers();
+    let certificate = if headers.contains_key(header::AUTHORIZATION) {
+        None
+    } else {
+        Some(certificate_caller(app, request).ok_or(AuthError::Missing))
+    };
+    async move {
+        match certificate {
+            Some(caller) => caller,
+            None => authenticate(app.referrals.store.as_ref(), headers).await,
         }
-        Err(e) => unauthenticated(e),
     }
 }
 
-/// Middleware: operators only (`403` for a referrer's token).
-pub async fn admin_only(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    match authenticate(app.referrals.store.as_ref(), request.headers()).await {
-        Ok(caller) if caller.role == Role::Admin => {
-            if let Some(response) = over_rate(&app, &caller) {
-                return response;
-            }
-            request.extensions_mut().insert(caller.clone());
-            let mut response = next.run(request).await;
-            response.extensions_mut().insert(caller);
-            response
-        }
+fn certificate_caller(app: &AppState, request: &Request) -> Option<Caller> {
+    let tls = request
+        .extensions()
+        .get::<std::sync::Arc<axum_server::tls::TlsInfo>>()?;
+    let (referrer, name) = app.client_identities.referrer(tls)?;
+    Some(Caller {
+        credential: format!("certificate:{name}"),
+        role: Role::Referrer(referrer.to_owned()),
+    })
+}
+
+/// Middleware: any authenticated caller; the [`Caller`] is added to the
+/// request's extensions.
+pub async fn any_caller(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    match identify(&app, &request).await {
+        Ok(caller) => admit(&app, caller, request, next).await,
+        Err(e) => unauthenticated(&app, &request, e),
+    }
+}
+
+/// Middleware: operators only (`403` for a referrer).
+pub async fn admin_only(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    match identify(&app, &request).await {
+        Ok(caller) if caller.role == Role::Admin => admit(&app, caller, request, next).await,
         Ok(caller) => {
-            tracing::info!(token_id = %caller.token_id, "admin endpoint refused to a referrer token");
+            tracing::info!(credential = %caller.credential, "admin endpoint refused to a referrer");
             let mut response =
                 FhirError::Forbidden("this endpoint needs an admin token".into()).into_response();
             response.extensions_mut().insert(caller);
             response
         }
-        Err(e) => unauthenticated(e),
+        Err(e) => unauthenticated(&app, &request, e),
     }
 }
 
-/// `429` (with the caller, for the audit trail) when the caller's token
-/// is over its rate.
-fn over_rate(app: &AppState, caller: &Caller) -> Option<Response> {
-    app.limiter.check(&caller.token_id).err().map(|wait| {
-        tracing::info!(token_id = %caller.token_id, "rate limited");
-        let mut response = FhirError::TooManyRequests {
-            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-        }
-        .into_response();
-        response.extensions_mut().insert(caller.clone());
-        response
-    })
+/// Run the request as `caller`, within its rate.
+async fn admit(app: &AppState, caller: Caller, mut request: Request, next: Next) -> Response {
+    if let Err(wait) = app.limiter.check(&caller.credential) {
+        tracing::info!(credential = %caller.credential, "rate limited");
+        let mut response = crate::limits::too_many(wait);
+        response.extensions_mut().insert(caller);
+        return response;
+    }
+    request.extensions_mut().insert(caller.clone());
+    let mut response = next.run(request).await;
+    // For the audit trail.
+    response.extensions_mut().insert(caller);
+    response
 }
 
-fn unauthenticated(error: AuthError) -> Response {
+/// `401`; or `429` once the client's address has failed too often (token
+/// guessing is throttled by address, since there is no token to charge).
+fn unauthenticated(app: &AppState, request: &Request, error: AuthError) -> Response {
+    if let Some(response) = crate::limits::charge_client(app, request) {
+        return response;
+    }
     tracing::info!(reason = ?error, "request refused: not authenticated");
     FhirError::Unauthenticated {
         token_sent: error == AuthError::Invalid,

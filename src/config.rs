@@ -53,6 +53,17 @@ struct RawConfig {
     delivery: Option<RawDelivery>,
     limits: Option<RawLimits>,
     retention_days: Option<u32>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    require_client_certificate: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +92,10 @@ struct RawReferrer {
     #[serde(default)]
     ods_codes: Vec<String>,
     callback_url: Option<String>,
+    /// DNS names (subject alternative names) of client certificates that
+    /// authenticate as this referrer over mutual TLS.
+    #[serde(default)]
+    client_certificate_names: Vec<String>,
     /// Plain `http://` to a loopback address is refused unless this is set.
     #[serde(default)]
     allow_insecure_http: bool,
@@ -127,6 +142,7 @@ struct RawLimits {
     burst: Option<u32>,
     max_concurrent_requests: Option<usize>,
     request_timeout: Option<String>,
+    header_read_timeout: Option<String>,
 }
 
 /// Request limits (`[limits]`), beside `max_body_bytes` and
@@ -145,6 +161,11 @@ pub struct Limits {
     /// Time allowed for a whole request, body upload included; then `408`
     /// (`request_timeout`).
     pub request_timeout: std::time::Duration,
+    /// Time allowed for a connection to send a request's headers (and, on a
+    /// new connection, the TLS handshake); then the connection is closed
+    /// (`header_read_timeout`). Stops slow-loris clients from holding
+    /// connections open.
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -155,6 +176,7 @@ impl Default for Limits {
             burst: 100,
             max_concurrent_requests: 1024,
             request_timeout: std::time::Duration::from_secs(30),
+            header_read_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -171,15 +193,18 @@ impl RawLimits {
             max_concurrent_requests: self
                 .max_concurrent_requests
                 .unwrap_or(defaults.max_concurrent_requests),
-            request_timeout: match self.request_timeout {
-                None => defaults.request_timeout,
-                Some(text) => parse_duration(&text).filter(|d| !d.is_zero()).unwrap_or_else(|| {
-                    problems.push(format!(
-                        "`limits.request_timeout`: {text:?} is not a duration such as 500ms, 30s or 2m"
-                    ));
-                    defaults.request_timeout
-                }),
-            },
+            request_timeout: limit_duration(
+                "request_timeout",
+                self.request_timeout,
+                defaults.request_timeout,
+                problems,
+            ),
+            header_read_timeout: limit_duration(
+                "header_read_timeout",
+                self.header_read_timeout,
+                defaults.header_read_timeout,
+                problems,
+            ),
         };
         if limits.max_array_length == 0 {
             problems.push("`limits.max_array_length`: must be at least 1".into());
@@ -194,6 +219,67 @@ impl RawLimits {
             problems.push("`limits.max_concurrent_requests`: must be at least 1".into());
         }
         limits
+    }
+}
+
+/// A `[limits]` duration: more than zero.
+fn limit_duration(
+    key: &str,
+    text: Option<String>,
+    default: Duration,
+    problems: &mut Vec<String>,
+) -> Duration {
+    match text {
+        None => default,
+        Some(text) => parse_duration(&text)
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| {
+                problems.push(format!(
+                    "`limits.{key}`: {text:?} is not a duration such as 500ms, 30s or 2m"
+                ));
+                default
+            }),
+    }
+}
+
+/// Serving HTTPS (`[tls]`): the server's certificate chain and key, and
+/// optionally the CA whose client certificates are accepted (mutual TLS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first (`certificate`).
+    pub certificate: PathBuf,
+    /// PEM private key (`private_key`).
+    pub private_key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to
+    /// (`client_ca`). Without it, no client certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse the TLS handshake without a client certificate
+    /// (`require_client_certificate`; needs `client_ca`). Off by default,
+    /// so that bearer-token clients can share the port.
+    pub require_client_certificate: bool,
+}
+
+impl RawTls {
+    fn check(self, problems: &mut Vec<String>) -> Option<Tls> {
+        let before = problems.len();
+        if self.certificate.is_none() {
+            problems.push("`tls.certificate`: missing (a PEM certificate chain)".into());
+        }
+        if self.private_key.is_none() {
+            problems.push("`tls.private_key`: missing (a PEM private key)".into());
+        }
+        if self.require_client_certificate && self.client_ca.is_none() {
+            problems.push(
+                "`tls.require_client_certificate`: needs `tls.client_ca` to verify the certificates against"
+                    .into(),
+            );
+        }
+        (problems.len() == before).then(|| Tls {
+            certificate: self.certificate.unwrap_or_default(),
+            private_key: self.private_key.unwrap_or_default(),
+            client_ca: self.client_ca,
+            require_client_certificate: self.require_client_certificate,
+        })
     }
 }
 
@@ -231,6 +317,9 @@ pub struct Config {
     /// Days after which delivered payloads, attempts' response excerpts and
     /// callback bodies are purged (`retention_days`, default 30).
     pub retention_days: u32,
+    /// Serve HTTPS, optionally with client certificates (`[tls]`); plain
+    /// HTTP without it.
+    pub tls: Option<Tls>,
 }
 
 /// Where an endpoint's webhook signing secret comes from.
@@ -241,6 +330,10 @@ pub enum SecretSource {
     /// A file holding `whsec_…` (`secret_file`); created with a new secret
     /// when missing.
     File(PathBuf),
+    /// Both keys: the environment variable when it is set, else the file
+    /// (so a sample configuration runs as it is, and production sets the
+    /// variable).
+    EnvOrFile(String, PathBuf),
     /// A secret given directly, for programmatic use such as tests; not
     /// reachable from the configuration file.
     Inline(Secret),
@@ -338,6 +431,9 @@ pub struct Referrer {
     pub ods_codes: Vec<String>,
     /// Where status notifications are sent (`callback_url`).
     pub callback_url: Url,
+    /// DNS names of the client certificates that authenticate as this
+    /// referrer (`client_certificate_names`; see [`crate::tls`]).
+    pub client_certificate_names: Vec<String>,
     /// The webhook signing secret shared with the referrer (`secret_env` or
     /// `secret_file`).
     pub secret: SecretSource,
@@ -542,6 +638,7 @@ impl RawConfig {
                         name: raw.name,
                         ods_codes: raw.ods_codes,
                         callback_url,
+                        client_certificate_names: raw.client_certificate_names,
                         secret: secrets.current,
                         previous_secret: secrets.previous,
                         previous_secret_until: secrets.previous_until,
@@ -560,6 +657,25 @@ impl RawConfig {
             .map(|raw| raw.check(&mut problems))
             .unwrap_or_default();
 
+        let tls = self.tls.and_then(|raw| raw.check(&mut problems));
+        let mut certificate_owner: HashMap<&str, &str> = HashMap::new();
+        for referrer in referrers.values() {
+            for name in &referrer.client_certificate_names {
+                if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    problems.push(format!(
+                        "`referrers.{}.client_certificate_names`: {name:?} is not a DNS name",
+                        referrer.id
+                    ));
+                }
+                if let Some(other) = certificate_owner.insert(name, &referrer.id) {
+                    problems.push(format!(
+                        "`referrers.{}.client_certificate_names`: {name:?} is also listed by referrers.{other}",
+                        referrer.id
+                    ));
+                }
+            }
+        }
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -577,6 +693,7 @@ impl RawConfig {
             delivery,
             limits,
             retention_days: self.retention_days.unwrap_or(30),
+            tls,
         })
     }
 }
@@ -647,44 +764,41 @@ impl RawSecrets {
     }
 }
 
-/// One of two mutually exclusive keys naming a secret: an environment
-/// variable or a file. `Ok(None)` when neither is given; `Err` after
-/// reporting a problem.
+/// The keys naming a secret: an environment variable, a file, or both (the
+/// variable when it is set, else the file). `Ok(None)` when neither is
+/// given; `Err` after reporting a problem.
 fn secret_source(
     table: &str,
     (env_key, env): (&str, Option<String>),
     (file_key, file): (&str, Option<PathBuf>),
     problems: &mut Vec<String>,
 ) -> Result<Option<SecretSource>, ()> {
-    match (env, file) {
-        (Some(_), Some(_)) => {
+    if let Some(name) = &env {
+        let ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
             problems.push(format!(
-                "`{table}`: give only one of `{env_key}` and `{file_key}`"
+                "`{table}.{env_key}`: {name:?} is not an environment variable name (letters, digits and _)"
             ));
-            Err(())
+            return Err(());
         }
-        (Some(name), None) => {
-            let ok = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if ok {
-                Ok(Some(SecretSource::Env(name)))
-            } else {
-                problems.push(format!(
-                    "`{table}.{env_key}`: {name:?} is not an environment variable name (letters, digits and _)"
-                ));
-                Err(())
-            }
-        }
-        (None, Some(path)) if path.as_os_str().is_empty() => {
-            problems.push(format!("`{table}.{file_key}`: empty path"));
-            Err(())
-        }
-        (None, Some(path)) => Ok(Some(SecretSource::File(path))),
-        (None, None) => Ok(None),
     }
+    if file
+        .as_ref()
+        .is_some_and(|path| path.as_os_str().is_empty())
+    {
+        problems.push(format!("`{table}.{file_key}`: empty path"));
+        return Err(());
+    }
+    Ok(match (env, file) {
+        (Some(var), Some(path)) => Some(SecretSource::EnvOrFile(var, path)),
+        (Some(var), None) => Some(SecretSource::Env(var)),
+        (None, Some(path)) => Some(SecretSource::File(path)),
+        (None, None) => None,
+    })
 }
 
 impl RawDelivery {
@@ -976,6 +1090,14 @@ fn read_secret(
 ) -> Option<Secret> {
     match source {
         SecretSource::Inline(secret) => Some(secret.clone()),
+        SecretSource::EnvOrFile(var, path) => {
+            let from = if env(var).is_some() {
+                SecretSource::Env(var.clone())
+            } else {
+                SecretSource::File(path.clone())
+            };
+            read_secret(table, prefix, &from, env, problems)
+        }
         SecretSource::Env(var) => {
             let key = format!("{table}.{prefix}secret_env");
             let Some(text) = env(var) else {
@@ -1102,7 +1224,7 @@ mod tests {
     #[test]
     fn limits_are_read_and_checked() {
         let config = load(
-            "[limits]\nmax_array_length = 10\nrequests_per_second = 2.5\nburst = 4\nmax_concurrent_requests = 8\nrequest_timeout = \"5s\"\n",
+            "[limits]\nmax_array_length = 10\nrequests_per_second = 2.5\nburst = 4\nmax_concurrent_requests = 8\nrequest_timeout = \"5s\"\nheader_read_timeout = \"2s\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -1113,13 +1235,50 @@ mod tests {
                 burst: 4,
                 max_concurrent_requests: 8,
                 request_timeout: std::time::Duration::from_secs(5),
+                header_read_timeout: std::time::Duration::from_secs(2),
             }
         );
         assert_eq!(load("").unwrap().limits, Limits::default());
         let err =
-            load("[limits]\nrequests_per_second = 0.0\nburst = 0\nrequest_timeout = \"soon\"\n")
+            load("[limits]\nrequests_per_second = 0.0\nburst = 0\nrequest_timeout = \"soon\"\nheader_read_timeout = \"0s\"\n")
                 .unwrap_err();
-        assert_eq!(err.problems.len(), 3, "{err}");
+        assert_eq!(err.problems.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn tls_and_client_certificate_names_are_checked() {
+        let referrer = |names: &str| {
+            format!(
+                "[referrers.r]\nods_codes = [\"A81001\"]\ncallback_url = \"https://r.example/cb\"\nsecret_env = \"R\"\nclient_certificate_names = {names}\n"
+            )
+        };
+        let config = load(&format!(
+            "[tls]\ncertificate = \"s.pem\"\nprivate_key = \"s.key\"\nclient_ca = \"ca.pem\"\n{}",
+            referrer("[\"gp.example.nhs.uk\"]")
+        ))
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("ca.pem")));
+        assert!(!tls.require_client_certificate);
+        assert_eq!(
+            config.referrers["r"].client_certificate_names,
+            ["gp.example.nhs.uk"]
+        );
+
+        let err = load("[tls]\nrequire_client_certificate = true\n").unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "`tls.certificate`: missing (a PEM certificate chain)",
+                "`tls.private_key`: missing (a PEM private key)",
+                "`tls.require_client_certificate`: needs `tls.client_ca` to verify the certificates against",
+            ]
+        );
+        let err = load(&referrer("[\"not a name\"]")).unwrap_err();
+        assert!(
+            err.problems[0].starts_with("`referrers.r.client_certificate_names`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1221,44 +1380,17 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"));
     }
 
-    #[test]
-    fn the_sample_configuration_keeps_secrets_in_files_under_data() {
-        let config = load(include_str!("../config/signpost.toml")).unwrap();
-        for provider in config.providers.values() {
-            let expected = PathBuf::from(format!("data/secrets/{}.whsec", provider.id));
-            assert!(
-                matches!(&provider.secret, SecretSource::File(p) if *p == expected),
-                "{:?}",
-                provider.secret
-            );
-            assert!(provider.previous_secret.is_none());
-        }
-        let referrer = &config.referrers["riverside-surgery"];
-        assert!(matches!(&referrer.secret, SecretSource::File(p)
-            if *p == Path::new("data/secrets/riverside-surgery.whsec")));
-        assert_eq!(config.delivery, DeliveryConfig::default());
-    }
-
     /// A provider table with the given secret lines.
     fn provider_with(lines: &str) -> String {
         format!("[providers.p]\nintake_url = \"https://p.example/intake\"\n{lines}\n")
     }
 
     #[test]
-    fn a_secret_must_be_named_exactly_once() {
+    fn a_secret_must_be_named() {
         let neither = load(&provider_with("")).unwrap_err();
         assert_eq!(neither.problems.len(), 1, "{neither}");
         assert!(
             neither.problems[0].starts_with("`providers.p`: missing the webhook signing secret")
-        );
-
-        let both = load(&provider_with(
-            "secret_env = \"P_SECRET\"\nsecret_file = \"p.whsec\"",
-        ))
-        .unwrap_err();
-        assert_eq!(
-            both.problems,
-            ["`providers.p`: give only one of `secret_env` and `secret_file`"]
         );
 
         let referrer = load(
@@ -1329,10 +1461,6 @@ mod tests {
                 "previous_secret_env = \"P_OLD\"\nprevious_secret_until = 2026-12-01T00:00:00",
                 "`providers.p.previous_secret_until`: not a date-time",
             ),
-            (
-                "previous_secret_env = \"P_OLD\"\nprevious_secret_file = \"old.whsec\"\nprevious_secret_until = \"2026-12-01T00:00:00Z\"",
-                "`providers.p`: give only one of `previous_secret_env` and `previous_secret_file`",
-            ),
         ];
         for (lines, expected) in cases {
             let err =
@@ -1349,6 +1477,63 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn the_sample_configuration_reads_secrets_from_variables_else_files_under_data() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let secret = regex::Regex::new("whsec_[A-Za-z0-9+/=]{16,}").unwrap();
+        assert!(!secret.is_match(&text), "a secret is written in the sample");
+        let config = Config::from_toml(&text, &path, &HashMap::new()).unwrap();
+        let sources = config
+            .providers
+            .values()
+            .map(|p| (&p.id, &p.secret))
+            .chain(config.referrers.values().map(|r| (&r.id, &r.secret)));
+        for (id, source) in sources {
+            let variable = format!(
+                "SIGNPOST_SECRET_{}",
+                id.to_ascii_uppercase().replace('-', "_")
+            );
+            let file = PathBuf::from(format!("data/secrets/{id}.whsec"));
+            assert!(
+                matches!(source, SecretSource::EnvOrFile(v, f) if *v == variable && *f == file),
+                "{source:?}"
+            );
+        }
+        assert!(
+            config
+                .providers
+                .values()
+                .all(|p| p.previous_secret.is_none())
+        );
+        assert_eq!(config.delivery, DeliveryConfig::default());
+    }
+
+    #[test]
+    fn with_both_keys_the_variable_wins_and_the_file_is_the_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.whsec");
+        let config = load(&provider_with(&format!(
+            "secret_env = \"P_SECRET\"\nsecret_file = {}",
+            toml_path(&path)
+        )))
+        .unwrap();
+        let from_env = Secret::generate();
+        let env = HashMap::from([("P_SECRET".to_owned(), from_env.to_whsec())]);
+
+        let keys = config.signing_keys_with(&|v| env.get(v).cloned()).unwrap();
+        assert_eq!(keys["provider:p"].current.to_whsec(), from_env.to_whsec());
+        assert!(
+            !path.exists(),
+            "no file is created when the variable is set"
+        );
+
+        let keys = config.signing_keys_with(&no_env).unwrap();
+        let written = Secret::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(keys["provider:p"].current.to_whsec(), written.to_whsec());
+        assert_ne!(written.to_whsec(), from_env.to_whsec());
     }
 
     #[test]

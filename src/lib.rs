@@ -25,5 +25,6 @@ pub mod referrals;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod validation;
 pub mod webhooks;

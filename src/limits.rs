@@ -6,12 +6,13 @@
 
 use std::{
     collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -22,7 +23,12 @@ use crate::{
     fhir::{AppState, FhirError},
 };
 
-/// Token buckets by caller (token id).
+/// Buckets kept before full ones are forgotten (client addresses are
+/// many; memory must not grow with them).
+const MAX_BUCKETS: usize = 10_000;
+
+/// Token buckets by key: a caller's credential, a provider, or the address
+/// of a client that has not authenticated.
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
@@ -48,6 +54,11 @@ impl RateLimiter {
     pub fn check(&self, caller: &str) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_BUCKETS {
+            // Forget buckets that have refilled: they are the same as new.
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
         let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             at: now,
@@ -62,6 +73,34 @@ impl RateLimiter {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
         }
     }
+}
+
+/// `429 Too Many Requests` with `Retry-After` for a wait of `wait`.
+pub fn too_many(wait: Duration) -> Response {
+    FhirError::TooManyRequests {
+        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+    }
+    .into_response()
+}
+
+/// Charge a request that proved no identity (no or a wrong token, a bad
+/// webhook signature) to its client address: `Some(429)` once that
+/// address's bucket is empty. This throttles guessing without letting
+/// anyone drain a real caller's bucket.
+pub fn charge_client(app: &AppState, request: &Request) -> Option<Response> {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    charge_address(app, address)
+}
+
+/// [`charge_client`] for a known address.
+pub fn charge_address(app: &AppState, address: IpAddr) -> Option<Response> {
+    app.limiter.check(&format!("client:{address}")).err().map(|wait| {
+        tracing::info!(client = %address, "unauthenticated requests from this address rate limited");
+        too_many(wait)
+    })
 }
 
 /// Admission control for every request: at most `max_concurrent_requests`

@@ -6,6 +6,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -28,6 +29,9 @@ pub struct Application {
     run_worker: bool,
     audit_writer: tokio::task::JoinHandle<()>,
     referrals: Arc<Referrals>,
+    /// HTTPS (`[tls]`); plain HTTP without it.
+    tls: Option<RustlsConfig>,
+    limits: crate::config::Limits,
 }
 
 /// Retention: purge expired payloads at start-up and every hour.
@@ -75,6 +79,7 @@ impl Components {
                 keys,
                 audit,
                 limiter: Arc::new(crate::limits::RateLimiter::new(&config.limits)),
+                client_identities: Arc::new(crate::tls::ClientIdentities::new(&config)),
                 admission: Arc::new(crate::limits::Admission::new(&config.limits)),
             },
             worker,
@@ -109,6 +114,13 @@ impl Application {
     /// Build the [`Components`] and bind.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let listen = config.listen;
+        let tls = match &config.tls {
+            Some(tls) => Some(RustlsConfig::from_config(Arc::new(
+                crate::tls::server_config(tls)?,
+            ))),
+            None => None,
+        };
+        let limits = config.limits.clone();
         let components = Components::build(config).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -116,6 +128,8 @@ impl Application {
         let mappings = components.state.mappings.clone();
         let run_worker = components.state.config.delivery.worker;
         Ok(Application {
+            tls,
+            limits,
             referrals: components.state.referrals.clone(),
             run_worker,
             audit_writer: components.audit_writer,
@@ -158,13 +172,40 @@ impl Application {
         let worker = self
             .run_worker
             .then(|| tokio::spawn(self.worker.run(until(stopped.clone()))));
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(until(stopped))
-        .await;
+        // Stop accepting when asked; give requests in flight (each bounded
+        // by `request_timeout`) time to finish.
+        let handle = axum_server::Handle::new();
+        tokio::spawn({
+            let handle = handle.clone();
+            let grace = self.limits.request_timeout + std::time::Duration::from_secs(1);
+            let stopped = until(stopped);
+            async move {
+                stopped.await;
+                handle.graceful_shutdown(Some(grace));
+            }
+        });
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let listener = self.listener.into_std()?;
+        // A connection that takes longer than this to send a request's
+        // headers (slow-loris), or to complete its TLS handshake and first
+        // request, is closed.
+        let timeout = self.limits.header_read_timeout;
+        let served = match self.tls {
+            None => {
+                let mut server = axum_server::from_tcp(listener)?.handle(handle);
+                server.http_builder().http1().header_read_timeout(timeout);
+                server.first_request_timeout(timeout).serve(app).await
+            }
+            Some(tls) => {
+                let mut server = axum_server::from_tcp_rustls(listener, tls)?
+                    .map(|acceptor| acceptor.handshake_timeout(timeout))
+                    .handle(handle);
+                server.http_builder().http1().header_read_timeout(timeout);
+                server.first_request_timeout(timeout).serve(app).await
+            }
+        };
         // The router (and with it every audit sender) is gone: the writer
         // finishes what is queued.
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.audit_writer)

@@ -4,8 +4,10 @@
 //! the body is then mapped into a Task change (see
 //! [`crate::referrals::lifecycle`]). Every answer is an OperationOutcome.
 
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -13,6 +15,7 @@ use axum::{
 use super::{AppState, FHIR_JSON, FhirError, request::LimitedBody};
 use crate::{
     audit::AuditActor,
+    limits,
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     referrals::{lifecycle::CallbackOutcome, provider_endpoint},
 };
@@ -21,6 +24,7 @@ use crate::{
 pub async fn status(
     State(app): State<AppState>,
     Path(provider_id): Path<String>,
+    client: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, FhirError> {
@@ -32,14 +36,27 @@ pub async fn status(
         .keys
         .get(&provider_endpoint(&provider_id))
         .ok_or_else(unknown)?;
-    let webhook_id = keys
-        .verify(&headers, &body, chrono::Utc::now())
-        .map_err(|e| {
+    let webhook_id = match keys.verify(&headers, &body, chrono::Utc::now()) {
+        Ok(id) => id,
+        Err(e) => {
+            // Guessing is throttled by address, as for bearer tokens.
+            if let Some(limited) = client.and_then(|c| limits::charge_address(&app, c.0.0.ip())) {
+                return Ok(limited);
+            }
             tracing::warn!(provider_id = %provider_id, reason = %e, "status callback refused: bad signature");
-            FhirError::Unauthorized(format!(
+            return Err(FhirError::Unauthorized(format!(
                 "the Standard Webhooks signature was not accepted: {e}"
-            ))
-        })?;
+            )));
+        }
+    };
+    if let Err(wait) = app.limiter.check(&format!("provider:{provider_id}")) {
+        tracing::info!(provider_id = %provider_id, "status callbacks rate limited");
+        let mut response = limits::too_many(wait);
+        response
+            .extensions_mut()
+            .insert(AuditActor(format!("provider:{provider_id}")));
+        return Ok(response);
+    }
     let text = std::str::from_utf8(&body).map_err(|_| {
         FhirError::BadRequest(vec![Issue::error(
             IssueCode::Invalid,

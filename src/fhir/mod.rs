@@ -47,6 +47,8 @@ pub struct AppState {
     pub keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
     pub audit: crate::audit::AuditLog,
     pub limiter: Arc<crate::limits::RateLimiter>,
+    /// Referrers by client certificate name (mutual TLS).
+    pub client_identities: Arc<crate::tls::ClientIdentities>,
     pub admission: Arc<crate::limits::Admission>,
 }
 
@@ -153,7 +155,12 @@ pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
                 .and_then(|h| h.to_str().ok())
                 .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
                 .unwrap_or("localhost");
-            format!("http://{host}/fhir")
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}/fhir")
         }
     }
 }

@@ -190,10 +190,15 @@ impl TestApp {
         LazyLock::force(&TRACING);
         let mut config = test_config(&db.url);
         adjust(&mut config);
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let app = Application::build(config)
             .await
             .expect("application builds");
-        let address = format!("http://{}", app.local_addr());
+        let address = format!("{scheme}://{}", app.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;

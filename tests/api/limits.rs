@@ -113,7 +113,117 @@ async fn an_overlong_array_is_refused(backend: Backend) {
     );
 }
 
+/// Read until the server closes the connection; what it said, if anything.
+async fn until_closed(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+async fn slow_headers_and_silent_connections_are_cut_off(backend: Backend) {
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, |config| {
+        config.limits.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://");
+
+    // Headers trickle in and never end (slow-loris).
+    let mut slow = TcpStream::connect(address).await.unwrap();
+    let started = std::time::Instant::now();
+    slow.write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            break;
+        }
+    }
+    let answer = until_closed(&mut slow).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A connection that never says anything.
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    assert_eq!(until_closed(&mut silent).await, "");
+
+    // A prompt client is served as usual.
+    assert_eq!(app.get("/fhir/metadata").await.status(), StatusCode::OK);
+}
+
+async fn guessing_credentials_is_throttled_by_address_and_callbacks_by_provider(backend: Backend) {
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, |config| {
+        config.limits.requests_per_second = 0.2;
+        config.limits.burst = 3;
+    })
+    .await;
+    let guess = crate::helpers::client_with("sp_0123456789abcdef_guess");
+    let search = app.url("/fhir/Task?_lastUpdated=ge2020-01-01");
+    for _ in 0..2 {
+        let answer = guess.get(&search).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A forged status callback counts against the same address.
+    let forged = app
+        .anonymous
+        .post(app.url("/providers/activelives/status"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_forged")
+        .header("webhook-timestamp", crate::receiver::unix_now().to_string())
+        .header("webhook-signature", "v1,Zm9yZ2Vk")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let throttled = guess.get(&search).send().await.unwrap();
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(throttled.headers().contains_key("retry-after"));
+    // Real callers keep their own buckets.
+    assert_eq!(
+        app.get("/fhir/Task?_lastUpdated=ge2020-01-01")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // A provider's signed callbacks have a bucket of their own.
+    let secret = crate::helpers::test_secret("provider:activelives");
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let id = format!("msg_rate_{n}");
+        let body = json!({"referral_ref": "nobody", "event": "booked", "event_time": "2026-03-04T10:15:00Z"})
+            .to_string();
+        let now = crate::receiver::unix_now();
+        let answer = app
+            .anonymous
+            .post(app.url("/providers/activelives/status"))
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", now.to_string())
+            .header(
+                "webhook-signature",
+                crate::receiver::sign(&secret, &id, now, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    // Three verified (about an unknown referral: 404), then throttled.
+    assert_eq!(statuses, [404, 404, 404, 429]);
+}
+
 on_both_backends!(
+    slow_headers_and_silent_connections_are_cut_off,
+    guessing_credentials_is_throttled_by_address_and_callbacks_by_provider,
     a_token_over_its_rate_gets_429_with_retry_after,
     slow_uploads_time_out_and_requests_beyond_the_cap_are_turned_away,
     an_overlong_array_is_refused,

@@ -18,4 +18,5 @@ mod reload;
 mod routing;
 mod security;
 mod status;
+mod tls;
 mod validation;

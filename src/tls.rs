@@ -1,0 +1,119 @@
+//! Serving HTTPS, and mutual TLS for practice systems that authenticate
+//! with a client certificate instead of a bearer token.
+//!
+//! `[tls]` names the server's certificate chain and key. With `client_ca`,
+//! the handshake asks for a client certificate and rustls verifies it
+//! against that CA (chain, validity dates, key usage); a certificate that
+//! does not verify ends the handshake. A verified certificate authenticates
+//! as the referrer whose `client_certificate_names` lists one of the DNS
+//! names in its subject alternative names. Names are compared exactly (no
+//! wildcards): a certificate for `*.example.nhs.uk` is nobody.
+
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use anyhow::Context;
+use axum_server::tls::TlsInfo;
+use rustls::{
+    RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+
+use crate::config::{Config, Tls};
+
+/// The rustls server configuration for `[tls]`.
+pub fn server_config(tls: &Tls) -> anyhow::Result<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = certificates(&tls.certificate, "tls.certificate")?;
+    let key = PrivateKeyDer::from_pem_file(&tls.private_key).with_context(|| {
+        format!(
+            "`tls.private_key`: cannot read a PEM private key from {}",
+            tls.private_key.display()
+        )
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in certificates(path, "tls.client_ca")? {
+                roots.add(certificate).with_context(|| {
+                    format!("`tls.client_ca`: {} holds an unusable CA", path.display())
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.require_client_certificate {
+                verifier
+            } else {
+                // Bearer-token clients share the port.
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(verifier.build().context("`tls.client_ca`")?)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).with_context(|| {
+        format!(
+            "`tls.private_key`: {} does not match `tls.certificate`",
+            tls.private_key.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn certificates(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let read = || -> Result<Vec<_>, rustls::pki_types::pem::Error> {
+        CertificateDer::pem_file_iter(path)?.collect()
+    };
+    let chain = read().with_context(|| {
+        format!(
+            "`{key}`: cannot read PEM certificates from {}",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "`{key}`: {} holds no PEM certificate",
+        path.display()
+    );
+    Ok(chain)
+}
+
+/// Client certificate DNS names → referrer id, from
+/// `client_certificate_names`.
+#[derive(Debug, Default)]
+pub struct ClientIdentities {
+    by_name: HashMap<String, String>,
+}
+
+impl ClientIdentities {
+    pub fn new(config: &Config) -> ClientIdentities {
+        ClientIdentities {
+            by_name: config
+                .referrers
+                .values()
+                .flat_map(|r| {
+                    r.client_certificate_names
+                        .iter()
+                        .map(|name| (name.to_ascii_lowercase(), r.id.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    /// The referrer a connection's (already verified) client certificate
+    /// authenticates, with the name that matched.
+    pub fn referrer(&self, tls: &TlsInfo) -> Option<(&str, &str)> {
+        let der = CertificateDer::from(tls.peer_certificates.first()?.as_slice());
+        let certificate = webpki::EndEntityCert::try_from(&der).ok()?;
+        // Exact names, not `verify_is_valid_for_subject_name`, which would
+        // let a wildcard certificate stand for every referrer under it.
+        certificate.valid_dns_names().find_map(|name| {
+            self.by_name
+                .get_key_value(&name.to_ascii_lowercase())
+                .map(|(name, referrer)| (referrer.as_str(), name.as_str()))
+        })
+    }
+}
