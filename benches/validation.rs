@@ -1,6 +1,8 @@
 //! Validation cost of one referral: the structural layer (official FHIR R4
 //! schema) plus the referral profile, for a bare ServiceRequest with
-//! contained resources and for a transaction Bundle.
+//! contained resources and for a transaction Bundle; and the structural
+//! layer alone, which is what `benches/compare/validate.py` measures Python's
+//! `jsonschema` doing with the same schema and documents.
 //!
 //! Run: `cargo bench --bench validation`
 
@@ -59,5 +61,29 @@ fn parse_and_validate_bare_service_request(bencher: divan::Bencher) {
         VALIDATOR
             .check_referral(Submission::ServiceRequest(&value))
             .is_ok()
+    });
+}
+
+/// The structural layer alone (no profile), for the comparison with Python's
+/// `jsonschema` in `benches/compare/`.
+#[divan::bench]
+fn structure_only_bare_service_request(bencher: divan::Bencher) {
+    let referral = fixture("activelives-exercise.json");
+    LazyLock::force(&VALIDATOR);
+    bencher.bench(|| {
+        VALIDATOR
+            .check_structure(divan::black_box(&referral))
+            .is_empty()
+    });
+}
+
+#[divan::bench]
+fn structure_only_transaction_bundle(bencher: divan::Bencher) {
+    let bundle = fixture("community-connect-debt-housing.bundle.json");
+    LazyLock::force(&VALIDATOR);
+    bencher.bench(|| {
+        VALIDATOR
+            .check_structure(divan::black_box(&bundle))
+            .is_empty()
     });
 }

@@ -487,11 +487,13 @@ async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Ba
     // A server that does not deliver accepts a referral...
     let fleet = Fleet::start_with(backend, |config| config.delivery.worker = false).await;
     let id = fleet.refer("activelives-weight.json").await;
-    // ...a worker leases its message for 1.5 s and dies without a word...
+    // ...a worker leases its message for 3 s and dies without a word...
     let store = signpost::store::open(&fleet.app.db.url, 2).await.unwrap();
     let now = chrono::Utc::now().timestamp_millis();
+    let lease = Duration::from_secs(3);
+    let leased_at = std::time::Instant::now();
     let leased = store
-        .claim_due("crashed-worker", now, now + 1500, 10)
+        .claim_due("crashed-worker", now, now + lease.as_millis() as i64, 10)
         .await
         .unwrap();
     assert_eq!(leased.len(), 1);
@@ -506,10 +508,11 @@ async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Ba
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        fleet.provider("activelives").received().is_empty(),
-        "not while the lease holds"
-    );
+    let nothing_yet = fleet.provider("activelives").received().is_empty();
+    // (On a loaded machine the start-up may outlast the lease.)
+    if leased_at.elapsed() < lease - Duration::from_millis(200) {
+        assert!(nothing_yet, "not while the lease holds");
+    }
     let delivered = fleet.provider("activelives").wait_for(1, PATIENCE).await;
     assert_eq!(
         delivered[0].webhook_id, leased[0].id,
