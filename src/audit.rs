@@ -95,6 +95,7 @@ pub fn actor(caller: &Caller) -> String {
     match &caller.role {
         Role::Referrer(id) => format!("referrer:{id}"),
         Role::Admin => format!("admin:{}", caller.credential),
+        Role::Monitor => format!("monitor:{}", caller.credential),
     }
 }
 

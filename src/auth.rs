@@ -38,6 +38,9 @@ pub enum Role {
     Referrer(String),
     /// An operator: the `/admin` API and every referral.
     Admin,
+    /// A metrics scraper: `GET /metrics` only (so that Prometheus never
+    /// holds a token that can read or erase referrals).
+    Monitor,
 }
 
 /// The authenticated caller of a request (a request extension).
@@ -54,7 +57,7 @@ impl Caller {
     pub fn referrer(&self) -> Option<&str> {
         match &self.role {
             Role::Referrer(id) => Some(id),
-            Role::Admin => None,
+            Role::Admin | Role::Monitor => None,
         }
     }
 
@@ -63,6 +66,7 @@ impl Caller {
         match &self.role {
             Role::Referrer(id) => id == referrer_id,
             Role::Admin => true,
+            Role::Monitor => false,
         }
     }
 }
@@ -81,6 +85,7 @@ pub fn issue(role: &Role) -> Issued {
     let (role_name, referrer_id) = match role {
         Role::Referrer(id) => ("referrer", Some(id.clone())),
         Role::Admin => ("admin", None),
+        Role::Monitor => ("monitor", None),
     };
     Issued {
         token: format!("sp_{id}_{secret}"),
@@ -157,6 +162,7 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Call
             role: match row.referrer_id {
                 Some(referrer) if row.role == "referrer" => Role::Referrer(referrer),
                 _ if row.role == "admin" => Role::Admin,
+                _ if row.role == "monitor" => Role::Monitor,
                 _ => return Err(AuthError::Invalid),
             },
         }),
@@ -196,27 +202,62 @@ fn certificate_caller(app: &AppState, request: &Request) -> Option<Caller> {
     })
 }
 
-/// Middleware: any authenticated caller; the [`Caller`] is added to the
-/// request's extensions.
+/// Middleware: referrers and operators (the FHIR API); the [`Caller`] is
+/// added to the request's extensions.
 pub async fn any_caller(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    match identify(&app, &request).await {
-        Ok(caller) => admit(&app, caller, request, next).await,
-        Err(e) => unauthenticated(&app, &request, e),
-    }
+    only(
+        &app,
+        request,
+        next,
+        |role| role != &Role::Monitor,
+        "a referrer's or an admin's token",
+    )
+    .await
 }
 
-/// Middleware: operators only (`403` for a referrer).
+/// Middleware: operators only (`403` for anyone else).
 pub async fn admin_only(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    match identify(&app, &request).await {
-        Ok(caller) if caller.role == Role::Admin => admit(&app, caller, request, next).await,
+    only(
+        &app,
+        request,
+        next,
+        |role| role == &Role::Admin,
+        "an admin token",
+    )
+    .await
+}
+
+/// Middleware: metrics scrapers and operators.
+pub async fn monitor(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    only(
+        &app,
+        request,
+        next,
+        |role| matches!(role, Role::Monitor | Role::Admin),
+        "a monitor or an admin token",
+    )
+    .await
+}
+
+/// Authenticate, then let through the roles `allowed` accepts (`403` for
+/// the others, saying what `needed`).
+async fn only(
+    app: &AppState,
+    request: Request,
+    next: Next,
+    allowed: impl Fn(&Role) -> bool,
+    needed: &str,
+) -> Response {
+    match identify(app, &request).await {
+        Ok(caller) if allowed(&caller.role) => admit(app, caller, request, next).await,
         Ok(caller) => {
-            tracing::info!(credential = %caller.credential, "admin endpoint refused to a referrer");
+            tracing::info!(credential = %caller.credential, "endpoint refused to this role");
             let mut response =
-                FhirError::Forbidden("this endpoint needs an admin token".into()).into_response();
+                FhirError::Forbidden(format!("this endpoint needs {needed}")).into_response();
             response.extensions_mut().insert(caller);
             response
         }
-        Err(e) => unauthenticated(&app, &request, e),
+        Err(e) => unauthenticated(app, &request, e),
     }
 }
 

@@ -170,11 +170,14 @@ enum TokensCommand {
     Create {
         /// For this referrer (`[referrers.<id>]`): it may send referrals for
         /// its organisations and see only its own.
-        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        #[arg(long, required_unless_present_any = ["admin", "monitor"])]
         referrer: Option<String>,
         /// For an operator: the /admin API and every referral.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["referrer", "monitor"])]
         admin: bool,
+        /// For a metrics scraper (Prometheus): GET /metrics only.
+        #[arg(long, conflicts_with_all = ["referrer", "admin"])]
+        monitor: bool,
     },
     /// List tokens (ids, roles, dates; never the tokens), as JSON.
     List,
@@ -370,16 +373,21 @@ async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::Result<()> {
     let config = Config::load(&config)?;
     let store = crate::store::open(&config.database_url, 1).await?;
     match command {
-        TokensCommand::Create { referrer, admin } => {
-            let role = match (referrer, admin) {
-                (Some(id), false) => {
+        TokensCommand::Create {
+            referrer,
+            admin,
+            monitor,
+        } => {
+            let role = match (referrer, admin, monitor) {
+                (Some(id), false, false) => {
                     if !config.referrers.contains_key(&id) {
                         anyhow::bail!("no [referrers.{id}] in the configuration");
                     }
                     Role::Referrer(id)
                 }
-                (None, true) => Role::Admin,
-                _ => anyhow::bail!("give --referrer ID or --admin"),
+                (None, true, false) => Role::Admin,
+                (None, false, true) => Role::Monitor,
+                _ => anyhow::bail!("give one of --referrer ID, --admin and --monitor"),
             };
             let issued = issue(&role);
             store.insert_token(issued.row.clone()).await?;

@@ -46,6 +46,7 @@ struct Inner {
     keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
     referrals: Arc<Referrals>,
     client: reqwest::Client,
+    heartbeat: Arc<crate::health::WorkerHeartbeat>,
 }
 
 /// Where a message goes and how it is signed.
@@ -84,6 +85,7 @@ impl Worker {
         config: Arc<Config>,
         keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
         referrals: Arc<Referrals>,
+        heartbeat: Arc<crate::health::WorkerHeartbeat>,
     ) -> anyhow::Result<Worker> {
         let delivery = &config.delivery;
         let client = reqwest::Client::builder()
@@ -108,6 +110,7 @@ impl Worker {
                 keys,
                 referrals,
                 client,
+                heartbeat,
             }),
         })
     }
@@ -132,6 +135,7 @@ impl Worker {
         let mut shutdown = std::pin::pin!(shutdown);
         tracing::info!(worker = %self.inner.id, "delivery worker started");
         loop {
+            self.inner.heartbeat.beat();
             while in_flight.try_join_next().is_some() {}
             let free = concurrency.saturating_sub(in_flight.len());
             let mut claimed = 0;
@@ -176,6 +180,7 @@ impl Worker {
         if let Some(listener) = listener {
             listener.abort();
         }
+        self.inner.heartbeat.stopped();
         if let Err(e) = self.store().release_leases(&self.inner.id).await {
             tracing::warn!(error = %e, "cannot release leases; they expire on their own");
         }
@@ -229,7 +234,8 @@ impl Worker {
                 retry_after: None,
             },
         };
-        let latency_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let took = clock.elapsed();
+        let latency_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
         let attempt_number = message.attempts + 1;
         let verdict = judge(&answer);
         let settings = self.settings();
@@ -260,6 +266,10 @@ impl Worker {
                 }
             }
         };
+        self.inner
+            .referrals
+            .metrics
+            .attempt(&message.endpoint, outcome, took);
         tracing::info!(
             message_id = %message.id,
             referral_id = %message.referral_id,

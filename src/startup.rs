@@ -69,7 +69,16 @@ impl Components {
         let (referrals, mappings) = referrals(config).await?;
         let config = referrals.config.clone();
         let keys = Arc::new(keys);
-        let worker = Worker::new(config.clone(), keys.clone(), referrals.clone())?;
+        let worker_heartbeat = crate::health::WorkerHeartbeat::new(
+            config.delivery.worker,
+            config.delivery.poll_interval,
+        );
+        let worker = Worker::new(
+            config.clone(),
+            keys.clone(),
+            referrals.clone(),
+            worker_heartbeat.clone(),
+        )?;
         let (audit, audit_writer) = crate::audit::AuditLog::start(referrals.store.clone());
         Ok(Components {
             state: AppState {
@@ -80,6 +89,7 @@ impl Components {
                 audit,
                 limiter: Arc::new(crate::limits::RateLimiter::new(&config.limits)),
                 client_identities: Arc::new(crate::tls::ClientIdentities::new(&config)),
+                worker_heartbeat,
                 admission: Arc::new(crate::limits::Admission::new(&config.limits)),
             },
             worker,
@@ -95,8 +105,11 @@ pub async fn referrals(config: Config) -> anyhow::Result<(Arc<Referrals>, Arc<Ma
     let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
         .await
         .context("loading schemas")??;
-    let mappings =
-        Arc::new(Mappings::load(&config).map_err(|e| anyhow::anyhow!("mappings refused:\n{e}"))?);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let mappings = Arc::new(
+        Mappings::load(&config, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("mappings refused:\n{e}"))?,
+    );
     let store = store::open(&config.database_url, config.database_max_connections)
         .await
         .context("opening the database")?;
@@ -106,6 +119,7 @@ pub async fn referrals(config: Config) -> anyhow::Result<(Arc<Referrals>, Arc<Ma
         store,
         mappings: mappings.live.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
+        metrics,
     });
     Ok((referrals, mappings))
 }

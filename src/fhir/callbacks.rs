@@ -68,6 +68,7 @@ pub async fn status(
         .provider_callback(&provider_id, &webhook_id, text)
         .await?;
     let mut referral = None;
+    let metrics = &app.referrals.metrics;
     let (status, issues) = match outcome {
         CallbackOutcome::Applied {
             referral_id,
@@ -75,6 +76,7 @@ pub async fn status(
             status,
         } => {
             referral = Some(referral_id);
+            metrics.status_event(&provider_id, "applied", &status.to_string());
             tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, task_id = %task_id, task_status = %status, "status callback applied");
             (
                 StatusCode::OK,
@@ -82,6 +84,7 @@ pub async fn status(
             )
         }
         CallbackOutcome::Duplicate { status, outcome } => {
+            metrics.status_event(&provider_id, "duplicate", "");
             tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, "status callback already received");
             (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
@@ -91,6 +94,7 @@ pub async fn status(
             )
         }
         CallbackOutcome::Refused { status, issues } => {
+            metrics.status_event(&provider_id, "refused", "");
             tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, status, "status callback refused");
             (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),

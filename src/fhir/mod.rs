@@ -47,6 +47,8 @@ pub struct AppState {
     pub keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
     pub audit: crate::audit::AuditLog,
     pub limiter: Arc<crate::limits::RateLimiter>,
+    /// The delivery worker's heartbeat, for `GET /health/ready`.
+    pub worker_heartbeat: Arc<crate::health::WorkerHeartbeat>,
     /// Referrers by client certificate name (mutual TLS).
     pub client_identities: Arc<crate::tls::ClientIdentities>,
     pub admission: Arc<crate::limits::Admission>,
@@ -107,9 +109,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::admin_only,
         ));
+    let metrics = Router::new()
+        .route("/metrics", get(crate::metrics::scrape))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::monitor,
+        ));
     Router::new()
         .nest("/fhir", fhir)
         .nest("/admin", admin)
+        .merge(metrics)
+        .route("/health/live", get(crate::health::live))
+        .route("/health/ready", get(crate::health::ready))
         .route(
             "/providers/{provider_id}/status",
             axum::routing::post(callbacks::status),
@@ -123,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::record_requests,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::record,
         ))
         .layer(axum::middleware::from_fn(request::request_ids))
         // Outermost: a panic in any handler becomes a bare 500

@@ -31,6 +31,7 @@ pub struct Mappings {
     schemas_dir: PathBuf,
     providers: Vec<String>,
     status: Mutex<ReloadStatus>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -44,7 +45,10 @@ struct ReloadStatus {
 
 impl Mappings {
     /// Load and check the set named by `config`; refuse to start on any problem.
-    pub fn load(config: &Config) -> Result<Mappings, String> {
+    pub fn load(
+        config: &Config,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Mappings, String> {
         let providers: Vec<String> = config.providers.keys().cloned().collect();
         let set = load_checked(&config.mappings_dir, &config.schemas_dir, &providers)?;
         Ok(Mappings {
@@ -56,6 +60,7 @@ impl Mappings {
                 loaded_at: now(),
                 ..ReloadStatus::default()
             }),
+            metrics,
         })
     }
 
@@ -64,6 +69,7 @@ impl Mappings {
         let outcome = load_checked(&self.mappings_dir, &self.schemas_dir, &self.providers);
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.last_attempt_at = Some(now());
+        self.metrics.mapping_reload(outcome.is_ok());
         match outcome {
             Ok(set) => {
                 let versions: Vec<String> = set

@@ -32,6 +32,7 @@ pub struct Referrals {
     pub mappings: Arc<ArcSwap<MappingSet>>,
     /// Wakes the delivery worker when messages are added.
     pub wake: Arc<tokio::sync::Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why an intake did not produce a referral.
@@ -73,8 +74,10 @@ impl Referrals {
             "ServiceRequest",
             "this endpoint takes a ServiceRequest; post a transaction Bundle to the base URL",
         )?;
-        let referral = self.validate(Submission::ServiceRequest(body))?;
-        self.accept(referrer_id, referral, criteria).await
+        let started = std::time::Instant::now();
+        let referral = self.validate(Submission::ServiceRequest(body));
+        self.metrics.validation(started.elapsed());
+        self.accept(referrer_id, referral?, criteria).await
     }
 
     /// Accept a transaction Bundle holding one ServiceRequest and the
@@ -89,16 +92,19 @@ impl Referrals {
             "Bundle",
             "the base URL takes a transaction Bundle; post a bare ServiceRequest to /fhir/ServiceRequest",
         )?;
+        let started = std::time::Instant::now();
         let structural = self.validator.check_structure(body);
         if !structural.is_empty() {
+            self.metrics.validation(started.elapsed());
             return Err(IntakeError::Rejected(Rejection::Structure(structural)));
         }
         let service_request = find_service_request_entry(body)?;
         let referral = self.validate(Submission::Bundle {
             bundle: body,
             service_request,
-        })?;
-        self.accept(referrer_id, referral, None).await
+        });
+        self.metrics.validation(started.elapsed());
+        self.accept(referrer_id, referral?, None).await
     }
 
     fn validate<'a>(&self, submission: Submission<'a>) -> Result<Referral<'a>, IntakeError> {
@@ -180,9 +186,11 @@ impl Referrals {
 
         // Route and map now, so that a referral the provider could not take
         // is refused here rather than accepted and never delivered.
+        let started = std::time::Instant::now();
         let mappings = self.mappings.load();
         let mapping = mappings.route(&resource).map_err(refuse)?;
         let payload = mapping.translate(&resource).map_err(refuse)?;
+        self.metrics.mapping(started.elapsed());
         let provider_name = self
             .config
             .providers

@@ -303,6 +303,47 @@ pub enum StoreError {
 }
 
 /// The storage operations the domain needs.
+/// The outbox of one endpoint, for `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub endpoint: String,
+    /// Messages not yet delivered (nor dead).
+    pub pending: i64,
+    /// When the oldest of them was queued (RFC 3339).
+    pub oldest_pending_at: Option<String>,
+    /// Messages dead-lettered (a replay is a new message; the original
+    /// stays dead).
+    pub dead: i64,
+}
+
+impl OutboxStats {
+    fn combine(pending: Vec<(String, i64, String)>, dead: Vec<(String, i64)>) -> Vec<OutboxStats> {
+        let mut by_endpoint: std::collections::BTreeMap<String, OutboxStats> = Default::default();
+        for (endpoint, count, oldest) in pending {
+            let entry = by_endpoint.entry(endpoint.clone()).or_insert(OutboxStats {
+                endpoint,
+                pending: 0,
+                oldest_pending_at: None,
+                dead: 0,
+            });
+            entry.pending = count;
+            entry.oldest_pending_at = Some(oldest);
+        }
+        for (endpoint, count) in dead {
+            by_endpoint
+                .entry(endpoint.clone())
+                .or_insert(OutboxStats {
+                    endpoint,
+                    pending: 0,
+                    oldest_pending_at: None,
+                    dead: 0,
+                })
+                .dead = count;
+        }
+        by_endpoint.into_values().collect()
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Store a referral with its Task, first task event and outbox messages,
@@ -441,6 +482,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Per endpoint: undelivered messages, the oldest one's creation time,
+    /// and dead letters (for `GET /metrics`).
+    async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError>;
+
     /// Wake `wake` whenever another process (a separate worker or another
     /// instance) adds outbox messages, where the backend can tell
     /// (PostgreSQL `LISTEN/NOTIFY`). Returns the listening task, if any.
@@ -564,6 +609,10 @@ mod sql {
         delivered_at = $2, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
     pub const MESSAGE_RETRY: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, \
         last_error = $3, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
+    pub const PENDING_BY_ENDPOINT: &str = "SELECT endpoint, COUNT(*), MIN(created_at) \
+        FROM outbox WHERE state = 'pending' GROUP BY endpoint";
+    pub const DEAD_BY_ENDPOINT: &str =
+        "SELECT endpoint, COUNT(*) FROM outbox WHERE state = 'dead' GROUP BY endpoint";
     pub const MESSAGE_DEAD: &str = "UPDATE outbox SET state = 'dead', attempts = attempts + 1, \
         last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
     pub const DISABLE_ENDPOINT: &str = "INSERT INTO disabled_endpoints (endpoint, disabled_at, reason) \
@@ -1216,6 +1265,19 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 Ok(removed > 0)
+            }
+
+            async fn outbox_stats(
+                &self,
+            ) -> Result<Vec<$crate::store::OutboxStats>, $crate::store::StoreError> {
+                let pending: Vec<(String, i64, String)> =
+                    sqlx::query_as($crate::store::sql::PENDING_BY_ENDPOINT)
+                        .fetch_all(&self.reader)
+                        .await?;
+                let dead: Vec<(String, i64)> = sqlx::query_as($crate::store::sql::DEAD_BY_ENDPOINT)
+                    .fetch_all(&self.reader)
+                    .await?;
+                Ok($crate::store::OutboxStats::combine(pending, dead))
             }
 
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {

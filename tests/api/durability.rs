@@ -47,7 +47,7 @@ async fn referrals_survive_a_restart(backend: Backend) {
 }
 
 /// Start the real `signpost` binary on `db`, returning it and its address.
-async fn start_binary(db: &TestDb, config_path: &std::path::Path) -> (Child, String) {
+pub async fn start_binary(db: &TestDb, config_path: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_signpost"))
         .args(["serve", "--config"])
         .arg(config_path)

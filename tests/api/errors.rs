@@ -232,14 +232,25 @@ async fn a_storage_failure_is_a_503_that_stores_nothing(backend: Backend) {
 }
 
 async fn sabotage(url: &str) {
+    sabotage_table(url, "task_events").await;
+}
+
+/// Break the database under a running server: rename `table` away.
+pub async fn sabotage_table(url: &str, table: &str) {
     use sqlx::Connection;
-    let statement = "ALTER TABLE task_events RENAME TO task_events_gone";
+    let statement = format!("ALTER TABLE {table} RENAME TO {table}_gone");
     if url.starts_with("sqlite:") {
         let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(statement).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query(statement).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 }
 

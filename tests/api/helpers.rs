@@ -265,6 +265,18 @@ impl TestApp {
         .await
     }
 
+    /// GET with the admin's token, as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .admin
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "GET {path}");
+        response.text().await.unwrap()
+    }
+
     /// GET with the referrer's token (the admin's for `/admin/…`).
     pub async fn get(&self, path: &str) -> reqwest::Response {
         let client = if path.starts_with("/admin/") {

@@ -12,6 +12,7 @@ mod fleet;
 mod idempotency;
 mod intake;
 mod limits;
+mod operations;
 mod privacy;
 mod receiver;
 mod reload;

@@ -146,6 +146,23 @@ async fn mapping_edits_are_reloaded_only_when_they_compile_and_pass_their_fixtur
         "{report:#}"
     );
     assert_eq!(version_of(&report, "activelives"), "1.0.1");
+
+    // Prometheus sees the same counts.
+    let metrics = app.get_text("/metrics").await;
+    let reloads = report["reloads"].as_u64().unwrap();
+    let failed = report["failed_reloads"].as_u64().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "signpost_mapping_reloads_total{{outcome=\"ok\"}} {reloads}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "signpost_mapping_reloads_total{{outcome=\"failed\"}} {failed}\n"
+        )),
+        "{metrics}"
+    );
 }
 
 on_both_backends!(mapping_edits_are_reloaded_only_when_they_compile_and_pass_their_fixtures);

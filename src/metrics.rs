@@ -1,0 +1,324 @@
+//! What Signpost is doing, for Prometheus: `GET /metrics` in the
+//! OpenMetrics text format (which Prometheus scrapes natively).
+//!
+//! Each process has its own registry (no global recorder), so every test
+//! server counts only its own work. Labels carry ids (referrer, provider,
+//! endpoint, route) and outcomes, never patient data. The outbox gauges
+//! (depth, oldest undelivered message, dead letters) are read from the
+//! database at each scrape, so they are right across several instances.
+
+use std::{sync::atomic::AtomicU64, time::Duration};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{auth::Caller, fhir::AppState, store::OutboxStats};
+
+/// Label pairs, e.g. `[("referrer", "riverside-surgery")]`.
+type Labels = Vec<(&'static str, String)>;
+type Timings = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Every metric Signpost exports.
+pub struct Metrics {
+    registry: Registry,
+    referrals_accepted: Family<Labels, Counter>,
+    referrals_resent: Family<Labels, Counter>,
+    referrals_rejected: Family<Labels, Counter>,
+    http_requests: Family<Labels, Counter>,
+    http_seconds: Timings,
+    validation_seconds: Histogram,
+    mapping_seconds: Histogram,
+    delivery_attempts: Family<Labels, Counter>,
+    attempt_seconds: Timings,
+    status_events: Family<Labels, Counter>,
+    mapping_reloads: Family<Labels, Counter>,
+    outbox_pending: Family<Labels, Gauge>,
+    outbox_oldest_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    dead_letters: Family<Labels, Gauge>,
+}
+
+/// Buckets from 50 µs to about 26 s (seconds).
+fn timings() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("signpost"),
+            referrals_accepted: Family::default(),
+            referrals_resent: Family::default(),
+            referrals_rejected: Family::default(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(timings),
+            validation_seconds: timings(),
+            mapping_seconds: timings(),
+            delivery_attempts: Family::default(),
+            attempt_seconds: Family::new_with_constructor(timings),
+            status_events: Family::default(),
+            mapping_reloads: Family::default(),
+            outbox_pending: Family::default(),
+            outbox_oldest_seconds: Family::default(),
+            dead_letters: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "referrals_accepted",
+            "Referrals accepted (201), by referrer",
+            m.referrals_accepted.clone(),
+        );
+        r.register(
+            "referrals_resent",
+            "Referrals sent again and answered with the original (200), by referrer",
+            m.referrals_resent.clone(),
+        );
+        r.register(
+            "referrals_rejected",
+            "Referrals refused, by referrer and reason",
+            m.referrals_rejected.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests, by route",
+            m.http_seconds.clone(),
+        );
+        r.register(
+            "validation_duration_seconds",
+            "Time to validate one submitted referral (schema and profile)",
+            m.validation_seconds.clone(),
+        );
+        r.register(
+            "mapping_duration_seconds",
+            "Time to route and map one referral to its provider's payload",
+            m.mapping_seconds.clone(),
+        );
+        r.register(
+            "delivery_attempts",
+            "Delivery attempts, by endpoint and outcome (delivered, retry, dead, disabled)",
+            m.delivery_attempts.clone(),
+        );
+        r.register(
+            "delivery_attempt_duration_seconds",
+            "Time from sending a webhook to its answer, by endpoint",
+            m.attempt_seconds.clone(),
+        );
+        r.register(
+            "status_events",
+            "Provider status callbacks, by provider, outcome (applied, duplicate, refused) and Task status",
+            m.status_events.clone(),
+        );
+        r.register(
+            "mapping_reloads",
+            "Hot reloads of the mapping files, by outcome (ok, failed)",
+            m.mapping_reloads.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Messages not yet delivered, by endpoint",
+            m.outbox_pending.clone(),
+        );
+        r.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest undelivered message, by endpoint",
+            m.outbox_oldest_seconds.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Messages dead-lettered, by endpoint (a replay is a new message)",
+            m.dead_letters.clone(),
+        );
+        m
+    }
+}
+
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.iter().map(|&(k, v)| (k, v.to_owned())).collect()
+}
+
+impl Metrics {
+    pub fn validation(&self, took: Duration) {
+        self.validation_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn mapping(&self, took: Duration) {
+        self.mapping_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One delivery attempt to `endpoint` (`provider:<id>` or
+    /// `referrer:<id>`).
+    pub fn attempt(&self, endpoint: &str, outcome: &str, took: Duration) {
+        self.delivery_attempts
+            .get_or_create(&labels([("endpoint", endpoint), ("outcome", outcome)]))
+            .inc();
+        self.attempt_seconds
+            .get_or_create(&labels([("endpoint", endpoint)]))
+            .observe(took.as_secs_f64());
+    }
+
+    /// One status callback from `provider`; `status` is the Task's status
+    /// after it ("" when refused).
+    pub fn status_event(&self, provider: &str, outcome: &str, status: &str) {
+        self.status_events
+            .get_or_create(&labels([
+                ("provider", provider),
+                ("outcome", outcome),
+                ("status", status),
+            ]))
+            .inc();
+    }
+
+    pub fn mapping_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.mapping_reloads
+            .get_or_create(&labels([("outcome", outcome)]))
+            .inc();
+    }
+
+    /// One answered request; intake requests also count the referral.
+    fn request(
+        &self,
+        route: &str,
+        method: &Method,
+        status: StatusCode,
+        caller: Option<&Caller>,
+        took: Duration,
+    ) {
+        let status_text = status.as_str();
+        self.http_requests
+            .get_or_create(&labels([
+                ("method", method.as_str()),
+                ("route", route),
+                ("status", status_text),
+            ]))
+            .inc();
+        self.http_seconds
+            .get_or_create(&labels([("route", route)]))
+            .observe(took.as_secs_f64());
+        let intake =
+            method == Method::POST && matches!(route, "/fhir" | "/fhir/" | "/fhir/ServiceRequest");
+        if !intake {
+            return;
+        }
+        let referrer = caller.and_then(Caller::referrer).unwrap_or("unknown");
+        match status {
+            StatusCode::CREATED => self
+                .referrals_accepted
+                .get_or_create(&labels([("referrer", referrer)]))
+                .inc(),
+            StatusCode::OK => self
+                .referrals_resent
+                .get_or_create(&labels([("referrer", referrer)]))
+                .inc(),
+            _ => self
+                .referrals_rejected
+                .get_or_create(&labels([
+                    ("referrer", referrer),
+                    ("reason", rejection_reason(status)),
+                ]))
+                .inc(),
+        };
+    }
+
+    /// The OpenMetrics text, with the outbox gauges set from `outbox`.
+    fn render(&self, outbox: &[OutboxStats], now: DateTime<Utc>) -> String {
+        self.outbox_pending.clear();
+        self.outbox_oldest_seconds.clear();
+        self.dead_letters.clear();
+        for stats in outbox {
+            let endpoint = labels([("endpoint", &stats.endpoint)]);
+            self.outbox_pending
+                .get_or_create(&endpoint)
+                .set(stats.pending);
+            self.dead_letters.get_or_create(&endpoint).set(stats.dead);
+            let age = stats
+                .oldest_pending_at
+                .as_deref()
+                .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+                .map_or(0.0, |at| {
+                    (now - at.with_timezone(&Utc)).num_milliseconds().max(0) as f64 / 1000.0
+                });
+            self.outbox_oldest_seconds.get_or_create(&endpoint).set(age);
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Why an intake was refused, from its status.
+fn rejection_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid",
+        401 => "unauthenticated",
+        403 => "forbidden",
+        408 => "timeout",
+        409 => "conflict",
+        412 => "ambiguous",
+        413 => "too_large",
+        415 => "media_type",
+        422 => "profile",
+        429 => "rate_limited",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
+
+/// Middleware: count and time every request by its route (the route
+/// pattern, not the path, which may hold ids).
+pub async fn record(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(no route)".to_owned(), |m| m.as_str().to_owned());
+    let response = next.run(request).await;
+    app.referrals.metrics.request(
+        &route,
+        &method,
+        response.status(),
+        response.extensions().get::<Caller>(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(app): State<AppState>) -> Response {
+    let outbox = match app.referrals.store.outbox_stats().await {
+        Ok(outbox) => outbox,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbox for /metrics");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let text = app.referrals.metrics.render(&outbox, Utc::now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
