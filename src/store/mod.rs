@@ -300,9 +300,126 @@ pub enum StoreError {
     /// The Task or referral changed since it was read: read again and retry.
     #[error("the resource changed concurrently")]
     Conflict,
+    /// The group commit a write was part of failed (or the writer is gone):
+    /// nothing of it was stored.
+    #[error("the database did not commit the write: {0}")]
+    NotCommitted(String),
 }
 
-/// The storage operations the domain needs.
+/// Group commit: the writes that must be durable before they are
+/// acknowledged (a referral's intake, a delivery attempt's outcome) queue
+/// for the one writer task, which runs every write that arrived while the
+/// previous commit was being flushed in one transaction, each within its
+/// own savepoint (so one refused write does not undo the others), commits
+/// once, and only then answers each. Under load one fsync covers many
+/// referrals; alone, a write commits at once, as before.
+pub(crate) mod group {
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::{FinishedAttempt, NewIntake, Recorded, StoreError};
+
+    /// Most writes in one transaction.
+    pub const LIMIT: usize = 256;
+    /// Writes waiting for the writer (then callers wait for room).
+    pub const QUEUE: usize = 4096;
+
+    pub enum Write {
+        Intake(
+            Box<NewIntake>,
+            oneshot::Sender<Result<Recorded, StoreError>>,
+        ),
+        Finish(
+            Box<FinishedAttempt>,
+            oneshot::Sender<Result<(), StoreError>>,
+        ),
+    }
+
+    /// A write done inside the transaction, waiting for the commit to be
+    /// answered.
+    pub enum Done {
+        Intake(
+            oneshot::Sender<Result<Recorded, StoreError>>,
+            Result<Recorded, StoreError>,
+        ),
+        Finish(
+            oneshot::Sender<Result<(), StoreError>>,
+            Result<(), StoreError>,
+        ),
+    }
+
+    impl Done {
+        pub fn ok(&self) -> bool {
+            match self {
+                Done::Intake(_, result) => result.is_ok(),
+                Done::Finish(_, result) => result.is_ok(),
+            }
+        }
+
+        /// Answer the caller; `failed` is why the commit failed, if it did.
+        pub fn answer(self, failed: Option<&str>) {
+            let lost = |e: &str| StoreError::NotCommitted(e.to_owned());
+            match self {
+                Done::Intake(reply, result) => {
+                    let _ = reply.send(match failed {
+                        Some(e) if result.is_ok() => Err(lost(e)),
+                        _ => result,
+                    });
+                }
+                Done::Finish(reply, result) => {
+                    let _ = reply.send(match failed {
+                        Some(e) if result.is_ok() => Err(lost(e)),
+                        _ => result,
+                    });
+                }
+            }
+        }
+    }
+
+    impl Write {
+        /// Answer without writing: nothing was stored, for `why`.
+        pub fn refuse(self, why: &str) {
+            let lost = || StoreError::NotCommitted(why.to_owned());
+            match self {
+                Write::Intake(_, reply) => {
+                    let _ = reply.send(Err(lost()));
+                }
+                Write::Finish(_, reply) => {
+                    let _ = reply.send(Err(lost()));
+                }
+            }
+        }
+    }
+
+    /// Take the next group: wait for one write, then whatever else is
+    /// already queued. `None` when every sender is gone.
+    pub async fn next(queue: &mut mpsc::Receiver<Write>) -> Option<Vec<Write>> {
+        let first = queue.recv().await?;
+        let mut group = vec![first];
+        while group.len() < LIMIT {
+            match queue.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        Some(group)
+    }
+
+    /// Send a write and wait for its answer.
+    pub async fn submit<T>(
+        queue: &mpsc::Sender<Write>,
+        write: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(write(reply))
+            .await
+            .map_err(|_| StoreError::NotCommitted("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::NotCommitted("the writer has stopped".into()))?
+    }
+}
+
 /// The outbox of one endpoint, for `GET /metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxStats {
@@ -344,6 +461,7 @@ impl OutboxStats {
     }
 }
 
+/// The storage operations the domain needs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Store a referral with its Task, first task event and outbox messages,
@@ -643,6 +761,211 @@ mod sql {
 macro_rules! impl_store {
     ($backend:ty, $db:ty, $claim_lock:expr, $announce:expr) => {
         impl $backend {
+            /// The group committer (see [`crate::store::group`]): runs until
+            /// the store is dropped.
+            fn start_writer(
+                writer: sqlx::Pool<$db>,
+            ) -> tokio::sync::mpsc::Sender<$crate::store::group::Write> {
+                let (writes, mut queue) = tokio::sync::mpsc::channel($crate::store::group::QUEUE);
+                tokio::spawn(async move {
+                    while let Some(group) = $crate::store::group::next(&mut queue).await {
+                        Self::commit_group(&writer, group).await;
+                    }
+                });
+                writes
+            }
+
+            async fn commit_group(
+                writer: &sqlx::Pool<$db>,
+                group: Vec<$crate::store::group::Write>,
+            ) {
+                use $crate::store::group::{Done, Write};
+                let mut tx = match writer.begin().await {
+                    Ok(tx) => tx,
+                    Err(e) => {
+                        let e = e.to_string();
+                        tracing::warn!(error = %e, "cannot begin a group commit");
+                        for write in group {
+                            write.refuse(&e);
+                        }
+                        return;
+                    }
+                };
+                let mut done = Vec::with_capacity(group.len());
+                let mut broken: Option<String> = None;
+                for write in group {
+                    if let Some(e) = &broken {
+                        write.refuse(e);
+                        continue;
+                    }
+                    if let Err(e) = sqlx::query("SAVEPOINT write").execute(&mut *tx).await {
+                        write.refuse(&e.to_string());
+                        broken = Some(e.to_string());
+                        continue;
+                    }
+                    let result = match write {
+                        Write::Intake(intake, reply) => {
+                            Done::Intake(reply, Self::intake_in(&mut tx, *intake).await)
+                        }
+                        Write::Finish(finished, reply) => {
+                            Done::Finish(reply, Self::finish_in(&mut tx, *finished).await)
+                        }
+                    };
+                    // A refused write is undone alone; the others stand.
+                    let close = if result.ok() {
+                        "RELEASE SAVEPOINT write"
+                    } else {
+                        "ROLLBACK TO SAVEPOINT write"
+                    };
+                    if let Err(e) = sqlx::query(close).execute(&mut *tx).await {
+                        broken = Some(e.to_string());
+                    }
+                    done.push(result);
+                }
+                let failed = match broken {
+                    Some(e) => {
+                        let _ = tx.rollback().await;
+                        Some(e)
+                    }
+                    None => tx.commit().await.err().map(|e| e.to_string()),
+                };
+                if let Some(e) = &failed {
+                    tracing::warn!(error = %e, writes = done.len(), "a group commit failed; none of its writes were stored");
+                }
+                for result in done {
+                    result.answer(failed.as_deref());
+                }
+            }
+
+            /// One intake, inside the group's transaction.
+            async fn intake_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                intake: $crate::store::NewIntake,
+            ) -> Result<$crate::store::Recorded, $crate::store::StoreError> {
+                use $crate::store::{Recorded, sql};
+                let r = &intake.referral;
+                let t = &intake.task;
+                let inserted = sqlx::query(sql::INSERT_REFERRAL)
+                    .bind(&r.id)
+                    .bind(&r.referrer_id)
+                    .bind(&r.identifier_system)
+                    .bind(&r.identifier_value)
+                    .bind(&r.provider_id)
+                    .bind(r.version_id)
+                    .bind(&r.last_updated)
+                    .bind(&r.resource)
+                    .bind(&r.nhs_number)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                if inserted == 0 {
+                    let existing: $crate::store::ReferralRow =
+                        sqlx::query_as(sql::SELECT_REFERRAL_BY_BUSINESS_ID)
+                            .bind(&r.referrer_id)
+                            .bind(&r.identifier_system)
+                            .bind(&r.identifier_value)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                    return Ok(Recorded::Existing(existing));
+                }
+                sqlx::query(sql::INSERT_TASK)
+                    .bind(&t.id)
+                    .bind(&t.referral_id)
+                    .bind(&t.status)
+                    .bind(t.version_id)
+                    .bind(&t.last_updated)
+                    .bind(&t.resource)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(sql::INSERT_TASK_EVENT)
+                    .bind(&t.id)
+                    .bind(None::<String>)
+                    .bind(&t.status)
+                    .bind(&intake.actor)
+                    .bind(None::<String>)
+                    .bind(&t.last_updated)
+                    .execute(&mut **tx)
+                    .await?;
+                Self::insert_messages(tx, &intake.messages).await?;
+                Ok(Recorded::Created(intake.referral))
+            }
+
+            /// One attempt's outcome, inside the group's transaction.
+            async fn finish_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                finished: $crate::store::FinishedAttempt,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::{Disposition, sql};
+                let a = &finished.attempt;
+                sqlx::query(sql::INSERT_ATTEMPT)
+                    .bind(&a.message_id)
+                    .bind(a.attempt)
+                    .bind(&a.worker)
+                    .bind(&a.started_at)
+                    .bind(a.latency_ms)
+                    .bind(a.status_code)
+                    .bind(&a.error)
+                    .bind(&a.response_excerpt)
+                    .bind(&a.outcome)
+                    .execute(&mut **tx)
+                    .await?;
+                let error = a
+                    .error
+                    .clone()
+                    .or_else(|| a.status_code.map(|code| format!("answered {code}")));
+                match &finished.disposition {
+                    Disposition::Delivered => {
+                        sqlx::query(sql::MESSAGE_DELIVERED)
+                            .bind(&a.message_id)
+                            .bind(&a.started_at)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Disposition::Retry { next_attempt_at } => {
+                        sqlx::query(sql::MESSAGE_RETRY)
+                            .bind(&a.message_id)
+                            .bind(next_attempt_at)
+                            .bind(&error)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Disposition::Dead => {
+                        sqlx::query(sql::MESSAGE_DEAD)
+                            .bind(&a.message_id)
+                            .bind(&error)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Disposition::DisableEndpoint {
+                        reason,
+                        next_attempt_at,
+                    } => {
+                        sqlx::query(sql::MESSAGE_RETRY)
+                            .bind(&a.message_id)
+                            .bind(next_attempt_at)
+                            .bind(&error)
+                            .execute(&mut **tx)
+                            .await?;
+                        let endpoint: (String,) =
+                            sqlx::query_as("SELECT endpoint FROM outbox WHERE id = $1")
+                                .bind(&a.message_id)
+                                .fetch_one(&mut **tx)
+                                .await?;
+                        sqlx::query(sql::DISABLE_ENDPOINT)
+                            .bind(&endpoint.0)
+                            .bind(&a.started_at)
+                            .bind(reason)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                if let Some(update) = finished.task_update {
+                    Self::apply_update(tx, update).await?;
+                }
+                Self::insert_audit(tx, std::slice::from_ref(&finished.audit)).await?;
+                Ok(())
+            }
+
             async fn insert_audit(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 records: &[$crate::store::AuditRow],
@@ -752,55 +1075,10 @@ macro_rules! impl_store {
                 &self,
                 intake: $crate::store::NewIntake,
             ) -> Result<$crate::store::Recorded, $crate::store::StoreError> {
-                use $crate::store::{Recorded, sql};
-                let r = &intake.referral;
-                let t = &intake.task;
-                let mut tx = self.writer.begin().await?;
-                let inserted = sqlx::query(sql::INSERT_REFERRAL)
-                    .bind(&r.id)
-                    .bind(&r.referrer_id)
-                    .bind(&r.identifier_system)
-                    .bind(&r.identifier_value)
-                    .bind(&r.provider_id)
-                    .bind(r.version_id)
-                    .bind(&r.last_updated)
-                    .bind(&r.resource)
-                    .bind(&r.nhs_number)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if inserted == 0 {
-                    let existing: $crate::store::ReferralRow =
-                        sqlx::query_as(sql::SELECT_REFERRAL_BY_BUSINESS_ID)
-                            .bind(&r.referrer_id)
-                            .bind(&r.identifier_system)
-                            .bind(&r.identifier_value)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    tx.commit().await?;
-                    return Ok(Recorded::Existing(existing));
-                }
-                sqlx::query(sql::INSERT_TASK)
-                    .bind(&t.id)
-                    .bind(&t.referral_id)
-                    .bind(&t.status)
-                    .bind(t.version_id)
-                    .bind(&t.last_updated)
-                    .bind(&t.resource)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(sql::INSERT_TASK_EVENT)
-                    .bind(&t.id)
-                    .bind(None::<String>)
-                    .bind(&t.status)
-                    .bind(&intake.actor)
-                    .bind(None::<String>)
-                    .bind(&t.last_updated)
-                    .execute(&mut *tx)
-                    .await?;
-                Self::insert_messages(&mut tx, &intake.messages).await?;
-                tx.commit().await?;
-                Ok(Recorded::Created(intake.referral))
+                $crate::store::group::submit(&self.writes, |reply| {
+                    $crate::store::group::Write::Intake(Box::new(intake), reply)
+                })
+                .await
             }
 
             async fn referral(
@@ -1117,77 +1395,10 @@ macro_rules! impl_store {
                 &self,
                 finished: $crate::store::FinishedAttempt,
             ) -> Result<(), $crate::store::StoreError> {
-                use $crate::store::{Disposition, sql};
-                let a = &finished.attempt;
-                let mut tx = self.writer.begin().await?;
-                sqlx::query(sql::INSERT_ATTEMPT)
-                    .bind(&a.message_id)
-                    .bind(a.attempt)
-                    .bind(&a.worker)
-                    .bind(&a.started_at)
-                    .bind(a.latency_ms)
-                    .bind(a.status_code)
-                    .bind(&a.error)
-                    .bind(&a.response_excerpt)
-                    .bind(&a.outcome)
-                    .execute(&mut *tx)
-                    .await?;
-                let error = a
-                    .error
-                    .clone()
-                    .or_else(|| a.status_code.map(|code| format!("answered {code}")));
-                match &finished.disposition {
-                    Disposition::Delivered => {
-                        sqlx::query(sql::MESSAGE_DELIVERED)
-                            .bind(&a.message_id)
-                            .bind(&a.started_at)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Disposition::Retry { next_attempt_at } => {
-                        sqlx::query(sql::MESSAGE_RETRY)
-                            .bind(&a.message_id)
-                            .bind(next_attempt_at)
-                            .bind(&error)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Disposition::Dead => {
-                        sqlx::query(sql::MESSAGE_DEAD)
-                            .bind(&a.message_id)
-                            .bind(&error)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Disposition::DisableEndpoint {
-                        reason,
-                        next_attempt_at,
-                    } => {
-                        sqlx::query(sql::MESSAGE_RETRY)
-                            .bind(&a.message_id)
-                            .bind(next_attempt_at)
-                            .bind(&error)
-                            .execute(&mut *tx)
-                            .await?;
-                        let endpoint: (String,) =
-                            sqlx::query_as("SELECT endpoint FROM outbox WHERE id = $1")
-                                .bind(&a.message_id)
-                                .fetch_one(&mut *tx)
-                                .await?;
-                        sqlx::query(sql::DISABLE_ENDPOINT)
-                            .bind(&endpoint.0)
-                            .bind(&a.started_at)
-                            .bind(reason)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                if let Some(update) = finished.task_update {
-                    Self::apply_update(&mut tx, update).await?;
-                }
-                Self::insert_audit(&mut tx, std::slice::from_ref(&finished.audit)).await?;
-                tx.commit().await?;
-                Ok(())
+                $crate::store::group::submit(&self.writes, |reply| {
+                    $crate::store::group::Write::Finish(Box::new(finished), reply)
+                })
+                .await
             }
 
             async fn release_leases(&self, worker: &str) -> Result<(), $crate::store::StoreError> {

@@ -11,6 +11,8 @@ use super::{StoreError, impl_store};
 
 /// PostgreSQL storage. Reads and writes share one pool.
 pub struct PostgresStore {
+    /// Group-committed writes (see [`super::group`]).
+    writes: tokio::sync::mpsc::Sender<super::group::Write>,
     writer: PgPool,
     reader: PgPool,
 }
@@ -27,6 +29,7 @@ impl PostgresStore {
             .run(&pool)
             .await?;
         Ok(PostgresStore {
+            writes: Self::start_writer(pool.clone()),
             writer: pool.clone(),
             reader: pool,
         })

@@ -14,6 +14,8 @@ use super::{StoreError, impl_store};
 
 /// SQLite storage.
 pub struct SqliteStore {
+    /// Group-committed writes (see [`super::group`]).
+    writes: tokio::sync::mpsc::Sender<super::group::Write>,
     writer: SqlitePool,
     reader: SqlitePool,
 }
@@ -52,7 +54,11 @@ impl SqliteStore {
             // READONLY must not be combined with CREATE (SQLite misuse).
             .connect_with(options.create_if_missing(false).read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writes: Self::start_writer(writer.clone()),
+            writer,
+            reader,
+        })
     }
 }
 

@@ -358,6 +358,13 @@ async fn tokens_are_issued_and_revoked_from_the_command_line(backend: Backend) {
                 .output()
                 .await
                 .unwrap();
+            if !output.status.success() {
+                // Shown when an assertion below fails.
+                eprintln!(
+                    "signpost tokens {args:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
             (
                 output.status.success(),
                 String::from_utf8_lossy(&output.stdout).trim().to_owned(),
