@@ -3,7 +3,7 @@
 //! refusals are dead-lettered and can be replayed; `410 Gone` disables the
 //! endpoint until an operator re-enables it.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
 
@@ -554,12 +554,97 @@ async fn a_standalone_worker_delivers_for_a_server_without_one(backend: Backend)
     worker.wait().await.unwrap();
 }
 
+/// Fault test: while referrals flow, every provider flaps at random
+/// (`503`, `500`, `429`, answers slower than the request timeout, and
+/// `202`) for its first 30 answers. Every referral still arrives, under one
+/// webhook-id, and nothing is dead-lettered.
+async fn referrals_all_arrive_while_providers_flap(backend: Backend) {
+    let fleet = Fleet::start_with(backend, |config| {
+        let ms = Duration::from_millis;
+        config.delivery.retry_schedule = (0..14).map(|_| ms(150)).collect();
+    })
+    .await;
+    // A fixed pseudo-random sequence (a linear congruential generator), so
+    // that a failure can be replayed.
+    let mut seed: u64 = 0x5eed_f1a9;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) % 100
+    };
+    for provider in ["activelives", "community-connect", "grow-together"] {
+        let script = (0..30)
+            .map(|_| match next() {
+                0..20 => Scripted::status(503),
+                20..35 => Scripted::status(500),
+                35..45 => Scripted::status(429).retry_after("0"),
+                45..55 => Scripted::accepted().after(Duration::from_millis(1500)),
+                _ => Scripted::accepted(),
+            })
+            .collect();
+        fleet.provider(provider).script(script);
+    }
+    let fixtures = [
+        ("activelives-exercise.json", "activelives"),
+        ("activelives-weight.json", "activelives"),
+        ("community-connect-loneliness.json", "community-connect"),
+        ("community-connect-minimal.json", "community-connect"),
+        ("grow-together-performer-ref.json", "grow-together"),
+    ];
+    let mut sent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for round in 0..6 {
+        for (fixture, provider) in fixtures {
+            let id = fleet.refer(fixture).await;
+            sent.entry(provider).or_default().push(id);
+            if round % 2 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    for (provider, ids) in &sent {
+        let receiver = fleet.provider(provider);
+        let deadline = std::time::Instant::now() + PATIENCE * 2;
+        while receiver.delivered().len() < ids.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{provider}: {} of {} delivered",
+                receiver.delivered().len(),
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for id in ids {
+            fleet.settled(id).await;
+        }
+        // One webhook-id per referral, however many attempts it took, and
+        // each delivered once.
+        let received = receiver.received();
+        let delivered = receiver.delivered();
+        let ids_delivered: std::collections::BTreeSet<&str> =
+            delivered.iter().map(|r| r.webhook_id.as_str()).collect();
+        assert_eq!(
+            ids_delivered.len(),
+            ids.len(),
+            "{provider}: each delivered once"
+        );
+        assert_eq!(delivered.len(), ids.len(), "{provider}: no duplicates");
+        assert!(received.len() > delivered.len(), "{provider}: it did flap");
+        assert!(received.iter().all(|r| r.signature_valid));
+    }
+    let dead = json(fleet.app.get("/admin/deliveries?state=dead").await).await;
+    assert_eq!(
+        dead["messages"].as_array().map(Vec::len),
+        Some(0),
+        "{dead:#}"
+    );
+}
+
 on_both_backends!(
     retry_after_replaces_the_scheduled_wait,
     a_crashed_workers_lease_expires_and_another_worker_delivers,
     a_standalone_worker_delivers_for_a_server_without_one,
     operators_inspect_and_replay_from_the_command_line,
     every_accepted_referral_is_delivered_signed_with_the_mapped_body,
+    referrals_all_arrive_while_providers_flap,
     a_provider_that_fails_for_a_while_receives_everything_once_it_recovers,
     messages_for_one_referral_go_in_order_while_others_pass,
     a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it,
