@@ -276,6 +276,8 @@ def check_invalid_fixtures(js):
 def fmt(us):
     if us is None:
         return "—"
+    if us >= 1e6:
+        return f"{us / 1e6:,.1f} s"
     if us >= 1000:
         return f"{us / 1000:,.1f} ms"
     return f"{us:,.0f} µs" if us >= 10 else f"{us:.1f} µs"
