@@ -1899,7 +1899,7 @@ impl Report {
                 "signpost serve",
                 match &self.startup {
                     Ok(s) => format!(
-                        "ready {:.0} ms after spawn; after {:.0} s idle RSS {:.1} MB (peak {:.1} MB); \
+                        "ready {:.0} ms after spawn; after {:.1} s idle RSS {:.1} MB (peak {:.1} MB); \
                          SIGTERM → exit {:.0} ms ({})",
                         s.ready_ms, s.idle_s, s.idle_rss_mb, s.idle_peak_rss_mb, s.stop_ms, s.exit
                     ),
@@ -1914,6 +1914,10 @@ impl Report {
             .unwrap_or(0);
         let mut text = String::from("\nSignpost end-to-end benchmark\n");
         for (key, value) in rows {
+            if key.is_empty() && value.is_empty() {
+                text.push('\n');
+                continue;
+            }
             let pad = width - key.chars().count();
             let _ = writeln!(text, "  {key}{}  {value}", " ".repeat(pad));
         }
