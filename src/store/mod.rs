@@ -334,48 +334,65 @@ pub(crate) mod group {
         ),
     }
 
-    /// A write done inside the transaction, waiting for the commit to be
-    /// answered.
+    /// A copy of a write, to run inside the group's transaction.
+    pub enum Job {
+        Intake(NewIntake),
+        Finish(FinishedAttempt),
+    }
+
+    /// A job's result inside the group's transaction, not yet committed.
     pub enum Done {
-        Intake(
-            oneshot::Sender<Result<Recorded, StoreError>>,
-            Result<Recorded, StoreError>,
-        ),
-        Finish(
-            oneshot::Sender<Result<(), StoreError>>,
-            Result<(), StoreError>,
-        ),
+        Intake(Result<Recorded, StoreError>),
+        Finish(Result<(), StoreError>),
     }
 
     impl Done {
         pub fn ok(&self) -> bool {
             match self {
-                Done::Intake(_, result) => result.is_ok(),
-                Done::Finish(_, result) => result.is_ok(),
-            }
-        }
-
-        /// Answer the caller; `failed` is why the commit failed, if it did.
-        pub fn answer(self, failed: Option<&str>) {
-            let lost = |e: &str| StoreError::NotCommitted(e.to_owned());
-            match self {
-                Done::Intake(reply, result) => {
-                    let _ = reply.send(match failed {
-                        Some(e) if result.is_ok() => Err(lost(e)),
-                        _ => result,
-                    });
-                }
-                Done::Finish(reply, result) => {
-                    let _ = reply.send(match failed {
-                        Some(e) if result.is_ok() => Err(lost(e)),
-                        _ => result,
-                    });
-                }
+                Done::Intake(result) => result.is_ok(),
+                Done::Finish(result) => result.is_ok(),
             }
         }
     }
 
     impl Write {
+        /// Whether the write can be run twice (after a failed group): all
+        /// but those carrying a Task update, whose notification payload is
+        /// built once.
+        pub fn can_run_again(&self) -> bool {
+            match self {
+                Write::Intake(..) => true,
+                Write::Finish(finished, _) => finished.task_update.is_none(),
+            }
+        }
+
+        /// A copy to run inside the group (only for writes that
+        /// [`can_run_again`](Self::can_run_again)).
+        pub fn copy(&self) -> Job {
+            match self {
+                Write::Intake(intake, _) => Job::Intake((**intake).clone()),
+                Write::Finish(finished, _) => Job::Finish(FinishedAttempt {
+                    attempt: finished.attempt.clone(),
+                    audit: finished.audit.clone(),
+                    disposition: finished.disposition.clone(),
+                    task_update: None,
+                }),
+            }
+        }
+
+        /// Answer with the copy's result, now committed.
+        pub fn answer(self, done: Done) {
+            match (self, done) {
+                (Write::Intake(_, reply), Done::Intake(result)) => {
+                    let _ = reply.send(result);
+                }
+                (Write::Finish(_, reply), Done::Finish(result)) => {
+                    let _ = reply.send(result);
+                }
+                (write, _) => write.refuse("internal error: a write and its result differ"),
+            }
+        }
+
         /// Answer without writing: nothing was stored, for `why`.
         pub fn refuse(self, why: &str) {
             let lost = || StoreError::NotCommitted(why.to_owned());
@@ -763,6 +780,7 @@ macro_rules! impl_store {
         impl $backend {
             /// The group committer (see [`crate::store::group`]): runs until
             /// the store is dropped.
+            #[allow(dead_code)] // PostgreSQL does not group its commits
             fn start_writer(
                 writer: sqlx::Pool<$db>,
             ) -> tokio::sync::mpsc::Sender<$crate::store::group::Write> {
@@ -775,65 +793,102 @@ macro_rules! impl_store {
                 writes
             }
 
+            /// Commit a group. Fast path: every write that can be run again
+            /// (all but a dead letter's Task update, whose notification
+            /// builder runs once) goes into one transaction with no
+            /// savepoints, and one commit covers them all. If any of them
+            /// fails, or the commit does, the transaction is rolled back
+            /// and each is run again alone, in its own transaction, so that
+            /// each caller gets its own answer and nothing half-done stays.
+            #[allow(dead_code)] // PostgreSQL does not group its commits
             async fn commit_group(
                 writer: &sqlx::Pool<$db>,
                 group: Vec<$crate::store::group::Write>,
             ) {
-                use $crate::store::group::{Done, Write};
+                use $crate::store::group::{Done, Job, Write};
+                let (plain, alone): (Vec<Write>, Vec<Write>) =
+                    group.into_iter().partition(Write::can_run_again);
+                if !plain.is_empty() {
+                    let mut tx = match writer.begin().await {
+                        Ok(tx) => Some(tx),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot begin a group commit");
+                            None
+                        }
+                    };
+                    let mut done = Vec::with_capacity(plain.len());
+                    // (Copied before the first await: a `&Write` is not `Send`.)
+                    let copies: Vec<Job> = plain.iter().map(Write::copy).collect();
+                    if let Some(tx) = tx.as_mut() {
+                        for copy in copies {
+                            let result = match copy {
+                                Job::Intake(intake) => Done::Intake(Self::intake_in(tx, intake).await),
+                                Job::Finish(finished) => {
+                                    Done::Finish(Self::finish_in(tx, finished).await)
+                                }
+                            };
+                            if !result.ok() {
+                                break;
+                            }
+                            done.push(result);
+                        }
+                    }
+                    let committed = match tx {
+                        Some(tx) if done.len() == plain.len() => match tx.commit().await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a group commit failed; running its writes one by one");
+                                false
+                            }
+                        },
+                        Some(tx) => {
+                            let _ = tx.rollback().await;
+                            false
+                        }
+                        None => false,
+                    };
+                    if committed {
+                        // Only now, with the group on disk, answer.
+                        for (write, result) in plain.into_iter().zip(done) {
+                            write.answer(result);
+                        }
+                    } else {
+                        for write in plain {
+                            Self::commit_alone(writer, write).await;
+                        }
+                    }
+                }
+                for write in alone {
+                    Self::commit_alone(writer, write).await;
+                }
+            }
+
+            /// One write in its own transaction.
+            #[allow(dead_code)] // PostgreSQL does not group its commits
+            async fn commit_alone(writer: &sqlx::Pool<$db>, write: $crate::store::group::Write) {
+                use $crate::store::group::Write;
                 let mut tx = match writer.begin().await {
                     Ok(tx) => tx,
                     Err(e) => {
-                        let e = e.to_string();
-                        tracing::warn!(error = %e, "cannot begin a group commit");
-                        for write in group {
-                            write.refuse(&e);
-                        }
+                        write.refuse(&e.to_string());
                         return;
                     }
                 };
-                let mut done = Vec::with_capacity(group.len());
-                let mut broken: Option<String> = None;
-                for write in group {
-                    if let Some(e) = &broken {
-                        write.refuse(e);
-                        continue;
+                match write {
+                    Write::Intake(intake, reply) => {
+                        let result = match Self::intake_in(&mut tx, *intake).await {
+                            Ok(recorded) => tx.commit().await.map(|()| recorded).map_err(Into::into),
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply.send(result);
                     }
-                    if let Err(e) = sqlx::query("SAVEPOINT write").execute(&mut *tx).await {
-                        write.refuse(&e.to_string());
-                        broken = Some(e.to_string());
-                        continue;
+                    Write::Finish(finished, reply) => {
+                        let result = match Self::finish_in(&mut tx, *finished).await {
+                            Ok(()) => tx.commit().await.map_err(Into::into),
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply.send(result);
                     }
-                    let result = match write {
-                        Write::Intake(intake, reply) => {
-                            Done::Intake(reply, Self::intake_in(&mut tx, *intake).await)
-                        }
-                        Write::Finish(finished, reply) => {
-                            Done::Finish(reply, Self::finish_in(&mut tx, *finished).await)
-                        }
-                    };
-                    // A refused write is undone alone; the others stand.
-                    let close = if result.ok() {
-                        "RELEASE SAVEPOINT write"
-                    } else {
-                        "ROLLBACK TO SAVEPOINT write"
-                    };
-                    if let Err(e) = sqlx::query(close).execute(&mut *tx).await {
-                        broken = Some(e.to_string());
-                    }
-                    done.push(result);
-                }
-                let failed = match broken {
-                    Some(e) => {
-                        let _ = tx.rollback().await;
-                        Some(e)
-                    }
-                    None => tx.commit().await.err().map(|e| e.to_string()),
-                };
-                if let Some(e) = &failed {
-                    tracing::warn!(error = %e, writes = done.len(), "a group commit failed; none of its writes were stored");
-                }
-                for result in done {
-                    result.answer(failed.as_deref());
                 }
             }
 
@@ -1075,10 +1130,20 @@ macro_rules! impl_store {
                 &self,
                 intake: $crate::store::NewIntake,
             ) -> Result<$crate::store::Recorded, $crate::store::StoreError> {
-                $crate::store::group::submit(&self.writes, |reply| {
-                    $crate::store::group::Write::Intake(Box::new(intake), reply)
-                })
-                .await
+                match &self.writes {
+                    Some(writes) => {
+                        $crate::store::group::submit(writes, |reply| {
+                            $crate::store::group::Write::Intake(Box::new(intake), reply)
+                        })
+                        .await
+                    }
+                    None => {
+                        let mut tx = self.writer.begin().await?;
+                        let recorded = Self::intake_in(&mut tx, intake).await?;
+                        tx.commit().await?;
+                        Ok(recorded)
+                    }
+                }
             }
 
             async fn referral(
@@ -1395,10 +1460,20 @@ macro_rules! impl_store {
                 &self,
                 finished: $crate::store::FinishedAttempt,
             ) -> Result<(), $crate::store::StoreError> {
-                $crate::store::group::submit(&self.writes, |reply| {
-                    $crate::store::group::Write::Finish(Box::new(finished), reply)
-                })
-                .await
+                match &self.writes {
+                    Some(writes) => {
+                        $crate::store::group::submit(writes, |reply| {
+                            $crate::store::group::Write::Finish(Box::new(finished), reply)
+                        })
+                        .await
+                    }
+                    None => {
+                        let mut tx = self.writer.begin().await?;
+                        Self::finish_in(&mut tx, finished).await?;
+                        tx.commit().await?;
+                        Ok(())
+                    }
+                }
             }
 
             async fn release_leases(&self, worker: &str) -> Result<(), $crate::store::StoreError> {

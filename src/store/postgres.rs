@@ -11,8 +11,9 @@ use super::{StoreError, impl_store};
 
 /// PostgreSQL storage. Reads and writes share one pool.
 pub struct PostgresStore {
-    /// Group-committed writes (see [`super::group`]).
-    writes: tokio::sync::mpsc::Sender<super::group::Write>,
+    /// Group-committed writes (see [`super::group`]); `None`: each write
+    /// commits its own transaction.
+    writes: Option<tokio::sync::mpsc::Sender<super::group::Write>>,
     writer: PgPool,
     reader: PgPool,
 }
@@ -29,7 +30,10 @@ impl PostgresStore {
             .run(&pool)
             .await?;
         Ok(PostgresStore {
-            writes: Self::start_writer(pool.clone()),
+            // PostgreSQL takes concurrent transactions and flushes their
+            // commits together itself (commit_delay); funnelling them through
+            // one connection made intake slower (211/s against 562/s).
+            writes: None,
             writer: pool.clone(),
             reader: pool,
         })

@@ -14,8 +14,9 @@ use super::{StoreError, impl_store};
 
 /// SQLite storage.
 pub struct SqliteStore {
-    /// Group-committed writes (see [`super::group`]).
-    writes: tokio::sync::mpsc::Sender<super::group::Write>,
+    /// Group-committed writes (see [`super::group`]); `None`: each write
+    /// commits its own transaction.
+    writes: Option<tokio::sync::mpsc::Sender<super::group::Write>>,
     writer: SqlitePool,
     reader: SqlitePool,
 }
@@ -55,7 +56,8 @@ impl SqliteStore {
             .connect_with(options.create_if_missing(false).read_only(true))
             .await?;
         Ok(SqliteStore {
-            writes: Self::start_writer(writer.clone()),
+            // SQLite has one writer: group its commits.
+            writes: Some(Self::start_writer(writer.clone())),
             writer,
             reader,
         })
