@@ -336,8 +336,8 @@ pub(crate) mod group {
 
     /// A copy of a write, to run inside the group's transaction.
     pub enum Job {
-        Intake(NewIntake),
-        Finish(FinishedAttempt),
+        Intake(Box<NewIntake>),
+        Finish(Box<FinishedAttempt>),
     }
 
     /// A job's result inside the group's transaction, not yet committed.
@@ -370,13 +370,13 @@ pub(crate) mod group {
         /// [`can_run_again`](Self::can_run_again)).
         pub fn copy(&self) -> Job {
             match self {
-                Write::Intake(intake, _) => Job::Intake((**intake).clone()),
-                Write::Finish(finished, _) => Job::Finish(FinishedAttempt {
+                Write::Intake(intake, _) => Job::Intake(intake.clone()),
+                Write::Finish(finished, _) => Job::Finish(Box::new(FinishedAttempt {
                     attempt: finished.attempt.clone(),
                     audit: finished.audit.clone(),
                     disposition: finished.disposition.clone(),
                     task_update: None,
-                }),
+                })),
             }
         }
 
@@ -822,9 +822,9 @@ macro_rules! impl_store {
                     if let Some(tx) = tx.as_mut() {
                         for copy in copies {
                             let result = match copy {
-                                Job::Intake(intake) => Done::Intake(Self::intake_in(tx, intake).await),
+                                Job::Intake(intake) => Done::Intake(Self::intake_in(tx, *intake).await),
                                 Job::Finish(finished) => {
-                                    Done::Finish(Self::finish_in(tx, finished).await)
+                                    Done::Finish(Self::finish_in(tx, *finished).await)
                                 }
                             };
                             if !result.ok() {
