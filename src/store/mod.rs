@@ -863,8 +863,27 @@ macro_rules! impl_store {
                 }
             }
 
+            /// Commit a write: with the group where there is one (SQLite),
+            /// else in its own transaction.
+            async fn commit<T>(
+                &self,
+                write: impl FnOnce(
+                    tokio::sync::oneshot::Sender<Result<T, $crate::store::StoreError>>,
+                ) -> $crate::store::group::Write,
+            ) -> Result<T, $crate::store::StoreError> {
+                match &self.writes {
+                    Some(writes) => $crate::store::group::submit(writes, write).await,
+                    None => {
+                        let (reply, answer) = tokio::sync::oneshot::channel();
+                        Self::commit_alone(&self.writer, write(reply)).await;
+                        answer.await.map_err(|_| {
+                            $crate::store::StoreError::NotCommitted("the write was dropped".into())
+                        })?
+                    }
+                }
+            }
+
             /// One write in its own transaction.
-            #[allow(dead_code)] // PostgreSQL does not group its commits
             async fn commit_alone(writer: &sqlx::Pool<$db>, write: $crate::store::group::Write) {
                 use $crate::store::group::Write;
                 let mut tx = match writer.begin().await {
@@ -1130,20 +1149,8 @@ macro_rules! impl_store {
                 &self,
                 intake: $crate::store::NewIntake,
             ) -> Result<$crate::store::Recorded, $crate::store::StoreError> {
-                match &self.writes {
-                    Some(writes) => {
-                        $crate::store::group::submit(writes, |reply| {
-                            $crate::store::group::Write::Intake(Box::new(intake), reply)
-                        })
-                        .await
-                    }
-                    None => {
-                        let mut tx = self.writer.begin().await?;
-                        let recorded = Self::intake_in(&mut tx, intake).await?;
-                        tx.commit().await?;
-                        Ok(recorded)
-                    }
-                }
+                self.commit(|reply| $crate::store::group::Write::Intake(Box::new(intake), reply))
+                    .await
             }
 
             async fn referral(
@@ -1460,20 +1467,8 @@ macro_rules! impl_store {
                 &self,
                 finished: $crate::store::FinishedAttempt,
             ) -> Result<(), $crate::store::StoreError> {
-                match &self.writes {
-                    Some(writes) => {
-                        $crate::store::group::submit(writes, |reply| {
-                            $crate::store::group::Write::Finish(Box::new(finished), reply)
-                        })
-                        .await
-                    }
-                    None => {
-                        let mut tx = self.writer.begin().await?;
-                        Self::finish_in(&mut tx, finished).await?;
-                        tx.commit().await?;
-                        Ok(())
-                    }
-                }
+                self.commit(|reply| $crate::store::group::Write::Finish(Box::new(finished), reply))
+                    .await
             }
 
             async fn release_leases(&self, worker: &str) -> Result<(), $crate::store::StoreError> {

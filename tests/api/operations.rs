@@ -181,21 +181,15 @@ async fn metrics_count_referrals_deliveries_callbacks_and_the_outbox(backend: Ba
     assert!(!text.contains("9990124833"), "no NHS number");
 }
 
+async fn anonymous_get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.anonymous.get(app.url(path)).send().await.unwrap()
+}
+
 async fn health_says_live_and_ready_and_not_ready_without_its_tables(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let live = app
-        .anonymous
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = anonymous_get(&app, "/health/live").await;
     assert_eq!(live.status(), StatusCode::OK);
-    let ready = app
-        .anonymous
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = anonymous_get(&app, "/health/ready").await;
     assert_eq!(ready.status(), StatusCode::OK);
     assert_eq!(
         json(ready).await,
@@ -203,35 +197,17 @@ async fn health_says_live_and_ready_and_not_ready_without_its_tables(backend: Ba
     );
 
     crate::errors::sabotage_table(&app.db.url, "outbox").await;
-    let ready = app
-        .anonymous
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = anonymous_get(&app, "/health/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(ready).await["checks"]["database"], "failing");
     // Live still: restarting would not help.
-    let live = app
-        .anonymous
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = anonymous_get(&app, "/health/live").await;
     assert_eq!(live.status(), StatusCode::OK);
 
     // A server that leaves delivery to separate workers is ready without one.
     let db = TestDb::fresh(backend).await;
     let apart = TestApp::spawn_on(db, |config| config.delivery.worker = false).await;
-    let ready = json(
-        apart
-            .anonymous
-            .get(apart.url("/health/ready"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let ready = json(anonymous_get(&apart, "/health/ready").await).await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["worker"], "elsewhere");
 }
