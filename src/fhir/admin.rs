@@ -41,7 +41,6 @@ pub async fn list(
 /// The filter the query asks for; unknown parameters are refused rather
 /// than silently ignored (an ignored filter lists the wrong messages).
 pub fn message_filter(params: &HashMap<String, String>) -> Result<MessageFilter, FhirError> {
-    let bad = |text: String| FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)]);
     let mut filter = MessageFilter {
         limit: 100,
         ..MessageFilter::default()
@@ -58,13 +57,7 @@ pub fn message_filter(params: &HashMap<String, String>) -> Result<MessageFilter,
                 let id = value.strip_prefix("ServiceRequest/").unwrap_or(value);
                 filter.referral_id = Some(id.to_owned());
             }
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))?;
-            }
+            "limit" => filter.limit = parse_limit(value)?,
             other => {
                 return Err(bad(format!(
                     "unknown parameter {other:?}; use state, provider, endpoint, referral or limit"
@@ -115,18 +108,11 @@ pub async fn callbacks(
     State(app): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, FhirError> {
-    let bad = |text: String| FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)]);
     let mut limit = 100;
     for (key, value) in &params {
         match key.as_str() {
             "provider" | "referral" => {}
-            "limit" => {
-                limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))?;
-            }
+            "limit" => limit = parse_limit(value)?,
             other => {
                 return Err(bad(format!(
                     "unknown parameter {other:?}; use provider, referral or limit"
@@ -161,7 +147,6 @@ pub async fn audit(
     State(app): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, FhirError> {
-    let bad = |text: String| FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)]);
     let mut filter = crate::store::AuditFilter {
         limit: 100,
         ..Default::default()
@@ -186,13 +171,7 @@ pub async fn audit(
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 );
             }
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))?;
-            }
+            "limit" => filter.limit = parse_limit(value)?,
             other => {
                 return Err(bad(format!(
                     "unknown parameter {other:?}; use referral, actor, since or limit"
@@ -266,4 +245,18 @@ pub async fn enable(
     } else {
         Err(FhirError::NotFound(format!("{endpoint} is not disabled")))
     }
+}
+
+/// A `400` for a bad query parameter.
+fn bad(text: String) -> FhirError {
+    FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)])
+}
+
+/// The `limit` query parameter: 1 to 1000.
+fn parse_limit(value: &str) -> Result<i64, FhirError> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))
 }
