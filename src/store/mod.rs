@@ -309,10 +309,12 @@ pub enum StoreError {
 /// Group commit: the writes that must be durable before they are
 /// acknowledged (a referral's intake, a delivery attempt's outcome) queue
 /// for the one writer task, which runs every write that arrived while the
-/// previous commit was being flushed in one transaction, each within its
-/// own savepoint (so one refused write does not undo the others), commits
-/// once, and only then answers each. Under load one fsync covers many
-/// referrals; alone, a write commits at once, as before.
+/// previous commit was being flushed in one transaction, with one
+/// multi-row statement per table, commits once, and only then answers each.
+/// If anything in the group fails, the group is rolled back and each write
+/// runs alone, so one refused write does not undo the others. Under load
+/// one fsync and a handful of statements cover many referrals; alone, a
+/// write commits at once, as before.
 pub(crate) mod group {
     use tokio::sync::{mpsc, oneshot};
 
@@ -344,15 +346,6 @@ pub(crate) mod group {
     pub enum Done {
         Intake(Result<Recorded, StoreError>),
         Finish(Result<(), StoreError>),
-    }
-
-    impl Done {
-        pub fn ok(&self) -> bool {
-            match self {
-                Done::Intake(result) => result.is_ok(),
-                Done::Finish(result) => result.is_ok(),
-            }
-        }
     }
 
     impl Write {
@@ -647,16 +640,45 @@ pub async fn open(database_url: &str, max_connections: u32) -> Result<Arc<dyn St
 
 /// The SQL both backends share. Both accept `$n` placeholders.
 mod sql {
-    pub const INSERT_REFERRAL: &str = "INSERT INTO referrals \
-        (id, referrer_id, identifier_system, identifier_value, provider_id, version_id, last_updated, resource, nhs_number) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-        ON CONFLICT (referrer_id, identifier_system, identifier_value) DO NOTHING";
+    /// Rows of `columns` bound values each that fit one statement: SQLite
+    /// takes at most 32,766 bound values, PostgreSQL 65,535.
+    pub fn rows_per_statement(columns: usize) -> usize {
+        30_000 / columns
+    }
+
+    /// Whether to keep a statement of `rows` rows prepared: one-row
+    /// statements recur; multi-row ones, whose text changes with the size
+    /// of the group, would push them out of the connection's cache.
+    pub fn keep_prepared(rows: usize) -> bool {
+        rows == 1
+    }
+
+    // The multi-row inserts (`sqlx::QueryBuilder` adds `VALUES (…), (…)`).
+    pub const INSERT_REFERRALS: &str = "INSERT INTO referrals \
+        (id, referrer_id, identifier_system, identifier_value, provider_id, version_id, last_updated, resource, nhs_number) ";
+    /// A referrer's second referral with the same business identifier is
+    /// not inserted (and not returned): intake answers with the first.
+    pub const INSERT_REFERRALS_END: &str =
+        " ON CONFLICT (referrer_id, identifier_system, identifier_value) DO NOTHING RETURNING id";
+    pub const INSERT_TASKS: &str =
+        "INSERT INTO tasks (id, referral_id, status, version_id, last_updated, resource) ";
+    pub const INSERT_TASK_EVENTS: &str =
+        "INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at) ";
+    pub const INSERT_MESSAGES: &str = "INSERT INTO outbox \
+        (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of) ";
+    pub const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts \
+        (message_id, attempt, worker, started_at, latency_ms, status_code, error, response_excerpt, outcome) ";
+    pub const INSERT_AUDIT: &str = "INSERT INTO audit_log \
+        (at, actor, client, request_id, action, resource, referral_id, outcome) ";
+    /// Messages delivered: followed by `WHEN id THEN delivered_at` for
+    /// each, [`MESSAGES_DELIVERED_WHERE`] and their ids.
+    pub const MESSAGES_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, \
+        last_error = NULL, lease_owner = NULL, lease_until = NULL, delivered_at = CASE id";
+    pub const MESSAGES_DELIVERED_WHERE: &str = " END WHERE id IN (";
     pub const SELECT_REFERRAL_BY_BUSINESS_ID: &str = "SELECT * FROM referrals \
         WHERE referrer_id = $1 AND identifier_system = $2 AND identifier_value = $3";
     pub const UPDATE_REFERRAL: &str = "UPDATE referrals SET version_id = $1, last_updated = $2, resource = $3 \
         WHERE id = $4 AND version_id = $5";
-    pub const INSERT_TASK: &str = "INSERT INTO tasks \
-        (id, referral_id, status, version_id, last_updated, resource) VALUES ($1, $2, $3, $4, $5, $6)";
     pub const UPDATE_TASK: &str = "UPDATE tasks SET status = $1, version_id = $2, last_updated = $3, resource = $4 \
         WHERE id = $5 AND version_id = $6";
     pub const INSERT_TASK_EVENT: &str = "INSERT INTO task_events \
@@ -691,9 +713,6 @@ mod sql {
         WHERE message_id IN (SELECT id FROM outbox WHERE referral_id = $1)";
     pub const ERASE_CALLBACKS: &str =
         "UPDATE inbound_events SET body = '', outcome = 'erased' WHERE referral_id = $1";
-    pub const INSERT_AUDIT: &str = "INSERT INTO audit_log \
-        (at, actor, client, request_id, action, resource, referral_id, outcome) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
     pub const SELECT_AUDIT: &str = "SELECT * FROM audit_log \
         WHERE (CAST($1 AS TEXT) IS NULL OR referral_id = $1) \
           AND (CAST($2 AS TEXT) IS NULL OR actor = $2) \
@@ -705,9 +724,6 @@ mod sql {
     pub const SELECT_TOKENS: &str = "SELECT * FROM api_tokens ORDER BY created_at, id";
     pub const REVOKE_TOKEN: &str =
         "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
-    pub const INSERT_MESSAGE: &str = "INSERT INTO outbox \
-        (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of) \
-        VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)";
     pub const NEXT_EVENT_NUMBER: &str = "INSERT INTO notification_counters (referrer_id, events) VALUES ($1, 1) \
         ON CONFLICT (referrer_id) DO UPDATE SET events = notification_counters.events + 1 \
         RETURNING events";
@@ -737,11 +753,6 @@ mod sql {
           AND o.endpoint NOT IN (SELECT endpoint FROM disabled_endpoints) \
           AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.referral_id = o.referral_id \
               AND e.endpoint = o.endpoint AND e.state = 'pending' AND e.seq < o.seq)";
-    pub const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts \
-        (message_id, attempt, worker, started_at, latency_ms, status_code, error, response_excerpt, outcome) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-    pub const MESSAGE_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, \
-        delivered_at = $2, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
     pub const MESSAGE_RETRY: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, \
         last_error = $3, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
     pub const PENDING_BY_ENDPOINT: &str = "SELECT endpoint, COUNT(*), MIN(created_at) \
@@ -805,7 +816,7 @@ macro_rules! impl_store {
                 writer: &sqlx::Pool<$db>,
                 group: Vec<$crate::store::group::Write>,
             ) {
-                use $crate::store::group::{Done, Job, Write};
+                use $crate::store::group::{Job, Write};
                 let (plain, alone): (Vec<Write>, Vec<Write>) =
                     group.into_iter().partition(Write::can_run_again);
                 if !plain.is_empty() {
@@ -816,38 +827,27 @@ macro_rules! impl_store {
                             None
                         }
                     };
-                    let mut done = Vec::with_capacity(plain.len());
                     // (Copied before the first await: a `&Write` is not `Send`.)
                     let copies: Vec<Job> = plain.iter().map(Write::copy).collect();
-                    if let Some(tx) = tx.as_mut() {
-                        for copy in copies {
-                            let result = match copy {
-                                Job::Intake(intake) => Done::Intake(Self::intake_in(tx, *intake).await),
-                                Job::Finish(finished) => {
-                                    Done::Finish(Self::finish_in(tx, *finished).await)
-                                }
-                            };
-                            if !result.ok() {
-                                break;
-                            }
-                            done.push(result);
-                        }
-                    }
-                    let committed = match tx {
-                        Some(tx) if done.len() == plain.len() => match tx.commit().await {
+                    let done = match tx.as_mut() {
+                        Some(tx) => Self::jobs_in(tx, copies).await.ok(),
+                        None => None,
+                    };
+                    let committed = match (tx, &done) {
+                        (Some(tx), Some(_)) => match tx.commit().await {
                             Ok(()) => true,
                             Err(e) => {
                                 tracing::warn!(error = %e, "a group commit failed; running its writes one by one");
                                 false
                             }
                         },
-                        Some(tx) => {
+                        (Some(tx), None) => {
                             let _ = tx.rollback().await;
                             false
                         }
-                        None => false,
+                        (None, _) => false,
                     };
-                    if committed {
+                    if let (true, Some(done)) = (committed, done) {
                         // Only now, with the group on disk, answer.
                         for (write, result) in plain.into_iter().zip(done) {
                             write.answer(result);
@@ -911,28 +911,125 @@ macro_rules! impl_store {
                 }
             }
 
-            /// One intake, inside the group's transaction.
+            /// A group's jobs inside its transaction, answered in order. The
+            /// intakes go first, then the attempts' outcomes, each kind with
+            /// one statement per table for the whole group: under load the
+            /// cost was the number of statements (sqlx hands each one to the
+            /// connection's thread and back), not the commit.
+            async fn jobs_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                jobs: Vec<$crate::store::group::Job>,
+            ) -> Result<Vec<$crate::store::group::Done>, $crate::store::StoreError> {
+                use $crate::store::group::{Done, Job};
+                let mut intakes = Vec::new();
+                let mut finishes = Vec::new();
+                let kinds: Vec<bool> = jobs
+                    .into_iter()
+                    .map(|job| match job {
+                        Job::Intake(intake) => {
+                            intakes.push(*intake);
+                            true
+                        }
+                        Job::Finish(finished) => {
+                            finishes.push(*finished);
+                            false
+                        }
+                    })
+                    .collect();
+                let mut recorded = Self::intakes_in(tx, intakes).await?.into_iter();
+                Self::finishes_in(tx, finishes).await?;
+                Ok(kinds
+                    .into_iter()
+                    .map(|intake| match intake {
+                        true => Done::Intake(recorded.next().ok_or_else(|| {
+                            $crate::store::StoreError::NotCommitted("an intake went unanswered".into())
+                        })),
+                        false => Done::Finish(Ok(())),
+                    })
+                    .collect())
+            }
+
+            /// One intake, in its own transaction.
             async fn intake_in(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 intake: $crate::store::NewIntake,
             ) -> Result<$crate::store::Recorded, $crate::store::StoreError> {
-                use $crate::store::{Recorded, sql};
-                let r = &intake.referral;
-                let t = &intake.task;
-                let inserted = sqlx::query(sql::INSERT_REFERRAL)
-                    .bind(&r.id)
-                    .bind(&r.referrer_id)
-                    .bind(&r.identifier_system)
-                    .bind(&r.identifier_value)
-                    .bind(&r.provider_id)
-                    .bind(r.version_id)
-                    .bind(&r.last_updated)
-                    .bind(&r.resource)
-                    .bind(&r.nhs_number)
-                    .execute(&mut **tx)
+                Self::intakes_in(tx, vec![intake])
                     .await?
-                    .rows_affected();
-                if inserted == 0 {
+                    .pop()
+                    .ok_or_else(|| $crate::store::StoreError::NotCommitted("the intake went unanswered".into()))
+            }
+
+            /// Intakes, in the order given: each referral is inserted unless
+            /// its referrer already sent its business identifier (then the
+            /// stored one is returned, and nothing is written for it); the
+            /// new ones get their Task, its first event and their messages.
+            async fn intakes_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                intakes: Vec<$crate::store::NewIntake>,
+            ) -> Result<Vec<$crate::store::Recorded>, $crate::store::StoreError> {
+                use $crate::store::{Recorded, sql};
+                let mut inserted = std::collections::HashSet::new();
+                for chunk in intakes.chunks(sql::rows_per_statement(9)) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_REFERRALS);
+                    insert.push_values(chunk, |mut row, intake| {
+                        let r = &intake.referral;
+                        row.push_bind(&r.id)
+                            .push_bind(&r.referrer_id)
+                            .push_bind(&r.identifier_system)
+                            .push_bind(&r.identifier_value)
+                            .push_bind(&r.provider_id)
+                            .push_bind(r.version_id)
+                            .push_bind(&r.last_updated)
+                            .push_bind(&r.resource)
+                            .push_bind(&r.nhs_number);
+                    });
+                    insert.push(sql::INSERT_REFERRALS_END);
+                    let ids: Vec<(String,)> = insert
+                        .build_query_as()
+                        .persistent(sql::keep_prepared(chunk.len()))
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    inserted.extend(ids.into_iter().map(|(id,)| id));
+                }
+                let created: Vec<&$crate::store::NewIntake> = intakes
+                    .iter()
+                    .filter(|i| inserted.contains(&i.referral.id))
+                    .collect();
+                for chunk in created.chunks(sql::rows_per_statement(6)) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_TASKS);
+                    insert.push_values(chunk, |mut row, intake| {
+                        let t = &intake.task;
+                        row.push_bind(&t.id)
+                            .push_bind(&t.referral_id)
+                            .push_bind(&t.status)
+                            .push_bind(t.version_id)
+                            .push_bind(&t.last_updated)
+                            .push_bind(&t.resource);
+                    });
+                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_TASK_EVENTS);
+                    insert.push_values(chunk, |mut row, intake| {
+                        let t = &intake.task;
+                        row.push_bind(&t.id)
+                            .push_bind(None::<String>)
+                            .push_bind(&t.status)
+                            .push_bind(&intake.actor)
+                            .push_bind(None::<String>)
+                            .push_bind(&t.last_updated);
+                    });
+                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
+                }
+                let messages: Vec<&$crate::store::NewMessage> =
+                    created.iter().flat_map(|i| &i.messages).collect();
+                Self::insert_messages(tx, &messages).await?;
+                let mut recorded = Vec::with_capacity(intakes.len());
+                for intake in intakes {
+                    if inserted.contains(&intake.referral.id) {
+                        recorded.push(Recorded::Created(intake.referral));
+                        continue;
+                    }
+                    let r = &intake.referral;
                     let existing: $crate::store::ReferralRow =
                         sqlx::query_as(sql::SELECT_REFERRAL_BY_BUSINESS_ID)
                             .bind(&r.referrer_id)
@@ -940,145 +1037,171 @@ macro_rules! impl_store {
                             .bind(&r.identifier_value)
                             .fetch_one(&mut **tx)
                             .await?;
-                    return Ok(Recorded::Existing(existing));
+                    recorded.push(Recorded::Existing(existing));
                 }
-                sqlx::query(sql::INSERT_TASK)
-                    .bind(&t.id)
-                    .bind(&t.referral_id)
-                    .bind(&t.status)
-                    .bind(t.version_id)
-                    .bind(&t.last_updated)
-                    .bind(&t.resource)
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query(sql::INSERT_TASK_EVENT)
-                    .bind(&t.id)
-                    .bind(None::<String>)
-                    .bind(&t.status)
-                    .bind(&intake.actor)
-                    .bind(None::<String>)
-                    .bind(&t.last_updated)
-                    .execute(&mut **tx)
-                    .await?;
-                Self::insert_messages(tx, &intake.messages).await?;
-                Ok(Recorded::Created(intake.referral))
+                Ok(recorded)
             }
 
-            /// One attempt's outcome, inside the group's transaction.
+            /// One attempt's outcome, in its own transaction.
             async fn finish_in(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 finished: $crate::store::FinishedAttempt,
             ) -> Result<(), $crate::store::StoreError> {
+                Self::finishes_in(tx, vec![finished]).await
+            }
+
+            /// Attempts' outcomes: each attempt's record, its message's new
+            /// state (delivered ones in one statement), its Task update if
+            /// it has one, and its audit record.
+            async fn finishes_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                finished: Vec<$crate::store::FinishedAttempt>,
+            ) -> Result<(), $crate::store::StoreError> {
                 use $crate::store::{Disposition, sql};
-                let a = &finished.attempt;
-                sqlx::query(sql::INSERT_ATTEMPT)
-                    .bind(&a.message_id)
-                    .bind(a.attempt)
-                    .bind(&a.worker)
-                    .bind(&a.started_at)
-                    .bind(a.latency_ms)
-                    .bind(a.status_code)
-                    .bind(&a.error)
-                    .bind(&a.response_excerpt)
-                    .bind(&a.outcome)
-                    .execute(&mut **tx)
-                    .await?;
-                let error = a
-                    .error
-                    .clone()
-                    .or_else(|| a.status_code.map(|code| format!("answered {code}")));
-                match &finished.disposition {
-                    Disposition::Delivered => {
-                        sqlx::query(sql::MESSAGE_DELIVERED)
-                            .bind(&a.message_id)
-                            .bind(&a.started_at)
-                            .execute(&mut **tx)
-                            .await?;
+                if finished.is_empty() {
+                    return Ok(());
+                }
+                // (References to the rows, not to `FinishedAttempt`s, which are
+                // not `Sync`: their notification builders are `Send` only.)
+                let attempts: Vec<&$crate::store::AttemptRow> =
+                    finished.iter().map(|f| &f.attempt).collect();
+                for chunk in attempts.chunks(sql::rows_per_statement(9)) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_ATTEMPTS);
+                    insert.push_values(chunk, |mut row, a| {
+                        row.push_bind(&a.message_id)
+                            .push_bind(a.attempt)
+                            .push_bind(&a.worker)
+                            .push_bind(&a.started_at)
+                            .push_bind(a.latency_ms)
+                            .push_bind(a.status_code)
+                            .push_bind(&a.error)
+                            .push_bind(&a.response_excerpt)
+                            .push_bind(&a.outcome);
+                    });
+                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
+                }
+                let delivered: Vec<&$crate::store::AttemptRow> = finished
+                    .iter()
+                    .filter(|f| f.disposition == Disposition::Delivered)
+                    .map(|f| &f.attempt)
+                    .collect();
+                for chunk in delivered.chunks(sql::rows_per_statement(3)) {
+                    // delivered_at = CASE id WHEN … THEN started_at … END
+                    let mut update = sqlx::QueryBuilder::<$db>::new(sql::MESSAGES_DELIVERED);
+                    for a in chunk {
+                        update.push(" WHEN ").push_bind(&a.message_id);
+                        update.push(" THEN ").push_bind(&a.started_at);
                     }
-                    Disposition::Retry { next_attempt_at } => {
-                        sqlx::query(sql::MESSAGE_RETRY)
-                            .bind(&a.message_id)
-                            .bind(next_attempt_at)
-                            .bind(&error)
-                            .execute(&mut **tx)
-                            .await?;
+                    update.push(sql::MESSAGES_DELIVERED_WHERE);
+                    let mut ids = update.separated(", ");
+                    for a in chunk {
+                        ids.push_bind(&a.message_id);
                     }
-                    Disposition::Dead => {
-                        sqlx::query(sql::MESSAGE_DEAD)
-                            .bind(&a.message_id)
-                            .bind(&error)
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    Disposition::DisableEndpoint {
-                        reason,
-                        next_attempt_at,
-                    } => {
-                        sqlx::query(sql::MESSAGE_RETRY)
-                            .bind(&a.message_id)
-                            .bind(next_attempt_at)
-                            .bind(&error)
-                            .execute(&mut **tx)
-                            .await?;
-                        let endpoint: (String,) =
-                            sqlx::query_as("SELECT endpoint FROM outbox WHERE id = $1")
+                    update.push(") AND state = 'pending'");
+                    update.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
+                }
+                let audits: Vec<&$crate::store::AuditRow> = finished.iter().map(|f| &f.audit).collect();
+                Self::insert_audit(tx, &audits).await?;
+                for f in finished {
+                    let a = &f.attempt;
+                    let error = a
+                        .error
+                        .clone()
+                        .or_else(|| a.status_code.map(|code| format!("answered {code}")));
+                    match &f.disposition {
+                        Disposition::Delivered => {}
+                        Disposition::Retry { next_attempt_at } => {
+                            sqlx::query(sql::MESSAGE_RETRY)
                                 .bind(&a.message_id)
-                                .fetch_one(&mut **tx)
+                                .bind(next_attempt_at)
+                                .bind(&error)
+                                .execute(&mut **tx)
                                 .await?;
-                        sqlx::query(sql::DISABLE_ENDPOINT)
-                            .bind(&endpoint.0)
-                            .bind(&a.started_at)
-                            .bind(reason)
-                            .execute(&mut **tx)
-                            .await?;
+                        }
+                        Disposition::Dead => {
+                            sqlx::query(sql::MESSAGE_DEAD)
+                                .bind(&a.message_id)
+                                .bind(&error)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                        Disposition::DisableEndpoint {
+                            reason,
+                            next_attempt_at,
+                        } => {
+                            sqlx::query(sql::MESSAGE_RETRY)
+                                .bind(&a.message_id)
+                                .bind(next_attempt_at)
+                                .bind(&error)
+                                .execute(&mut **tx)
+                                .await?;
+                            let endpoint: (String,) =
+                                sqlx::query_as("SELECT endpoint FROM outbox WHERE id = $1")
+                                    .bind(&a.message_id)
+                                    .fetch_one(&mut **tx)
+                                    .await?;
+                            sqlx::query(sql::DISABLE_ENDPOINT)
+                                .bind(&endpoint.0)
+                                .bind(&a.started_at)
+                                .bind(reason)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                    }
+                    if let Some(update) = f.task_update {
+                        Self::apply_update(tx, update).await?;
                     }
                 }
-                if let Some(update) = finished.task_update {
-                    Self::apply_update(tx, update).await?;
-                }
-                Self::insert_audit(tx, std::slice::from_ref(&finished.audit)).await?;
                 Ok(())
             }
 
             async fn insert_audit(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                records: &[$crate::store::AuditRow],
+                records: &[&$crate::store::AuditRow],
             ) -> Result<(), $crate::store::StoreError> {
-                for r in records {
-                    sqlx::query($crate::store::sql::INSERT_AUDIT)
-                        .bind(&r.at)
-                        .bind(&r.actor)
-                        .bind(&r.client)
-                        .bind(&r.request_id)
-                        .bind(&r.action)
-                        .bind(&r.resource)
-                        .bind(&r.referral_id)
-                        .bind(&r.outcome)
-                        .execute(&mut **tx)
-                        .await?;
+                use $crate::store::sql;
+                for chunk in records.chunks(sql::rows_per_statement(8)) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_AUDIT);
+                    insert.push_values(chunk, |mut row, r| {
+                        row.push_bind(&r.at)
+                            .push_bind(&r.actor)
+                            .push_bind(&r.client)
+                            .push_bind(&r.request_id)
+                            .push_bind(&r.action)
+                            .push_bind(&r.resource)
+                            .push_bind(&r.referral_id)
+                            .push_bind(&r.outcome);
+                    });
+                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
                 }
                 Ok(())
             }
 
             async fn insert_messages(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                messages: &[$crate::store::NewMessage],
+                messages: &[&$crate::store::NewMessage],
             ) -> Result<(), $crate::store::StoreError> {
-                for m in messages {
-                    sqlx::query($crate::store::sql::INSERT_MESSAGE)
-                        .bind(&m.id)
-                        .bind(&m.referral_id)
-                        .bind(&m.endpoint)
-                        .bind(&m.kind)
-                        .bind(&m.payload)
-                        .bind(m.next_attempt_at)
-                        .bind(&m.created_at)
-                        .bind(&m.replay_of)
-                        .execute(&mut **tx)
-                        .await?;
+                use $crate::store::sql;
+                if messages.is_empty() {
+                    return Ok(());
+                }
+                for chunk in messages.chunks(sql::rows_per_statement(8)) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_MESSAGES);
+                    insert.push_values(chunk, |mut row, m| {
+                        row.push_bind(&m.id)
+                            .push_bind(&m.referral_id)
+                            .push_bind(&m.endpoint)
+                            .push_bind(&m.kind)
+                            .push_bind(&m.payload)
+                            .push_unseparated(", 'pending', 0")
+                            .push_bind(m.next_attempt_at)
+                            .push_bind(&m.created_at)
+                            .push_bind(&m.replay_of);
+                    });
+                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
                 }
                 let announce: Option<&str> = $announce;
-                if let (false, Some(announce)) = (messages.is_empty(), announce) {
+                if let Some(announce) = announce {
                     sqlx::query(announce).execute(&mut **tx).await?;
                 }
                 Ok(())
@@ -1139,7 +1262,7 @@ macro_rules! impl_store {
                     message.payload = (notification.payload)(number);
                     messages.push(message);
                 }
-                Self::insert_messages(tx, &messages).await
+                Self::insert_messages(tx, &messages.iter().collect::<Vec<_>>()).await
             }
         }
 
@@ -1270,7 +1393,7 @@ macro_rules! impl_store {
                             .await?;
                     }
                 }
-                Self::insert_audit(&mut tx, std::slice::from_ref(&audit)).await?;
+                Self::insert_audit(&mut tx, &[&audit]).await?;
                 tx.commit().await?;
                 self.forget().await
             }
@@ -1280,7 +1403,7 @@ macro_rules! impl_store {
                 records: &[$crate::store::AuditRow],
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.writer.begin().await?;
-                Self::insert_audit(&mut tx, records).await?;
+                Self::insert_audit(&mut tx, &records.iter().collect::<Vec<_>>()).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1484,7 +1607,7 @@ macro_rules! impl_store {
                 message: $crate::store::NewMessage,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.writer.begin().await?;
-                Self::insert_messages(&mut tx, std::slice::from_ref(&message)).await?;
+                Self::insert_messages(&mut tx, &[&message]).await?;
                 tx.commit().await?;
                 Ok(())
             }
