@@ -167,7 +167,7 @@ impl<'v> Evaluator<'v, '_> {
             "loinc" => constant("http://loinc.org"),
             _ => {
                 if let Some(values) = self.env.variable(name) {
-                    return Ok(values.iter().map(Item::node).collect());
+                    return Ok(values.iter().map(|v| Item::node(v.as_ref())).collect());
                 }
                 if let Some(vs) = name.strip_prefix("vs-") {
                     return constant(&format!("http://hl7.org/fhir/ValueSet/{vs}"));

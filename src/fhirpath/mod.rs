@@ -19,7 +19,7 @@ mod lexer;
 mod parser;
 mod value;
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, fmt, sync::Arc};
 
 use serde_json::Value;
 
@@ -148,10 +148,20 @@ impl std::error::Error for EvalError {}
 #[derive(Clone, Default)]
 pub struct Env<'a> {
     resource: Option<&'a Value>,
-    /// Shared, so that cloning an `Env` to add one variable (as templates
-    /// do for every `assign` and loop) copies pointers, not documents.
-    variables: HashMap<String, Arc<Vec<Value>>>,
+    /// Shared, so that cloning an `Env` to add one variable copies
+    /// pointers, not documents.
+    variables: HashMap<String, Arc<Vec<Cow<'a, Value>>>>,
     functions: HashMap<String, HostFunction>,
+    /// The variable [`Env::bind`] added on top of an enclosing environment.
+    bound: Option<Bound<'a>>,
+}
+
+/// One variable over an enclosing environment, which keeps its own.
+#[derive(Clone)]
+struct Bound<'a> {
+    name: &'a str,
+    values: Vec<Cow<'a, Value>>,
+    outer: &'a Env<'a>,
 }
 
 impl fmt::Debug for Env<'_> {
@@ -160,6 +170,7 @@ impl fmt::Debug for Env<'_> {
             .field("resource", &self.resource.is_some())
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
             .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("bound", &self.bound.as_ref().map(|b| b.name))
             .finish()
     }
 }
@@ -178,8 +189,26 @@ impl<'a> Env<'a> {
 
     /// Defines `%name`.
     pub fn with_variable(mut self, name: &str, value: Vec<Value>) -> Self {
+        let value = value.into_iter().map(Cow::Owned).collect();
         self.variables.insert(name.to_owned(), Arc::new(value));
         self
+    }
+
+    /// An environment that is this one plus `%name`. The values may borrow
+    /// from the input or from this environment's own variables (results of
+    /// evaluating against it), so a template binding a part of the input to
+    /// a name refers to it rather than copying it.
+    pub fn bind(&'a self, name: &'a str, values: Vec<Cow<'a, Value>>) -> Env<'a> {
+        Env {
+            resource: self.resource,
+            variables: HashMap::new(),
+            functions: HashMap::new(),
+            bound: Some(Bound {
+                name,
+                values,
+                outer: self,
+            }),
+        }
     }
 
     /// Registers a host function `name(...)`; expressions calling it must be
@@ -193,12 +222,23 @@ impl<'a> Env<'a> {
         self.resource
     }
 
-    pub(crate) fn variable(&self, name: &str) -> Option<&Vec<Value>> {
-        self.variables.get(name).map(|v| v.as_ref())
+    /// The innermost definition of `%name`.
+    pub(crate) fn variable(&self, name: &str) -> Option<&[Cow<'a, Value>]> {
+        if let Some(values) = self.variables.get(name) {
+            return Some(values);
+        }
+        let bound = self.bound.as_ref()?;
+        if bound.name == name {
+            Some(&bound.values)
+        } else {
+            bound.outer.variable(name)
+        }
     }
 
     pub(crate) fn function(&self, name: &str) -> Option<&HostFunction> {
-        self.functions.get(name)
+        self.functions
+            .get(name)
+            .or_else(|| self.bound.as_ref()?.outer.function(name))
     }
 }
 

@@ -24,12 +24,15 @@
 //! Templates compile once (every expression parsed up front, errors
 //! collected with their place in the template) and render many times.
 
-use std::sync::{Arc, LazyLock};
+use std::{
+    borrow::Cow,
+    sync::{Arc, LazyLock},
+};
 
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::fhirpath::{Env, Expr};
+use crate::fhirpath::{Collection, Env, Expr, Item};
 
 /// A compiled template.
 #[derive(Clone)]
@@ -443,15 +446,17 @@ struct Renderer;
 type Rendered = Result<Option<Value>, TemplateError>;
 
 impl Renderer {
-    fn evaluate(
+    /// The results of an expression, borrowing from `focus` and `env`:
+    /// only what ends up in the output is copied out of the input.
+    fn items<'v>(
         &self,
         located: &Located,
-        focus: &Value,
-        env: &Env<'_>,
-    ) -> Result<Vec<Value>, TemplateError> {
+        focus: &'v Value,
+        env: &'v Env<'v>,
+    ) -> Result<Collection<'v>, TemplateError> {
         located
             .expr
-            .evaluate(focus, env)
+            .evaluate_items(std::slice::from_ref(&Item::node(focus)), env)
             .map_err(|e| TemplateError {
                 path: located.path.to_string(),
                 expression: Some(located.expr.source().to_owned()),
@@ -462,12 +467,17 @@ impl Renderer {
     fn node(&self, node: &Node, focus: &Value, env: &Env<'_>) -> Rendered {
         match node {
             Node::Literal(value) => Ok(Some(value.clone())),
-            Node::All(expr) => Ok(clean(Value::Array(self.evaluate(expr, focus, env)?))),
+            Node::All(expr) => {
+                let items = self.items(expr, focus, env)?;
+                Ok(clean(Value::Array(
+                    items.iter().map(Item::to_json).collect(),
+                )))
+            }
             Node::First {
                 expr,
                 null_if_empty,
-            } => match self.evaluate(expr, focus, env)?.into_iter().next() {
-                Some(value) => Ok(clean(value)),
+            } => match self.items(expr, focus, env)?.first() {
+                Some(item) => Ok(clean(item.to_json())),
                 None => Ok(null_if_empty.then_some(Value::Null)),
             },
             Node::Text {
@@ -478,12 +488,13 @@ impl Renderer {
                 for part in parts {
                     match part {
                         Part::Text(t) => text.push_str(t),
-                        Part::Expr(expr) => {
-                            match self.evaluate(expr, focus, env)?.into_iter().next() {
-                                Some(value) => text.push_str(&as_text(&value)),
-                                None => return Ok(null_if_empty.then_some(Value::Null)),
-                            }
-                        }
+                        Part::Expr(expr) => match self.items(expr, focus, env)?.first() {
+                            Some(item) => match item.as_str() {
+                                Some(s) => text.push_str(s),
+                                None => text.push_str(&as_text(&item.to_json())),
+                            },
+                            None => return Ok(null_if_empty.then_some(Value::Null)),
+                        },
                     }
                 }
                 Ok(Some(Value::String(text)))
@@ -499,35 +510,83 @@ impl Renderer {
                 }
                 Ok((!out.is_empty()).then_some(Value::Array(out)))
             }
-            Node::Object(object) => self.object(object, focus, env),
+            Node::Object(object) => self.assigning(&object.assigns, &object.kind, focus, env),
         }
     }
 
-    fn object(&self, object: &ObjectNode, focus: &Value, env: &Env<'_>) -> Rendered {
-        let owned;
-        let env = if object.assigns.is_empty() {
-            env
-        } else {
-            let mut extended = env.clone();
-            for (name, node) in &object.assigns {
-                // An assigned value is a collection: a list is its items,
-                // nothing (or null) is empty.
-                let value = match self.node(node, focus, &extended)? {
-                    Some(Value::Array(items)) => items,
-                    Some(Value::Null) | None => Vec::new(),
-                    Some(value) => vec![value],
-                };
-                extended = extended.with_variable(name, value);
+    /// Binds the object's `{% assign %}`s in order, each in a scope over the
+    /// ones before (so later ones can use earlier ones), then renders it.
+    fn assigning(
+        &self,
+        assigns: &[(String, Node)],
+        kind: &ObjectKind,
+        focus: &Value,
+        env: &Env<'_>,
+    ) -> Rendered {
+        match assigns.split_first() {
+            None => self.object(kind, focus, env),
+            Some(((name, node), rest)) => {
+                let values = self.binding(node, focus, env)?;
+                self.assigning(rest, kind, focus, &env.bind(name, values))
             }
-            owned = extended;
-            &owned
-        };
-        match &object.kind {
+        }
+    }
+
+    /// What `{% assign %}` of `node` binds: the collection it renders to (a
+    /// list is its items, nothing or null is empty). Parts of the input are
+    /// borrowed when they would render unchanged, which is the usual case:
+    /// binding `%patient` to a contained Patient copies nothing.
+    fn binding<'v>(
+        &self,
+        node: &Node,
+        focus: &'v Value,
+        env: &'v Env<'v>,
+    ) -> Result<Vec<Cow<'v, Value>>, TemplateError> {
+        match node {
+            Node::First { expr, .. } => match self.items(expr, focus, env)?.first() {
+                None => Ok(Vec::new()),
+                Some(Item::Node(n)) if is_clean(n.value) && !is_list_or_null(n.value) => {
+                    Ok(vec![Cow::Borrowed(n.value)])
+                }
+                Some(item) => Ok(collection(clean(item.to_json()))),
+            },
+            Node::All(expr) => {
+                let items = self.items(expr, focus, env)?;
+                let borrowed: Option<Vec<_>> = items
+                    .iter()
+                    .map(|item| match item {
+                        Item::Node(n) if is_clean(n.value) && !n.value.is_array() => {
+                            Some(Cow::Borrowed(n.value))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                match borrowed {
+                    Some(values) => Ok(values),
+                    None => Ok(collection(clean(Value::Array(
+                        items.iter().map(Item::to_json).collect(),
+                    )))),
+                }
+            }
+            _ => Ok(collection(self.node(node, focus, env)?)),
+        }
+    }
+
+    fn object(&self, kind: &ObjectKind, focus: &Value, env: &Env<'_>) -> Rendered {
+        match kind {
             ObjectKind::Plain(entries) => self.entries(entries, focus, env),
             ObjectKind::Each { source, body } => {
                 let mut out = Vec::new();
-                for answer in self.evaluate(source, focus, env)? {
-                    match self.node(body, &answer, env)? {
+                for answer in self.items(source, focus, env)? {
+                    let computed;
+                    let answer = match answer {
+                        Item::Node(n) => n.value,
+                        other => {
+                            computed = other.to_json();
+                            &computed
+                        }
+                    };
+                    match self.node(body, answer, env)? {
                         Some(Value::Array(inner)) => out.extend(inner),
                         Some(value) => out.push(value),
                         None => {}
@@ -542,12 +601,21 @@ impl Renderer {
                 body,
             } => {
                 let mut out = Vec::new();
-                for (i, answer) in self.evaluate(source, focus, env)?.into_iter().enumerate() {
-                    let mut inner = env.clone().with_variable(item, vec![answer]);
-                    if let Some(index) = index {
-                        inner = inner.with_variable(index, vec![Value::from(i)]);
-                    }
-                    match self.node(body, focus, &inner)? {
+                for (i, answer) in self.items(source, focus, env)?.iter().enumerate() {
+                    let answer = match answer {
+                        Item::Node(n) => Cow::Borrowed(n.value),
+                        other => Cow::Owned(other.to_json()),
+                    };
+                    let with_item = env.bind(item, vec![answer]);
+                    let with_index;
+                    let scope = match index {
+                        Some(index) => {
+                            with_index = with_item.bind(index, vec![Cow::Owned(Value::from(i))]);
+                            &with_index
+                        }
+                        None => &with_item,
+                    };
+                    match self.node(body, focus, scope)? {
                         Some(Value::Array(items)) => out.extend(items),
                         Some(value) => out.push(value),
                         None => {}
@@ -581,9 +649,9 @@ impl Renderer {
                 rest,
             } => {
                 let holds = self
-                    .evaluate(condition, focus, env)?
+                    .items(condition, focus, env)?
                     .first()
-                    .is_some_and(|v| v == &Value::Bool(true));
+                    .is_some_and(is_true);
                 let chosen = if holds {
                     self.node(then, focus, env)?
                 } else {
@@ -621,6 +689,32 @@ impl Renderer {
         }
         Ok((!map.is_empty()).then_some(Value::Object(map)))
     }
+}
+
+/// A rendered value as a collection: a list is its items, nothing or null
+/// is empty.
+fn collection(value: Option<Value>) -> Vec<Cow<'static, Value>> {
+    match value {
+        Some(Value::Array(items)) => items.into_iter().map(Cow::Owned).collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(value) => vec![Cow::Owned(value)],
+    }
+}
+
+fn is_list_or_null(value: &Value) -> bool {
+    matches!(value, Value::Array(_) | Value::Null)
+}
+
+/// Whether an item is the Boolean `true` (System or FHIR).
+fn is_true(item: &Item<'_>) -> bool {
+    matches!(
+        item,
+        Item::Bool(true)
+            | Item::Node(crate::fhirpath::Node {
+                value: Value::Bool(true),
+                ..
+            })
+    )
 }
 
 fn source_path(node: &Node) -> String {
