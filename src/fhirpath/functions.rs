@@ -976,7 +976,9 @@ fn resolve<'v>(root: Option<&'v Value>, item: &Item<'v>) -> Option<&'v Value> {
     };
     // The resources enclosing the reference, outermost first.
     let mut chain = Vec::new();
-    if !find_enclosing(root, node.value, &mut chain) {
+    if find_enclosing(root, node.value, &mut chain) {
+        chain.reverse();
+    } else {
         chain = vec![root];
     }
     resolve_reference(root, &chain, reference)
@@ -986,21 +988,21 @@ fn is_resource(v: &Value) -> bool {
     v.get("resourceType").is_some_and(Value::is_string)
 }
 
+/// Whether `target` is (by address) `at` or inside it; if so, the resources
+/// on the way down to it are appended to `chain`, innermost first. Only the
+/// target's ancestors are checked for being resources, on the way back up,
+/// so the search itself is a plain walk.
 fn find_enclosing<'v>(at: &'v Value, target: &Value, chain: &mut Vec<&'v Value>) -> bool {
     if ptr::eq(at, target) {
         return true;
-    }
-    let pushed = is_resource(at);
-    if pushed {
-        chain.push(at);
     }
     let found = match at {
         Value::Object(o) => o.values().any(|v| find_enclosing(v, target, chain)),
         Value::Array(a) => a.iter().any(|v| find_enclosing(v, target, chain)),
         _ => false,
     };
-    if pushed && !found {
-        chain.pop();
+    if found && is_resource(at) {
+        chain.push(at);
     }
     found
 }
