@@ -67,11 +67,12 @@ pub fn service_request(referral: &Referral<'_>) -> Value {
         })
         .collect();
 
-    let mut contained: Vec<Value> = sr
-        .get("contained")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    // Taken out of `sr` (already a copy) rather than copied again; the
+    // resources it held keep their references as written.
+    let mut contained: Vec<Value> = match sr.get_mut("contained") {
+        Some(Value::Array(items)) => std::mem::take(items),
+        _ => Vec::new(),
+    };
     for target in &reached {
         let mut resource = target.resource.clone();
         resource["id"] = json!(local_id_of_path[&target.path]);
