@@ -10,6 +10,7 @@
 //! ```text
 //! cargo bench --bench delivery -- --n 20000 --clients 64 --json benches/results/delivery-sqlite.json
 //! cargo bench --bench delivery -- --n 20000 --clients 64 --postgres --json benches/results/delivery-postgres.json
+//! cargo bench --bench delivery -- --duration 600 --rate 385 --clients 64 --process --json benches/results/soak-sqlite.json
 //! ```
 //!
 //! The run has three phases, one after the other:
@@ -36,7 +37,10 @@
 //!    `Instant` it arrived, and answer `202 Accepted`. After a warm-up the
 //!    clients POST the referrals to `/fhir/ServiceRequest` and note when
 //!    each `201` arrived; the bench then waits for every referral to reach
-//!    its provider.
+//!    its provider. With `--process`, Signpost is instead the real
+//!    `signpost serve` in its own process (same settings, its secrets in
+//!    files), so the peak RSS, the RSS sampled each second, and the CPU
+//!    are Signpost's alone: the soak runs this way.
 //!
 //! Referrals are the six bare ServiceRequest fixtures in
 //! `tests/fixtures/referrals/valid/` (all three providers), in turn, each
@@ -84,7 +88,8 @@
 //! `--timeout SECS` to wait for deliveries (120), `--postgres [URL]` to run
 //! Signpost on a fresh PostgreSQL database, dropped afterwards (the URL
 //! names the server, default `postgres://postgres@127.0.0.1:5432/test`;
-//! the start-up probe always uses SQLite), `--json FILE`. A progress bar
+//! the start-up probe always uses SQLite), `--process` (above),
+//! `--json FILE`. A progress bar
 //! shows on a terminal (stderr). The exit status is 1 when any referral
 //! failed (errors > 0), not when a target is missed.
 //!
@@ -155,6 +160,8 @@ mod target {
     pub const PEAK_RSS_MB: f64 = 150.0;
     pub const IDLE_RSS_MB: f64 = 40.0;
     pub const STARTUP_MS: f64 = 1_000.0;
+    /// RSS at the end of a long run over RSS a minute in (soak).
+    pub const RSS_GROWTH_PCT: f64 = 10.0;
 }
 
 /// The longest baseline phase of a `--duration` run.
@@ -162,10 +169,11 @@ const BASELINE_MAX: Duration = Duration::from_secs(30);
 
 /// What the process-wide figures cover.
 const RSS_SCOPE: &str = "bench process (Signpost + clients + receivers)";
+const PROCESS_SCOPE: &str = "signpost serve process (--process)";
 
 const USAGE: &str = "usage: cargo bench --bench delivery -- [--n N | --duration SECS] [--clients C] \
     [--warmup W] [--rate R] [--delivery-concurrency K] [--timeout SECS] [--postgres [URL]] \
-    [--json FILE]";
+    [--process] [--json FILE]";
 
 /// How long the clients send.
 #[derive(Clone, Copy)]
@@ -188,6 +196,9 @@ struct Args {
     /// The PostgreSQL server to create the database on; SQLite when `None`.
     postgres: Option<String>,
     json: Option<PathBuf>,
+    /// Run Signpost as its own process (`signpost serve`), so that RSS and
+    /// CPU are its own.
+    process: bool,
     /// How long the real binary idles before its RSS is read.
     idle: Duration,
 }
@@ -205,6 +216,7 @@ fn parse_args() -> Result<Args, String> {
         timeout: Duration::from_secs(120),
         postgres: None,
         json: None,
+        process: false,
         idle: Duration::from_secs(2),
     };
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
@@ -226,6 +238,7 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--duration takes a number of seconds\n{USAGE}"))?;
                 duration = Some(Duration::from_secs_f64(secs));
             }
+            "--process" => parsed.process = true,
             "--clients" => parsed.clients = number("--clients", args.next())?,
             "--warmup" => parsed.warmup = number("--warmup", args.next())?,
             "--rate" => parsed.rate = Some(number("--rate", args.next())? as f64),
@@ -497,9 +510,52 @@ async fn receive(State(endpoint): State<Endpoint>, headers: HeaderMap, body: Byt
 // ---------------------------------------------------------------------------
 // Signpost
 
-/// The sample configuration on a free port and `database_url`, with new
-/// inline secrets, its endpoints pointed at the stand-ins.
-async fn configure(database_url: &str, received: &Arc<Mutex<Received>>) -> anyhow::Result<Config> {
+/// A stand-in for one of the sample configuration's endpoints, running.
+struct StandIn {
+    /// `providers.<id>` or `referrers.<id>`.
+    table: String,
+    /// `intake_url` or `callback_url`.
+    url_key: &'static str,
+    url: Url,
+    /// The endpoint's new signing secret (`whsec_…`): Signpost signs with
+    /// it, the stand-in verifies with it.
+    whsec: String,
+}
+
+/// A stand-in for each provider and for the referrer, on free loopback
+/// ports, each with a new secret.
+async fn start_stand_ins(received: &Arc<Mutex<Received>>) -> anyhow::Result<Vec<StandIn>> {
+    let mut stand_ins = Vec::new();
+    let mut endpoints: Vec<(Option<&'static str>, String)> = REFERRAL_ID_AT
+        .iter()
+        .map(|(id, _)| (Some(*id), format!("providers.{id}")))
+        .collect();
+    endpoints.push((None, format!("referrers.{REFERRER}")));
+    for (provider, table) in endpoints {
+        let whsec = Secret::generate().to_whsec();
+        let addr = serve_endpoint(Endpoint {
+            provider,
+            keys: Arc::new(SigningKeys::new(Secret::parse(&whsec)?)),
+            received: received.clone(),
+        })
+        .await?;
+        let (url_key, url) = match provider {
+            Some(id) => ("intake_url", format!("http://{addr}/{id}/intake")),
+            None => ("callback_url", format!("http://{addr}/notifications")),
+        };
+        stand_ins.push(StandIn {
+            table,
+            url_key,
+            url: Url::parse(&url)?,
+            whsec,
+        });
+    }
+    Ok(stand_ins)
+}
+
+/// The sample configuration on a free port and `database_url`, its
+/// endpoints pointed at the stand-ins, with their secrets inline.
+fn configure(database_url: &str, stand_ins: &[StandIn]) -> anyhow::Result<Config> {
     let path = Path::new(MANIFEST_DIR).join("config/signpost.toml");
     let text = std::fs::read_to_string(&path)?;
     let env = HashMap::from([
@@ -509,43 +565,24 @@ async fn configure(database_url: &str, received: &Arc<Mutex<Received>>) -> anyho
     let mut config = Config::from_toml(&text, &path, &env)?;
     config.schemas_dir = Path::new(MANIFEST_DIR).join("schemas");
     config.mappings_dir = Path::new(MANIFEST_DIR).join("mappings");
-
-    // A new shared secret per endpoint: Signpost signs with it, the
-    // stand-in verifies with it.
-    let shared_secret = || -> anyhow::Result<(SecretSource, Arc<SigningKeys>)> {
-        let whsec = Secret::generate().to_whsec();
-        Ok((
-            SecretSource::Inline(Secret::parse(&whsec)?),
-            Arc::new(SigningKeys::new(Secret::parse(&whsec)?)),
-        ))
-    };
-    for (id, _) in REFERRAL_ID_AT {
-        let provider = config
-            .providers
-            .get_mut(id)
-            .ok_or_else(|| anyhow::anyhow!("the sample configuration has no provider {id}"))?;
-        let (secret, keys) = shared_secret()?;
-        provider.secret = secret;
-        provider.previous_secret = None;
-        let addr = serve_endpoint(Endpoint {
-            provider: Some(id),
-            keys,
-            received: received.clone(),
-        })
-        .await?;
-        provider.intake_url = Url::parse(&format!("http://{addr}/{id}/intake"))?;
-    }
-    for referrer in config.referrers.values_mut() {
-        let (secret, keys) = shared_secret()?;
-        referrer.secret = secret;
-        referrer.previous_secret = None;
-        let addr = serve_endpoint(Endpoint {
-            provider: None,
-            keys,
-            received: received.clone(),
-        })
-        .await?;
-        referrer.callback_url = Url::parse(&format!("http://{addr}/notifications"))?;
+    for stand_in in stand_ins {
+        let secret = SecretSource::Inline(Secret::parse(&stand_in.whsec)?);
+        let missing = || anyhow::anyhow!("the sample configuration has no [{}]", stand_in.table);
+        match stand_in.table.split_once('.') {
+            Some(("providers", id)) => {
+                let provider = config.providers.get_mut(id).ok_or_else(missing)?;
+                provider.secret = secret;
+                provider.previous_secret = None;
+                provider.intake_url = stand_in.url.clone();
+            }
+            Some(("referrers", id)) => {
+                let referrer = config.referrers.get_mut(id).ok_or_else(missing)?;
+                referrer.secret = secret;
+                referrer.previous_secret = None;
+                referrer.callback_url = stand_in.url.clone();
+            }
+            _ => anyhow::bail!("unknown endpoint table {}", stand_in.table),
+        }
     }
     // One practice system sending flat out: the per-token rate limit would
     // otherwise be what is measured.
@@ -843,9 +880,10 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// User + system CPU seconds of this process so far (all threads).
-fn cpu_seconds(ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// User + system CPU seconds of a process so far (all threads; `pid` may
+/// be `self`).
+fn cpu_seconds(ticks: f64, pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces): state is
     // field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat
@@ -877,15 +915,17 @@ fn reset_peak_rss() -> bool {
 /// CPU and wall time from a start.
 struct Mark {
     ticks: f64,
+    pid: String,
     cpu: f64,
     at: Instant,
 }
 
 impl Mark {
-    fn now(ticks: f64) -> Mark {
+    fn now(ticks: f64, pid: &str) -> Mark {
         Mark {
             ticks,
-            cpu: cpu_seconds(ticks),
+            pid: pid.to_owned(),
+            cpu: cpu_seconds(ticks, pid),
             at: Instant::now(),
         }
     }
@@ -893,7 +933,7 @@ impl Mark {
     /// (CPU seconds, wall seconds) since the mark.
     fn since(&self) -> (f64, f64) {
         (
-            cpu_seconds(self.ticks) - self.cpu,
+            cpu_seconds(self.ticks, &self.pid) - self.cpu,
             self.at.elapsed().as_secs_f64(),
         )
     }
@@ -914,115 +954,171 @@ struct Startup {
     exit: String,
 }
 
-/// Start `signpost serve` (the binary cargo built for this bench) on a
-/// fresh SQLite database, time it to ready, read its RSS after `idle`,
-/// stop it with `SIGTERM`.
-async fn probe_startup(idle: Duration) -> anyhow::Result<Startup> {
-    let dir = tempfile::tempdir()?;
-    // Like `tests/api/fleet.rs::write_config`: absolute paths, secrets in
-    // files. The endpoints are on a closed port: nothing is sent to them.
-    let mut config = format!(
-        "schemas_dir = \"{MANIFEST_DIR}/schemas\"\nmappings_dir = \"{MANIFEST_DIR}/mappings\"\n\
-         [limits]\nrequests_per_second = 1000000.0\nburst = 1000000\n"
-    );
-    let mut endpoint = |table: &str, url_key: &str, extra: &str| -> anyhow::Result<()> {
-        let secret = dir.path().join(format!("{table}.whsec"));
-        std::fs::write(&secret, Secret::generate().to_whsec())?;
-        let _ = write!(
-            config,
-            "[{table}]\n{extra}{url_key} = \"http://127.0.0.1:9/{table}\"\n\
-             allow_insecure_http = true\nsecret_file = \"{}\"\n",
-            secret.display()
-        );
-        Ok(())
-    };
-    for (id, _) in REFERRAL_ID_AT {
-        endpoint(&format!("providers.{id}"), "intake_url", "")?;
-    }
-    endpoint(
-        &format!("referrers.{REFERRER}"),
-        "callback_url",
-        "ods_codes = [\"A81001\"]\n",
-    )?;
-    let config_path = dir.path().join("signpost.toml");
-    std::fs::write(&config_path, config)?;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let log_path = dir.path().join("signpost.log");
-    let log = std::fs::File::create(&log_path)?;
-    let log_tail = || {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join("\n")
-    };
+/// `signpost serve`, the binary cargo built for this bench, as its own
+/// process: for the start-up probe, and for `--process` runs, where its
+/// memory and CPU are measured apart from the clients and stand-ins.
+struct SignpostProcess {
+    child: tokio::process::Child,
+    pid: String,
+    listen: SocketAddr,
+    log_path: PathBuf,
+    /// Spawn to the first `200` from `/health/ready`.
+    ready_ms: f64,
+    /// The configuration, secrets and (SQLite) database live here.
+    _dir: tempfile::TempDir,
+}
 
-    let poll = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()?;
-    let ready_url = format!("http://{listen}/health/ready");
-    let spawned = Instant::now();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env(ENV_LISTEN, listen.to_string())
-        .env(
-            ENV_DATABASE_URL,
-            format!("sqlite://{}", dir.path().join("signpost.db").display()),
-        )
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child
-        .id()
-        .ok_or_else(|| anyhow::anyhow!("no pid"))?
-        .to_string();
-    loop {
-        let ready = poll
-            .get(&ready_url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::OK);
-        if ready {
-            break;
-        }
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!(
-                "signpost serve exited ({status}) before ready:\n{}",
-                log_tail()
+impl SignpostProcess {
+    /// Write a configuration like `tests/api/fleet.rs::write_config`
+    /// (absolute paths, each endpoint's secret in a file, `extra` TOML
+    /// appended), start `signpost serve` on `database_url` (`None`: a new
+    /// SQLite file), and wait until `/health/ready` answers `200`.
+    async fn start(
+        stand_ins: &[StandIn],
+        extra: &str,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<SignpostProcess> {
+        let dir = tempfile::tempdir()?;
+        let mut config = format!(
+            "schemas_dir = \"{MANIFEST_DIR}/schemas\"\nmappings_dir = \"{MANIFEST_DIR}/mappings\"\n\
+             [limits]\nrequests_per_second = 1000000.0\nburst = 1000000\n"
+        );
+        for stand_in in stand_ins {
+            let secret = dir.path().join(format!("{}.whsec", stand_in.table));
+            std::fs::write(&secret, &stand_in.whsec)?;
+            let ods = if stand_in.table.starts_with("referrers.") {
+                "ods_codes = [\"A81001\"]\n"
+            } else {
+                ""
+            };
+            let _ = write!(
+                config,
+                "[{}]\n{ods}{} = \"{}\"\nallow_insecure_http = true\nsecret_file = \"{}\"\n",
+                stand_in.table,
+                stand_in.url_key,
+                stand_in.url,
+                secret.display()
             );
         }
-        if spawned.elapsed() > Duration::from_secs(60) {
-            anyhow::bail!("signpost serve not ready after 60 s:\n{}", log_tail());
+        config.push_str(extra);
+        let config_path = dir.path().join("signpost.toml");
+        std::fs::write(&config_path, config)?;
+        let database_url = match database_url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", dir.path().join("signpost.db").display()),
+        };
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log_path = dir.path().join("signpost.log");
+        let log = std::fs::File::create(&log_path)?;
+        let poll = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()?;
+        let ready_url = format!("http://{listen}/health/ready");
+        let spawned = Instant::now();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env(ENV_LISTEN, listen.to_string())
+            .env(ENV_DATABASE_URL, database_url)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("no pid"))?
+            .to_string();
+        let mut process = SignpostProcess {
+            child,
+            pid,
+            listen,
+            log_path,
+            ready_ms: f64::NAN,
+            _dir: dir,
+        };
+        loop {
+            let ready = poll
+                .get(&ready_url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if ready {
+                break;
+            }
+            if let Some(status) = process.child.try_wait()? {
+                anyhow::bail!(
+                    "signpost serve exited ({status}) before ready:\n{}",
+                    process.log_tail()
+                );
+            }
+            if spawned.elapsed() > Duration::from_secs(60) {
+                anyhow::bail!(
+                    "signpost serve not ready after 60 s:\n{}",
+                    process.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        process.ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+        Ok(process)
     }
-    let ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
-    drop(poll);
 
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    /// `SIGTERM`, then wait for the exit: (milliseconds, exit status).
+    async fn stop(mut self) -> anyhow::Result<(f64, String)> {
+        let stopping = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.pid])
+            .status()?;
+        let exit = match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
+            Ok(status) => status?.to_string(),
+            Err(_) => {
+                self.child.kill().await?;
+                "did not exit within 20 s of SIGTERM (killed)".into()
+            }
+        };
+        Ok((stopping.elapsed().as_secs_f64() * 1000.0, exit))
+    }
+}
+
+/// Start `signpost serve` on a fresh SQLite database, its endpoints on a
+/// closed port (nothing is sent), time it to ready, read its RSS after
+/// `idle`, stop it with `SIGTERM`.
+async fn probe_startup(idle: Duration) -> anyhow::Result<Startup> {
+    let stand_ins = REFERRAL_ID_AT
+        .iter()
+        .map(|(id, _)| (format!("providers.{id}"), "intake_url"))
+        .chain([(format!("referrers.{REFERRER}"), "callback_url")])
+        .map(|(table, url_key)| {
+            Ok(StandIn {
+                url: Url::parse(&format!("http://127.0.0.1:9/{table}"))?,
+                table,
+                url_key,
+                whsec: Secret::generate().to_whsec(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let process = SignpostProcess::start(&stand_ins, "", None).await?;
     tokio::time::sleep(idle).await;
-    let rss = status_mb(&pid, "VmRSS:");
-    let peak = status_mb(&pid, "VmHWM:");
-
-    let stopping = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()?;
-    let exit = match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
-        Ok(status) => status?.to_string(),
-        Err(_) => {
-            child.kill().await?;
-            "did not exit within 20 s of SIGTERM (killed)".into()
-        }
-    };
+    let rss = status_mb(&process.pid, "VmRSS:");
+    let peak = status_mb(&process.pid, "VmHWM:");
+    let ready_ms = process.ready_ms;
+    let pid = process.pid.clone();
+    let (stop_ms, exit) = process.stop().await?;
     Ok(Startup {
         ready_ms,
         idle_rss_mb: rss.ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?,
         idle_peak_rss_mb: peak.unwrap_or(f64::NAN),
         idle_s: idle.as_secs_f64(),
-        stop_ms: stopping.elapsed().as_secs_f64() * 1000.0,
+        stop_ms,
         exit,
     })
 }
@@ -1080,7 +1176,7 @@ async fn run_baseline(
     .await;
 
     let bar = intake_progress("baseline", load);
-    let mark = Mark::now(ticks);
+    let mark = Mark::now(ticks, "self");
     let intake = drive(client, &url, bodies, load, Expect::Created, &bar).await;
     let (cpu_s, wall_s) = mark.since();
     bar.finish_and_clear();
@@ -1190,7 +1286,8 @@ async fn run(
     // mostly freed, may stay in the allocator: a few MB).
     let peak_reset = reset_peak_rss();
     let received = Arc::new(Mutex::new(Received::default()));
-    let mut config = configure(&db.url, &received).await?;
+    let stand_ins = start_stand_ins(&received).await?;
+    let mut config = configure(&db.url, &stand_ins)?;
     if let Some(concurrency) = args.delivery_concurrency {
         config.delivery.concurrency = concurrency;
     }
@@ -1198,13 +1295,24 @@ async fn run(
         "concurrency {}, poll {:?}, database_max_connections {}",
         config.delivery.concurrency, config.delivery.poll_interval, config.database_max_connections
     );
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr());
+    let serving = if args.process {
+        let extra = args.delivery_concurrency.map_or(String::new(), |c| {
+            format!("[delivery]\nconcurrency = {c}\n")
+        });
+        Serving::Process(Box::new(
+            SignpostProcess::start(&stand_ins, &extra, Some(&db.url)).await?,
+        ))
+    } else {
+        let app = Application::build(config).await?;
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Serving::InProcess { addr, stop, server }
+    };
+    let base = format!("http://{}", serving.addr());
     let url = format!("{base}/fhir/ServiceRequest");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
     let store = signpost::store::open(&db.url, 1).await?;
     store.insert_token(referrer.row).await?;
     store.insert_token(monitor.row).await?;
@@ -1248,7 +1356,9 @@ async fn run(
     let metrics_before = ServerTimes::scrape(&metrics_client, &metrics_url).await;
 
     let bar = intake_progress("signpost", load);
-    let mark = Mark::now(ticks);
+    let pid = serving.pid();
+    let mark = Mark::now(ticks, pid);
+    let sampler = RssSampler::start(pid);
     let intake = drive(&client, &url, &bodies, load, Expect::Referral, &bar).await;
     bar.finish_and_clear();
     let bar = progress("delivered", Some(intake.created.len() as u64), "referrals");
@@ -1256,9 +1366,11 @@ async fn run(
     bar.finish_and_clear();
     let (cpu_s, wall_s) = mark.since();
     let resources = Resources {
-        peak_rss_mb: status_mb("self", "VmHWM:"),
-        rss_mb: status_mb("self", "VmRSS:"),
-        peak_reset,
+        scope: serving.scope(),
+        peak_rss_mb: status_mb(pid, "VmHWM:"),
+        rss_mb: status_mb(pid, "VmRSS:"),
+        peak_reset: args.process || peak_reset,
+        samples: sampler.stop().await,
         cpu_s,
         wall_s,
     };
@@ -1270,8 +1382,7 @@ async fn run(
         (Err(e), _) | (_, Err(e)) => json!({ "unavailable": format!("{e:#}") }),
     };
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(40), server).await;
+    serving.stop().await;
 
     let received = received.lock().expect("receiver lock");
     Ok(Report::new(Context {
@@ -1286,6 +1397,89 @@ async fn run(
         startup,
         server_times,
     }))
+}
+
+/// Where the Signpost under test runs.
+enum Serving {
+    /// In this process (the default).
+    InProcess {
+        addr: SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<std::io::Result<()>>,
+    },
+    /// `signpost serve` as its own process (`--process`).
+    Process(Box<SignpostProcess>),
+}
+
+impl Serving {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Serving::InProcess { addr, .. } => *addr,
+            Serving::Process(process) => process.listen,
+        }
+    }
+
+    /// The process whose memory and CPU are measured (`/proc/<pid>`).
+    fn pid(&self) -> &str {
+        match self {
+            Serving::InProcess { .. } => "self",
+            Serving::Process(process) => &process.pid,
+        }
+    }
+
+    fn scope(&self) -> &'static str {
+        match self {
+            Serving::InProcess { .. } => RSS_SCOPE,
+            Serving::Process(_) => PROCESS_SCOPE,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Serving::InProcess { stop, server, .. } => {
+                let _ = stop.send(());
+                let _ = tokio::time::timeout(Duration::from_secs(40), server).await;
+            }
+            Serving::Process(process) => {
+                if let Err(e) = process.stop().await {
+                    eprintln!("stopping signpost serve: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+/// `VmRSS` of the measured process once a second, from the first measured
+/// POST to the last receipt: whether memory grows over a long run.
+struct RssSampler {
+    samples: Arc<Mutex<Vec<(f64, f64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: &str) -> RssSampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (pid, into) = (pid.to_owned(), samples.clone());
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if let Some(mb) = status_mb(&pid, "VmRSS:") {
+                    let at = started.elapsed().as_secs_f64();
+                    into.lock().expect("sampler lock").push((at, mb));
+                }
+            }
+        });
+        RssSampler { samples, task }
+    }
+
+    /// (seconds since the start, MB) pairs.
+    async fn stop(self) -> Vec<(f64, f64)> {
+        self.task.abort();
+        let _ = self.task.await;
+        std::mem::take(&mut *self.samples.lock().expect("sampler lock"))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1371,17 +1565,44 @@ impl Spread {
     }
 }
 
-/// What the Signpost phase cost the whole bench process.
+/// What the Signpost phase cost the measured process: the whole bench
+/// process, or with `--process` the `signpost serve` process alone.
 struct Resources {
+    scope: &'static str,
     /// `VmHWM` since just before Signpost started (or since the process
     /// started, when the reset failed).
     peak_rss_mb: Option<f64>,
     /// `VmRSS` at the end.
     rss_mb: Option<f64>,
     peak_reset: bool,
+    /// `VmRSS` once a second: (seconds, MB).
+    samples: Vec<(f64, f64)>,
     /// First measured POST to last receipt.
     cpu_s: f64,
     wall_s: f64,
+}
+
+impl Resources {
+    /// RSS at the last sample over RSS a minute into the run (once the
+    /// caches, pools and buffers have grown to the load), in per cent;
+    /// `None` for runs shorter than two minutes.
+    fn growth_pct(&self) -> Option<f64> {
+        let (last_at, last) = *self.samples.last()?;
+        if last_at < 120.0 {
+            return None;
+        }
+        let (_, settled) = *self.samples.iter().find(|(at, _)| *at >= 60.0)?;
+        Some((last - settled) / settled * 100.0)
+    }
+
+    /// Every tenth sample: (seconds, MB), for the JSON.
+    fn thinned(&self) -> Vec<Value> {
+        self.samples
+            .iter()
+            .step_by(10)
+            .map(|(at, mb)| json!([round(*at, 0), round(*mb, 1)]))
+            .collect()
+    }
 }
 
 /// Intake as the clients saw it, for either phase.
@@ -1633,7 +1854,7 @@ impl Report {
         let delivery_p50 = Spread::pick(&self.latency_ms, |s| s.p50);
         let delivery_p99 = Spread::pick(&self.latency_ms, |s| s.p99);
         let startup = self.startup.as_ref().ok();
-        vec![
+        let mut checks = vec![
             at_least(
                 "intake ÷ baseline",
                 target::RATIO * 100.0,
@@ -1660,7 +1881,11 @@ impl Report {
                 delivery_p99,
             ),
             at_most(
-                "peak RSS (bench process)",
+                if self.resources.scope == PROCESS_SCOPE {
+                    "peak RSS (signpost serve)"
+                } else {
+                    "peak RSS (bench process)"
+                },
                 target::PEAK_RSS_MB,
                 "MB",
                 self.resources.peak_rss_mb,
@@ -1677,7 +1902,17 @@ impl Report {
                 "ms",
                 startup.map(|s| s.ready_ms),
             ),
-        ]
+        ];
+        // Memory growth is Signpost's own only when it runs apart.
+        if self.resources.scope == PROCESS_SCOPE {
+            checks.push(at_most(
+                "RSS growth over the run",
+                target::RSS_GROWTH_PCT,
+                "%",
+                self.resources.growth_pct(),
+            ));
+        }
+        checks
     }
 
     /// How this run differs from the targets' conditions, if it does.
@@ -1863,14 +2098,19 @@ impl Report {
             (
                 "peak RSS",
                 format!(
-                    "{}  ({RSS_SCOPE}, {}; {} at the end)",
+                    "{}  ({}, {}; {} at the end{})",
                     mb(r.peak_rss_mb),
-                    if r.peak_reset {
+                    r.scope,
+                    if r.scope == PROCESS_SCOPE {
+                        "since it started"
+                    } else if r.peak_reset {
                         "since just before Signpost started"
                     } else {
                         "since the process started"
                     },
-                    mb(r.rss_mb)
+                    mb(r.rss_mb),
+                    r.growth_pct()
+                        .map_or(String::new(), |g| format!("; {g:+.1} % since a minute in"))
                 ),
             ),
             (
@@ -1882,7 +2122,7 @@ impl Report {
                     r.cpu_s / (r.wall_s * self.cpus.max(1) as f64) * 100.0,
                     self.cpus,
                     cpu_per(r.cpu_s, self.intake.accepted),
-                    RSS_SCOPE
+                    r.scope
                 ),
             ),
             (
@@ -1988,7 +2228,7 @@ impl Report {
             "errors": e.total(),
             "peak_rss_mb": r.peak_rss_mb.map(|v| round(v, 1)),
             "cpu_seconds": round(r.cpu_s, 2),
-            "rss_scope": RSS_SCOPE,
+            "rss_scope": r.scope,
             "startup_to_ready_ms": startup.map(|s| round(s.ready_ms, 1)),
             "idle_rss_mb": startup.map(|s| round(s.idle_rss_mb, 1)),
         });
@@ -2045,9 +2285,12 @@ impl Report {
                 "referrer_notifications": self.notifications,
             },
             "resources": {
-                "scope": RSS_SCOPE,
+                "scope": r.scope,
                 "peak_rss_mb": r.peak_rss_mb.map(|v| round(v, 1)),
                 "peak_since": if r.peak_reset { "just before Signpost started" } else { "process start" },
+                "rss_growth_pct": r.growth_pct().map(|g| round(g, 1)),
+                "rss_growth_window": "last sample over the sample a minute into the run (runs of 2 minutes or more)",
+                "rss_samples_s_mb": r.thinned(),
                 "rss_at_end_mb": r.rss_mb.map(|v| round(v, 1)),
                 "cpu_seconds": round(r.cpu_s, 2),
                 "cpu_wall_s": round(r.wall_s, 3),
