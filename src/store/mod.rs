@@ -996,9 +996,7 @@ macro_rules! impl_store {
                     .iter()
                     .filter(|i| inserted.contains(&i.referral.id))
                     .collect();
-                for chunk in created.chunks(sql::rows_per_statement(6)) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_TASKS);
-                    insert.push_values(chunk, |mut row, intake| {
+                Self::insert_rows(tx, sql::INSERT_TASKS, 6, &created, |mut row, intake| {
                         let t = &intake.task;
                         row.push_bind(&t.id)
                             .push_bind(&t.referral_id)
@@ -1006,10 +1004,9 @@ macro_rules! impl_store {
                             .push_bind(t.version_id)
                             .push_bind(&t.last_updated)
                             .push_bind(&t.resource);
-                    });
-                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_TASK_EVENTS);
-                    insert.push_values(chunk, |mut row, intake| {
+                })
+                .await?;
+                Self::insert_rows(tx, sql::INSERT_TASK_EVENTS, 6, &created, |mut row, intake| {
                         let t = &intake.task;
                         row.push_bind(&t.id)
                             .push_bind(None::<String>)
@@ -1017,9 +1014,8 @@ macro_rules! impl_store {
                             .push_bind(&intake.actor)
                             .push_bind(None::<String>)
                             .push_bind(&t.last_updated);
-                    });
-                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
-                }
+                })
+                .await?;
                 let messages: Vec<&$crate::store::NewMessage> =
                     created.iter().flat_map(|i| &i.messages).collect();
                 Self::insert_messages(tx, &messages).await?;
@@ -1065,9 +1061,7 @@ macro_rules! impl_store {
                 // not `Sync`: their notification builders are `Send` only.)
                 let attempts: Vec<&$crate::store::AttemptRow> =
                     finished.iter().map(|f| &f.attempt).collect();
-                for chunk in attempts.chunks(sql::rows_per_statement(9)) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_ATTEMPTS);
-                    insert.push_values(chunk, |mut row, a| {
+                Self::insert_rows(tx, sql::INSERT_ATTEMPTS, 9, &attempts, |mut row, a| {
                         row.push_bind(&a.message_id)
                             .push_bind(a.attempt)
                             .push_bind(&a.worker)
@@ -1077,9 +1071,8 @@ macro_rules! impl_store {
                             .push_bind(&a.error)
                             .push_bind(&a.response_excerpt)
                             .push_bind(&a.outcome);
-                    });
-                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
-                }
+                })
+                .await?;
                 let delivered: Vec<&$crate::store::AttemptRow> = finished
                     .iter()
                     .filter(|f| f.disposition == Disposition::Delivered)
@@ -1155,14 +1148,31 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Insert `rows` after `head` (`INSERT INTO t (…) `), as many rows
+            /// per statement as the bound-value limit allows; `bind` binds one
+            /// row's `columns` values.
+            async fn insert_rows<T: Sync>(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                head: &'static str,
+                columns: usize,
+                rows: &[T],
+                mut bind: impl FnMut(sqlx::query_builder::Separated<'_, $db, &'static str>, &T) + Send,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::sql;
+                for chunk in rows.chunks(sql::rows_per_statement(columns)) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(head);
+                    insert.push_values(chunk, &mut bind);
+                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
             async fn insert_audit(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 records: &[&$crate::store::AuditRow],
             ) -> Result<(), $crate::store::StoreError> {
                 use $crate::store::sql;
-                for chunk in records.chunks(sql::rows_per_statement(8)) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_AUDIT);
-                    insert.push_values(chunk, |mut row, r| {
+                Self::insert_rows(tx, sql::INSERT_AUDIT, 8, records, |mut row, r| {
                         row.push_bind(&r.at)
                             .push_bind(&r.actor)
                             .push_bind(&r.client)
@@ -1171,10 +1181,8 @@ macro_rules! impl_store {
                             .push_bind(&r.resource)
                             .push_bind(&r.referral_id)
                             .push_bind(&r.outcome);
-                    });
-                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
-                }
-                Ok(())
+                })
+                .await
             }
 
             async fn insert_messages(
@@ -1185,9 +1193,7 @@ macro_rules! impl_store {
                 if messages.is_empty() {
                     return Ok(());
                 }
-                for chunk in messages.chunks(sql::rows_per_statement(8)) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_MESSAGES);
-                    insert.push_values(chunk, |mut row, m| {
+                Self::insert_rows(tx, sql::INSERT_MESSAGES, 8, messages, |mut row, m| {
                         row.push_bind(&m.id)
                             .push_bind(&m.referral_id)
                             .push_bind(&m.endpoint)
@@ -1197,9 +1203,8 @@ macro_rules! impl_store {
                             .push_bind(m.next_attempt_at)
                             .push_bind(&m.created_at)
                             .push_bind(&m.replay_of);
-                    });
-                    insert.build().persistent(sql::keep_prepared(chunk.len())).execute(&mut **tx).await?;
-                }
+                })
+                .await?;
                 let announce: Option<&str> = $announce;
                 if let Some(announce) = announce {
                     sqlx::query(announce).execute(&mut **tx).await?;
