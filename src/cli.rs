@@ -651,7 +651,7 @@ fn translate(provider: Option<&str>, file: &Path, mappings: &Path, schemas: &Pat
         Ok(set) => set,
         Err(code) => return code,
     };
-    match crate::referrals::translate(&validator, &set, &body, provider) {
+    match crate::referrals::translate(&validator, &set, body, provider) {
         Ok((provider, payload)) => {
             eprintln!("provider: {provider}");
             print_json(&payload);

@@ -37,7 +37,7 @@ pub async fn create(
         .map(|v| v.to_str().unwrap_or_default());
     let receipt = app
         .referrals
-        .submit_service_request(referrer, &body, if_none_exist)
+        .submit_service_request(referrer, body, if_none_exist)
         .await?;
     tracing::info!(
         referral_id = %receipt.referral.id,
@@ -137,7 +137,7 @@ pub async fn translate(
     Query(params): Query<TranslateParams>,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
-    let (provider, payload) = app.referrals.translate(&body, params.provider.as_deref())?;
+    let (provider, payload) = app.referrals.translate(body, params.provider.as_deref())?;
     let mut response = (
         StatusCode::OK,
         [(

@@ -26,7 +26,15 @@ pub async fn create(
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
     let referrer = sending_referrer(&caller)?;
-    let receipt = app.referrals.submit_transaction(referrer, &body).await?;
+    // The response answers each entry; intake consumes the Bundle.
+    let service_requests: Vec<bool> = body["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| entry.pointer("/resource/resourceType") == Some(&json!("ServiceRequest")))
+        .collect();
+    let receipt = app.referrals.submit_transaction(referrer, body).await?;
     tracing::info!(
         referral_id = %receipt.referral.id,
         referrer_id = %receipt.referral.referrer_id,
@@ -35,13 +43,10 @@ pub async fn create(
     );
     let referral = &receipt.referral;
     let location = referral_location(&base_url(&app.config, &headers), referral);
-    let entries: Vec<Value> = body["entry"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|entry| {
-            if entry.pointer("/resource/resourceType") == Some(&json!("ServiceRequest")) {
+    let entries: Vec<Value> = service_requests
+        .into_iter()
+        .map(|is_service_request| {
+            if is_service_request {
                 json!({ "response": {
                     "status": if receipt.created { "201 Created" } else { "200 OK" },
                     "location": location,

@@ -10,16 +10,37 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::validation::{Referral, Submission, references::Located};
 
-/// The referral as one ServiceRequest with contained resources (its `id` and
-/// `meta` not yet assigned).
-pub fn service_request(referral: &Referral<'_>) -> Value {
+/// How to put a validated referral in canonical form. It is worked out
+/// while the referral still borrows the submitted document, and then
+/// applied to the document itself, so that nothing is copied.
+#[derive(Debug)]
+pub struct Plan {
+    /// `None` for a bare ServiceRequest: it is already canonical.
+    bundle: Option<FromBundle>,
+}
+
+#[derive(Debug)]
+struct FromBundle {
+    /// `Bundle.entry` index of the ServiceRequest.
+    service_request: usize,
+    /// Entries the ServiceRequest reaches, in discovery order, with the
+    /// local id each gets as a contained resource.
+    reached: Vec<(usize, String)>,
+    /// Reference as written → `#local-id`.
+    rewrite: HashMap<String, String>,
+}
+
+/// The plan for `referral` (its `id` and `meta` are not assigned here).
+pub fn plan(referral: &Referral<'_>) -> Plan {
     let submission = referral.submission;
-    let Submission::Bundle { .. } = submission else {
-        return referral.service_request.resource.clone();
+    let (Submission::Bundle { .. }, Some(service_request)) =
+        (submission, referral.service_request.entry)
+    else {
+        return Plan { bundle: None };
     };
 
     // Every entry reachable from the ServiceRequest, in discovery order.
@@ -45,8 +66,9 @@ pub fn service_request(referral: &Referral<'_>) -> Value {
         }
     }
 
-    let mut sr = referral.service_request.resource.clone();
-    let mut used_ids: HashSet<String> = sr
+    let mut used_ids: HashSet<String> = referral
+        .service_request
+        .resource
         .get("contained")
         .and_then(Value::as_array)
         .into_iter()
@@ -54,11 +76,15 @@ pub fn service_request(referral: &Referral<'_>) -> Value {
         .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
         .collect();
     let mut local_id_of_path: HashMap<String, String> = HashMap::new();
-    for target in &reached {
-        let local_id = local_id(target, &mut used_ids);
-        local_id_of_path.insert(target.path.clone(), local_id);
-    }
-    let rewrite: HashMap<String, String> = targets
+    let reached = reached
+        .iter()
+        .filter_map(|target| {
+            let local_id = local_id(target, &mut used_ids);
+            local_id_of_path.insert(target.path.clone(), local_id.clone());
+            Some((target.entry?, local_id))
+        })
+        .collect();
+    let rewrite = targets
         .into_iter()
         .filter_map(|(reference, path)| {
             local_id_of_path
@@ -66,24 +92,55 @@ pub fn service_request(referral: &Referral<'_>) -> Value {
                 .map(|id| (reference, format!("#{id}")))
         })
         .collect();
+    Plan {
+        bundle: Some(FromBundle {
+            service_request,
+            reached,
+            rewrite,
+        }),
+    }
+}
 
-    // Taken out of `sr` (already a copy) rather than copied again; the
-    // resources it held keep their references as written.
-    let mut contained: Vec<Value> = match sr.get_mut("contained") {
-        Some(Value::Array(items)) => std::mem::take(items),
-        _ => Vec::new(),
-    };
-    for target in &reached {
-        let mut resource = target.resource.clone();
-        resource["id"] = json!(local_id_of_path[&target.path]);
-        rewrite_references(&mut resource, &rewrite);
-        contained.push(resource);
+impl Plan {
+    /// The referral as one ServiceRequest with contained resources, made
+    /// from `document`, the submission the plan was made from.
+    pub fn apply(self, document: Value) -> Value {
+        let Some(plan) = self.bundle else {
+            return document;
+        };
+        let mut entries = match document {
+            Value::Object(mut bundle) => match bundle.remove("entry") {
+                Some(Value::Array(entries)) => entries,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let mut take = |index: usize| {
+            entries
+                .get_mut(index)
+                .and_then(|entry| entry.get_mut("resource"))
+                .map(Value::take)
+                .unwrap_or_default()
+        };
+        let mut sr = take(plan.service_request);
+        // The ServiceRequest's own contained resources keep their
+        // references as written.
+        let mut contained: Vec<Value> = match sr.get_mut("contained") {
+            Some(Value::Array(items)) => std::mem::take(items),
+            _ => Vec::new(),
+        };
+        for (index, local_id) in plan.reached {
+            let mut resource = take(index);
+            resource["id"] = Value::String(local_id);
+            rewrite_references(&mut resource, &plan.rewrite);
+            contained.push(resource);
+        }
+        rewrite_references(&mut sr, &plan.rewrite);
+        if !contained.is_empty() {
+            sr["contained"] = Value::Array(contained);
+        }
+        sr
     }
-    rewrite_references(&mut sr, &rewrite);
-    if !contained.is_empty() {
-        sr["contained"] = Value::Array(contained);
-    }
-    sr
 }
 
 /// The entry's own id when it is a valid, unused FHIR id; otherwise a

@@ -50,6 +50,32 @@ pub enum IntakeError {
     Store(#[from] StoreError),
 }
 
+/// What intake keeps of a validated referral once the referral's borrow of
+/// the submitted document ends: what it is filed under, and how to turn the
+/// document into canonical form without copying it.
+struct Validated {
+    identifier_system: String,
+    identifier_value: String,
+    nhs_number: String,
+    /// The requester Organization's ODS code, and where it sits.
+    ods_code: String,
+    organization_path: String,
+    canonical: canonical::Plan,
+}
+
+impl Validated {
+    fn new(referral: Referral<'_>) -> Validated {
+        Validated {
+            canonical: canonical::plan(&referral),
+            identifier_system: referral.identifier_system,
+            identifier_value: referral.identifier_value,
+            nhs_number: referral.nhs_number,
+            ods_code: referral.ods_code,
+            organization_path: referral.organization.path,
+        }
+    }
+}
+
 /// An accepted referral.
 #[derive(Debug, Clone)]
 pub struct Receipt {
@@ -65,19 +91,21 @@ impl Referrals {
     pub async fn submit_service_request(
         &self,
         referrer_id: &str,
-        body: &Value,
+        body: Value,
         if_none_exist: Option<&str>,
     ) -> Result<Receipt, IntakeError> {
         let criteria = if_none_exist.map(parse_if_none_exist).transpose()?;
         expect_resource_type(
-            body,
+            &body,
             "ServiceRequest",
             "this endpoint takes a ServiceRequest; post a transaction Bundle to the base URL",
         )?;
         let started = std::time::Instant::now();
-        let referral = self.validate(Submission::ServiceRequest(body));
+        let referral = self
+            .validate(Submission::ServiceRequest(&body))
+            .map(Validated::new);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, criteria).await
+        self.accept(referrer_id, referral?, body, criteria).await
     }
 
     /// Accept a transaction Bundle holding one ServiceRequest and the
@@ -85,26 +113,28 @@ impl Referrals {
     pub async fn submit_transaction(
         &self,
         referrer_id: &str,
-        body: &Value,
+        body: Value,
     ) -> Result<Receipt, IntakeError> {
         expect_resource_type(
-            body,
+            &body,
             "Bundle",
             "the base URL takes a transaction Bundle; post a bare ServiceRequest to /fhir/ServiceRequest",
         )?;
         let started = std::time::Instant::now();
-        let structural = self.validator.check_structure(body);
+        let structural = self.validator.check_structure(&body);
         if !structural.is_empty() {
             self.metrics.validation(started.elapsed());
             return Err(IntakeError::Rejected(Rejection::Structure(structural)));
         }
-        let service_request = find_service_request_entry(body)?;
-        let referral = self.validate(Submission::Bundle {
-            bundle: body,
-            service_request,
-        });
+        let service_request = find_service_request_entry(&body)?;
+        let referral = self
+            .validate(Submission::Bundle {
+                bundle: &body,
+                service_request,
+            })
+            .map(Validated::new);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, None).await
+        self.accept(referrer_id, referral?, body, None).await
     }
 
     fn validate<'a>(&self, submission: Submission<'a>) -> Result<Referral<'a>, IntakeError> {
@@ -113,13 +143,14 @@ impl Referrals {
             .map_err(IntakeError::Rejected)
     }
 
-    /// Accept a validated referral from `referrer_id` (the caller's token),
-    /// which must be the referrer whose ODS codes include the requesting
-    /// organisation.
+    /// Accept a validated referral (`document` is the submission it was
+    /// validated from) from `referrer_id` (the caller's token), which must
+    /// be the referrer whose ODS codes include the requesting organisation.
     async fn accept(
         &self,
         referrer_id: &str,
-        referral: Referral<'_>,
+        referral: Validated,
+        document: Value,
         if_none_exist: Option<(Option<String>, String)>,
     ) -> Result<Receipt, IntakeError> {
         let Some(referrer) = self.config.referrer_for_ods(&referral.ods_code) else {
@@ -131,7 +162,7 @@ impl Referrals {
                         referral.ods_code
                     ),
                 )
-                .at(format!("{}.identifier", referral.organization.path)),
+                .at(format!("{}.identifier", referral.organization_path)),
             ])));
         };
         if referrer.id != referrer_id {
@@ -159,38 +190,43 @@ impl Referrals {
             }
         }
 
-        // A referral this referrer already sent is answered from storage,
-        // even if today's mapping would now route or map it differently.
-        // (The unique constraint, not this read, is what keeps it single.)
-        if let Some(existing) = self
-            .store
-            .referrals_by_identifier(
-                Some(&referral.identifier_system),
-                &referral.identifier_value,
-            )
-            .await?
-            .into_iter()
-            .find(|r| r.referrer_id == referrer.id)
-        {
-            return Ok(Receipt {
-                created: false,
-                referral: existing,
-            });
-        }
-
         let referral_id = uuid::Uuid::now_v7().to_string();
         let task_id = uuid::Uuid::now_v7().to_string();
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let resource =
-            with_server_identity(canonical::service_request(&referral), &referral_id, &now);
+        let resource = with_server_identity(referral.canonical.apply(document), &referral_id, &now);
 
         // Route and map now, so that a referral the provider could not take
         // is refused here rather than accepted and never delivered.
         let started = std::time::Instant::now();
         let mappings = self.mappings.load();
-        let mapping = mappings.route(&resource).map_err(refuse)?;
-        let payload = mapping.translate(&resource).map_err(refuse)?;
+        let mapped = mappings.route(&resource).and_then(|mapping| {
+            let payload = mapping.translate(&resource)?;
+            Ok((mapping, payload))
+        });
         self.metrics.mapping(started.elapsed());
+        let (mapping, payload) = match mapped {
+            Ok(mapped) => mapped,
+            // A referral this referrer already sent is answered from
+            // storage even if today's mapping would refuse it. An accepted
+            // duplicate needs no read here: the store's unique constraint
+            // answers it with the stored referral.
+            Err(issues) => {
+                let existing = self
+                    .already_accepted(
+                        referrer_id,
+                        &referral.identifier_system,
+                        &referral.identifier_value,
+                    )
+                    .await?;
+                return match existing {
+                    Some(existing) => Ok(Receipt {
+                        created: false,
+                        referral: existing,
+                    }),
+                    None => Err(refuse(issues)),
+                };
+            }
+        };
         let provider_name = self
             .config
             .providers
@@ -252,6 +288,22 @@ impl Referrals {
         })
     }
 
+    /// The referral `referrer_id` already sent under this business
+    /// identifier, if any.
+    async fn already_accepted(
+        &self,
+        referrer_id: &str,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<ReferralRow>, StoreError> {
+        Ok(self
+            .store
+            .referrals_by_identifier(Some(system), value)
+            .await?
+            .into_iter()
+            .find(|r| r.referrer_id == referrer_id))
+    }
+
     /// Dry run: validate a referral (bare or transaction Bundle), put it in
     /// canonical form, route it (or use `provider`) and map it. Nothing is
     /// stored and no referrer check is made; Signpost's id for the referral
@@ -259,7 +311,7 @@ impl Referrals {
     /// receive.
     pub fn translate(
         &self,
-        body: &Value,
+        body: Value,
         provider: Option<&str>,
     ) -> Result<(String, Value), IntakeError> {
         translate(&self.validator, &self.mappings.load(), body, provider)
@@ -399,34 +451,35 @@ fn find_service_request_entry(bundle: &Value) -> Result<usize, IntakeError> {
 pub fn translate(
     validator: &Validator,
     mappings: &MappingSet,
-    body: &Value,
+    body: Value,
     provider: Option<&str>,
 ) -> Result<(String, Value), IntakeError> {
     let submission = match body.get("resourceType").and_then(Value::as_str) {
         Some("Bundle") => {
-            let structural = validator.check_structure(body);
+            let structural = validator.check_structure(&body);
             if !structural.is_empty() {
                 return Err(IntakeError::Rejected(Rejection::Structure(structural)));
             }
             Submission::Bundle {
-                bundle: body,
-                service_request: find_service_request_entry(body)?,
+                bundle: &body,
+                service_request: find_service_request_entry(&body)?,
             }
         }
         _ => {
             expect_resource_type(
-                body,
+                &body,
                 "ServiceRequest",
                 "a referral is a ServiceRequest or a transaction Bundle",
             )?;
-            Submission::ServiceRequest(body)
+            Submission::ServiceRequest(&body)
         }
     };
-    let referral = validator
+    let canonical = validator
         .check_referral(submission)
+        .map(|referral| canonical::plan(&referral))
         .map_err(IntakeError::Rejected)?;
     // Signpost's id is assigned on acceptance; a dry run shows a placeholder.
-    let resource = with_server_identity(canonical::service_request(&referral), "DRY-RUN", "");
+    let resource = with_server_identity(canonical.apply(body), "DRY-RUN", "");
     let mapping = match provider {
         Some(id) => mappings.mappings.get(id).cloned().ok_or_else(|| {
             refuse(vec![Issue::error(

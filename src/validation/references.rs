@@ -23,6 +23,8 @@ pub struct Located<'a> {
     /// e.g. `ServiceRequest`, `ServiceRequest.contained[1]`,
     /// `Bundle.entry[2].resource`.
     pub path: String,
+    /// Its index in `Bundle.entry`, when it is an entry's resource.
+    pub entry: Option<usize>,
     /// The resource whose `contained` list `#id` references from this
     /// resource look in (itself, or the resource that contains it), and its path.
     container: (&'a Value, String),
@@ -40,13 +42,14 @@ impl<'a> Submission<'a> {
     /// The ServiceRequest being submitted.
     pub fn service_request(&self) -> Located<'a> {
         match *self {
-            Submission::ServiceRequest(sr) => top_level(sr, "ServiceRequest".into()),
+            Submission::ServiceRequest(sr) => top_level(sr, "ServiceRequest".into(), None),
             Submission::Bundle {
                 bundle,
                 service_request,
             } => top_level(
                 &bundle["entry"][service_request]["resource"],
                 format!("Bundle.entry[{service_request}].resource"),
+                Some(service_request),
             ),
         }
     }
@@ -62,6 +65,7 @@ impl<'a> Submission<'a> {
             return Some(Located {
                 resource: &contained[index],
                 path: format!("{container_path}.contained[{index}]"),
+                entry: None,
                 container: (container, container_path.clone()),
             });
         }
@@ -88,13 +92,15 @@ impl<'a> Submission<'a> {
         Some(top_level(
             &entries[index]["resource"],
             format!("Bundle.entry[{index}].resource"),
+            Some(index),
         ))
     }
 }
 
-fn top_level(resource: &Value, path: String) -> Located<'_> {
+fn top_level(resource: &Value, path: String, entry: Option<usize>) -> Located<'_> {
     Located {
         resource,
+        entry,
         container: (resource, path.clone()),
         path,
     }

@@ -11,6 +11,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     path::Path,
     sync::{Arc, OnceLock, Weak},
 };
@@ -127,7 +128,10 @@ impl FhirSchema {
             .unwrap_or("Resource")
             .to_owned();
         self.check_at(resource, &root, &mut issues);
-        control_characters(resource, &mut root.clone(), &mut issues);
+        // Paths are built only for a document that has something to report.
+        if holds_control_characters(resource) {
+            control_characters(resource, &mut root.clone(), &mut issues);
+        }
         issues
     }
 
@@ -370,17 +374,29 @@ fn type_name(kind: &jsonschema::error::TypeKind) -> String {
     }
 }
 
+/// Whether `text` holds a character below U+0020 other than tab, CR and LF.
+/// (Bytes suffice: no byte of a multi-byte UTF-8 character is below 0x80.)
+fn is_controlled(text: &str) -> bool {
+    text.bytes()
+        .any(|b| b < b' ' && !matches!(b, b'\t' | b'\r' | b'\n'))
+}
+
+fn holds_control_characters(value: &Value) -> bool {
+    match value {
+        Value::String(text) => is_controlled(text),
+        Value::Array(items) => items.iter().any(holds_control_characters),
+        Value::Object(map) => map.values().any(holds_control_characters),
+        _ => false,
+    }
+}
+
 /// FHIR strings may not hold characters below U+0020 other than tab, CR and
 /// LF (R4 2.6.2, "string"); the JSON schema cannot say so, and a NUL would
 /// otherwise reach the database.
 fn control_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>) {
     let len = path.len();
     match value {
-        Value::String(text)
-            if text
-                .chars()
-                .any(|c| c < ' ' && !matches!(c, '\t' | '\r' | '\n')) =>
-        {
+        Value::String(text) if is_controlled(text) => {
             issues.push(
                 Issue::error(
                     IssueCode::Value,
@@ -391,7 +407,8 @@ fn control_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>)
         }
         Value::Array(items) => {
             for (index, item) in items.iter().enumerate() {
-                path.push_str(&format!("[{index}]"));
+                // Writing to a String cannot fail.
+                let _ = write!(path, "[{index}]");
                 control_characters(item, path, issues);
                 path.truncate(len);
             }

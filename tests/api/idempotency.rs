@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
-    helpers::{Backend, TestApp, json, valid, with_new_identifier},
+    helpers::{Backend, TestApp, fixture, json, valid, with_new_identifier},
     on_both_backends,
 };
 
@@ -124,7 +124,27 @@ async fn fifty_concurrent_identical_posts_create_exactly_one_referral(backend: B
     assert_eq!(task_count(&app, ids.iter().next().unwrap()).await, 1);
 }
 
+/// Resending answers from storage, not from today's routing: a resend that
+/// no provider would now take still gets the referral accepted first.
+async fn a_resend_no_provider_would_now_take_returns_the_original(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (referral, value) = with_new_identifier(valid("community-connect-minimal.json"));
+    let first = app.post_json("/fhir/ServiceRequest", &referral).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = json(first).await;
+
+    let mut unroutable = fixture("tests/fixtures/referrals/refused/no-provider-matches.json");
+    let refused = app.post_json("/fhir/ServiceRequest", &unroutable).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    unroutable["identifier"] = referral["identifier"].clone();
+    let resent = app.post_json("/fhir/ServiceRequest", &unroutable).await;
+    assert_eq!(resent.status(), StatusCode::OK);
+    assert_eq!(json(resent).await, first);
+    assert_eq!(app.search_identifier(value).await["total"], 1);
+}
+
 on_both_backends!(
+    a_resend_no_provider_would_now_take_returns_the_original,
     a_resent_referral_returns_200_with_the_original_and_no_second_task,
     a_resent_transaction_bundle_is_recognised,
     if_none_exist_returns_the_existing_referral,
