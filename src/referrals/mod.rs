@@ -128,11 +128,13 @@ impl Referrals {
         }
         let service_request = find_service_request_entry(&body)?;
         let referral = self
-            .validate(Submission::Bundle {
+            .validator
+            .check_profile(Submission::Bundle {
                 bundle: &body,
                 service_request,
             })
-            .map(Validated::new);
+            .map(Validated::new)
+            .map_err(IntakeError::Rejected);
         self.metrics.validation(started.elapsed());
         self.accept(referrer_id, referral?, body, None).await
     }
@@ -454,16 +456,16 @@ pub fn translate(
     body: Value,
     provider: Option<&str>,
 ) -> Result<(String, Value), IntakeError> {
-    let submission = match body.get("resourceType").and_then(Value::as_str) {
+    let checked = match body.get("resourceType").and_then(Value::as_str) {
         Some("Bundle") => {
             let structural = validator.check_structure(&body);
             if !structural.is_empty() {
                 return Err(IntakeError::Rejected(Rejection::Structure(structural)));
             }
-            Submission::Bundle {
+            validator.check_profile(Submission::Bundle {
                 bundle: &body,
                 service_request: find_service_request_entry(&body)?,
-            }
+            })
         }
         _ => {
             expect_resource_type(
@@ -471,11 +473,10 @@ pub fn translate(
                 "ServiceRequest",
                 "a referral is a ServiceRequest or a transaction Bundle",
             )?;
-            Submission::ServiceRequest(&body)
+            validator.check_referral(Submission::ServiceRequest(&body))
         }
     };
-    let canonical = validator
-        .check_referral(submission)
+    let canonical = checked
         .map(|referral| canonical::plan(&referral))
         .map_err(IntakeError::Rejected)?;
     // Signpost's id is assigned on acceptance; a dry run shows a placeholder.

@@ -86,6 +86,13 @@ impl Validator {
         if !structural.is_empty() {
             return Err(Rejection::Structure(structural));
         }
+        self.check_profile(submission)
+    }
+
+    /// The referral profile alone, for a submission whose document has
+    /// already passed [`check_structure`](Self::check_structure) (a
+    /// transaction is checked whole before its ServiceRequest is found).
+    pub fn check_profile<'a>(&self, submission: Submission<'a>) -> Result<Referral<'a>, Rejection> {
         self.profile.check(submission).map_err(Rejection::Profile)
     }
 }
