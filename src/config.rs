@@ -358,7 +358,8 @@ pub struct DeliveryConfig {
     /// How long a worker holds a claimed delivery before another may take it
     /// over (`lease`); longer than `request_timeout`.
     pub lease: Duration,
-    /// Deliveries in flight at once (`concurrency`).
+    /// Requests to endpoints in flight at once (`concurrency`); an attempt
+    /// frees its slot when the answer is in, before it is recorded.
     pub concurrency: usize,
     /// How often the queue is checked when nothing signals new work
     /// (`poll_interval`).

@@ -20,7 +20,10 @@ use std::{
 
 use chrono::{SecondsFormat, Utc};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use tokio::task::JoinSet;
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
 use url::Url;
 
 use crate::{
@@ -68,6 +71,20 @@ enum Verdict {
     Dead,
     /// `410 Gone`: disable the endpoint.
     Gone,
+}
+
+/// A request slot, held from the claim until the answer is in.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Given back before the worker loop is told, so that it sees it.
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
 }
 
 /// One attempt's result, before it is judged.
@@ -131,13 +148,19 @@ impl Worker {
         let concurrency = self.settings().concurrency;
         let poll = self.settings().poll_interval;
         let lease = i64::try_from(self.settings().lease.as_millis()).unwrap_or(i64::MAX / 2);
+        // `concurrency` bounds the requests in flight. An attempt gives its
+        // slot back as soon as it has its answer, not after recording it:
+        // under load the record waits its turn for the database, and
+        // holding slots meanwhile starved delivery while intake ran.
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let freed = Arc::new(Notify::new());
         let mut in_flight = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         tracing::info!(worker = %self.inner.id, "delivery worker started");
         loop {
             self.inner.heartbeat.beat();
             while in_flight.try_join_next().is_some() {}
-            let free = concurrency.saturating_sub(in_flight.len());
+            let free = slots.available_permits();
             let mut claimed = 0;
             if free > 0 {
                 let now = Utc::now().timestamp_millis();
@@ -150,16 +173,20 @@ impl Worker {
                         claimed = messages.len();
                         for message in messages {
                             let worker = self.clone();
-                            in_flight.spawn(async move { worker.deliver(message).await });
+                            let slot = Slot {
+                                permit: slots.clone().try_acquire_owned().ok(),
+                                freed: freed.clone(),
+                            };
+                            in_flight.spawn(async move { worker.deliver(message, slot).await });
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot claim outbox messages"),
                 }
             }
-            if claimed > 0 && in_flight.len() < concurrency {
+            if claimed > 0 && slots.available_permits() > 0 {
                 continue;
             }
-            let wait = if in_flight.len() >= concurrency {
+            let wait = if slots.available_permits() == 0 {
                 poll
             } else {
                 self.until_next_due(poll).await
@@ -167,7 +194,7 @@ impl Worker {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = wake.notified() => {},
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {},
+                () = freed.notified() => {},
                 () = tokio::time::sleep(wait) => {},
             }
         }
@@ -219,7 +246,7 @@ impl Worker {
     }
 
     /// One attempt at one message, recorded with its consequence.
-    async fn deliver(&self, message: MessageRow) {
+    async fn deliver(&self, message: MessageRow, slot: Slot) {
         let started_at = Utc::now();
         let clock = Instant::now();
         let answer = match self.target(&message.endpoint) {
@@ -235,6 +262,7 @@ impl Worker {
             },
         };
         let took = clock.elapsed();
+        drop(slot);
         let latency_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
         let attempt_number = message.attempts + 1;
         let verdict = judge(&answer);
