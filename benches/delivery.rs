@@ -10,7 +10,7 @@
 //! ```text
 //! cargo bench --bench delivery -- --n 20000 --clients 64 --json benches/results/delivery-sqlite.json
 //! cargo bench --bench delivery -- --n 20000 --clients 64 --postgres --json benches/results/delivery-postgres.json
-//! cargo bench --bench delivery -- --duration 600 --rate 385 --clients 64 --process --json benches/results/soak-sqlite.json
+//! cargo bench --bench delivery -- --duration 600 --rate 1270 --clients 64 --process --json benches/results/soak-sqlite.json
 //! ```
 //!
 //! The run has three phases, one after the other:
