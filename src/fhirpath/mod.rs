@@ -148,9 +148,7 @@ impl std::error::Error for EvalError {}
 #[derive(Clone, Default)]
 pub struct Env<'a> {
     resource: Option<&'a Value>,
-    /// Shared, so that cloning an `Env` to add one variable copies
-    /// pointers, not documents.
-    variables: HashMap<String, Arc<Vec<Cow<'a, Value>>>>,
+    variables: HashMap<String, Vec<Cow<'a, Value>>>,
     functions: HashMap<String, HostFunction>,
     /// The variable [`Env::bind`] added on top of an enclosing environment.
     bound: Option<Bound<'a>>,
@@ -190,7 +188,7 @@ impl<'a> Env<'a> {
     /// Defines `%name`.
     pub fn with_variable(mut self, name: &str, value: Vec<Value>) -> Self {
         let value = value.into_iter().map(Cow::Owned).collect();
-        self.variables.insert(name.to_owned(), Arc::new(value));
+        self.variables.insert(name.to_owned(), value);
         self
     }
 

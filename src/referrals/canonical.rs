@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::validation::{Referral, Submission, references::Located};
+use crate::validation::{Referral, references::Located};
 
 /// How to put a validated referral in canonical form. It is worked out
 /// while the referral still borrows the submitted document, and then
@@ -37,9 +37,8 @@ struct FromBundle {
 /// The plan for `referral` (its `id` and `meta` are not assigned here).
 pub fn plan(referral: &Referral<'_>) -> Plan {
     let submission = referral.submission;
-    let (Submission::Bundle { .. }, Some(service_request)) =
-        (submission, referral.service_request.entry)
-    else {
+    // Only a transaction's ServiceRequest is an entry.
+    let Some(service_request) = referral.service_request.entry else {
         return Plan { bundle: None };
     };
 
@@ -76,14 +75,15 @@ pub fn plan(referral: &Referral<'_>) -> Plan {
         .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
         .collect();
     let mut local_id_of_path: HashMap<String, String> = HashMap::new();
-    let reached = reached
-        .iter()
-        .filter_map(|target| {
-            let local_id = local_id(target, &mut used_ids);
-            local_id_of_path.insert(target.path.clone(), local_id.clone());
-            Some((target.entry?, local_id))
-        })
-        .collect();
+    let mut entries = Vec::with_capacity(reached.len());
+    for target in &reached {
+        let local_id = local_id(target, &mut used_ids);
+        local_id_of_path.insert(target.path.clone(), local_id.clone());
+        // Always an entry: `#` references were skipped above.
+        if let Some(entry) = target.entry {
+            entries.push((entry, local_id));
+        }
+    }
     let rewrite = targets
         .into_iter()
         .filter_map(|(reference, path)| {
@@ -95,7 +95,7 @@ pub fn plan(referral: &Referral<'_>) -> Plan {
     Plan {
         bundle: Some(FromBundle {
             service_request,
-            reached,
+            reached: entries,
             rewrite,
         }),
     }
