@@ -49,6 +49,38 @@ impl PostgresStore {
     /// versions are gone from the table files. (WAL segments and backups
     /// keep them until they are recycled: see the README.)
     async fn forget(&self) -> Result<(), StoreError> {
+        // VACUUM FULL copies a deleted or updated row version that a
+        // transaction older than the erasure might still see. So first wait
+        // (bounded) until every transaction that was running in this
+        // database when the erasure committed has ended.
+        let (horizon,): (i64,) =
+            sqlx::query_as("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+                .fetch_one(&self.writer)
+                .await?;
+        let started = std::time::Instant::now();
+        loop {
+            let (older,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND backend_type = 'client backend' \
+                   AND (age(backend_xmin) >= age(($1 % 4294967296)::text::xid) \
+                     OR age(backend_xid) >= age(($1 % 4294967296)::text::xid))",
+            )
+            .bind(horizon)
+            .fetch_one(&self.writer)
+            .await?;
+            if older == 0 {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                tracing::warn!(
+                    transactions = older,
+                    "erasure: transactions older than it are still running; rewriting the tables anyway, and rows they can see may stay in the files until the next VACUUM FULL"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         sqlx::query(
             "VACUUM FULL referrals, tasks, task_events, outbox, delivery_attempts, inbound_events",
         )
