@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod domain;
 pub mod egress;
 pub mod fhir;
 pub mod fhirpath;

@@ -13,7 +13,6 @@
 //! Schemas are compiled once, at start-up; a [`Validator`] is `Send + Sync`
 //! and cheap to share.
 
-pub mod nhs_number;
 pub mod profile;
 pub mod references;
 pub mod structure;

@@ -11,7 +11,7 @@ use jsonschema::{ValidationError, Validator as Compiled, error::ValidationErrorK
 use serde_json::Value;
 
 use super::{
-    NHS_NUMBER_SYSTEM, ODS_CODE_SYSTEM, SchemaError, nhs_number, pointer_to_fhirpath, read_json,
+    NHS_NUMBER_SYSTEM, ODS_CODE_SYSTEM, SchemaError, pointer_to_fhirpath, read_json,
     references::{Located, Submission},
 };
 use crate::outcome::{Issue, IssueCode};
@@ -257,7 +257,7 @@ fn check_nhs_numbers(patient: &Located<'_>, issues: &mut Vec<Issue>) {
             continue;
         }
         if let Some(value) = identifier.get("value").and_then(Value::as_str)
-            && !nhs_number::is_valid(value)
+            && crate::domain::NhsNumber::parse(value).is_err()
         {
             issues.push(
                 Issue::error(
