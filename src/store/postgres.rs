@@ -1,24 +1,24 @@
 //! The PostgreSQL backend, for several Signpost instances sharing one
 //! database. Concurrent duplicate intakes are settled by the unique
 //! constraint: `ON CONFLICT DO NOTHING` waits for the first transaction and
-//! then sees its row.
+//! then sees its row. Due messages are claimed `FOR UPDATE SKIP LOCKED`,
+//! and a transaction that adds messages notifies [`CHANNEL`] on commit.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, Postgres, postgres::PgPoolOptions};
+use tokio::sync::Notify;
 
-use super::{StoreError, impl_store};
+use super::{SqlStore, StoreError, backend::Backend};
 
 /// PostgreSQL storage. Reads and writes share one pool.
-pub struct PostgresStore {
-    /// Group-committed writes (see [`super::group`]); `None`: each write
-    /// commits its own transaction.
-    writes: Option<tokio::sync::mpsc::Sender<super::group::Write>>,
-    writer: PgPool,
-    reader: PgPool,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
-impl PostgresStore {
+/// The `LISTEN/NOTIFY` channel a transaction that adds outbox messages
+/// notifies on commit.
+const CHANNEL: &str = "signpost_outbox";
+
+impl SqlStore<Postgres> {
     /// Connect and migrate.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
@@ -29,7 +29,7 @@ impl PostgresStore {
         sqlx::migrate!("src/store/migrations/postgres")
             .run(&pool)
             .await?;
-        Ok(PostgresStore {
+        Ok(SqlStore {
             // PostgreSQL takes concurrent transactions and flushes their
             // commits together itself (commit_delay); funnelling them through
             // one connection made intake slower (211/s against 562/s).
@@ -40,22 +40,21 @@ impl PostgresStore {
     }
 }
 
-/// The `LISTEN/NOTIFY` channel a transaction that adds outbox messages
-/// notifies on commit.
-const CHANNEL: &str = "signpost_outbox";
+impl Backend for Postgres {
+    const CLAIM_LOCK: &'static str = "FOR UPDATE OF o SKIP LOCKED";
+    const ANNOUNCE: Option<&'static str> = Some("SELECT pg_notify('signpost_outbox', '')");
 
-impl PostgresStore {
     /// After an erasure: rewrite the tables touched, so the old row
     /// versions are gone from the table files. (WAL segments and backups
     /// keep them until they are recycled: see the README.)
-    async fn forget(&self) -> Result<(), StoreError> {
+    async fn forget(writer: &PgPool) -> Result<(), StoreError> {
         // VACUUM FULL copies a deleted or updated row version that a
         // transaction older than the erasure might still see. So first wait
         // (bounded) until every transaction that was running in this
         // database when the erasure committed has ended.
         let (horizon,): (i64,) =
             sqlx::query_as("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-                .fetch_one(&self.writer)
+                .fetch_one(writer)
                 .await?;
         let started = std::time::Instant::now();
         loop {
@@ -67,7 +66,7 @@ impl PostgresStore {
                      OR age(backend_xid) >= age(($1 % 4294967296)::text::xid))",
             )
             .bind(horizon)
-            .fetch_one(&self.writer)
+            .fetch_one(writer)
             .await?;
             if older == 0 {
                 break;
@@ -84,7 +83,7 @@ impl PostgresStore {
         sqlx::query(
             "VACUUM FULL referrals, tasks, task_events, outbox, delivery_attempts, inbound_events",
         )
-        .execute(&self.writer)
+        .execute(writer)
         .await?;
         Ok(())
     }
@@ -93,11 +92,8 @@ impl PostgresStore {
     /// lost connection is re-established (sqlx reconnects on the next
     /// `recv`), and the worker is woken then too, since notifications sent
     /// while disconnected are lost.
-    fn watch(
-        &self,
-        wake: std::sync::Arc<tokio::sync::Notify>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let pool = self.writer.clone();
+    fn watch(writer: &PgPool, wake: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>> {
+        let pool = writer.clone();
         Some(tokio::spawn(async move {
             loop {
                 let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
@@ -122,10 +118,3 @@ impl PostgresStore {
         }))
     }
 }
-
-impl_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    "FOR UPDATE OF o SKIP LOCKED",
-    Some("SELECT pg_notify('signpost_outbox', '')")
-);

@@ -1,27 +1,47 @@
 //! The embedded SQLite backend: one file (created when missing), WAL with
 //! `synchronous=FULL` so that a committed referral survives power loss, and
 //! all writes serialised through a single-connection pool (SQLite allows one
-//! writer at a time; queueing in the pool beats `SQLITE_BUSY` retries).
+//! writer at a time; queueing in the pool beats `SQLITE_BUSY` retries), with
+//! the durable writes group-committed (see `group.rs`).
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    SqlitePool,
+    Sqlite, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+use tokio::sync::Notify;
 
-use super::{StoreError, impl_store};
+use super::{SqlStore, StoreError, backend::Backend};
 
 /// SQLite storage.
-pub struct SqliteStore {
-    /// Group-committed writes (see [`super::group`]); `None`: each write
-    /// commits its own transaction.
-    writes: Option<tokio::sync::mpsc::Sender<super::group::Write>>,
-    writer: SqlitePool,
-    reader: SqlitePool,
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl Backend for Sqlite {
+    /// SQLite has one writer: a claim cannot race another.
+    const CLAIM_LOCK: &'static str = "";
+    /// No channel between processes.
+    const ANNOUNCE: Option<&'static str> = None;
+
+    /// After an erasure: rebuild the file without free pages and empty the
+    /// write-ahead log, so no old copy of the erased rows remains on disk.
+    async fn forget(writer: &SqlitePool) -> Result<(), StoreError> {
+        let mut conn = writer.acquire().await?;
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// One process owns a SQLite database's worker; it is woken in-process,
+    /// and a separate `signpost worker` on the same file polls.
+    fn watch(_writer: &SqlitePool, _wake: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Open (creating the file and its folder if needed) and migrate.
     pub async fn open(url: &str, max_readers: u32) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
@@ -55,7 +75,7 @@ impl SqliteStore {
             // READONLY must not be combined with CREATE (SQLite misuse).
             .connect_with(options.create_if_missing(false).read_only(true))
             .await?;
-        Ok(SqliteStore {
+        Ok(SqlStore {
             // SQLite has one writer: group its commits.
             writes: Some(Self::start_writer(writer.clone())),
             writer,
@@ -63,27 +83,3 @@ impl SqliteStore {
         })
     }
 }
-
-impl SqliteStore {
-    /// After an erasure: rebuild the file without free pages and empty the
-    /// write-ahead log, so no old copy of the erased rows remains on disk.
-    async fn forget(&self) -> Result<(), StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        sqlx::query("VACUUM").execute(&mut *conn).await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
-    }
-
-    /// One process owns a SQLite database's worker; it is woken in-process,
-    /// and a separate `signpost worker` on the same file polls.
-    fn watch(
-        &self,
-        _wake: std::sync::Arc<tokio::sync::Notify>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        None
-    }
-}
-
-impl_store!(SqliteStore, sqlx::Sqlite, "", None);

@@ -1,0 +1,328 @@
+//! Group commit: the writes that must be durable before they are
+//! acknowledged (a referral's intake, a delivery attempt's outcome) queue
+//! for the one writer task, which runs every write that arrived while the
+//! previous commit was being flushed in one transaction, with one
+//! multi-row statement per table, commits once, and only then answers each.
+//! If anything in the group fails, the group is rolled back and each write
+//! runs alone, so one refused write does not undo the others. Under load
+//! one fsync and a handful of statements cover many referrals; alone, a
+//! write commits at once, as before.
+//!
+//! SQLite groups its commits (it has one writer); PostgreSQL does not (it
+//! takes concurrent transactions and flushes their commits together
+//! itself), so there every write goes through [`SqlStore::commit`] alone.
+//! Nothing here is SQL: the statements are the areas' (`intake.rs`,
+//! `outbox.rs`), reached through [`Jobs`].
+
+use std::future::Future;
+
+use sqlx::{Pool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    FinishedAttempt, NewIntake, Recorded, StoreError,
+    backend::{Backend, SqlStore},
+};
+
+/// Most writes in one transaction.
+pub const LIMIT: usize = 256;
+/// Writes waiting for the writer (then callers wait for room).
+pub const QUEUE: usize = 4096;
+
+pub enum Write {
+    Intake(
+        Box<NewIntake>,
+        oneshot::Sender<Result<Recorded, StoreError>>,
+    ),
+    Finish(
+        Box<FinishedAttempt>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+/// A copy of a write, to run inside the group's transaction.
+pub enum Job {
+    Intake(Box<NewIntake>),
+    Finish(Box<FinishedAttempt>),
+}
+
+/// A job's result inside the group's transaction, not yet committed.
+pub enum Done {
+    Intake(Result<Recorded, StoreError>),
+    Finish(Result<(), StoreError>),
+}
+
+impl Write {
+    /// Whether the write can be run twice (after a failed group): all
+    /// but those carrying a Task update, whose notification payload is
+    /// built once.
+    pub fn can_run_again(&self) -> bool {
+        match self {
+            Write::Intake(..) => true,
+            Write::Finish(finished, _) => finished.task_update.is_none(),
+        }
+    }
+
+    /// A copy to run inside the group (only for writes that
+    /// [`can_run_again`](Self::can_run_again)).
+    pub fn copy(&self) -> Job {
+        match self {
+            Write::Intake(intake, _) => Job::Intake(intake.clone()),
+            Write::Finish(finished, _) => Job::Finish(Box::new(FinishedAttempt {
+                attempt: finished.attempt.clone(),
+                audit: finished.audit.clone(),
+                disposition: finished.disposition.clone(),
+                task_update: None,
+            })),
+        }
+    }
+
+    /// Answer with the copy's result, now committed.
+    pub fn answer(self, done: Done) {
+        match (self, done) {
+            (Write::Intake(_, reply), Done::Intake(result)) => {
+                let _ = reply.send(result);
+            }
+            (Write::Finish(_, reply), Done::Finish(result)) => {
+                let _ = reply.send(result);
+            }
+            (write, _) => write.refuse("internal error: a write and its result differ"),
+        }
+    }
+
+    /// Answer without writing: nothing was stored, for `why`.
+    pub fn refuse(self, why: &str) {
+        let lost = || StoreError::NotCommitted(why.to_owned());
+        match self {
+            Write::Intake(_, reply) => {
+                let _ = reply.send(Err(lost()));
+            }
+            Write::Finish(_, reply) => {
+                let _ = reply.send(Err(lost()));
+            }
+        }
+    }
+}
+
+/// Take the next group: wait for one write, then whatever else is
+/// already queued. `None` when every sender is gone.
+pub async fn next(queue: &mut mpsc::Receiver<Write>) -> Option<Vec<Write>> {
+    let first = queue.recv().await?;
+    let mut group = vec![first];
+    while group.len() < LIMIT {
+        match queue.try_recv() {
+            Ok(write) => group.push(write),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+/// Send a write and wait for its answer.
+pub async fn submit<T>(
+    queue: &mpsc::Sender<Write>,
+    write: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+) -> Result<T, StoreError> {
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(write(reply))
+        .await
+        .map_err(|_| StoreError::NotCommitted("the writer has stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| StoreError::NotCommitted("the writer has stopped".into()))?
+}
+
+/// The two kinds of grouped write, inside a transaction: the areas' SQL
+/// (`intake.rs`, `outbox.rs`), for each backend.
+pub trait Jobs: Backend {
+    /// Intakes, in the order given, answered in that order.
+    fn intakes_in(
+        tx: &mut Transaction<'static, Self>,
+        intakes: Vec<NewIntake>,
+    ) -> impl Future<Output = Result<Vec<Recorded>, StoreError>> + Send;
+
+    /// Attempts' outcomes.
+    fn finishes_in(
+        tx: &mut Transaction<'static, Self>,
+        finished: Vec<FinishedAttempt>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+macro_rules! impl_jobs {
+    ($db:ty) => {
+        impl Jobs for $db {
+            async fn intakes_in(
+                tx: &mut Transaction<'static, Self>,
+                intakes: Vec<NewIntake>,
+            ) -> Result<Vec<Recorded>, StoreError> {
+                SqlStore::<$db>::intakes_in(tx, intakes).await
+            }
+
+            async fn finishes_in(
+                tx: &mut Transaction<'static, Self>,
+                finished: Vec<FinishedAttempt>,
+            ) -> Result<(), StoreError> {
+                SqlStore::<$db>::finishes_in(tx, finished).await
+            }
+        }
+    };
+}
+
+impl_jobs!(sqlx::Sqlite);
+impl_jobs!(sqlx::Postgres);
+
+impl<B: Jobs> SqlStore<B> {
+    /// Start the group committer: it runs until the store is dropped.
+    pub(super) fn start_writer(writer: Pool<B>) -> mpsc::Sender<Write> {
+        let (writes, mut queue) = mpsc::channel(QUEUE);
+        tokio::spawn(async move {
+            while let Some(group) = next(&mut queue).await {
+                commit_group(&writer, group).await;
+            }
+        });
+        writes
+    }
+
+    /// Commit a write: with the group where there is one (SQLite), else
+    /// in its own transaction.
+    pub(super) async fn commit<T>(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
+        match &self.writes {
+            Some(writes) => submit(writes, write).await,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                commit_alone(&self.writer, write(reply)).await;
+                answer
+                    .await
+                    .map_err(|_| StoreError::NotCommitted("the write was dropped".into()))?
+            }
+        }
+    }
+}
+
+/// Commit a group. Fast path: every write that can be run again (all but a
+/// dead letter's Task update, whose notification builder runs once) goes
+/// into one transaction with no savepoints, and one commit covers them all.
+/// If any of them fails, or the commit does, the transaction is rolled back
+/// and each is run again alone, in its own transaction, so that each caller
+/// gets its own answer and nothing half-done stays.
+async fn commit_group<B: Jobs>(writer: &Pool<B>, group: Vec<Write>) {
+    let (plain, alone): (Vec<Write>, Vec<Write>) =
+        group.into_iter().partition(Write::can_run_again);
+    if !plain.is_empty() {
+        let mut tx = match writer.begin().await {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot begin a group commit");
+                None
+            }
+        };
+        // (Copied before the first await: a `&Write` is not `Send`.)
+        let copies: Vec<Job> = plain.iter().map(Write::copy).collect();
+        let done = match tx.as_mut() {
+            Some(tx) => jobs_in(tx, copies).await.ok(),
+            None => None,
+        };
+        let committed = match (tx, &done) {
+            (Some(tx), Some(_)) => match tx.commit().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a group commit failed; running its writes one by one");
+                    false
+                }
+            },
+            (Some(tx), None) => {
+                let _ = tx.rollback().await;
+                false
+            }
+            (None, _) => false,
+        };
+        if let (true, Some(done)) = (committed, done) {
+            // Only now, with the group on disk, answer.
+            for (write, result) in plain.into_iter().zip(done) {
+                write.answer(result);
+            }
+        } else {
+            for write in plain {
+                commit_alone(writer, write).await;
+            }
+        }
+    }
+    for write in alone {
+        commit_alone(writer, write).await;
+    }
+}
+
+/// One write in its own transaction.
+async fn commit_alone<B: Jobs>(writer: &Pool<B>, write: Write) {
+    let mut tx = match writer.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            write.refuse(&e.to_string());
+            return;
+        }
+    };
+    match write {
+        Write::Intake(intake, reply) => {
+            let result = match B::intakes_in(&mut tx, vec![*intake]).await {
+                Ok(mut recorded) => match recorded.pop() {
+                    Some(recorded) => tx.commit().await.map(|()| recorded).map_err(Into::into),
+                    None => Err(StoreError::NotCommitted(
+                        "the intake went unanswered".into(),
+                    )),
+                },
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(result);
+        }
+        Write::Finish(finished, reply) => {
+            let result = match B::finishes_in(&mut tx, vec![*finished]).await {
+                Ok(()) => tx.commit().await.map_err(Into::into),
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// A group's jobs inside its transaction, answered in order. The intakes go
+/// first, then the attempts' outcomes, each kind with one statement per
+/// table for the whole group: under load the cost was the number of
+/// statements (sqlx hands each one to the connection's thread and back),
+/// not the commit.
+async fn jobs_in<B: Jobs>(
+    tx: &mut Transaction<'static, B>,
+    jobs: Vec<Job>,
+) -> Result<Vec<Done>, StoreError> {
+    let mut intakes = Vec::new();
+    let mut finishes = Vec::new();
+    let kinds: Vec<bool> = jobs
+        .into_iter()
+        .map(|job| match job {
+            Job::Intake(intake) => {
+                intakes.push(*intake);
+                true
+            }
+            Job::Finish(finished) => {
+                finishes.push(*finished);
+                false
+            }
+        })
+        .collect();
+    let mut recorded = B::intakes_in(tx, intakes).await?.into_iter();
+    B::finishes_in(tx, finishes).await?;
+    Ok(kinds
+        .into_iter()
+        .map(|intake| match intake {
+            true => Done::Intake(
+                recorded
+                    .next()
+                    .ok_or_else(|| StoreError::NotCommitted("an intake went unanswered".into())),
+            ),
+            false => Done::Finish(Ok(())),
+        })
+        .collect())
+}

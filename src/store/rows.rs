@@ -1,0 +1,318 @@
+//! The types that cross the store's API: what is written and what is read
+//! back. (Step 1 of the store's split keeps them as they were; the rows are
+//! stored as the JSON text that is served, so reads need no
+//! re-serialisation.)
+
+/// A referral as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReferralRow {
+    pub id: String,
+    pub referrer_id: String,
+    pub identifier_system: String,
+    pub identifier_value: String,
+    pub provider_id: Option<String>,
+    pub version_id: i64,
+    pub last_updated: String,
+    /// The ServiceRequest JSON, with `id` and `meta` set.
+    pub resource: String,
+    /// The patient's NHS number, to find their referrals for erasure
+    /// (`None` once erased).
+    pub nhs_number: Option<String>,
+}
+
+/// A Task as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: String,
+    pub referral_id: String,
+    pub status: String,
+    pub version_id: i64,
+    pub last_updated: String,
+    /// The Task JSON, with `id` and `meta` set.
+    pub resource: String,
+}
+
+/// Everything written when a referral is accepted, in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewIntake {
+    pub referral: ReferralRow,
+    pub task: TaskRow,
+    /// Who caused the Task's first state (recorded in `task_events`).
+    pub actor: String,
+    /// The mapped payload for the provider (the transactional outbox).
+    pub messages: Vec<NewMessage>,
+}
+
+/// What [`ReferralStore::record_intake`](super::ReferralStore::record_intake) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new referral and its Task were stored.
+    Created(ReferralRow),
+    /// The referrer had already sent this business identifier: nothing was
+    /// written, and this is the referral stored the first time.
+    Existing(ReferralRow),
+}
+
+/// A message to put in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The `webhook-id`: the same on every attempt.
+    pub id: String,
+    pub referral_id: String,
+    /// `provider:<id>` or `referrer:<id>`.
+    pub endpoint: String,
+    /// `referral`, `cancel` or `notification`.
+    pub kind: String,
+    pub payload: String,
+    pub created_at: String,
+    /// Unix milliseconds.
+    pub next_attempt_at: i64,
+    /// The message this one replays, if it is a replay.
+    pub replay_of: Option<String>,
+}
+
+/// An outbox message as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MessageRow {
+    /// Order of messages for one referral and endpoint.
+    pub seq: i64,
+    pub id: String,
+    pub referral_id: String,
+    pub endpoint: String,
+    pub kind: String,
+    pub payload: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    pub attempts: i64,
+    /// Unix milliseconds.
+    pub next_attempt_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+    pub last_error: Option<String>,
+    pub replay_of: Option<String>,
+}
+
+/// One delivery attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub message_id: String,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub worker: String,
+    pub started_at: String,
+    pub latency_ms: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_excerpt: Option<String>,
+    /// `delivered`, `retry`, `dead` or `disabled`.
+    pub outcome: String,
+}
+
+/// What to do with a message after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Delivered,
+    /// Try again at this Unix millisecond.
+    Retry {
+        next_attempt_at: i64,
+    },
+    /// No more attempts: dead letter.
+    Dead,
+    /// The endpoint answered 410 Gone: disable it; the message waits (from
+    /// `next_attempt_at`) until an operator re-enables the endpoint.
+    DisableEndpoint {
+        reason: String,
+        next_attempt_at: i64,
+    },
+}
+
+/// An attempt's record and its consequence, stored in one transaction.
+pub struct FinishedAttempt {
+    pub attempt: AttemptRow,
+    /// The attempt's audit record, written with it.
+    pub audit: AuditRow,
+    pub disposition: Disposition,
+    /// A Task change caused by this attempt (a dead-lettered referral shows
+    /// "delivery failed").
+    pub task_update: Option<TaskUpdate>,
+}
+
+/// A new version of a Task, applied only if the stored Task is still at
+/// `expected_version` (otherwise [`StoreError::Conflict`](super::StoreError::Conflict)).
+pub struct TaskUpdate {
+    pub task: TaskRow,
+    pub expected_version: i64,
+    pub from_status: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    /// The notification to the referrer, built once its event number is
+    /// known (numbers are allocated inside the transaction).
+    pub notification: Option<Notification>,
+    /// A new version of the referral (a cancellation), applied only if the
+    /// stored one is at `version_id - 1`.
+    pub referral: Option<ReferralRow>,
+    /// Further messages (e.g. a cancellation to the provider).
+    pub messages: Vec<NewMessage>,
+}
+
+/// A Subscriptions notification to a referrer, waiting for its event number.
+pub struct Notification {
+    pub referrer_id: String,
+    /// Everything but the payload.
+    pub message: NewMessage,
+    /// Builds the payload from the event number.
+    pub payload: Box<dyn FnOnce(i64) -> String + Send>,
+}
+
+/// A provider status callback, as received.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InboundRow {
+    pub provider_id: String,
+    pub webhook_id: String,
+    pub received_at: String,
+    pub referral_id: Option<String>,
+    pub body: String,
+    /// The HTTP status Signpost answered.
+    pub response_status: i64,
+    /// `applied`, `ignored` or `refused: <why>`.
+    pub outcome: String,
+}
+
+/// What [`TaskEvents::apply_callback`](super::TaskEvents::apply_callback) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackApplied {
+    Applied,
+    /// The webhook-id had been received before; nothing changed. The first
+    /// reception is returned.
+    Duplicate(InboundRow),
+}
+
+/// Which messages to list.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub state: Option<String>,
+    pub endpoint: Option<String>,
+    pub referral_id: Option<String>,
+    pub limit: i64,
+}
+
+/// A bearer token as stored: never the token itself, only a salted hash of
+/// its secret part.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRow {
+    /// The public part of the token (`sp_<id>_…`), used to find this row.
+    pub id: String,
+    /// `referrer` or `admin`.
+    pub role: String,
+    pub referrer_id: Option<String>,
+    pub salt: String,
+    pub hash: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl std::fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("referrer_id", &self.referrer_id)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is left of an erased referral.
+#[derive(Debug, Clone)]
+pub struct Tombstone {
+    pub referral_id: String,
+    pub referral_resource: String,
+    pub task_resource: String,
+}
+
+/// One audit record (see [`crate::audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRow {
+    /// Assigned by the database; 0 before.
+    pub seq: i64,
+    pub at: String,
+    /// `referrer:<id>`, `admin:<token id>`, `provider:<id>`, `cli:<user>`,
+    /// `signpost:delivery` or `unauthenticated`.
+    pub actor: String,
+    /// The client's address, for requests.
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+    /// What was done: `GET /fhir/ServiceRequest/{id}`, `deliver referral`, …
+    pub action: String,
+    /// What it was done to: `/fhir/ServiceRequest/<id>`, `outbox/<msg>`, …
+    pub resource: Option<String>,
+    pub referral_id: Option<String>,
+    /// The HTTP status, or the delivery outcome.
+    pub outcome: String,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub referral_id: Option<String>,
+    pub actor: Option<String>,
+    /// RFC 3339 UTC, compared as stored text.
+    pub since: Option<String>,
+    pub limit: i64,
+}
+
+/// An endpoint that is not sent to until re-enabled.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DisabledEndpoint {
+    pub endpoint: String,
+    pub disabled_at: String,
+    pub reason: String,
+}
+
+/// The outbox of one endpoint, for `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub endpoint: String,
+    /// Messages not yet delivered (nor dead).
+    pub pending: i64,
+    /// When the oldest of them was queued (RFC 3339).
+    pub oldest_pending_at: Option<String>,
+    /// Messages dead-lettered (a replay is a new message; the original
+    /// stays dead).
+    pub dead: i64,
+}
+
+impl OutboxStats {
+    pub(super) fn combine(
+        pending: Vec<(String, i64, String)>,
+        dead: Vec<(String, i64)>,
+    ) -> Vec<OutboxStats> {
+        let mut by_endpoint: std::collections::BTreeMap<String, OutboxStats> = Default::default();
+        for (endpoint, count, oldest) in pending {
+            let entry = by_endpoint.entry(endpoint.clone()).or_insert(OutboxStats {
+                endpoint,
+                pending: 0,
+                oldest_pending_at: None,
+                dead: 0,
+            });
+            entry.pending = count;
+            entry.oldest_pending_at = Some(oldest);
+        }
+        for (endpoint, count) in dead {
+            by_endpoint
+                .entry(endpoint.clone())
+                .or_insert(OutboxStats {
+                    endpoint,
+                    pending: 0,
+                    oldest_pending_at: None,
+                    dead: 0,
+                })
+                .dead = count;
+        }
+        by_endpoint.into_values().collect()
+    }
+}
