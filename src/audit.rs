@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::{
     auth::{Caller, Role},
     fhir::AppState,
-    store::{AuditRow, Store},
+    store::{AuditFilter, AuditRow, AuditTrail, StoreError},
 };
 
 /// Most records waiting to be written before requests wait for the writer.
@@ -52,15 +52,21 @@ pub struct RequestId(pub String);
 #[derive(Clone)]
 pub struct AuditLog {
     sender: mpsc::Sender<AuditRow>,
+    trail: Arc<dyn AuditTrail>,
 }
 
 impl AuditLog {
     /// Start the writer on `store`; it stops, after writing everything
     /// queued, once every `AuditLog` clone is dropped.
-    pub fn start(store: Arc<dyn Store>) -> (AuditLog, tokio::task::JoinHandle<()>) {
+    pub fn start(trail: Arc<dyn AuditTrail>) -> (AuditLog, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let writer = tokio::spawn(write_batches(store, receiver));
-        (AuditLog { sender }, writer)
+        let writer = tokio::spawn(write_batches(trail.clone(), receiver));
+        (AuditLog { sender, trail }, writer)
+    }
+
+    /// Records written, newest first.
+    pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        self.trail.audit(filter).await
     }
 
     /// Queue a record (waiting only if the writer is far behind).
@@ -71,7 +77,7 @@ impl AuditLog {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<AuditRow>) {
+async fn write_batches(store: Arc<dyn AuditTrail>, mut receiver: mpsc::Receiver<AuditRow>) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut delay = Duration::from_millis(100);

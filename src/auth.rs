@@ -26,7 +26,7 @@ use sha2::Sha256;
 
 use crate::{
     fhir::{AppState, FhirError},
-    store::{Store, StoreError, TokenRow},
+    store::{StoreError, TokenRow, TokenStore},
 };
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -122,7 +122,10 @@ pub enum AuthError {
 }
 
 /// The caller presenting `Authorization: Bearer <token>`.
-pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Caller, AuthError> {
+pub async fn authenticate(
+    store: &dyn TokenStore,
+    headers: &HeaderMap,
+) -> Result<Caller, AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AuthError::Missing);
     };
@@ -186,7 +189,7 @@ fn identify<'a>(
     async move {
         match certificate {
             Some(caller) => caller,
-            None => authenticate(app.referrals.store.as_ref(), headers).await,
+            None => authenticate(app.tokens.as_ref(), headers).await,
         }
     }
 }
@@ -290,7 +293,7 @@ fn unauthenticated(app: &AppState, request: &Request, error: AuthError) -> Respo
 }
 
 /// Revoke a token by id.
-pub async fn revoke(store: &dyn Store, id: &str) -> Result<bool, StoreError> {
+pub async fn revoke(store: &dyn TokenStore, id: &str) -> Result<bool, StoreError> {
     store
         .revoke_token(id, &Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true))
         .await

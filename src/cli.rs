@@ -237,7 +237,8 @@ pub fn run(cli: Cli) -> ExitCode {
             if nhs_number.len() != 10 || !nhs_number.bytes().all(|b| b.is_ascii_digit()) {
                 anyhow::bail!("--nhs-number is 10 digits, without spaces");
             }
-            let (referrals, _) = crate::startup::referrals(Config::load(&config)?).await?;
+            let crate::startup::Domain { referrals, .. } =
+                crate::startup::domain(Config::load(&config)?).await?;
             let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
             let erased = referrals
                 .erase_patient(&nhs_number, &format!("cli:{user}"))
@@ -250,7 +251,7 @@ pub fn run(cli: Cli) -> ExitCode {
             if let Some(days) = days {
                 config.retention_days = days;
             }
-            let (referrals, _) = crate::startup::referrals(config).await?;
+            let crate::startup::Domain { referrals, .. } = crate::startup::domain(config).await?;
             let purged = referrals.purge_expired().await?;
             println!("{purged} record(s) purged");
             Ok(())
@@ -280,7 +281,9 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Result<()> {
     use crate::referrals::deliveries::{Replay, message_json};
-    let (referrals, _) = crate::startup::referrals(Config::load(&config)?).await?;
+    let crate::startup::Domain {
+        referrals, store, ..
+    } = crate::startup::domain(Config::load(&config)?).await?;
     match command {
         DeliveriesCommand::List {
             state,
@@ -323,7 +326,7 @@ async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Resu
             };
             let replayed = referrals.replay(&id, how).await;
             audit_command(
-                referrals.store.as_ref(),
+                store.as_ref(),
                 if remap {
                     "deliveries replay --remap"
                 } else {
@@ -345,7 +348,7 @@ async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Resu
 
 /// Record an operator's command in the audit trail, as `cli:<user>`.
 async fn audit_command(
-    store: &dyn crate::store::Store,
+    store: &dyn crate::store::AuditTrail,
     action: &str,
     resource: Option<String>,
     referral_id: Option<String>,
@@ -439,7 +442,9 @@ async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::Result<()> {
 }
 
 async fn endpoints(config: PathBuf, command: EndpointsCommand) -> anyhow::Result<()> {
-    let (referrals, _) = crate::startup::referrals(Config::load(&config)?).await?;
+    let crate::startup::Domain {
+        referrals, store, ..
+    } = crate::startup::domain(Config::load(&config)?).await?;
     match command {
         EndpointsCommand::List => {
             let disabled = referrals.disabled_endpoints().await?;
@@ -452,7 +457,7 @@ async fn endpoints(config: PathBuf, command: EndpointsCommand) -> anyhow::Result
         EndpointsCommand::Enable { endpoint } => {
             let enabled = referrals.enable_endpoint(&endpoint).await?;
             audit_command(
-                referrals.store.as_ref(),
+                store.as_ref(),
                 "endpoints enable",
                 Some(format!("endpoint/{endpoint}")),
                 None,

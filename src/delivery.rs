@@ -28,8 +28,8 @@ use url::Url;
 
 use crate::{
     config::{Config, DeliveryConfig},
-    referrals::{Referrals, lifecycle::KIND_NOTIFICATION},
-    store::{AttemptRow, AuditRow, Disposition, FinishedAttempt, MessageRow, Store, StoreError},
+    referrals::{Referrals, lifecycle::KIND_NOTIFICATION, notification},
+    store::{AttemptRecord, AttemptRow, AuditRow, MessageRow, MessageUpdate, Outbox, StoreError},
     webhooks::SigningKeys,
 };
 
@@ -48,6 +48,8 @@ struct Inner {
     config: Arc<Config>,
     keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
     referrals: Arc<Referrals>,
+    outbox: Arc<dyn Outbox>,
+    metrics: Arc<crate::metrics::Metrics>,
     client: reqwest::Client,
     heartbeat: Arc<crate::health::WorkerHeartbeat>,
 }
@@ -102,6 +104,7 @@ impl Worker {
         config: Arc<Config>,
         keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
         referrals: Arc<Referrals>,
+        outbox: Arc<dyn Outbox>,
         heartbeat: Arc<crate::health::WorkerHeartbeat>,
     ) -> anyhow::Result<Worker> {
         let delivery = &config.delivery;
@@ -123,17 +126,19 @@ impl Worker {
         Ok(Worker {
             inner: Arc::new(Inner {
                 id,
+                metrics: referrals.metrics(),
                 config,
                 keys,
                 referrals,
+                outbox,
                 client,
                 heartbeat,
             }),
         })
     }
 
-    fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.referrals.store
+    fn store(&self) -> &Arc<dyn Outbox> {
+        &self.inner.outbox
     }
 
     fn settings(&self) -> &DeliveryConfig {
@@ -143,8 +148,8 @@ impl Worker {
     /// Deliver until `shutdown` completes; then finish the attempts in
     /// flight (within the request timeout) and give back any lease left.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let wake = self.inner.referrals.wake.clone();
-        let listener = self.store().watch_outbox(wake.clone());
+        let wake = self.store().wakeups();
+        let listener = self.store().watch_outbox();
         let concurrency = self.settings().concurrency;
         let poll = self.settings().poll_interval;
         let lease = i64::try_from(self.settings().lease.as_millis()).unwrap_or(i64::MAX / 2);
@@ -267,37 +272,38 @@ impl Worker {
         let attempt_number = message.attempts + 1;
         let verdict = judge(&answer);
         let settings = self.settings();
-        let (disposition, outcome) = match verdict {
-            Verdict::Delivered => (Disposition::Delivered, "delivered"),
+        let (update, outcome) = match verdict {
+            Verdict::Delivered => (MessageUpdate::Delivered, "delivered"),
             Verdict::Gone => (
-                Disposition::DisableEndpoint {
+                MessageUpdate::EndpointDisabled {
                     reason: format!(
                         "answered 410 Gone to message {} at {}",
                         message.id,
                         started_at.to_rfc3339_opts(SecondsFormat::Secs, true)
                     ),
-                    next_attempt_at: Utc::now().timestamp_millis(),
+                    pending_until: Utc::now().timestamp_millis(),
                 },
                 "disabled",
             ),
-            Verdict::Dead => (Disposition::Dead, "dead"),
+            Verdict::Dead => (MessageUpdate::Dead, "dead"),
             Verdict::Retry { retry_after } => {
                 match retry_delay(settings, attempt_number, retry_after) {
                     Some(delay) => (
-                        Disposition::Retry {
-                            next_attempt_at: Utc::now().timestamp_millis()
+                        MessageUpdate::PendingUntil(
+                            Utc::now().timestamp_millis()
                                 + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
-                        },
+                        ),
                         "retry",
                     ),
-                    None => (Disposition::Dead, "dead"),
+                    None => (MessageUpdate::Dead, "dead"),
                 }
             }
         };
-        self.inner
-            .referrals
-            .metrics
-            .attempt(&message.endpoint, outcome, took);
+        self.inner.metrics.attempt(&message.endpoint, outcome, took);
+        let last_error = answer
+            .error
+            .clone()
+            .or_else(|| answer.status.map(|code| format!("answered {code}")));
         tracing::info!(
             message_id = %message.id,
             referral_id = %message.referral_id,
@@ -324,7 +330,7 @@ impl Worker {
         };
         // A dead-lettered message to a provider shows on the Task (and so
         // reaches the referrer); a dead notification to the referrer cannot.
-        let shows_on_task = disposition == Disposition::Dead && message.kind != KIND_NOTIFICATION;
+        let shows_on_task = update == MessageUpdate::Dead && message.kind != KIND_NOTIFICATION;
         for _ in 0..8 {
             let task_update = if shows_on_task {
                 match self
@@ -342,9 +348,10 @@ impl Worker {
             } else {
                 None
             };
-            let finished = FinishedAttempt {
+            let record = AttemptRecord {
                 attempt: attempt.clone(),
-                disposition: disposition.clone(),
+                update: update.clone(),
+                last_error: last_error.clone(),
                 task_update,
                 audit: AuditRow {
                     seq: 0,
@@ -361,15 +368,10 @@ impl Worker {
                     },
                 },
             };
-            match self.store().finish_attempt(finished).await {
-                Ok(()) => {
-                    if shows_on_task || disposition == Disposition::Delivered {
-                        // A notification was queued, or the next message
-                        // for this referral may now go.
-                        self.inner.referrals.wake.notify_one();
-                    }
-                    return;
-                }
+            // (The store wakes the workers if a notification was queued or
+            // the next message for this referral may now go.)
+            match self.store().record_attempt(record).await {
+                Ok(()) => return,
                 Err(StoreError::Conflict) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, message_id = %message.id, "cannot record the attempt; the lease will expire and it will be retried");
@@ -383,7 +385,14 @@ impl Worker {
     async fn post(&self, target: &Target<'_>, message: &MessageRow) -> Answer {
         let now = Utc::now();
         let timestamp = now.timestamp();
-        let body = message.payload.as_bytes();
+        let base = self
+            .inner
+            .config
+            .public_base_url
+            .as_ref()
+            .map(|b| format!("{b}/fhir"));
+        let payload = notification::body(message, base.as_deref());
+        let body = payload.as_bytes();
         let signature = target.keys.sign(&message.id, timestamp, body, now);
         let sent = self
             .inner
@@ -393,7 +402,7 @@ impl Worker {
             .header("webhook-id", &message.id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(message.payload.clone())
+            .body(payload)
             .send()
             .await;
         let mut response = match sent {

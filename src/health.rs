@@ -75,8 +75,8 @@ pub async fn live() -> Response {
 pub async fn ready(State(app): State<AppState>) -> Response {
     // A real query on the outbox, not `SELECT 1`: the database must answer
     // and hold Signpost's tables.
-    let database = app.referrals.store.next_due().await.is_ok();
-    let mappings = !app.referrals.mappings.load().mappings.is_empty();
+    let database = app.referrals.database_ready().await;
+    let mappings = app.referrals.has_mappings();
     let heartbeat = &app.worker_heartbeat;
     let worker = if !heartbeat.expected {
         "elsewhere"

@@ -293,7 +293,7 @@ pub async fn record(State(app): State<AppState>, request: Request, next: Next) -
         .get::<MatchedPath>()
         .map_or_else(|| "(no route)".to_owned(), |m| m.as_str().to_owned());
     let response = next.run(request).await;
-    app.referrals.metrics.request(
+    app.referrals.metrics().request(
         &route,
         &method,
         response.status(),
@@ -305,14 +305,14 @@ pub async fn record(State(app): State<AppState>, request: Request, next: Next) -
 
 /// `GET /metrics`.
 pub async fn scrape(State(app): State<AppState>) -> Response {
-    let outbox = match app.referrals.store.outbox_stats().await {
+    let outbox = match app.referrals.outbox_stats().await {
         Ok(outbox) => outbox,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the outbox for /metrics");
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     };
-    let text = app.referrals.metrics.render(&outbox, Utc::now());
+    let text = app.referrals.metrics().render(&outbox, Utc::now());
     (
         [(
             header::CONTENT_TYPE,

@@ -66,8 +66,12 @@ impl Components {
             .map_err(|problems| {
                 anyhow::anyhow!("outbound targets:\n  - {}", problems.join("\n  - "))
             })?;
-        let (referrals, mappings) = referrals(config).await?;
-        let config = referrals.config.clone();
+        let Domain {
+            referrals,
+            mappings,
+            store,
+        } = domain(config).await?;
+        let config = referrals.config().clone();
         let keys = Arc::new(keys);
         let worker_heartbeat = crate::health::WorkerHeartbeat::new(
             config.delivery.worker,
@@ -77,9 +81,10 @@ impl Components {
             config.clone(),
             keys.clone(),
             referrals.clone(),
+            store.clone(),
             worker_heartbeat.clone(),
         )?;
-        let (audit, audit_writer) = crate::audit::AuditLog::start(referrals.store.clone());
+        let (audit, audit_writer) = crate::audit::AuditLog::start(store.clone());
         Ok(Components {
             state: AppState {
                 config: config.clone(),
@@ -87,6 +92,7 @@ impl Components {
                 mappings,
                 keys,
                 audit,
+                tokens: store,
                 limiter: Arc::new(crate::limits::RateLimiter::new(&config.limits)),
                 client_identities: Arc::new(crate::tls::ClientIdentities::new(&config)),
                 worker_heartbeat,
@@ -98,9 +104,17 @@ impl Components {
     }
 }
 
+/// The referral domain, its mappings, and the store it runs on (for wiring
+/// the other areas' slices of it).
+pub struct Domain {
+    pub referrals: Arc<Referrals>,
+    pub mappings: Arc<Mappings>,
+    pub store: Arc<dyn store::Store>,
+}
+
 /// The referral domain on `config`'s schemas, mappings and database, for
 /// the server and for operators' commands (which need no secrets).
-pub async fn referrals(config: Config) -> anyhow::Result<(Arc<Referrals>, Arc<Mappings>)> {
+pub async fn domain(config: Config) -> anyhow::Result<Domain> {
     let schemas_dir = config.schemas_dir.clone();
     let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
         .await
@@ -113,15 +127,18 @@ pub async fn referrals(config: Config) -> anyhow::Result<(Arc<Referrals>, Arc<Ma
     let store = store::open(&config.database_url, config.database_max_connections)
         .await
         .context("opening the database")?;
-    let referrals = Arc::new(Referrals {
-        config: Arc::new(config),
-        validator: Arc::new(validator),
-        store,
-        mappings: mappings.live.clone(),
-        wake: Arc::new(tokio::sync::Notify::new()),
+    let referrals = Arc::new(Referrals::new(
+        Arc::new(config),
+        Arc::new(validator),
+        store.clone(),
+        mappings.live.clone(),
         metrics,
-    });
-    Ok((referrals, mappings))
+    ));
+    Ok(Domain {
+        referrals,
+        mappings,
+        store,
+    })
 }
 
 impl Application {

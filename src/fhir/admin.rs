@@ -125,8 +125,7 @@ pub async fn callbacks(
         .map(|r| r.strip_prefix("ServiceRequest/").unwrap_or(r));
     let events = app
         .referrals
-        .store
-        .inbound_events(params.get("provider").map(String::as_str), referral, limit)
+        .callbacks(params.get("provider").map(String::as_str), referral, limit)
         .await?;
     Ok(Json(json!({
         "callbacks": events.iter().map(|e| json!({
@@ -179,7 +178,7 @@ pub async fn audit(
             }
         }
     }
-    let records = app.referrals.store.audit(&filter).await?;
+    let records = app.audit.list(&filter).await?;
     Ok(Json(json!({
         "records": records.iter().map(|r| json!({
             "at": r.at,

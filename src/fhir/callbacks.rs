@@ -68,7 +68,7 @@ pub async fn status(
         .provider_callback(&provider_id, &webhook_id, text)
         .await?;
     let mut referral = None;
-    let metrics = &app.referrals.metrics;
+    let metrics = app.referrals.metrics();
     let (status, issues) = match outcome {
         CallbackOutcome::Applied {
             referral_id,

@@ -46,6 +46,8 @@ pub struct AppState {
     /// Signing keys by endpoint (`provider:<id>`, `referrer:<id>`).
     pub keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
     pub audit: crate::audit::AuditLog,
+    /// API tokens, for authentication.
+    pub tokens: Arc<dyn crate::store::TokenStore>,
     pub limiter: Arc<crate::limits::RateLimiter>,
     /// The delivery worker's heartbeat, for `GET /health/ready`.
     pub worker_heartbeat: Arc<crate::health::WorkerHeartbeat>,

@@ -80,7 +80,6 @@ pub async fn search(
         }
         (None, Some(updated)) => {
             app.referrals
-                .store
                 .tasks_updated_since(updated.lower_bound(), caller.referrer(), SEARCH_LIMIT)
                 .await?
         }

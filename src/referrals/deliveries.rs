@@ -67,9 +67,10 @@ impl Referrals {
             &now,
         );
         message.replay_of = Some(original.id.clone());
+        // A notification replayed is the same event, under the same number.
+        message.event_number = original.event_number;
         let new_id = message.id.clone();
         self.store.insert_message(message).await?;
-        self.wake.notify_one();
         tracing::info!(message_id = %new_id, replay_of = %original.id, remapped = how == Replay::Remapped, "message replayed");
         self.store
             .message(&new_id)
@@ -130,6 +131,25 @@ impl Referrals {
         Ok(payload.to_string())
     }
 
+    /// Provider callbacks received, newest first, by provider and/or
+    /// referral.
+    pub async fn callbacks(
+        &self,
+        provider_id: Option<&str>,
+        referral_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<crate::store::InboundRow>, StoreError> {
+        self.store
+            .inbound_events(provider_id, referral_id, limit)
+            .await
+    }
+
+    /// Per endpoint: undelivered messages, the oldest one's creation time,
+    /// and dead letters (for `GET /metrics`).
+    pub async fn outbox_stats(&self) -> Result<Vec<crate::store::OutboxStats>, StoreError> {
+        self.store.outbox_stats().await
+    }
+
     /// Endpoints disabled by a `410 Gone`.
     pub async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
         self.store.disabled_endpoints().await
@@ -139,7 +159,6 @@ impl Referrals {
     pub async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
         let enabled = self.store.enable_endpoint(endpoint).await?;
         if enabled {
-            self.wake.notify_one();
             tracing::info!(endpoint, "endpoint re-enabled");
         }
         Ok(enabled)

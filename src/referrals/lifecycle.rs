@@ -8,7 +8,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{
-    Referrals, notification, provider_endpoint, referrer_endpoint,
+    Referrals, provider_endpoint, referrer_endpoint,
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
@@ -45,6 +45,7 @@ pub fn new_message(
         created_at: now.to_owned(),
         next_attempt_at: Utc::now().timestamp_millis(),
         replay_of: None,
+        event_number: None,
     }
 }
 
@@ -114,30 +115,17 @@ impl Referrals {
         let now = now_text();
         let (next, status) = apply_change(&current, change, by_referrer, &now)
             .map_err(|e| ChangeError::Conflict(format!("{e}; the change was not applied")))?;
-        let base = self
-            .config
-            .public_base_url
-            .as_ref()
-            .map(|b| format!("{b}/fhir"));
-        let referrer_id = referral.referrer_id.clone();
-        let notification = {
-            let task = next.clone();
-            let now = now.clone();
-            let referrer = referrer_id.clone();
-            Notification {
-                referrer_id: referrer_id.clone(),
-                message: new_message(
-                    &referral.id,
-                    &referrer_endpoint(&referrer_id),
-                    KIND_NOTIFICATION,
-                    String::new(),
-                    &now,
-                ),
-                payload: Box::new(move |number| {
-                    notification::bundle(&task, &referrer, number, base.as_deref(), &now)
-                        .to_string()
-                }),
-            }
+        // The Task version it carries; the store numbers it, and the
+        // Bundle is built when it is sent (`notification::body`).
+        let notification = Notification {
+            referrer_id: referral.referrer_id.clone(),
+            message: new_message(
+                &referral.id,
+                &referrer_endpoint(&referral.referrer_id),
+                KIND_NOTIFICATION,
+                next.to_string(),
+                &now,
+            ),
         };
         Ok(TaskUpdate {
             task: TaskRow {
@@ -212,12 +200,8 @@ impl Referrals {
                 }
             };
             match self.store.apply_callback(inbound, update).await {
-                Ok(CallbackApplied::Applied) => {
-                    if matches!(outcome, CallbackOutcome::Applied { .. }) {
-                        self.wake.notify_one();
-                    }
-                    return Ok(outcome);
-                }
+                // (The store wakes the delivery worker for the notification.)
+                Ok(CallbackApplied::Applied) => return Ok(outcome),
                 Ok(CallbackApplied::Duplicate(first)) => return Ok(duplicate(first)),
                 Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => continue,
                 Err(e) => return Err(e),
@@ -415,10 +399,7 @@ impl Referrals {
             }
             update.referral = Some(revised.clone());
             match self.store.update_task(update).await {
-                Ok(()) => {
-                    self.wake.notify_one();
-                    return Ok(revised);
-                }
+                Ok(()) => return Ok(revised),
                 Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -23,16 +23,16 @@ use crate::{
     validation::{Referral, Rejection, Submission, Validator},
 };
 
-/// The referral service: configuration, schemas and storage.
+/// The referral service: configuration, schemas and storage. Its parts
+/// are its own: other areas get what they need through its methods, or
+/// their own slice of the store at wiring (`startup.rs`).
 pub struct Referrals {
-    pub config: Arc<Config>,
-    pub validator: Arc<Validator>,
-    pub store: Arc<dyn Store>,
+    config: Arc<Config>,
+    validator: Arc<Validator>,
+    store: Arc<dyn Store>,
     /// The live mapping set; hot reload swaps it whole.
-    pub mappings: Arc<ArcSwap<MappingSet>>,
-    /// Wakes the delivery worker when messages are added.
-    pub wake: Arc<tokio::sync::Notify>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    mappings: Arc<ArcSwap<MappingSet>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why an intake did not produce a referral.
@@ -86,6 +86,43 @@ pub struct Receipt {
 }
 
 impl Referrals {
+    pub fn new(
+        config: Arc<Config>,
+        validator: Arc<Validator>,
+        store: Arc<dyn Store>,
+        mappings: Arc<ArcSwap<MappingSet>>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Referrals {
+        Referrals {
+            config,
+            validator,
+            store,
+            mappings,
+            metrics,
+        }
+    }
+
+    /// The configuration the service runs on.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The metrics registry it records into.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Whether the database answers (a read of the outbox, as the worker
+    /// makes).
+    pub async fn database_ready(&self) -> bool {
+        self.store.next_due().await.is_ok()
+    }
+
+    /// Whether a mapping set with at least one mapping is loaded.
+    pub fn has_mappings(&self) -> bool {
+        !self.mappings.load().mappings.is_empty()
+    }
+
     /// Accept a bare ServiceRequest. `if_none_exist` is the value of the
     /// `If-None-Exist` header (`identifier=system|value`), if sent.
     pub async fn submit_service_request(
@@ -275,14 +312,12 @@ impl Referrals {
                 &now,
             )],
         };
+        // (The store wakes the delivery worker once the message is stored.)
         Ok(match self.store.record_intake(intake).await? {
-            Recorded::Created(referral) => {
-                self.wake.notify_one();
-                Receipt {
-                    created: true,
-                    referral,
-                }
-            }
+            Recorded::Created(referral) => Receipt {
+                created: true,
+                referral,
+            },
             Recorded::Existing(referral) => Receipt {
                 created: false,
                 referral,
@@ -339,6 +374,19 @@ impl Referrals {
     pub async fn tasks_for(&self, focus: &str) -> Result<Vec<TaskRow>, StoreError> {
         let id = focus.strip_prefix("ServiceRequest/").unwrap_or(focus);
         self.store.tasks_for_referral(id).await
+    }
+
+    /// Tasks changed at or after `since` (stored text order), of one
+    /// referrer's referrals when given, oldest change first.
+    pub async fn tasks_updated_since(
+        &self,
+        since: &str,
+        referrer_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TaskRow>, StoreError> {
+        self.store
+            .tasks_updated_since(since, referrer_id, limit)
+            .await
     }
 }
 

@@ -8,33 +8,74 @@
 
 use serde_json::{Value, json};
 
+use crate::{
+    domain::{Endpoint, MessageKind},
+    store::MessageRow,
+};
+
 /// The topic every referrer is subscribed to.
 pub const TOPIC: &str = "https://signpost.example/SubscriptionTopic/referral-task-status";
 
 const STATUS_PROFILE: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4";
 const NOTIFICATION_PROFILE: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4";
 
+/// The body to send for an outbox message: for a notification queued with
+/// its event number, the notification Bundle built from the Task it
+/// carries (its payload), `base` being Signpost's public FHIR base URL;
+/// otherwise the payload as stored. The Bundle's and its status's ids are
+/// the message's own UUID, so every attempt (and every read) sends the same
+/// bytes.
+pub fn body(message: &MessageRow, base: Option<&str>) -> String {
+    let (Ok(MessageKind::Notification), Ok(Endpoint::Referrer(referrer)), Some(number)) = (
+        message.kind.parse::<MessageKind>(),
+        message.endpoint.parse::<Endpoint>(),
+        message.event_number,
+    ) else {
+        return message.payload.clone();
+    };
+    let Ok(task) = serde_json::from_str::<Value>(&message.payload) else {
+        // (An erased message: nothing is left to carry.)
+        return message.payload.clone();
+    };
+    let id = message
+        .id
+        .strip_prefix("msg_")
+        .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
+        .unwrap_or_else(uuid::Uuid::now_v7);
+    bundle(
+        &task,
+        referrer.as_str(),
+        number,
+        base,
+        &message.created_at,
+        id,
+    )
+    .to_string()
+}
+
 /// The notification Bundle for event `event_number` of `referrer_id`'s
-/// subscription, carrying `task`. `base` is Signpost's public FHIR base URL,
-/// when configured; without it references are relative and the Task's
-/// `fullUrl` is a `urn:uuid:`.
+/// subscription, carrying `task`, with `id` as the Bundle's and its status
+/// Parameters' id. `base` is Signpost's public FHIR base URL, when
+/// configured; without it references are relative and the Task's `fullUrl`
+/// is a `urn:uuid:`.
 pub fn bundle(
     task: &Value,
     referrer_id: &str,
     event_number: i64,
     base: Option<&str>,
     now: &str,
+    id: uuid::Uuid,
 ) -> Value {
     let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
     let at = |path: &str| match base {
         Some(base) => format!("{base}/{path}"),
         None => path.to_owned(),
     };
-    let status_id = uuid::Uuid::now_v7().to_string();
+    let status_id = id.to_string();
     let number = event_number.to_string();
     json!({
         "resourceType": "Bundle",
-        "id": uuid::Uuid::now_v7().to_string(),
+        "id": status_id,
         "meta": { "profile": [NOTIFICATION_PROFILE] },
         "type": "history",
         "timestamp": now,
@@ -72,4 +113,64 @@ pub fn bundle(
             }
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: &str, endpoint: &str, payload: &str, number: Option<i64>) -> MessageRow {
+        MessageRow {
+            seq: 1,
+            id: "msg_0190a3b2c4d5e6f708192a3b4c5d6e7f".into(),
+            referral_id: "r1".into(),
+            endpoint: endpoint.into(),
+            kind: kind.into(),
+            payload: payload.into(),
+            state: "pending".into(),
+            attempts: 0,
+            next_attempt_at: 0,
+            lease_owner: None,
+            lease_until: None,
+            created_at: "2026-03-04T10:15:00.000Z".into(),
+            delivered_at: None,
+            last_error: None,
+            replay_of: None,
+            event_number: number,
+        }
+    }
+
+    #[test]
+    fn a_numbered_notification_is_sent_as_the_same_bundle_on_every_attempt() {
+        let task = r#"{"resourceType":"Task","id":"t1","status":"accepted"}"#;
+        let queued = message("notification", "referrer:riverside", task, Some(7));
+        let first = body(&queued, Some("https://signpost.example/fhir"));
+        assert_eq!(first, body(&queued, Some("https://signpost.example/fhir")));
+        let bundle: Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(bundle["id"], "0190a3b2-c4d5-e6f7-0819-2a3b4c5d6e7f");
+        assert_eq!(bundle["timestamp"], "2026-03-04T10:15:00.000Z");
+        let status = &bundle["entry"][0]["resource"];
+        assert_eq!(status["parameter"][4]["valueString"], "7");
+        assert_eq!(
+            status["parameter"][0]["valueReference"]["reference"],
+            "https://signpost.example/fhir/Subscription/riverside"
+        );
+        assert_eq!(bundle["entry"][1]["resource"]["id"], "t1");
+    }
+
+    #[test]
+    fn other_messages_and_unnumbered_or_erased_ones_are_sent_as_stored() {
+        for m in [
+            message("referral", "provider:activelives", r#"{"a":1}"#, None),
+            message(
+                "notification",
+                "referrer:riverside",
+                r#"{"old":"bundle"}"#,
+                None,
+            ),
+            message("notification", "referrer:riverside", "", Some(3)),
+        ] {
+            assert_eq!(body(&m, None), m.payload);
+        }
+    }
 }

@@ -58,6 +58,9 @@ pub struct SqlStore<B: Backend> {
     pub(super) writes: Option<mpsc::Sender<group::Write>>,
     pub(super) writer: Pool<B>,
     pub(super) reader: Pool<B>,
+    /// Wakes this process's delivery workers when messages are added
+    /// (see `outbox.rs`).
+    pub(super) wake: Arc<Notify>,
 }
 
 /// Rows of `columns` bound values each that fit one statement: SQLite takes

@@ -31,6 +31,7 @@ macro_rules! impl_deliveries {
                 let mut tx = self.writer.begin().await?;
                 Self::insert_messages(&mut tx, &[&message]).await?;
                 tx.commit().await?;
+                self.wake_workers();
                 Ok(())
             }
 
@@ -78,6 +79,9 @@ macro_rules! impl_deliveries {
                     sqlx::query(announce).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
+                if removed > 0 {
+                    self.wake_workers();
+                }
                 Ok(removed > 0)
             }
 

@@ -20,7 +20,7 @@ use sqlx::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    FinishedAttempt, NewIntake, Recorded, StoreError,
+    AttemptRecord, NewIntake, Recorded, StoreError,
     backend::{Backend, SqlStore},
 };
 
@@ -34,16 +34,13 @@ pub enum Write {
         Box<NewIntake>,
         oneshot::Sender<Result<Recorded, StoreError>>,
     ),
-    Finish(
-        Box<FinishedAttempt>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
+    Finish(Box<AttemptRecord>, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// A copy of a write, to run inside the group's transaction.
 pub enum Job {
     Intake(Box<NewIntake>),
-    Finish(Box<FinishedAttempt>),
+    Finish(Box<AttemptRecord>),
 }
 
 /// A job's result inside the group's transaction, not yet committed.
@@ -53,27 +50,12 @@ pub enum Done {
 }
 
 impl Write {
-    /// Whether the write can be run twice (after a failed group): all
-    /// but those carrying a Task update, whose notification payload is
-    /// built once.
-    pub fn can_run_again(&self) -> bool {
-        match self {
-            Write::Intake(..) => true,
-            Write::Finish(finished, _) => finished.task_update.is_none(),
-        }
-    }
-
-    /// A copy to run inside the group (only for writes that
-    /// [`can_run_again`](Self::can_run_again)).
+    /// A copy to run inside the group (the original answers once the
+    /// group has committed, or runs alone if it did not).
     pub fn copy(&self) -> Job {
         match self {
             Write::Intake(intake, _) => Job::Intake(intake.clone()),
-            Write::Finish(finished, _) => Job::Finish(Box::new(FinishedAttempt {
-                attempt: finished.attempt.clone(),
-                audit: finished.audit.clone(),
-                disposition: finished.disposition.clone(),
-                task_update: None,
-            })),
+            Write::Finish(finished, _) => Job::Finish(finished.clone()),
         }
     }
 
@@ -145,7 +127,7 @@ pub trait Jobs: Backend {
     /// Attempts' outcomes.
     fn finishes_in(
         tx: &mut Transaction<'static, Self>,
-        finished: Vec<FinishedAttempt>,
+        finished: Vec<AttemptRecord>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -161,7 +143,7 @@ macro_rules! impl_jobs {
 
             async fn finishes_in(
                 tx: &mut Transaction<'static, Self>,
-                finished: Vec<FinishedAttempt>,
+                finished: Vec<AttemptRecord>,
             ) -> Result<(), StoreError> {
                 SqlStore::<$db>::finishes_in(tx, finished).await
             }
@@ -203,56 +185,49 @@ impl<B: Jobs> SqlStore<B> {
     }
 }
 
-/// Commit a group. Fast path: every write that can be run again (all but a
-/// dead letter's Task update, whose notification builder runs once) goes
-/// into one transaction with no savepoints, and one commit covers them all.
-/// If any of them fails, or the commit does, the transaction is rolled back
-/// and each is run again alone, in its own transaction, so that each caller
-/// gets its own answer and nothing half-done stays.
+/// Commit a group. Fast path: every write goes into one transaction with no
+/// savepoints, and one commit covers them all. If any of them fails, or the
+/// commit does, the transaction is rolled back and each is run again alone,
+/// in its own transaction, so that each caller gets its own answer and
+/// nothing half-done stays. (Every write is plain data, so it can be run
+/// twice.)
 async fn commit_group<B: Jobs>(writer: &Pool<B>, group: Vec<Write>) {
-    let (plain, alone): (Vec<Write>, Vec<Write>) =
-        group.into_iter().partition(Write::can_run_again);
-    if !plain.is_empty() {
-        let mut tx = match writer.begin().await {
-            Ok(tx) => Some(tx),
+    let mut tx = match writer.begin().await {
+        Ok(tx) => Some(tx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot begin a group commit");
+            None
+        }
+    };
+    // (Copied before the first await: a `&Write` is not `Send`.)
+    let copies: Vec<Job> = group.iter().map(Write::copy).collect();
+    let done = match tx.as_mut() {
+        Some(tx) => jobs_in(tx, copies).await.ok(),
+        None => None,
+    };
+    let committed = match (tx, &done) {
+        (Some(tx), Some(_)) => match tx.commit().await {
+            Ok(()) => true,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot begin a group commit");
-                None
-            }
-        };
-        // (Copied before the first await: a `&Write` is not `Send`.)
-        let copies: Vec<Job> = plain.iter().map(Write::copy).collect();
-        let done = match tx.as_mut() {
-            Some(tx) => jobs_in(tx, copies).await.ok(),
-            None => None,
-        };
-        let committed = match (tx, &done) {
-            (Some(tx), Some(_)) => match tx.commit().await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a group commit failed; running its writes one by one");
-                    false
-                }
-            },
-            (Some(tx), None) => {
-                let _ = tx.rollback().await;
+                tracing::warn!(error = %e, "a group commit failed; running its writes one by one");
                 false
             }
-            (None, _) => false,
-        };
-        if let (true, Some(done)) = (committed, done) {
-            // Only now, with the group on disk, answer.
-            for (write, result) in plain.into_iter().zip(done) {
-                write.answer(result);
-            }
-        } else {
-            for write in plain {
-                commit_alone(writer, write).await;
-            }
+        },
+        (Some(tx), None) => {
+            let _ = tx.rollback().await;
+            false
         }
-    }
-    for write in alone {
-        commit_alone(writer, write).await;
+        (None, _) => false,
+    };
+    if let (true, Some(done)) = (committed, done) {
+        // Only now, with the group on disk, answer.
+        for (write, result) in group.into_iter().zip(done) {
+            write.answer(result);
+        }
+    } else {
+        for write in group {
+            commit_alone(writer, write).await;
+        }
     }
 }
 

@@ -40,8 +40,14 @@ macro_rules! impl_referral_store {
         #[async_trait]
         impl ReferralStore for SqlStore<$db> {
             async fn record_intake(&self, intake: NewIntake) -> Result<Recorded, StoreError> {
-                self.commit(|reply| Write::Intake(Box::new(intake), reply))
-                    .await
+                let adds = !intake.messages.is_empty();
+                let recorded = self
+                    .commit(|reply| Write::Intake(Box::new(intake), reply))
+                    .await?;
+                if adds && matches!(recorded, Recorded::Created(_)) {
+                    self.wake_workers();
+                }
+                Ok(recorded)
             }
 
             async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError> {

@@ -127,16 +127,24 @@ pub trait Outbox: Send + Sync + 'static {
     /// When the next message becomes due (Unix ms), if any is waiting.
     async fn next_due(&self) -> Result<Option<i64>, StoreError>;
 
-    /// Record an attempt and what follows from it.
-    async fn finish_attempt(&self, finished: FinishedAttempt) -> Result<(), StoreError>;
+    /// Record an attempt and write what delivery decided follows from it
+    /// (the message's new state, a Task change), in one transaction.
+    async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError>;
 
     /// Give back the leases a stopping worker holds.
     async fn release_leases(&self, worker: &str) -> Result<(), StoreError>;
 
-    /// Wake `wake` whenever another process (a separate worker or another
-    /// instance) adds outbox messages, where the backend can tell
-    /// (PostgreSQL `LISTEN/NOTIFY`). Returns the listening task, if any.
-    fn watch_outbox(&self, wake: Arc<tokio::sync::Notify>) -> Option<tokio::task::JoinHandle<()>>;
+    /// Notified whenever a write through this store has committed messages
+    /// to send (or let a waiting one go): what delivery workers wait on.
+    /// Every write that adds messages wakes it, in the store, after its
+    /// commit; nothing outside the store needs to.
+    fn wakeups(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Notify [`Outbox::wakeups`] also whenever another process (a
+    /// separate worker or another instance) adds outbox messages, where the
+    /// backend can tell (PostgreSQL `LISTEN/NOTIFY`). Returns the listening
+    /// task, if any.
+    fn watch_outbox(&self) -> Option<tokio::task::JoinHandle<()>>;
 }
 
 /// The outbox as operators see it: messages, attempts, replays, disabled

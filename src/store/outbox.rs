@@ -13,14 +13,14 @@ use sqlx::Transaction;
 use tokio::sync::Notify;
 
 use super::{
-    AttemptRow, AuditRow, Disposition, FinishedAttempt, MessageRow, NewMessage, Outbox, SqlStore,
+    AttemptRecord, AttemptRow, AuditRow, MessageRow, MessageUpdate, NewMessage, Outbox, SqlStore,
     StoreError,
     backend::{Backend, keep_prepared, rows_per_statement},
     group::Write,
 };
 
 const INSERT_MESSAGES: &str = "INSERT INTO outbox \
-    (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of) ";
+    (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of, event_number) ";
 const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts \
     (message_id, attempt, worker, started_at, latency_ms, status_code, error, response_excerpt, outcome) ";
 /// Messages delivered: followed by `WHEN id THEN delivered_at` for each,
@@ -90,9 +90,17 @@ macro_rules! impl_outbox {
                 Ok(at)
             }
 
-            async fn finish_attempt(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
-                self.commit(|reply| Write::Finish(Box::new(finished), reply))
-                    .await
+            async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
+                // A notification was queued, or the next message for this
+                // referral and endpoint may now go.
+                let wake =
+                    record.task_update.is_some() || record.update == MessageUpdate::Delivered;
+                self.commit(|reply| Write::Finish(Box::new(record), reply))
+                    .await?;
+                if wake {
+                    self.wake_workers();
+                }
+                Ok(())
             }
 
             async fn release_leases(&self, worker: &str) -> Result<(), StoreError> {
@@ -103,14 +111,20 @@ macro_rules! impl_outbox {
                 Ok(())
             }
 
-            fn watch_outbox(&self, wake: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>> {
-                <$db as Backend>::watch(&self.writer, wake)
+            fn wakeups(&self) -> Arc<Notify> {
+                self.wake.clone()
+            }
+
+            fn watch_outbox(&self) -> Option<tokio::task::JoinHandle<()>> {
+                <$db as Backend>::watch(&self.writer, self.wake.clone())
             }
         }
 
         impl SqlStore<$db> {
-            /// Add messages inside `tx`, announced (where the backend can)
-            /// when it commits.
+            /// Add messages inside `tx`, announced to other processes
+            /// (where the backend can) when it commits; whoever commits
+            /// `tx` then wakes this process's workers
+            /// ([`SqlStore::wake_workers`]).
             pub(super) async fn insert_messages(
                 tx: &mut Transaction<'static, $db>,
                 messages: &[&NewMessage],
@@ -118,7 +132,7 @@ macro_rules! impl_outbox {
                 if messages.is_empty() {
                     return Ok(());
                 }
-                Self::insert_rows(tx, INSERT_MESSAGES, 8, messages, |mut row, m| {
+                Self::insert_rows(tx, INSERT_MESSAGES, 9, messages, |mut row, m| {
                     row.push_bind(&m.id)
                         .push_bind(&m.referral_id)
                         .push_bind(&m.endpoint)
@@ -127,7 +141,8 @@ macro_rules! impl_outbox {
                         .push_unseparated(", 'pending', 0")
                         .push_bind(m.next_attempt_at)
                         .push_bind(&m.created_at)
-                        .push_bind(&m.replay_of);
+                        .push_bind(&m.replay_of)
+                        .push_bind(m.event_number);
                 })
                 .await?;
                 if let Some(announce) = <$db as Backend>::ANNOUNCE {
@@ -141,13 +156,11 @@ macro_rules! impl_outbox {
             /// it has one, and its audit record.
             pub(super) async fn finishes_in(
                 tx: &mut Transaction<'static, $db>,
-                finished: Vec<FinishedAttempt>,
+                finished: Vec<AttemptRecord>,
             ) -> Result<(), StoreError> {
                 if finished.is_empty() {
                     return Ok(());
                 }
-                // (References to the rows, not to `FinishedAttempt`s, which are
-                // not `Sync`: their notification builders are `Send` only.)
                 let attempts: Vec<&AttemptRow> = finished.iter().map(|f| &f.attempt).collect();
                 Self::insert_rows(tx, INSERT_ATTEMPTS, 9, &attempts, |mut row, a| {
                     row.push_bind(&a.message_id)
@@ -163,7 +176,7 @@ macro_rules! impl_outbox {
                 .await?;
                 let delivered: Vec<&AttemptRow> = finished
                     .iter()
-                    .filter(|f| f.disposition == Disposition::Delivered)
+                    .filter(|f| f.update == MessageUpdate::Delivered)
                     .map(|f| &f.attempt)
                     .collect();
                 for chunk in delivered.chunks(rows_per_statement(3)) {
@@ -189,35 +202,32 @@ macro_rules! impl_outbox {
                 Self::insert_audit(tx, &audits).await?;
                 for f in finished {
                     let a = &f.attempt;
-                    let error = a
-                        .error
-                        .clone()
-                        .or_else(|| a.status_code.map(|code| format!("answered {code}")));
-                    match &f.disposition {
-                        Disposition::Delivered => {}
-                        Disposition::Retry { next_attempt_at } => {
+                    let error = &f.last_error;
+                    match &f.update {
+                        MessageUpdate::Delivered => {}
+                        MessageUpdate::PendingUntil(next_attempt_at) => {
                             sqlx::query(MESSAGE_RETRY)
                                 .bind(&a.message_id)
                                 .bind(next_attempt_at)
-                                .bind(&error)
+                                .bind(error)
                                 .execute(&mut **tx)
                                 .await?;
                         }
-                        Disposition::Dead => {
+                        MessageUpdate::Dead => {
                             sqlx::query(MESSAGE_DEAD)
                                 .bind(&a.message_id)
-                                .bind(&error)
+                                .bind(error)
                                 .execute(&mut **tx)
                                 .await?;
                         }
-                        Disposition::DisableEndpoint {
+                        MessageUpdate::EndpointDisabled {
                             reason,
-                            next_attempt_at,
+                            pending_until,
                         } => {
                             sqlx::query(MESSAGE_RETRY)
                                 .bind(&a.message_id)
-                                .bind(next_attempt_at)
-                                .bind(&error)
+                                .bind(pending_until)
+                                .bind(error)
                                 .execute(&mut **tx)
                                 .await?;
                             let endpoint: (String,) =
@@ -241,6 +251,16 @@ macro_rules! impl_outbox {
             }
         }
     };
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// Wake this process's delivery workers: called once a transaction that
+    /// added messages (or freed one to go) has committed, and only then, so
+    /// that a woken worker finds them. (Other processes hear of it from
+    /// [`Backend::ANNOUNCE`], sent with the transaction.)
+    pub(super) fn wake_workers(&self) {
+        self.wake.notify_one();
+    }
 }
 
 impl_outbox!(sqlx::Sqlite);

@@ -36,6 +36,7 @@ impl SqlStore<Postgres> {
             writes: None,
             writer: pool.clone(),
             reader: pool,
+            wake: Arc::new(Notify::new()),
         })
     }
 }

@@ -69,6 +69,9 @@ pub struct NewMessage {
     pub next_attempt_at: i64,
     /// The message this one replays, if it is a replay.
     pub replay_of: Option<String>,
+    /// A notification's event number (set by the store for a new one; kept
+    /// by a replay).
+    pub event_number: Option<i64>,
 }
 
 /// An outbox message as stored.
@@ -92,6 +95,8 @@ pub struct MessageRow {
     pub delivered_at: Option<String>,
     pub last_error: Option<String>,
     pub replay_of: Option<String>,
+    /// A notification's number among its referrer's events.
+    pub event_number: Option<i64>,
 }
 
 /// One delivery attempt, as recorded.
@@ -112,30 +117,30 @@ pub struct AttemptRow {
     pub outcome: String,
 }
 
-/// What to do with a message after an attempt.
+/// What an attempt leaves the message as: decided by delivery (its
+/// policy), written by the store as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
+pub enum MessageUpdate {
+    /// Delivered: the next message for its referral and endpoint may go.
     Delivered,
-    /// Try again at this Unix millisecond.
-    Retry {
-        next_attempt_at: i64,
-    },
+    /// Still pending, not to be sent before this Unix millisecond.
+    PendingUntil(i64),
     /// No more attempts: dead letter.
     Dead,
-    /// The endpoint answered 410 Gone: disable it; the message waits (from
-    /// `next_attempt_at`) until an operator re-enables the endpoint.
-    DisableEndpoint {
-        reason: String,
-        next_attempt_at: i64,
-    },
+    /// Still pending (from this Unix millisecond), and its endpoint
+    /// disabled, for `reason`, until an operator re-enables it.
+    EndpointDisabled { reason: String, pending_until: i64 },
 }
 
-/// An attempt's record and its consequence, stored in one transaction.
-pub struct FinishedAttempt {
+/// An attempt's record and what follows from it, stored in one transaction.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
     pub attempt: AttemptRow,
     /// The attempt's audit record, written with it.
     pub audit: AuditRow,
-    pub disposition: Disposition,
+    pub update: MessageUpdate,
+    /// The message's `last_error` unless delivered.
+    pub last_error: Option<String>,
     /// A Task change caused by this attempt (a dead-lettered referral shows
     /// "delivery failed").
     pub task_update: Option<TaskUpdate>,
@@ -143,14 +148,15 @@ pub struct FinishedAttempt {
 
 /// A new version of a Task, applied only if the stored Task is still at
 /// `expected_version` (otherwise [`StoreError::Conflict`](super::StoreError::Conflict)).
+#[derive(Debug, Clone)]
 pub struct TaskUpdate {
     pub task: TaskRow,
     pub expected_version: i64,
     pub from_status: String,
     pub actor: String,
     pub reason: Option<String>,
-    /// The notification to the referrer, built once its event number is
-    /// known (numbers are allocated inside the transaction).
+    /// The notification to the referrer: the store numbers it (the
+    /// referrer's next event number, allocated in the same transaction).
     pub notification: Option<Notification>,
     /// A new version of the referral (a cancellation), applied only if the
     /// stored one is at `version_id - 1`.
@@ -159,13 +165,21 @@ pub struct TaskUpdate {
     pub messages: Vec<NewMessage>,
 }
 
-/// A Subscriptions notification to a referrer, waiting for its event number.
+impl TaskUpdate {
+    /// Whether applying it queues messages.
+    pub(super) fn adds_messages(&self) -> bool {
+        self.notification.is_some() || !self.messages.is_empty()
+    }
+}
+
+/// A Subscriptions notification to a referrer, waiting for its event
+/// number: the message's payload is the Task it carries; the Bundle is
+/// built from it and the number when it is sent
+/// ([`crate::referrals::notification::body`]).
+#[derive(Debug, Clone)]
 pub struct Notification {
     pub referrer_id: String,
-    /// Everything but the payload.
     pub message: NewMessage,
-    /// Builds the payload from the event number.
-    pub payload: Box<dyn FnOnce(i64) -> String + Send>,
 }
 
 /// A provider status callback, as received.

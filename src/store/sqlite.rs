@@ -80,6 +80,7 @@ impl SqlStore<Sqlite> {
             writes: Some(Self::start_writer(writer.clone())),
             writer,
             reader,
+            wake: Arc::new(Notify::new()),
         })
     }
 }

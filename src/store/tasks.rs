@@ -70,9 +70,13 @@ macro_rules! impl_task_events {
             }
 
             async fn update_task(&self, update: TaskUpdate) -> Result<(), StoreError> {
+                let adds = update.adds_messages();
                 let mut tx = self.writer.begin().await?;
                 Self::apply_update(&mut tx, update).await?;
                 tx.commit().await?;
+                if adds {
+                    self.wake_workers();
+                }
                 Ok(())
             }
 
@@ -102,10 +106,14 @@ macro_rules! impl_task_events {
                     tx.commit().await?;
                     return Ok(CallbackApplied::Duplicate(first));
                 }
+                let adds = update.as_ref().is_some_and(TaskUpdate::adds_messages);
                 if let Some(update) = update {
                     Self::apply_update(&mut tx, update).await?;
                 }
                 tx.commit().await?;
+                if adds {
+                    self.wake_workers();
+                }
                 Ok(CallbackApplied::Applied)
             }
 
@@ -188,7 +196,7 @@ macro_rules! impl_task_events {
                         .fetch_one(&mut **tx)
                         .await?;
                     let mut message = notification.message;
-                    message.payload = (notification.payload)(number);
+                    message.event_number = Some(number);
                     messages.push(message);
                 }
                 Self::insert_messages(tx, &messages.iter().collect::<Vec<_>>()).await
