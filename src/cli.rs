@@ -333,9 +333,9 @@ async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Resu
                     "deliveries replay"
                 },
                 Some(format!("outbox/{id}")),
-                replayed.as_ref().ok().map(|m| m.referral_id.clone()),
+                replayed.as_ref().ok().map(|m| m.referral_id.to_string()),
                 match &replayed {
-                    Ok(message) => &message.id,
+                    Ok(message) => message.id.as_str(),
                     Err(_) => "refused",
                 },
             )

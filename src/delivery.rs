@@ -28,8 +28,13 @@ use url::Url;
 
 use crate::{
     config::{Config, DeliveryConfig},
-    referrals::{Referrals, lifecycle::KIND_NOTIFICATION, notification},
-    store::{AttemptRecord, AttemptRow, AuditRow, MessageRow, MessageUpdate, Outbox, StoreError},
+    domain::{Endpoint, MessageKind},
+    referrals::{
+        Referrals,
+        model::{Attempt, OutboxMessage},
+        notification,
+    },
+    store::{AttemptRecord, AuditRow, MessageUpdate, Outbox, StoreError},
     webhooks::SigningKeys,
 };
 
@@ -233,25 +238,27 @@ impl Worker {
         }
     }
 
-    fn target(&self, endpoint: &str) -> Option<Target<'_>> {
+    fn target(&self, endpoint: &Endpoint) -> Option<Target<'_>> {
         let config = &self.inner.config;
-        let (url, content_type) = match endpoint.split_once(':')? {
-            ("provider", id) => (&config.providers.get(id)?.intake_url, "application/json"),
-            ("referrer", id) => (
-                &config.referrers.get(id)?.callback_url,
+        let (url, content_type) = match endpoint {
+            Endpoint::Provider(id) => (
+                &config.providers.get(id.as_str())?.intake_url,
+                "application/json",
+            ),
+            Endpoint::Referrer(id) => (
+                &config.referrers.get(id.as_str())?.callback_url,
                 "application/fhir+json",
             ),
-            _ => return None,
         };
         Some(Target {
             url,
-            keys: self.inner.keys.get(endpoint)?,
+            keys: self.inner.keys.get(&endpoint.to_string())?,
             content_type,
         })
     }
 
     /// One attempt at one message, recorded with its consequence.
-    async fn deliver(&self, message: MessageRow, slot: Slot) {
+    async fn deliver(&self, message: OutboxMessage, slot: Slot) {
         let started_at = Utc::now();
         let clock = Instant::now();
         let answer = match self.target(&message.endpoint) {
@@ -299,7 +306,9 @@ impl Worker {
                 }
             }
         };
-        self.inner.metrics.attempt(&message.endpoint, outcome, took);
+        self.inner
+            .metrics
+            .attempt(&message.endpoint.to_string(), outcome, took);
         let last_error = answer
             .error
             .clone()
@@ -316,7 +325,7 @@ impl Worker {
             error = answer.error.as_deref(),
             "delivery attempt"
         );
-        let attempt = AttemptRow {
+        let attempt = Attempt {
             id: 0,
             message_id: message.id.clone(),
             attempt: attempt_number,
@@ -330,13 +339,14 @@ impl Worker {
         };
         // A dead-lettered message to a provider shows on the Task (and so
         // reaches the referrer); a dead notification to the referrer cannot.
-        let shows_on_task = update == MessageUpdate::Dead && message.kind != KIND_NOTIFICATION;
+        let shows_on_task =
+            update == MessageUpdate::Dead && message.kind != MessageKind::Notification;
         for _ in 0..8 {
             let task_update = if shows_on_task {
                 match self
                     .inner
                     .referrals
-                    .delivery_failed_update(&message.referral_id)
+                    .delivery_failed_update(message.referral_id.as_str())
                     .await
                 {
                     Ok(update) => update,
@@ -361,7 +371,7 @@ impl Worker {
                     request_id: None,
                     action: format!("deliver {} to {}", message.kind, message.endpoint),
                     resource: Some(format!("outbox/{}", message.id)),
-                    referral_id: Some(message.referral_id.clone()),
+                    referral_id: Some(message.referral_id.to_string()),
                     outcome: match answer.status {
                         Some(status) => format!("{outcome} ({status})"),
                         None => outcome.to_owned(),
@@ -382,7 +392,7 @@ impl Worker {
     }
 
     /// POST the message, signed, and read the start of the answer.
-    async fn post(&self, target: &Target<'_>, message: &MessageRow) -> Answer {
+    async fn post(&self, target: &Target<'_>, message: &OutboxMessage) -> Answer {
         let now = Utc::now();
         let timestamp = now.timestamp();
         let base = self
@@ -393,13 +403,13 @@ impl Worker {
             .map(|b| format!("{b}/fhir"));
         let payload = notification::body(message, base.as_deref());
         let body = payload.as_bytes();
-        let signature = target.keys.sign(&message.id, timestamp, body, now);
+        let signature = target.keys.sign(message.id.as_str(), timestamp, body, now);
         let sent = self
             .inner
             .client
             .post(target.url.clone())
             .header(CONTENT_TYPE, target.content_type)
-            .header("webhook-id", &message.id)
+            .header("webhook-id", message.id.as_str())
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(payload)

@@ -245,7 +245,7 @@ impl Metrics {
         self.outbox_oldest_seconds.clear();
         self.dead_letters.clear();
         for stats in outbox {
-            let endpoint = labels([("endpoint", &stats.endpoint)]);
+            let endpoint = labels([("endpoint", &stats.endpoint.to_string())]);
             self.outbox_pending
                 .get_or_create(&endpoint)
                 .set(stats.pending);

@@ -47,6 +47,13 @@ impl From<ReferrerId> for Endpoint {
 
 stored_as_text!(Endpoint);
 
+/// Serialised as its text (`provider:<id>`), as the admin API shows it.
+impl serde::Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

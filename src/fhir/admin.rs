@@ -13,11 +13,9 @@ use serde_json::{Value, json};
 
 use super::{AppState, FhirError};
 use crate::{
+    domain::{Endpoint, ProviderId},
     outcome::{Issue, IssueCode},
-    referrals::{
-        deliveries::{Replay, message_json},
-        provider_endpoint,
-    },
+    referrals::deliveries::{Replay, message_json},
     store::MessageFilter,
 };
 
@@ -47,11 +45,20 @@ pub fn message_filter(params: &HashMap<String, String>) -> Result<MessageFilter,
     };
     for (key, value) in params {
         match key.as_str() {
-            "state" if ["pending", "delivered", "dead"].contains(&value.as_str()) => {
-                filter.state = Some(value.clone());
+            "state" => {
+                filter.state = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad("state is pending, delivered or dead".into()))?,
+                );
             }
-            "state" => return Err(bad("state is pending, delivered or dead".into())),
-            "provider" => filter.endpoint = Some(provider_endpoint(value)),
+            // (Text that is no provider id names no endpoint, so no message.)
+            "provider" => {
+                filter.endpoint = Some(match value.parse::<ProviderId>() {
+                    Ok(id) => Endpoint::Provider(id).to_string(),
+                    Err(_) => String::new(),
+                });
+            }
             "endpoint" => filter.endpoint = Some(value.clone()),
             "referral" => {
                 let id = value.strip_prefix("ServiceRequest/").unwrap_or(value);

@@ -15,9 +15,10 @@ use axum::{
 use super::{AppState, FHIR_JSON, FhirError, request::LimitedBody};
 use crate::{
     audit::AuditActor,
+    domain::Endpoint,
     limits,
     outcome::{Issue, IssueCode, Severity, operation_outcome},
-    referrals::{lifecycle::CallbackOutcome, provider_endpoint},
+    referrals::lifecycle::CallbackOutcome,
 };
 
 /// `POST /providers/{provider_id}/status`.
@@ -32,10 +33,8 @@ pub async fn status(
     if !app.config.providers.contains_key(&provider_id) {
         return Err(unknown());
     }
-    let keys = app
-        .keys
-        .get(&provider_endpoint(&provider_id))
-        .ok_or_else(unknown)?;
+    let endpoint = Endpoint::Provider(provider_id.parse().map_err(|_| unknown())?);
+    let keys = app.keys.get(&endpoint.to_string()).ok_or_else(unknown)?;
     let webhook_id = match keys.verify(&headers, &body, chrono::Utc::now()) {
         Ok(id) => id,
         Err(e) => {

@@ -8,9 +8,13 @@ use serde_json::{Value, json};
 
 use super::{
     Referrals,
-    lifecycle::{ChangeError, KIND_CANCEL, KIND_REFERRAL, new_message},
+    lifecycle::{ChangeError, new_message},
+    model::{Attempt, OutboxMessage},
 };
-use crate::store::{AttemptRow, DisabledEndpoint, MessageFilter, MessageRow, StoreError};
+use crate::{
+    domain::{Endpoint, MessageId, MessageKind, MessageState},
+    store::{DisabledEndpoint, MessageFilter, StoreError},
+};
 
 /// How a message is replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +28,7 @@ pub enum Replay {
 
 impl Referrals {
     /// Messages matching `filter`, newest first.
-    pub async fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>, StoreError> {
+    pub async fn messages(&self, filter: &MessageFilter) -> Result<Vec<OutboxMessage>, StoreError> {
         self.store.messages(filter).await
     }
 
@@ -32,24 +36,30 @@ impl Referrals {
     pub async fn message(
         &self,
         id: &str,
-    ) -> Result<Option<(MessageRow, Vec<AttemptRow>)>, StoreError> {
-        let Some(message) = self.store.message(id).await? else {
+    ) -> Result<Option<(OutboxMessage, Vec<Attempt>)>, StoreError> {
+        // (Text that is no message id names no message.)
+        let Ok(id) = id.parse::<MessageId>() else {
             return Ok(None);
         };
-        let attempts = self.store.attempts(id).await?;
+        let Some(message) = self.store.message(&id).await? else {
+            return Ok(None);
+        };
+        let attempts = self.store.attempts(&id).await?;
         Ok(Some((message, attempts)))
     }
 
     /// Queue a dead-lettered or delivered message again, as a new message
     /// (its own `webhook-id`, `replay_of` naming the original) after any
     /// message still pending for the same referral and endpoint.
-    pub async fn replay(&self, id: &str, how: Replay) -> Result<MessageRow, ChangeError> {
+    pub async fn replay(&self, id: &str, how: Replay) -> Result<OutboxMessage, ChangeError> {
+        let not_found = || ChangeError::NotFound(format!("no message {id}"));
+        let message_id: MessageId = id.parse().map_err(|_| not_found())?;
         let original = self
             .store
-            .message(id)
+            .message(&message_id)
             .await?
-            .ok_or_else(|| ChangeError::NotFound(format!("no message {id}")))?;
-        if original.state == "pending" {
+            .ok_or_else(not_found)?;
+        if original.state == MessageState::Pending {
             return Err(ChangeError::Conflict(format!(
                 "message {id} is still pending; only a delivered or dead-lettered message can be replayed"
             )));
@@ -61,8 +71,8 @@ impl Referrals {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut message = new_message(
             &original.referral_id,
-            &original.endpoint,
-            &original.kind,
+            original.endpoint.clone(),
+            original.kind,
             payload,
             &now,
         );
@@ -79,21 +89,24 @@ impl Referrals {
     }
 
     /// The payload a provider message would have with the current mapping.
-    async fn remap(&self, original: &MessageRow) -> Result<String, ChangeError> {
+    async fn remap(&self, original: &OutboxMessage) -> Result<String, ChangeError> {
         let unprocessable = |text: String| ChangeError::Unprocessable(text);
-        let provider = original
-            .endpoint
-            .strip_prefix("provider:")
-            .filter(|_| [KIND_REFERRAL, KIND_CANCEL].contains(&original.kind.as_str()))
-            .ok_or_else(|| {
-                unprocessable(
-                    "only messages to providers can be re-mapped; replay notifications as sent"
-                        .into(),
-                )
-            })?;
+        let provider = match &original.endpoint {
+            Endpoint::Provider(provider)
+                if [MessageKind::Referral, MessageKind::Cancel].contains(&original.kind) =>
+            {
+                Some(provider.as_str())
+            }
+            _ => None,
+        }
+        .ok_or_else(|| {
+            unprocessable(
+                "only messages to providers can be re-mapped; replay notifications as sent".into(),
+            )
+        })?;
         let referral = self
             .store
-            .referral(&original.referral_id)
+            .referral(original.referral_id.as_str())
             .await?
             .ok_or_else(|| {
                 ChangeError::NotFound(format!("no referral {}", original.referral_id))
@@ -116,7 +129,7 @@ impl Referrals {
                     .join("; "),
             )
         };
-        let payload = if original.kind == KIND_REFERRAL {
+        let payload = if original.kind == MessageKind::Referral {
             mapping.translate(&resource).map_err(joined)?
         } else {
             mapping
@@ -157,7 +170,11 @@ impl Referrals {
 
     /// Send to `endpoint` again; its waiting messages go at once.
     pub async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
-        let enabled = self.store.enable_endpoint(endpoint).await?;
+        // (Text that names no endpoint names no disabled one.)
+        let Ok(parsed) = endpoint.parse::<Endpoint>() else {
+            return Ok(false);
+        };
+        let enabled = self.store.enable_endpoint(&parsed).await?;
         if enabled {
             tracing::info!(endpoint, "endpoint re-enabled");
         }
@@ -167,7 +184,7 @@ impl Referrals {
 
 /// A message as operators see it (the payload included: operators may need
 /// it to diagnose a refusal; it is never logged).
-pub fn message_json(message: &MessageRow, attempts: Option<&[AttemptRow]>) -> Value {
+pub fn message_json(message: &OutboxMessage, attempts: Option<&[Attempt]>) -> Value {
     let mut value = json!({
         "id": message.id,
         "referral": format!("ServiceRequest/{}", message.referral_id),

@@ -8,21 +8,17 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{
-    Referrals, provider_endpoint, referrer_endpoint,
+    Referrals,
+    model::NewMessage,
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
+    domain::{Endpoint, MessageId, MessageKind, ProviderId, ReferralId, ReferrerId},
     outcome::{Issue, IssueCode},
     store::{
-        CallbackApplied, InboundRow, NewMessage, Notification, ReferralRow, StoreError, TaskRow,
-        TaskUpdate,
+        CallbackApplied, InboundRow, Notification, ReferralRow, StoreError, TaskRow, TaskUpdate,
     },
 };
-
-/// Outbox message kinds.
-pub const KIND_REFERRAL: &str = "referral";
-pub const KIND_CANCEL: &str = "cancel";
-pub const KIND_NOTIFICATION: &str = "notification";
 
 /// How often a change is retried when another one to the same Task won the
 /// race (optimistic concurrency).
@@ -30,28 +26,23 @@ const CONFLICT_RETRIES: usize = 8;
 
 /// A new outbox message, due now.
 pub fn new_message(
-    referral_id: &str,
-    endpoint: &str,
-    kind: &str,
+    referral_id: &ReferralId,
+    endpoint: Endpoint,
+    kind: MessageKind,
     payload: String,
     now: &str,
 ) -> NewMessage {
     NewMessage {
-        id: new_message_id(),
-        referral_id: referral_id.to_owned(),
-        endpoint: endpoint.to_owned(),
-        kind: kind.to_owned(),
+        id: MessageId::generate(),
+        referral_id: referral_id.clone(),
+        endpoint,
+        kind,
         payload,
         created_at: now.to_owned(),
         next_attempt_at: Utc::now().timestamp_millis(),
         replay_of: None,
         event_number: None,
     }
-}
-
-/// A Standard Webhooks message id: `msg_` and a time-ordered UUID.
-pub fn new_message_id() -> String {
-    format!("msg_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// Why a Task change was refused.
@@ -120,9 +111,9 @@ impl Referrals {
         let notification = Notification {
             referrer_id: referral.referrer_id.clone(),
             message: new_message(
-                &referral.id,
-                &referrer_endpoint(&referral.referrer_id),
-                KIND_NOTIFICATION,
+                &stored_id::<ReferralId>(&referral.id)?,
+                Endpoint::Referrer(stored_id::<ReferrerId>(&referral.referrer_id)?),
+                MessageKind::Notification,
                 next.to_string(),
                 &now,
             ),
@@ -389,9 +380,9 @@ impl Referrals {
                 })?;
                 if let Some(payload) = payload {
                     update.messages.push(new_message(
-                        &referral.id,
-                        &provider_endpoint(provider_id),
-                        KIND_CANCEL,
+                        &stored_id::<ReferralId>(&referral.id)?,
+                        Endpoint::Provider(stored_id::<ProviderId>(provider_id)?),
+                        MessageKind::Cancel,
                         payload.to_string(),
                         &now,
                     ));
@@ -430,6 +421,13 @@ impl Referrals {
             Err(_) => Ok(None),
         }
     }
+}
+
+/// An id read back from the store, typed. (Stored ids were checked when
+/// they entered, so this fails only on a damaged database.)
+fn stored_id<T: std::str::FromStr>(text: &str) -> Result<T, ChangeError> {
+    text.parse()
+        .map_err(|_| ChangeError::Unprocessable(format!("stored id {text:?} is malformed")))
 }
 
 fn duplicate(first: InboundRow) -> CallbackOutcome {

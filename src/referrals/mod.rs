@@ -6,6 +6,7 @@
 pub mod canonical;
 pub mod deliveries;
 pub mod lifecycle;
+pub mod model;
 pub mod notification;
 pub mod task;
 
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{
     config::Config,
+    domain::{Endpoint, MessageKind, ProviderId, ReferralId, TaskId},
     mapping::MappingSet,
     outcome::{Issue, IssueCode},
     store::{NewIntake, Recorded, ReferralRow, Store, StoreError, TaskRow},
@@ -229,10 +231,14 @@ impl Referrals {
             }
         }
 
-        let referral_id = uuid::Uuid::now_v7().to_string();
-        let task_id = uuid::Uuid::now_v7().to_string();
+        let referral_id = ReferralId::generate();
+        let task_id = TaskId::generate().to_string();
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let resource = with_server_identity(referral.canonical.apply(document), &referral_id, &now);
+        let resource = with_server_identity(
+            referral.canonical.apply(document),
+            referral_id.as_str(),
+            &now,
+        );
 
         // Route and map now, so that a referral the provider could not take
         // is refused here rather than accepted and never delivered.
@@ -271,10 +277,19 @@ impl Referrals {
             .providers
             .get(&mapping.provider)
             .and_then(|p| p.name.clone());
+        let provider_id: ProviderId = mapping.provider.parse().map_err(|_| {
+            refuse(vec![Issue::error(
+                IssueCode::BusinessRule,
+                format!(
+                    "mapping provider {:?} is not a valid provider id",
+                    mapping.provider
+                ),
+            )])
+        })?;
 
         let task = task::new_task(&task::NewTask {
             id: &task_id,
-            referral_id: &referral_id,
+            referral_id: referral_id.as_str(),
             nhs_number: &referral.nhs_number,
             requester_ods: &referral.ods_code,
             owner: Some(task::Owner {
@@ -285,7 +300,7 @@ impl Referrals {
         });
         let intake = NewIntake {
             referral: ReferralRow {
-                id: referral_id.clone(),
+                id: referral_id.to_string(),
                 referrer_id: referrer.id.clone(),
                 identifier_system: referral.identifier_system.clone(),
                 identifier_value: referral.identifier_value.clone(),
@@ -297,7 +312,7 @@ impl Referrals {
             },
             task: TaskRow {
                 id: task_id,
-                referral_id: referral_id.clone(),
+                referral_id: referral_id.to_string(),
                 status: task::TaskStatus::Requested.as_str().into(),
                 version_id: 1,
                 last_updated: now.clone(),
@@ -306,8 +321,8 @@ impl Referrals {
             actor: format!("referrer:{}", referrer.id),
             messages: vec![lifecycle::new_message(
                 &referral_id,
-                &provider_endpoint(&mapping.provider),
-                lifecycle::KIND_REFERRAL,
+                Endpoint::Provider(provider_id),
+                MessageKind::Referral,
                 payload.to_string(),
                 &now,
             )],
@@ -388,16 +403,6 @@ impl Referrals {
             .tasks_updated_since(since, referrer_id, limit)
             .await
     }
-}
-
-/// The outbox endpoint name of a provider's intake URL.
-pub fn provider_endpoint(provider_id: &str) -> String {
-    format!("provider:{provider_id}")
-}
-
-/// The outbox endpoint name of a referrer's callback URL.
-pub fn referrer_endpoint(referrer_id: &str) -> String {
-    format!("referrer:{referrer_id}")
 }
 
 /// The resource with the server's `id` and `meta.versionId`/`lastUpdated`,

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     domain::{Endpoint, MessageKind},
-    store::MessageRow,
+    referrals::model::OutboxMessage,
 };
 
 /// The topic every referrer is subscribed to.
@@ -25,12 +25,10 @@ const NOTIFICATION_PROFILE: &str = "http://hl7.org/fhir/uv/subscriptions-backpor
 /// otherwise the payload as stored. The Bundle's and its status's ids are
 /// the message's own UUID, so every attempt (and every read) sends the same
 /// bytes.
-pub fn body(message: &MessageRow, base: Option<&str>) -> String {
-    let (Ok(MessageKind::Notification), Ok(Endpoint::Referrer(referrer)), Some(number)) = (
-        message.kind.parse::<MessageKind>(),
-        message.endpoint.parse::<Endpoint>(),
-        message.event_number,
-    ) else {
+pub fn body(message: &OutboxMessage, base: Option<&str>) -> String {
+    let (MessageKind::Notification, Endpoint::Referrer(referrer), Some(number)) =
+        (message.kind, &message.endpoint, message.event_number)
+    else {
         return message.payload.clone();
     };
     let Ok(task) = serde_json::from_str::<Value>(&message.payload) else {
@@ -39,6 +37,7 @@ pub fn body(message: &MessageRow, base: Option<&str>) -> String {
     };
     let id = message
         .id
+        .as_str()
         .strip_prefix("msg_")
         .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
         .unwrap_or_else(uuid::Uuid::now_v7);
@@ -118,16 +117,17 @@ pub fn bundle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::MessageState;
 
-    fn message(kind: &str, endpoint: &str, payload: &str, number: Option<i64>) -> MessageRow {
-        MessageRow {
+    fn message(kind: &str, endpoint: &str, payload: &str, number: Option<i64>) -> OutboxMessage {
+        OutboxMessage {
             seq: 1,
-            id: "msg_0190a3b2c4d5e6f708192a3b4c5d6e7f".into(),
-            referral_id: "r1".into(),
-            endpoint: endpoint.into(),
-            kind: kind.into(),
+            id: "msg_0190a3b2c4d5e6f708192a3b4c5d6e7f".parse().unwrap(),
+            referral_id: "r1".parse().unwrap(),
+            endpoint: endpoint.parse().unwrap(),
+            kind: kind.parse().unwrap(),
             payload: payload.into(),
-            state: "pending".into(),
+            state: MessageState::Pending,
             attempts: 0,
             next_attempt_at: 0,
             lease_owner: None,

@@ -5,9 +5,10 @@
 use async_trait::async_trait;
 
 use super::{
-    AttemptRow, Deliveries, DisabledEndpoint, MessageFilter, MessageRow, NewMessage, OutboxStats,
-    SqlStore, StoreError, backend::Backend,
+    Attempt, AttemptRow, Deliveries, DisabledEndpoint, MessageFilter, MessageRow, NewMessage,
+    OutboxMessage, OutboxStats, SqlStore, StoreError, backend::Backend,
 };
+use crate::domain::{Endpoint, MessageId};
 
 const SELECT_MESSAGES: &str = "SELECT * FROM outbox \
     WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
@@ -38,28 +39,31 @@ macro_rules! impl_deliveries {
             async fn messages(
                 &self,
                 filter: &MessageFilter,
-            ) -> Result<Vec<MessageRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_MESSAGES)
-                    .bind(&filter.state)
+            ) -> Result<Vec<OutboxMessage>, StoreError> {
+                let rows: Vec<MessageRow> = sqlx::query_as(SELECT_MESSAGES)
+                    .bind(filter.state)
                     .bind(&filter.endpoint)
                     .bind(&filter.referral_id)
                     .bind(filter.limit)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(OutboxMessage::from).collect())
             }
 
-            async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_MESSAGE)
+            async fn message(&self, id: &MessageId) -> Result<Option<OutboxMessage>, StoreError> {
+                let row: Option<MessageRow> = sqlx::query_as(SELECT_MESSAGE)
                     .bind(id)
                     .fetch_optional(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(row.map(OutboxMessage::from))
             }
 
-            async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_ATTEMPTS)
+            async fn attempts(&self, message_id: &MessageId) -> Result<Vec<Attempt>, StoreError> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(SELECT_ATTEMPTS)
                     .bind(message_id)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(Attempt::from).collect())
             }
 
             async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
@@ -68,7 +72,7 @@ macro_rules! impl_deliveries {
                     .await?)
             }
 
-            async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
+            async fn enable_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 let removed = sqlx::query(ENABLE_ENDPOINT)
                     .bind(endpoint)
@@ -86,10 +90,10 @@ macro_rules! impl_deliveries {
             }
 
             async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError> {
-                let pending: Vec<(String, i64, String)> = sqlx::query_as(PENDING_BY_ENDPOINT)
+                let pending: Vec<(Endpoint, i64, String)> = sqlx::query_as(PENDING_BY_ENDPOINT)
                     .fetch_all(&self.reader)
                     .await?;
-                let dead: Vec<(String, i64)> = sqlx::query_as(DEAD_BY_ENDPOINT)
+                let dead: Vec<(Endpoint, i64)> = sqlx::query_as(DEAD_BY_ENDPOINT)
                     .fetch_all(&self.reader)
                     .await?;
                 Ok(OutboxStats::combine(pending, dead))

@@ -31,6 +31,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::domain::{Endpoint, MessageId};
+pub use crate::referrals::model::{Attempt, NewMessage, OutboxMessage};
+
 pub use self::{
     backend::{Backend, SqlStore},
     postgres::PostgresStore,
@@ -122,7 +125,7 @@ pub trait Outbox: Send + Sync + 'static {
         now: i64,
         lease_until: i64,
         limit: i64,
-    ) -> Result<Vec<MessageRow>, StoreError>;
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
 
     /// When the next message becomes due (Unix ms), if any is waiting.
     async fn next_due(&self) -> Result<Option<i64>, StoreError>;
@@ -155,19 +158,19 @@ pub trait Deliveries: Send + Sync + 'static {
     async fn insert_message(&self, message: NewMessage) -> Result<(), StoreError>;
 
     /// Messages, newest first.
-    async fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>, StoreError>;
+    async fn messages(&self, filter: &MessageFilter) -> Result<Vec<OutboxMessage>, StoreError>;
 
     /// One message by id.
-    async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError>;
+    async fn message(&self, id: &MessageId) -> Result<Option<OutboxMessage>, StoreError>;
 
     /// Every attempt to deliver a message, first first.
-    async fn attempts(&self, message_id: &str) -> Result<Vec<AttemptRow>, StoreError>;
+    async fn attempts(&self, message_id: &MessageId) -> Result<Vec<Attempt>, StoreError>;
 
     /// Endpoints disabled by a `410 Gone`.
     async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError>;
 
     /// Re-enable an endpoint; `false` if it was not disabled.
-    async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError>;
+    async fn enable_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
 
     /// Per endpoint: undelivered messages, the oldest one's creation time,
     /// and dead letters (for `GET /metrics`).

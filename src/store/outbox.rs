@@ -13,8 +13,8 @@ use sqlx::Transaction;
 use tokio::sync::Notify;
 
 use super::{
-    AttemptRecord, AttemptRow, AuditRow, MessageRow, MessageUpdate, NewMessage, Outbox, SqlStore,
-    StoreError,
+    Attempt, AttemptRecord, AuditRow, MessageRow, MessageUpdate, NewMessage, Outbox, OutboxMessage,
+    SqlStore, StoreError,
     backend::{Backend, keep_prepared, rows_per_statement},
     group::Write,
 };
@@ -70,18 +70,19 @@ macro_rules! impl_outbox {
                 now: i64,
                 lease_until: i64,
                 limit: i64,
-            ) -> Result<Vec<MessageRow>, StoreError> {
+            ) -> Result<Vec<OutboxMessage>, StoreError> {
                 static CLAIM_SQL: LazyLock<String> = LazyLock::new(claim_sql::<$db>);
-                let mut rows: Vec<MessageRow> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(CLAIM_SQL.as_str()))
-                        .bind(worker)
-                        .bind(lease_until)
-                        .bind(now)
-                        .bind(limit)
-                        .fetch_all(&self.writer)
-                        .await?;
-                rows.sort_by_key(|m| m.seq);
-                Ok(rows)
+                let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(CLAIM_SQL.as_str()))
+                    .bind(worker)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.writer)
+                    .await?;
+                let mut messages: Vec<OutboxMessage> =
+                    rows.into_iter().map(OutboxMessage::from).collect();
+                messages.sort_by_key(|m| m.seq);
+                Ok(messages)
             }
 
             async fn next_due(&self) -> Result<Option<i64>, StoreError> {
@@ -161,7 +162,7 @@ macro_rules! impl_outbox {
                 if finished.is_empty() {
                     return Ok(());
                 }
-                let attempts: Vec<&AttemptRow> = finished.iter().map(|f| &f.attempt).collect();
+                let attempts: Vec<&Attempt> = finished.iter().map(|f| &f.attempt).collect();
                 Self::insert_rows(tx, INSERT_ATTEMPTS, 9, &attempts, |mut row, a| {
                     row.push_bind(&a.message_id)
                         .push_bind(a.attempt)
@@ -174,7 +175,7 @@ macro_rules! impl_outbox {
                         .push_bind(&a.outcome);
                 })
                 .await?;
-                let delivered: Vec<&AttemptRow> = finished
+                let delivered: Vec<&Attempt> = finished
                     .iter()
                     .filter(|f| f.update == MessageUpdate::Delivered)
                     .map(|f| &f.attempt)

@@ -3,6 +3,11 @@
 //! stored as the JSON text that is served, so reads need no
 //! re-serialisation.)
 
+use crate::{
+    domain::{Endpoint, MessageId, MessageKind, MessageState, ReferralId},
+    referrals::model::{Attempt, NewMessage, OutboxMessage},
+};
+
 /// A referral as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ReferralRow {
@@ -53,68 +58,80 @@ pub enum Recorded {
     Existing(ReferralRow),
 }
 
-/// A message to put in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewMessage {
-    /// The `webhook-id`: the same on every attempt.
-    pub id: String,
-    pub referral_id: String,
-    /// `provider:<id>` or `referrer:<id>`.
-    pub endpoint: String,
-    /// `referral`, `cancel` or `notification`.
-    pub kind: String,
-    pub payload: String,
-    pub created_at: String,
-    /// Unix milliseconds.
-    pub next_attempt_at: i64,
-    /// The message this one replays, if it is a replay.
-    pub replay_of: Option<String>,
-    /// A notification's event number (set by the store for a new one; kept
-    /// by a replay).
-    pub event_number: Option<i64>,
+/// An outbox message as stored (see [`OutboxMessage`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct MessageRow {
+    seq: i64,
+    id: MessageId,
+    referral_id: ReferralId,
+    endpoint: Endpoint,
+    kind: MessageKind,
+    payload: String,
+    state: MessageState,
+    attempts: i64,
+    next_attempt_at: i64,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+    created_at: String,
+    delivered_at: Option<String>,
+    last_error: Option<String>,
+    replay_of: Option<MessageId>,
+    event_number: Option<i64>,
 }
 
-/// An outbox message as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct MessageRow {
-    /// Order of messages for one referral and endpoint.
-    pub seq: i64,
-    pub id: String,
-    pub referral_id: String,
-    pub endpoint: String,
-    pub kind: String,
-    pub payload: String,
-    /// `pending`, `delivered` or `dead`.
-    pub state: String,
-    pub attempts: i64,
-    /// Unix milliseconds.
-    pub next_attempt_at: i64,
-    pub lease_owner: Option<String>,
-    pub lease_until: Option<i64>,
-    pub created_at: String,
-    pub delivered_at: Option<String>,
-    pub last_error: Option<String>,
-    pub replay_of: Option<String>,
-    /// A notification's number among its referrer's events.
-    pub event_number: Option<i64>,
+impl From<MessageRow> for OutboxMessage {
+    fn from(r: MessageRow) -> Self {
+        OutboxMessage {
+            seq: r.seq,
+            id: r.id,
+            referral_id: r.referral_id,
+            endpoint: r.endpoint,
+            kind: r.kind,
+            payload: r.payload,
+            state: r.state,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            lease_owner: r.lease_owner,
+            lease_until: r.lease_until,
+            created_at: r.created_at,
+            delivered_at: r.delivered_at,
+            last_error: r.last_error,
+            replay_of: r.replay_of,
+            event_number: r.event_number,
+        }
+    }
 }
 
-/// One delivery attempt, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AttemptRow {
-    pub id: i64,
-    pub message_id: String,
-    /// 1 for the first attempt.
-    pub attempt: i64,
-    pub worker: String,
-    pub started_at: String,
-    pub latency_ms: i64,
-    pub status_code: Option<i64>,
-    pub error: Option<String>,
-    /// The first 4 KiB of the response body.
-    pub response_excerpt: Option<String>,
-    /// `delivered`, `retry`, `dead` or `disabled`.
-    pub outcome: String,
+/// A delivery attempt as stored (see [`Attempt`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct AttemptRow {
+    id: i64,
+    message_id: MessageId,
+    attempt: i64,
+    worker: String,
+    started_at: String,
+    latency_ms: i64,
+    status_code: Option<i64>,
+    error: Option<String>,
+    response_excerpt: Option<String>,
+    outcome: String,
+}
+
+impl From<AttemptRow> for Attempt {
+    fn from(r: AttemptRow) -> Self {
+        Attempt {
+            id: r.id,
+            message_id: r.message_id,
+            attempt: r.attempt,
+            worker: r.worker,
+            started_at: r.started_at,
+            latency_ms: r.latency_ms,
+            status_code: r.status_code,
+            error: r.error,
+            response_excerpt: r.response_excerpt,
+            outcome: r.outcome,
+        }
+    }
 }
 
 /// What an attempt leaves the message as: decided by delivery (its
@@ -135,7 +152,7 @@ pub enum MessageUpdate {
 /// An attempt's record and what follows from it, stored in one transaction.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
-    pub attempt: AttemptRow,
+    pub attempt: Attempt,
     /// The attempt's audit record, written with it.
     pub audit: AuditRow,
     pub update: MessageUpdate,
@@ -208,7 +225,9 @@ pub enum CallbackApplied {
 /// Which messages to list.
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
-    pub state: Option<String>,
+    pub state: Option<MessageState>,
+    /// As an operator typed it (`provider:<id>`, `referrer:<id>`): text
+    /// that names no endpoint matches no message.
     pub endpoint: Option<String>,
     pub referral_id: Option<String>,
     pub limit: i64,
@@ -282,7 +301,7 @@ pub struct AuditFilter {
 /// An endpoint that is not sent to until re-enabled.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DisabledEndpoint {
-    pub endpoint: String,
+    pub endpoint: Endpoint,
     pub disabled_at: String,
     pub reason: String,
 }
@@ -290,7 +309,7 @@ pub struct DisabledEndpoint {
 /// The outbox of one endpoint, for `GET /metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxStats {
-    pub endpoint: String,
+    pub endpoint: Endpoint,
     /// Messages not yet delivered (nor dead).
     pub pending: i64,
     /// When the oldest of them was queued (RFC 3339).
@@ -302,10 +321,10 @@ pub struct OutboxStats {
 
 impl OutboxStats {
     pub(super) fn combine(
-        pending: Vec<(String, i64, String)>,
-        dead: Vec<(String, i64)>,
+        pending: Vec<(Endpoint, i64, String)>,
+        dead: Vec<(Endpoint, i64)>,
     ) -> Vec<OutboxStats> {
-        let mut by_endpoint: std::collections::BTreeMap<String, OutboxStats> = Default::default();
+        let mut by_endpoint: std::collections::BTreeMap<Endpoint, OutboxStats> = Default::default();
         for (endpoint, count, oldest) in pending {
             let entry = by_endpoint.entry(endpoint.clone()).or_insert(OutboxStats {
                 endpoint,
