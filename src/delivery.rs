@@ -29,8 +29,8 @@ use url::Url;
 use crate::{
     config::{Config, DeliveryConfig},
     referrals::{Referrals, lifecycle::KIND_NOTIFICATION},
+    security::webhooks::SigningKeys,
     store::{AttemptRow, AuditRow, Disposition, FinishedAttempt, MessageRow, Store, StoreError},
-    webhooks::SigningKeys,
 };
 
 /// How much of a response body each attempt keeps.
@@ -49,7 +49,7 @@ struct Inner {
     keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
     referrals: Arc<Referrals>,
     client: reqwest::Client,
-    heartbeat: Arc<crate::health::WorkerHeartbeat>,
+    heartbeat: Arc<crate::heartbeat::WorkerHeartbeat>,
 }
 
 /// Where a message goes and how it is signed.
@@ -102,7 +102,7 @@ impl Worker {
         config: Arc<Config>,
         keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
         referrals: Arc<Referrals>,
-        heartbeat: Arc<crate::health::WorkerHeartbeat>,
+        heartbeat: Arc<crate::heartbeat::WorkerHeartbeat>,
     ) -> anyhow::Result<Worker> {
         let delivery = &config.delivery;
         let client = reqwest::Client::builder()
@@ -110,7 +110,7 @@ impl Worker {
             // Targets are reached directly, through the address guard
             // (a proxy would resolve names beyond its reach).
             .no_proxy()
-            .dns_resolver(crate::egress::resolver(&config))
+            .dns_resolver(crate::security::egress::resolver(&config))
             .connect_timeout(delivery.connect_timeout)
             .timeout(delivery.request_timeout)
             .user_agent(concat!("Signpost/", env!("CARGO_PKG_VERSION")))

@@ -71,7 +71,7 @@ pub struct Provider {
     /// End of the rotation's grace period (`previous_secret_until`).
     pub previous_secret_until: Option<DateTime<Utc>>,
     /// The target may be on a private network (`allow_private_network`;
-    /// see [`crate::egress`]).
+    /// see [`crate::security::egress`]).
     pub allow_private_network: bool,
 }
 
@@ -89,7 +89,7 @@ pub struct Referrer {
     /// Where status notifications are sent (`callback_url`).
     pub callback_url: Url,
     /// DNS names of the client certificates that authenticate as this
-    /// referrer (`client_certificate_names`; see [`crate::tls`]).
+    /// referrer (`client_certificate_names`; see [`crate::security::client_certs`]).
     pub client_certificate_names: Vec<String>,
     /// The webhook signing secret shared with the referrer (`secret_env` or
     /// `secret_file`).
@@ -100,7 +100,7 @@ pub struct Referrer {
     /// End of the rotation's grace period (`previous_secret_until`).
     pub previous_secret_until: Option<DateTime<Utc>>,
     /// The target may be on a private network (`allow_private_network`;
-    /// see [`crate::egress`]).
+    /// see [`crate::security::egress`]).
     pub allow_private_network: bool,
 }
 
@@ -150,7 +150,7 @@ pub(super) fn outbound_url(
     };
     if let Some(ip) = literal
         && !ip.is_loopback()
-        && !crate::egress::is_public(ip)
+        && !crate::security::egress::is_public(ip)
         && !allow_private_network
     {
         problems.push(format!(

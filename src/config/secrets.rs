@@ -10,7 +10,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use crate::webhooks::{Secret, SigningKeys};
+use crate::security::webhooks::{Secret, SigningKeys};
 
 use super::Config;
 

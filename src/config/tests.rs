@@ -1,7 +1,7 @@
 use super::*;
 use std::time::Duration;
 
-use crate::webhooks::Secret;
+use crate::security::webhooks::Secret;
 
 fn load(text: &str) -> Result<Config, ConfigErrors> {
     Config::from_toml(text, Path::new("test.toml"), &HashMap::new())
