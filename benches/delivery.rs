@@ -119,8 +119,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use signpost::{
     config::{Config, ENV_DATABASE_URL, ENV_LISTEN, SecretSource},
+    security::webhooks::{Secret, SigningKeys},
     startup::Application,
-    webhooks::{Secret, SigningKeys},
 };
 use url::Url;
 use uuid::Uuid;
@@ -1275,8 +1275,10 @@ async fn run(
     let bodies = Arc::new(Bodies::load()?);
     // Tokens are made up front, so both phases use the same client; they
     // are stored once Signpost's database exists.
-    let referrer = signpost::auth::issue(&signpost::auth::Role::Referrer(REFERRER.into()));
-    let monitor = signpost::auth::issue(&signpost::auth::Role::Monitor);
+    let referrer = signpost::security::tokens::issue(&signpost::security::tokens::Role::Referrer(
+        REFERRER.into(),
+    ));
+    let monitor = signpost::security::tokens::issue(&signpost::security::tokens::Role::Monitor);
 
     eprintln!("baseline: minimal axum handler (read body, answer 201)");
     let baseline = run_baseline(args, &http_client(&referrer.token)?, &bodies, ticks).await?;

@@ -304,7 +304,7 @@ async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Resu
                     params.insert(key.to_owned(), value);
                 }
             }
-            let filter = crate::fhir::message_filter(&params).map_err(|_| {
+            let filter = crate::referrals::deliveries::message_filter(&params).map_err(|_| {
                 anyhow::anyhow!("state is pending, delivered or dead; limit 1 to 1000")
             })?;
             let messages = referrals.messages(&filter).await?;
@@ -372,7 +372,7 @@ async fn audit_command(
 }
 
 async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::Result<()> {
-    use crate::auth::{Role, issue, revoke};
+    use crate::security::tokens::{Role, issue, revoke};
     let config = Config::load(&config)?;
     let store = crate::store::open(&config.database_url, 1).await?;
     match command {

@@ -34,8 +34,8 @@ use crate::{
         model::{Attempt, OutboxMessage},
         notification,
     },
+    security::webhooks::SigningKeys,
     store::{AttemptRecord, AuditRow, MessageUpdate, Outbox, StoreError},
-    webhooks::SigningKeys,
 };
 
 /// How much of a response body each attempt keeps.
@@ -56,7 +56,7 @@ struct Inner {
     outbox: Arc<dyn Outbox>,
     metrics: Arc<crate::metrics::Metrics>,
     client: reqwest::Client,
-    heartbeat: Arc<crate::health::WorkerHeartbeat>,
+    heartbeat: Arc<crate::heartbeat::WorkerHeartbeat>,
 }
 
 /// Where a message goes and how it is signed.
@@ -110,7 +110,7 @@ impl Worker {
         keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
         referrals: Arc<Referrals>,
         outbox: Arc<dyn Outbox>,
-        heartbeat: Arc<crate::health::WorkerHeartbeat>,
+        heartbeat: Arc<crate::heartbeat::WorkerHeartbeat>,
     ) -> anyhow::Result<Worker> {
         let delivery = &config.delivery;
         let client = reqwest::Client::builder()
@@ -118,7 +118,7 @@ impl Worker {
             // Targets are reached directly, through the address guard
             // (a proxy would resolve names beyond its reach).
             .no_proxy()
-            .dns_resolver(crate::egress::resolver(&config))
+            .dns_resolver(crate::security::egress::resolver(&config))
             .connect_timeout(delivery.connect_timeout)
             .timeout(delivery.request_timeout)
             .user_agent(concat!("Signpost/", env!("CARGO_PKG_VERSION")))

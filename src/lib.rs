@@ -3,10 +3,12 @@
 //! Practice systems send FHIR R4 referrals; Signpost validates them, routes
 //! each to a community provider and maps it to the provider's own payload
 //! (`fhirpath`, `mapping`), stores it durably with its outbox messages
-//! (`store`), delivers them signed (`delivery`, `webhooks`), and relays
-//! providers' status callbacks back to the referrer as Task changes
-//! (`referrals::lifecycle`). See `ARCHITECTURE.md` in the design folder for the
-//! shape of the whole; each module below owns one responsibility.
+//! (`store`), delivers them signed (`delivery`, `security::webhooks`), and
+//! relays providers' status callbacks back to the referrer as Task changes
+//! (`referrals::lifecycle`). [`http`] is the HTTP boundary (the only module
+//! that knows axum); [`security`] holds who may do what, free of HTTP. See
+//! `ARCHITECTURE.md` in the design folder for the shape of the whole; each
+//! module below owns one responsibility.
 //! [`fhirpath`] is the FHIRPath engine (over plain JSON) that mappings and
 //! routing rules are written in.
 
@@ -19,23 +21,19 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod audit;
-pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod domain;
-pub mod egress;
-pub mod fhir;
 pub mod fhirpath;
-pub mod health;
-pub mod limits;
+pub mod heartbeat;
+pub mod http;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub mod referrals;
+pub mod security;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
 pub mod validation;
-pub mod webhooks;

@@ -1,5 +1,7 @@
-//! What Signpost is doing, for Prometheus: `GET /metrics` in the
-//! OpenMetrics text format (which Prometheus scrapes natively).
+//! What Signpost is doing, for Prometheus: the registry of every metric,
+//! which the domain, the delivery worker and the HTTP layer record into,
+//! rendered in the OpenMetrics text format (which Prometheus scrapes
+//! natively) by `GET /metrics` (`http::metrics`).
 //!
 //! Each process has its own registry (no global recorder), so every test
 //! server counts only its own work. Labels carry ids (referrer, provider,
@@ -9,12 +11,6 @@
 
 use std::{sync::atomic::AtomicU64, time::Duration};
 
-use axum::{
-    extract::{MatchedPath, Request, State},
-    http::{HeaderValue, Method, StatusCode, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
 use chrono::{DateTime, Utc};
 use prometheus_client::{
     encoding::text::encode,
@@ -27,7 +23,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{auth::Caller, fhir::AppState, store::OutboxStats};
+use crate::store::OutboxStats;
 
 /// Label pairs, e.g. `[("referrer", "riverside-surgery")]`.
 type Labels = Vec<(&'static str, String)>;
@@ -194,38 +190,40 @@ impl Metrics {
             .inc();
     }
 
-    /// One answered request; intake requests also count the referral.
-    fn request(
+    /// One answered request (`route` is the route pattern, not the path,
+    /// which may hold ids; `referrer` is who sent it, if a referrer);
+    /// intake requests also count the referral.
+    pub fn request(
         &self,
         route: &str,
-        method: &Method,
-        status: StatusCode,
-        caller: Option<&Caller>,
+        method: &str,
+        status: u16,
+        referrer: Option<&str>,
         took: Duration,
     ) {
-        let status_text = status.as_str();
+        let status_text = status.to_string();
         self.http_requests
             .get_or_create(&labels([
-                ("method", method.as_str()),
+                ("method", method),
                 ("route", route),
-                ("status", status_text),
+                ("status", &status_text),
             ]))
             .inc();
         self.http_seconds
             .get_or_create(&labels([("route", route)]))
             .observe(took.as_secs_f64());
         let intake =
-            method == Method::POST && matches!(route, "/fhir" | "/fhir/" | "/fhir/ServiceRequest");
+            method == "POST" && matches!(route, "/fhir" | "/fhir/" | "/fhir/ServiceRequest");
         if !intake {
             return;
         }
-        let referrer = caller.and_then(Caller::referrer).unwrap_or("unknown");
+        let referrer = referrer.unwrap_or("unknown");
         match status {
-            StatusCode::CREATED => self
+            201 => self
                 .referrals_accepted
                 .get_or_create(&labels([("referrer", referrer)]))
                 .inc(),
-            StatusCode::OK => self
+            200 => self
                 .referrals_resent
                 .get_or_create(&labels([("referrer", referrer)]))
                 .inc(),
@@ -240,7 +238,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text, with the outbox gauges set from `outbox`.
-    fn render(&self, outbox: &[OutboxStats], now: DateTime<Utc>) -> String {
+    pub fn render(&self, outbox: &[OutboxStats], now: DateTime<Utc>) -> String {
         self.outbox_pending.clear();
         self.outbox_oldest_seconds.clear();
         self.dead_letters.clear();
@@ -266,8 +264,8 @@ impl Metrics {
 }
 
 /// Why an intake was refused, from its status.
-fn rejection_reason(status: StatusCode) -> &'static str {
-    match status.as_u16() {
+fn rejection_reason(status: u16) -> &'static str {
+    match status {
         400 => "invalid",
         401 => "unauthenticated",
         403 => "forbidden",
@@ -281,44 +279,4 @@ fn rejection_reason(status: StatusCode) -> &'static str {
         503 => "unavailable",
         _ => "error",
     }
-}
-
-/// Middleware: count and time every request by its route (the route
-/// pattern, not the path, which may hold ids).
-pub async fn record(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(no route)".to_owned(), |m| m.as_str().to_owned());
-    let response = next.run(request).await;
-    app.referrals.metrics().request(
-        &route,
-        &method,
-        response.status(),
-        response.extensions().get::<Caller>(),
-        started.elapsed(),
-    );
-    response
-}
-
-/// `GET /metrics`.
-pub async fn scrape(State(app): State<AppState>) -> Response {
-    let outbox = match app.referrals.outbox_stats().await {
-        Ok(outbox) => outbox,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the outbox for /metrics");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-    };
-    let text = app.referrals.metrics().render(&outbox, Utc::now());
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response()
 }

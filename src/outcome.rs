@@ -1,6 +1,6 @@
 //! Problems found in a request, in the vocabulary of a FHIR
 //! `OperationOutcome` issue, independent of HTTP. Validation and the domain
-//! produce [`Issue`]s; the `fhir` layer renders them.
+//! produce [`Issue`]s; the HTTP layer (`http`) renders them.
 
 use serde::Serialize;
 use serde_json::{Value, json};

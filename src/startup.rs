@@ -6,32 +6,35 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 
 use crate::{
+    audit::AuditLog,
     config::Config,
     delivery::Worker,
-    fhir::{self, AppState},
+    heartbeat::WorkerHeartbeat,
+    http::{AppState, Server},
     mapping::reload::Mappings,
+    metrics::Metrics,
     referrals::Referrals,
+    security::{
+        client_certs::ClientIdentities,
+        egress,
+        rate_limit::{Admission, RateLimiter},
+    },
     store,
     validation::Validator,
 };
 
 /// A built, bound, not yet serving Signpost.
 pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
+    server: Server,
     mappings: Arc<Mappings>,
     worker: Worker,
     /// `[delivery] worker`: deliver from this process too.
     run_worker: bool,
     audit_writer: tokio::task::JoinHandle<()>,
     referrals: Arc<Referrals>,
-    /// HTTPS (`[tls]`); plain HTTP without it.
-    tls: Option<RustlsConfig>,
-    limits: crate::config::Limits,
 }
 
 /// Retention: purge expired payloads at start-up and every hour.
@@ -61,11 +64,9 @@ impl Components {
         let keys = config.signing_keys().map_err(|problems| {
             anyhow::anyhow!("signing secrets:\n  - {}", problems.join("\n  - "))
         })?;
-        crate::egress::check_targets(&config)
-            .await
-            .map_err(|problems| {
-                anyhow::anyhow!("outbound targets:\n  - {}", problems.join("\n  - "))
-            })?;
+        egress::check_targets(&config).await.map_err(|problems| {
+            anyhow::anyhow!("outbound targets:\n  - {}", problems.join("\n  - "))
+        })?;
         let Domain {
             referrals,
             mappings,
@@ -73,10 +74,8 @@ impl Components {
         } = domain(config).await?;
         let config = referrals.config().clone();
         let keys = Arc::new(keys);
-        let worker_heartbeat = crate::health::WorkerHeartbeat::new(
-            config.delivery.worker,
-            config.delivery.poll_interval,
-        );
+        let worker_heartbeat =
+            WorkerHeartbeat::new(config.delivery.worker, config.delivery.poll_interval);
         let worker = Worker::new(
             config.clone(),
             keys.clone(),
@@ -84,7 +83,7 @@ impl Components {
             store.clone(),
             worker_heartbeat.clone(),
         )?;
-        let (audit, audit_writer) = crate::audit::AuditLog::start(store.clone());
+        let (audit, audit_writer) = AuditLog::start(store.clone());
         Ok(Components {
             state: AppState {
                 config: config.clone(),
@@ -93,10 +92,10 @@ impl Components {
                 keys,
                 audit,
                 tokens: store,
-                limiter: Arc::new(crate::limits::RateLimiter::new(&config.limits)),
-                client_identities: Arc::new(crate::tls::ClientIdentities::new(&config)),
+                limiter: Arc::new(RateLimiter::new(&config.limits)),
+                client_identities: Arc::new(ClientIdentities::new(&config)),
                 worker_heartbeat,
-                admission: Arc::new(crate::limits::Admission::new(&config.limits)),
+                admission: Arc::new(Admission::new(&config.limits)),
             },
             worker,
             audit_writer,
@@ -119,7 +118,7 @@ pub async fn domain(config: Config) -> anyhow::Result<Domain> {
     let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
         .await
         .context("loading schemas")??;
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(Metrics::default());
     let mappings = Arc::new(
         Mappings::load(&config, metrics.clone())
             .map_err(|e| anyhow::anyhow!("mappings refused:\n{e}"))?,
@@ -145,13 +144,11 @@ impl Application {
     /// Build the [`Components`] and bind.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let listen = config.listen;
+        // The TLS files are checked before the database is opened.
         let tls = match &config.tls {
-            Some(tls) => Some(RustlsConfig::from_config(Arc::new(
-                crate::tls::server_config(tls)?,
-            ))),
+            Some(tls) => Some(Arc::new(crate::security::tls::server_config(tls)?)),
             None => None,
         };
-        let limits = config.limits.clone();
         let components = Components::build(config).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -159,13 +156,10 @@ impl Application {
         let mappings = components.state.mappings.clone();
         let run_worker = components.state.config.delivery.worker;
         Ok(Application {
-            tls,
-            limits,
             referrals: components.state.referrals.clone(),
             run_worker,
             audit_writer: components.audit_writer,
-            listener,
-            router: fhir::router(components.state),
+            server: Server::new(listener, components.state, tls),
             mappings,
             worker: components.worker,
         })
@@ -173,9 +167,7 @@ impl Application {
 
     /// The address actually bound (the port is chosen when `listen` says 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.server.local_addr()
     }
 
     /// Serve and deliver until `shutdown` completes; then finish in-flight
@@ -203,40 +195,7 @@ impl Application {
         let worker = self
             .run_worker
             .then(|| tokio::spawn(self.worker.run(until(stopped.clone()))));
-        // Stop accepting when asked; give requests in flight (each bounded
-        // by `request_timeout`) time to finish.
-        let handle = axum_server::Handle::new();
-        tokio::spawn({
-            let handle = handle.clone();
-            let grace = self.limits.request_timeout + std::time::Duration::from_secs(1);
-            let stopped = until(stopped);
-            async move {
-                stopped.await;
-                handle.graceful_shutdown(Some(grace));
-            }
-        });
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let listener = self.listener.into_std()?;
-        // A connection that takes longer than this to send a request's
-        // headers (slow-loris), or to complete its TLS handshake and first
-        // request, is closed.
-        let timeout = self.limits.header_read_timeout;
-        let served = match self.tls {
-            None => {
-                let mut server = axum_server::from_tcp(listener)?.handle(handle);
-                server.http_builder().http1().header_read_timeout(timeout);
-                server.first_request_timeout(timeout).serve(app).await
-            }
-            Some(tls) => {
-                let mut server = axum_server::from_tcp_rustls(listener, tls)?
-                    .map(|acceptor| acceptor.handshake_timeout(timeout))
-                    .handle(handle);
-                server.http_builder().http1().header_read_timeout(timeout);
-                server.first_request_timeout(timeout).serve(app).await
-            }
-        };
+        let served = self.server.serve_until(until(stopped)).await;
         // The router (and with it every audit sender) is gone: the writer
         // finishes what is queued.
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.audit_writer)

@@ -1,7 +1,10 @@
 //! Operators' view of delivery: list and inspect outbox messages with their
 //! attempts, replay a message (as sent, or re-mapped with today's mapping),
 //! and re-enable an endpoint that answered `410 Gone`. The same operations
-//! back the CLI (`signpost deliveries …`) and the admin HTTP API.
+//! back the CLI (`signpost deliveries …`) and the admin HTTP API, which
+//! also share [`message_filter`], so both read a filter the same way.
+
+use std::collections::HashMap;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -12,7 +15,7 @@ use super::{
     model::{Attempt, OutboxMessage},
 };
 use crate::{
-    domain::{Endpoint, MessageId, MessageKind, MessageState},
+    domain::{Endpoint, MessageId, MessageKind, MessageState, ProviderId},
     store::{DisabledEndpoint, MessageFilter, StoreError},
 };
 
@@ -24,6 +27,61 @@ pub enum Replay {
     /// The payload built again from the stored referral with the mapping
     /// loaded now (after a mapping fix).
     Remapped,
+}
+
+/// A filter an operator got wrong; the text says which parameter and what
+/// it takes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadFilter(pub String);
+
+/// The message filter that `params` (`state`, `provider`, `endpoint`,
+/// `referral`, `limit`) ask for; unknown parameters are refused rather
+/// than silently ignored (an ignored filter lists the wrong messages).
+pub fn message_filter(params: &HashMap<String, String>) -> Result<MessageFilter, BadFilter> {
+    let mut filter = MessageFilter {
+        limit: 100,
+        ..MessageFilter::default()
+    };
+    for (key, value) in params {
+        match key.as_str() {
+            "state" => {
+                filter.state = Some(
+                    value
+                        .parse()
+                        .map_err(|_| BadFilter("state is pending, delivered or dead".into()))?,
+                );
+            }
+            // (Text that is no provider id names no endpoint, so no message.)
+            "provider" => {
+                filter.endpoint = Some(match value.parse::<ProviderId>() {
+                    Ok(id) => Endpoint::Provider(id).to_string(),
+                    Err(_) => String::new(),
+                });
+            }
+            "endpoint" => filter.endpoint = Some(value.clone()),
+            "referral" => {
+                let id = value.strip_prefix("ServiceRequest/").unwrap_or(value);
+                filter.referral_id = Some(id.to_owned());
+            }
+            "limit" => filter.limit = parse_limit(value)?,
+            other => {
+                return Err(BadFilter(format!(
+                    "unknown parameter {other:?}; use state, provider, endpoint, referral or limit"
+                )));
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// A `limit` on how many records a listing returns: 1 to 1000.
+pub fn parse_limit(value: &str) -> Result<i64, BadFilter> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| BadFilter("limit is a number from 1 to 1000".into()))
 }
 
 impl Referrals {

@@ -13,10 +13,9 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::Digest as _;
 use signpost::{
-    auth::Role,
     config::{Config, ENV_DATABASE_URL, ENV_LISTEN, SecretSource},
+    security::{tokens::Role, webhooks::Secret},
     startup::Application,
-    webhooks::Secret,
 };
 use tokio::sync::oneshot;
 
@@ -298,7 +297,7 @@ pub async fn issue_token(database_url: &str, role: Role) -> String {
     let store = signpost::store::open(database_url, 1)
         .await
         .expect("the test database opens");
-    let issued = signpost::auth::issue(&role);
+    let issued = signpost::security::tokens::issue(&role);
     store.insert_token(issued.row).await.expect("token stored");
     issued.token
 }

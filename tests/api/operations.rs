@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use signpost::auth::Role;
+use signpost::security::tokens::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{

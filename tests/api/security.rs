@@ -5,9 +5,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use signpost::{
-    auth::Role,
     config::{Config, Referrer, SecretSource},
-    webhooks::Secret,
+    security::{tokens::Role, webhooks::Secret},
 };
 
 use crate::{
@@ -174,7 +173,7 @@ async fn every_endpoint_refuses_a_missing_wrong_or_revoked_token(backend: Backen
     let revoked_id = revoked["sp_".len()..].split_once('_').unwrap().0.to_owned();
     let store = signpost::store::open(&app.db.url, 1).await.unwrap();
     assert!(
-        signpost::auth::revoke(store.as_ref(), &revoked_id)
+        signpost::security::tokens::revoke(store.as_ref(), &revoked_id)
             .await
             .unwrap()
     );
@@ -425,7 +424,7 @@ async fn a_target_whose_name_leads_to_a_private_address_is_refused_at_start_up()
     let resolves_privately = match tokio::net::lookup_host((host.as_str(), 443)).await {
         Ok(addrs) => addrs
             .into_iter()
-            .all(|a| !signpost::egress::is_public(a.ip())),
+            .all(|a| !signpost::security::egress::is_public(a.ip())),
         Err(_) => false,
     };
     assert!(

@@ -238,7 +238,7 @@ async fn a_mismatched_key_stops_start_up() {
         private_key: pki.path("other.key"),
         ..pki.tls(false)
     };
-    let error = signpost::tls::server_config(&tls).unwrap_err();
+    let error = signpost::security::tls::server_config(&tls).unwrap_err();
     assert!(
         format!("{error:#}").contains("`tls.private_key`"),
         "{error:#}"
@@ -247,7 +247,7 @@ async fn a_mismatched_key_stops_start_up() {
         certificate: Path::new("/nonexistent/server.pem").into(),
         ..pki.tls(false)
     };
-    let error = signpost::tls::server_config(&missing).unwrap_err();
+    let error = signpost::security::tls::server_config(&missing).unwrap_err();
     assert!(
         format!("{error:#}").contains("`tls.certificate`"),
         "{error:#}"

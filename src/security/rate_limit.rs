@@ -1,27 +1,19 @@
 //! Request limits that protect the service and its database: a token
-//! bucket per caller, a cap on requests handled at once, and a deadline
-//! for each request (slow senders included). Body size, JSON nesting depth
-//! and array length are checked where the body is read
-//! (`fhir::request`).
+//! bucket per caller ([`RateLimiter`]), and a cap on requests handled at
+//! once with a deadline for each (slow senders included; [`Admission`]).
+//! The HTTP layer applies them (`http::middleware::limits` and the
+//! authentication extractors); body size, JSON nesting depth and array
+//! length are checked where the body is read (`http::request`).
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{
-    extract::{ConnectInfo, Request, State},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{
-    config::Limits,
-    fhir::{AppState, FhirError},
-};
+use crate::config::Limits;
 
 /// Buckets kept before full ones are forgotten (client addresses are
 /// many; memory must not grow with them).
@@ -50,7 +42,9 @@ impl RateLimiter {
     }
 
     /// Take one request from `caller`'s bucket, or say how long until one
-    /// is available.
+    /// is available. Keys are `token:<id>`, `certificate:<name>`,
+    /// `provider:<id>` and, for requests that proved no identity,
+    /// `client:<address>`.
     pub fn check(&self, caller: &str) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,34 +69,6 @@ impl RateLimiter {
     }
 }
 
-/// `429 Too Many Requests` with `Retry-After` for a wait of `wait`.
-pub fn too_many(wait: Duration) -> Response {
-    FhirError::TooManyRequests {
-        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-    }
-    .into_response()
-}
-
-/// Charge a request that proved no identity (no or a wrong token, a bad
-/// webhook signature) to its client address: `Some(429)` once that
-/// address's bucket is empty. This throttles guessing without letting
-/// anyone drain a real caller's bucket.
-pub fn charge_client(app: &AppState, request: &Request) -> Option<Response> {
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())?;
-    charge_address(app, address)
-}
-
-/// [`charge_client`] for a known address.
-pub fn charge_address(app: &AppState, address: IpAddr) -> Option<Response> {
-    app.limiter.check(&format!("client:{address}")).err().map(|wait| {
-        tracing::info!(client = %address, "unauthenticated requests from this address rate limited");
-        too_many(wait)
-    })
-}
-
 /// Admission control for every request: at most `max_concurrent_requests`
 /// at once (`503` beyond, rather than queueing without bound), each within
 /// `request_timeout` (`408`).
@@ -118,17 +84,16 @@ impl Admission {
             timeout: limits.request_timeout,
         }
     }
-}
 
-/// Middleware applying [`Admission`].
-pub async fn admit(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let Ok(_slot) = app.admission.slots.clone().try_acquire_owned() else {
-        tracing::warn!("too many requests in flight; answering 503");
-        return FhirError::Busy.into_response();
-    };
-    match tokio::time::timeout(app.admission.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => FhirError::Timeout.into_response(),
+    /// A slot for one more request, held until the request is answered;
+    /// `None` when every slot is taken.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// How long a request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

@@ -17,13 +17,15 @@
 
 use std::{fmt, time::Duration};
 
-use axum::http::HeaderMap;
+// The `http` crate's header map (as reqwest re-exports it): the same type
+// the HTTP layer hands over, without this module depending on axum.
 use base64::{
     Engine as _,
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig, general_purpose::STANDARD},
 };
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
+use reqwest::header::HeaderMap;
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -258,8 +260,8 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
     use chrono::TimeZone;
+    use reqwest::header::HeaderValue;
 
     use super::*;
 

@@ -1,6 +1,8 @@
-//! Who is calling: bearer tokens for referrers (practice systems) and
-//! operators (admins), or a referrer's client certificate over mutual TLS
-//! (see [`crate::tls`]; a bearer token, when sent, takes precedence).
+//! Who is calling: bearer tokens for referrers (practice systems),
+//! operators (admins) and metrics scrapers (monitors), and the [`Caller`]
+//! they authenticate as. (A referrer may also authenticate with a client
+//! certificate over mutual TLS, see [`super::client_certs`]; the HTTP
+//! layer's extractors decide which applies.)
 //!
 //! A token reads `sp_<id>_<secret>`: `id` (16 hex digits) finds its row,
 //! `secret` (32 random bytes, base64url) proves possession. Only a salted
@@ -10,12 +12,6 @@
 //! guess a secret, and the hash is useless without it. The token is shown
 //! once, by `signpost tokens create`, and never logged.
 
-use axum::{
-    extract::{Request, State},
-    http::{HeaderMap, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
 use base64::{
     Engine as _,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
@@ -24,10 +20,7 @@ use chrono::{SecondsFormat, Utc};
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::{
-    fhir::{AppState, FhirError},
-    store::{StoreError, TokenRow, TokenStore},
-};
+use crate::store::{StoreError, TokenRow, TokenStore};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -43,7 +36,7 @@ pub enum Role {
     Monitor,
 }
 
-/// The authenticated caller of a request (a request extension).
+/// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// What authenticated the call, for logs, rate limits and the audit
@@ -61,12 +54,14 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may see a referral sent by `referrer_id`.
-    pub fn may_see(&self, referrer_id: &str) -> bool {
+    /// The caller's name in the audit trail: `referrer:<id>`, or
+    /// `admin:`/`monitor:` and the credential (operators are told apart by
+    /// their tokens).
+    pub fn actor(&self) -> String {
         match &self.role {
-            Role::Referrer(id) => id == referrer_id,
-            Role::Admin => true,
-            Role::Monitor => false,
+            Role::Referrer(id) => format!("referrer:{id}"),
+            Role::Admin => format!("admin:{}", self.credential),
+            Role::Monitor => format!("monitor:{}", self.credential),
         }
     }
 }
@@ -114,30 +109,18 @@ fn digest(salt: &[u8], secret: &[u8]) -> HmacSha256 {
 }
 
 /// Why a request is not authenticated. The client is told only "missing"
-/// or "invalid": an unknown, wrong and revoked token look the same.
+/// (no credentials at all) or "invalid": an unknown, wrong and revoked
+/// token look the same.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthError {
     Missing,
     Invalid,
 }
 
-/// The caller presenting `Authorization: Bearer <token>`.
-pub async fn authenticate(
-    store: &dyn TokenStore,
-    headers: &HeaderMap,
-) -> Result<Caller, AuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(AuthError::Missing);
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or(AuthError::Invalid)?;
+/// The caller presenting `token` (`sp_<id>_<secret>`, as sent in
+/// `Authorization: Bearer <token>`). An unknown, wrong or revoked token is
+/// [`AuthError::Invalid`], alike.
+pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller, AuthError> {
     let (id, secret) = token
         .strip_prefix("sp_")
         .and_then(|t| t.split_once('_'))
@@ -171,125 +154,6 @@ pub async fn authenticate(
         }),
         _ => Err(AuthError::Invalid),
     }
-}
-
-/// The caller of `request`: its bearer token, else the referrer its
-/// verified client certificate names. (A `Request` is not `Sync`, so the
-/// future holds only its headers.)
-fn identify<'a>(
-    app: &'a AppState,
-    request: &'a Request,
-) -> impl Future<Output = Result<Caller, AuthError>> + Send + 'a {
-    let headers = request.headers();
-    let certificate = if headers.contains_key(header::AUTHORIZATION) {
-        None
-    } else {
-        Some(certificate_caller(app, request).ok_or(AuthError::Missing))
-    };
-    async move {
-        match certificate {
-            Some(caller) => caller,
-            None => authenticate(app.tokens.as_ref(), headers).await,
-        }
-    }
-}
-
-fn certificate_caller(app: &AppState, request: &Request) -> Option<Caller> {
-    let tls = request
-        .extensions()
-        .get::<std::sync::Arc<axum_server::tls::TlsInfo>>()?;
-    let (referrer, name) = app.client_identities.referrer(tls)?;
-    Some(Caller {
-        credential: format!("certificate:{name}"),
-        role: Role::Referrer(referrer.to_owned()),
-    })
-}
-
-/// Middleware: referrers and operators (the FHIR API); the [`Caller`] is
-/// added to the request's extensions.
-pub async fn any_caller(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    only(
-        &app,
-        request,
-        next,
-        |role| role != &Role::Monitor,
-        "a referrer's or an admin's token",
-    )
-    .await
-}
-
-/// Middleware: operators only (`403` for anyone else).
-pub async fn admin_only(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    only(
-        &app,
-        request,
-        next,
-        |role| role == &Role::Admin,
-        "an admin token",
-    )
-    .await
-}
-
-/// Middleware: metrics scrapers and operators.
-pub async fn monitor(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    only(
-        &app,
-        request,
-        next,
-        |role| matches!(role, Role::Monitor | Role::Admin),
-        "a monitor or an admin token",
-    )
-    .await
-}
-
-/// Authenticate, then let through the roles `allowed` accepts (`403` for
-/// the others, saying what `needed`).
-async fn only(
-    app: &AppState,
-    request: Request,
-    next: Next,
-    allowed: impl Fn(&Role) -> bool,
-    needed: &str,
-) -> Response {
-    match identify(app, &request).await {
-        Ok(caller) if allowed(&caller.role) => admit(app, caller, request, next).await,
-        Ok(caller) => {
-            tracing::info!(credential = %caller.credential, "endpoint refused to this role");
-            let mut response =
-                FhirError::Forbidden(format!("this endpoint needs {needed}")).into_response();
-            response.extensions_mut().insert(caller);
-            response
-        }
-        Err(e) => unauthenticated(app, &request, e),
-    }
-}
-
-/// Run the request as `caller`, within its rate.
-async fn admit(app: &AppState, caller: Caller, mut request: Request, next: Next) -> Response {
-    if let Err(wait) = app.limiter.check(&caller.credential) {
-        tracing::info!(credential = %caller.credential, "rate limited");
-        let mut response = crate::limits::too_many(wait);
-        response.extensions_mut().insert(caller);
-        return response;
-    }
-    request.extensions_mut().insert(caller.clone());
-    let mut response = next.run(request).await;
-    // For the audit trail.
-    response.extensions_mut().insert(caller);
-    response
-}
-
-/// `401`; or `429` once the client's address has failed too often (token
-/// guessing is throttled by address, since there is no token to charge).
-fn unauthenticated(app: &AppState, request: &Request, error: AuthError) -> Response {
-    if let Some(response) = crate::limits::charge_client(app, request) {
-        return response;
-    }
-    tracing::info!(reason = ?error, "request refused: not authenticated");
-    FhirError::Unauthenticated {
-        token_sent: error == AuthError::Invalid,
-    }
-    .into_response()
 }
 
 /// Revoke a token by id.

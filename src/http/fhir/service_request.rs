@@ -5,29 +5,34 @@
 use std::collections::HashMap;
 
 use axum::{
-    Extension,
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-
 use serde_json::Value;
 
 use super::{
-    AppState, FhirError, FhirJson, about_referral, base_url, referral_location,
-    request::{LimitedBody, bad_request},
-    resource_id, resource_response, search_value, searchset, sending_referrer, visible_referral,
+    base_url, referral_location, resource_id, resource_response, search_value, searchset,
+    visible_referral,
 };
 use crate::{
-    auth::Caller,
+    http::{
+        AppState, FhirCaller, FhirError, FhirJson,
+        middleware::audit::about_referral,
+        request::{LimitedBody, bad_request},
+    },
     outcome::{Issue, IssueCode},
+    security::{
+        authz::{self, sending_referrer},
+        tokens::Caller,
+    },
 };
 
 /// `POST /fhir/ServiceRequest`: `201` with the stored referral, or `200`
 /// with the one already accepted under the same business identifier.
-pub async fn create(
+pub(super) async fn create(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
@@ -63,9 +68,9 @@ pub async fn create(
 }
 
 /// `GET /fhir/ServiceRequest/{id}`.
-pub async fn read(
+pub(super) async fn read(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let referral = visible_referral(&app, &caller, &id).await?;
@@ -75,9 +80,9 @@ pub async fn read(
 
 /// `GET /fhir/ServiceRequest/{id}/_history/{version}`: only the current
 /// version is kept.
-pub async fn vread(
+pub(super) async fn vread(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     Path((id, version)): Path<(String, String)>,
 ) -> Result<Response, FhirError> {
     let referral = Some(visible_referral(&app, &caller, &id).await?)
@@ -90,9 +95,9 @@ pub async fn vread(
 }
 
 /// `GET /fhir/ServiceRequest?identifier=system|value`.
-pub async fn search(
+pub(super) async fn search(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
@@ -108,7 +113,7 @@ pub async fn search(
         .search_by_identifier(search_value("identifier", identifier)?)
         .await?
         .into_iter()
-        .filter(|r| caller.may_see(&r.referrer_id))
+        .filter(|r| authz::visible(&caller).includes(&r.referrer_id))
         .collect::<Vec<_>>();
     let self_link = format!(
         "{base}/ServiceRequest?identifier={}",
@@ -132,7 +137,8 @@ pub struct TranslateParams {
 /// referral would be delivered as (`200`, the provider's own JSON, with the
 /// provider in `X-Signpost-Provider`), or the OperationOutcome refusing it.
 /// Nothing is stored or sent.
-pub async fn translate(
+pub(super) async fn translate(
+    _: FhirCaller,
     State(app): State<AppState>,
     Query(params): Query<TranslateParams>,
     FhirJson(body): FhirJson,
@@ -158,9 +164,9 @@ pub async fn translate(
 /// `PUT /fhir/ServiceRequest/{id}`: the referrer cancels its referral by
 /// sending it back with `status` `revoked` (or `entered-in-error`). Nothing
 /// else may change after acceptance; `If-Match` is honoured.
-pub async fn update(
+pub(super) async fn update(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     FhirJson(body): FhirJson,
@@ -186,9 +192,9 @@ pub async fn update(
 /// (`application/json-patch+json`) that replaces `/status` with `revoked`
 /// (or `entered-in-error`); `test` operations are checked. Nothing else may
 /// change after acceptance.
-pub async fn patch(
+pub(super) async fn patch(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
@@ -247,8 +253,7 @@ async fn current(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Value, FhirError> {
-    let referral = visible_referral(app, caller, id).await?;
-    sending_referrer(caller)?;
+    let referral = authz::withdrawable_referral(&app.referrals, caller, id).await?;
     if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         let version = expected.trim().trim_start_matches("W/").trim_matches('"');
         if version != referral.version_id.to_string() {

@@ -8,10 +8,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::FHIR_JSON;
+use super::FhirResponse;
 use crate::{
     outcome::{Issue, IssueCode, operation_outcome},
-    referrals::{IntakeError, lifecycle::ChangeError},
+    referrals::{IntakeError, deliveries::BadFilter, lifecycle::ChangeError},
+    security::authz::Denied,
     store::StoreError,
     validation::Rejection,
 };
@@ -98,6 +99,22 @@ impl From<ChangeError> for FhirError {
             }
             ChangeError::Store(e) => FhirError::Unavailable(e),
         }
+    }
+}
+
+impl From<Denied> for FhirError {
+    fn from(e: Denied) -> Self {
+        match e {
+            Denied::NotFound(_) => FhirError::NotFound(e.to_string()),
+            Denied::NotAReferrer => FhirError::Forbidden(e.to_string()),
+            Denied::Store(e) => FhirError::Unavailable(e),
+        }
+    }
+}
+
+impl From<BadFilter> for FhirError {
+    fn from(e: BadFilter) -> Self {
+        FhirError::BadRequest(vec![Issue::error(IssueCode::Value, e.0)])
     }
 }
 
@@ -220,12 +237,8 @@ impl IntoResponse for FhirError {
             _ => None,
         };
         let (status, issues) = self.status_and_issues();
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
-            operation_outcome(&issues).to_string(),
-        )
-            .into_response();
+        let mut response =
+            FhirResponse::new(status, operation_outcome(&issues).to_string()).into_response();
         if let Some(retry_after) = retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
             response
                 .headers_mut()

@@ -1,16 +1,13 @@
 //! `GET /fhir/metadata`: a CapabilityStatement of exactly what this server
 //! supports, no more.
 
-use axum::{
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-};
+use axum::http::StatusCode;
 use serde_json::json;
 
-use super::FHIR_JSON;
+use crate::http::FhirResponse;
 
 /// The CapabilityStatement.
-pub async fn capability_statement() -> Response {
+pub(super) async fn capability_statement() -> FhirResponse {
     let statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -61,10 +58,5 @@ pub async fn capability_statement() -> Response {
             ]
         }]
     });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
-        statement.to_string(),
-    )
-        .into_response()
+    FhirResponse::new(StatusCode::OK, statement.to_string())
 }

@@ -1,61 +1,45 @@
 //! `POST /providers/{provider_id}/status`: a community provider reports
 //! progress in its own JSON. The request must carry a Standard Webhooks
-//! signature made with that provider's secret, dated within five minutes;
-//! the body is then mapped into a Task change (see
-//! [`crate::referrals::lifecycle`]). Every answer is an OperationOutcome.
-
-use std::net::SocketAddr;
+//! signature made with that provider's secret, dated within five minutes
+//! (checked by the [`SignedProvider`] extractor); the body is then mapped
+//! into a Task change (see [`crate::referrals::lifecycle`]). Every answer
+//! is an OperationOutcome.
 
 use axum::{
-    extract::{ConnectInfo, Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
     response::{IntoResponse, Response},
+    routing::post,
 };
 
-use super::{AppState, FHIR_JSON, FhirError, request::LimitedBody};
+use super::{
+    AppState, FhirError, FhirResponse,
+    extract::SignedProvider,
+    middleware::audit::{about_referral, acted_by},
+};
 use crate::{
-    audit::AuditActor,
-    domain::Endpoint,
-    limits,
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     referrals::lifecycle::CallbackOutcome,
 };
 
+/// The providers' routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/providers/{provider_id}/status", post(status))
+}
+
 /// `POST /providers/{provider_id}/status`.
-pub async fn status(
+async fn status(
     State(app): State<AppState>,
-    Path(provider_id): Path<String>,
-    client: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    // Taken here, before the body, as it always was; [`SignedProvider`]
+    // reads the same id.
+    Path(_): Path<String>,
+    SignedProvider {
+        id: provider_id,
+        webhook_id,
+        body,
+    }: SignedProvider,
 ) -> Result<Response, FhirError> {
-    let unknown = || FhirError::NotFound(format!("no provider {provider_id}"));
-    if !app.config.providers.contains_key(&provider_id) {
-        return Err(unknown());
-    }
-    let endpoint = Endpoint::Provider(provider_id.parse().map_err(|_| unknown())?);
-    let keys = app.keys.get(&endpoint.to_string()).ok_or_else(unknown)?;
-    let webhook_id = match keys.verify(&headers, &body, chrono::Utc::now()) {
-        Ok(id) => id,
-        Err(e) => {
-            // Guessing is throttled by address, as for bearer tokens.
-            if let Some(limited) = client.and_then(|c| limits::charge_address(&app, c.0.0.ip())) {
-                return Ok(limited);
-            }
-            tracing::warn!(provider_id = %provider_id, reason = %e, "status callback refused: bad signature");
-            return Err(FhirError::Unauthorized(format!(
-                "the Standard Webhooks signature was not accepted: {e}"
-            )));
-        }
-    };
-    if let Err(wait) = app.limiter.check(&format!("provider:{provider_id}")) {
-        tracing::info!(provider_id = %provider_id, "status callbacks rate limited");
-        let mut response = limits::too_many(wait);
-        response
-            .extensions_mut()
-            .insert(AuditActor(format!("provider:{provider_id}")));
-        return Ok(response);
-    }
     let text = std::str::from_utf8(&body).map_err(|_| {
         FhirError::BadRequest(vec![Issue::error(
             IssueCode::Invalid,
@@ -101,17 +85,15 @@ pub async fn status(
             )
         }
     };
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
-        operation_outcome(&issues).to_string(),
-    )
-        .into_response();
-    response
-        .extensions_mut()
-        .insert(AuditActor(format!("provider:{provider_id}")));
+    // The audit trail names the provider for each answer its callback was
+    // given (and, from the extractor, when it was rate limited); refusals
+    // of a body that could not be read or stored are recorded without it.
+    let response = acted_by(
+        FhirResponse::new(status, operation_outcome(&issues).to_string()).into_response(),
+        format!("provider:{provider_id}"),
+    );
     Ok(match referral {
-        Some(id) => super::about_referral(response, &id),
+        Some(id) => about_referral(response, &id),
         None => response,
     })
 }

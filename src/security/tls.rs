@@ -1,25 +1,23 @@
 //! Serving HTTPS, and mutual TLS for practice systems that authenticate
-//! with a client certificate instead of a bearer token.
+//! with a client certificate instead of a bearer token: the rustls server
+//! configuration for `[tls]`.
 //!
 //! `[tls]` names the server's certificate chain and key. With `client_ca`,
 //! the handshake asks for a client certificate and rustls verifies it
 //! against that CA (chain, validity dates, key usage); a certificate that
-//! does not verify ends the handshake. A verified certificate authenticates
-//! as the referrer whose `client_certificate_names` lists one of the DNS
-//! names in its subject alternative names. Names are compared exactly (no
-//! wildcards): a certificate for `*.example.nhs.uk` is nobody.
+//! does not verify ends the handshake. Which referrer a verified
+//! certificate stands for is [`super::client_certs`]' business.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
-use axum_server::tls::TlsInfo;
 use rustls::{
     RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 
-use crate::config::{Config, Tls};
+use crate::config::Tls;
 
 /// The rustls server configuration for `[tls]`.
 pub fn server_config(tls: &Tls) -> anyhow::Result<ServerConfig> {
@@ -79,41 +77,4 @@ fn certificates(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'st
         path.display()
     );
     Ok(chain)
-}
-
-/// Client certificate DNS names → referrer id, from
-/// `client_certificate_names`.
-#[derive(Debug, Default)]
-pub struct ClientIdentities {
-    by_name: HashMap<String, String>,
-}
-
-impl ClientIdentities {
-    pub fn new(config: &Config) -> ClientIdentities {
-        ClientIdentities {
-            by_name: config
-                .referrers
-                .values()
-                .flat_map(|r| {
-                    r.client_certificate_names
-                        .iter()
-                        .map(|name| (name.to_ascii_lowercase(), r.id.clone()))
-                })
-                .collect(),
-        }
-    }
-
-    /// The referrer a connection's (already verified) client certificate
-    /// authenticates, with the name that matched.
-    pub fn referrer(&self, tls: &TlsInfo) -> Option<(&str, &str)> {
-        let der = CertificateDer::from(tls.peer_certificates.first()?.as_slice());
-        let certificate = webpki::EndEntityCert::try_from(&der).ok()?;
-        // Exact names, not `verify_is_valid_for_subject_name`, which would
-        // let a wildcard certificate stand for every referrer under it.
-        certificate.valid_dns_names().find_map(|name| {
-            self.by_name
-                .get_key_value(&name.to_ascii_lowercase())
-                .map(|(name, referrer)| (referrer.as_str(), name.as_str()))
-        })
-    }
 }

@@ -1,87 +1,69 @@
-//! Operators' HTTP API under `/admin`: the live mappings, outbox messages
-//! and their attempts, replay, and disabled endpoints. JSON (not FHIR),
-//! errors as OperationOutcome like everywhere else.
+//! Operators' HTTP API under `/admin`, for admin tokens only (every
+//! handler takes [`Admin`]): the live mappings, outbox messages and their
+//! attempts, replay, provider callbacks, the audit trail, erasure, and
+//! disabled endpoints. JSON (not FHIR), errors as OperationOutcome like
+//! everywhere else.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
-    Json,
+    Json, Router,
     extract::{Path, Query, State},
     http::StatusCode,
+    routing::{get, post},
 };
 use serde_json::{Value, json};
 
-use super::{AppState, FhirError};
+use super::{AppState, FhirError, extract::Admin, request::LimitedBody};
 use crate::{
-    domain::{Endpoint, ProviderId},
+    audit::AuditLog,
+    mapping::reload::Mappings,
     outcome::{Issue, IssueCode},
-    referrals::deliveries::{Replay, message_json},
-    store::MessageFilter,
+    referrals::{
+        Referrals,
+        deliveries::{BadFilter, Replay, message_filter, message_json, parse_limit},
+    },
 };
 
+/// The routes under `/admin`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/mappings", get(mappings))
+        .route("/deliveries", get(list))
+        .route("/deliveries/{id}", get(show))
+        .route("/deliveries/{id}/replay", post(replay))
+        .route("/callbacks", get(callbacks))
+        .route("/audit", get(audit))
+        .route("/erase", post(erase))
+        .route("/endpoints", get(endpoints))
+        .route("/endpoints/{endpoint}/enable", post(enable))
+}
+
 /// `GET /admin/mappings`.
-pub async fn mappings(State(app): State<AppState>) -> Json<Value> {
-    Json(app.mappings.report())
+async fn mappings(_: Admin, State(mappings): State<Arc<Mappings>>) -> Json<Value> {
+    Json(mappings.report())
 }
 
 /// `GET /admin/deliveries?state=&provider=&endpoint=&referral=&limit=`.
-pub async fn list(
-    State(app): State<AppState>,
+async fn list(
+    _: Admin,
+    State(referrals): State<Arc<Referrals>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, FhirError> {
     let filter = message_filter(&params)?;
-    let messages = app.referrals.messages(&filter).await?;
+    let messages = referrals.messages(&filter).await?;
     Ok(Json(json!({
         "messages": messages.iter().map(|m| message_json(m, None)).collect::<Vec<_>>()
     })))
 }
 
-/// The filter the query asks for; unknown parameters are refused rather
-/// than silently ignored (an ignored filter lists the wrong messages).
-pub fn message_filter(params: &HashMap<String, String>) -> Result<MessageFilter, FhirError> {
-    let mut filter = MessageFilter {
-        limit: 100,
-        ..MessageFilter::default()
-    };
-    for (key, value) in params {
-        match key.as_str() {
-            "state" => {
-                filter.state = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad("state is pending, delivered or dead".into()))?,
-                );
-            }
-            // (Text that is no provider id names no endpoint, so no message.)
-            "provider" => {
-                filter.endpoint = Some(match value.parse::<ProviderId>() {
-                    Ok(id) => Endpoint::Provider(id).to_string(),
-                    Err(_) => String::new(),
-                });
-            }
-            "endpoint" => filter.endpoint = Some(value.clone()),
-            "referral" => {
-                let id = value.strip_prefix("ServiceRequest/").unwrap_or(value);
-                filter.referral_id = Some(id.to_owned());
-            }
-            "limit" => filter.limit = parse_limit(value)?,
-            other => {
-                return Err(bad(format!(
-                    "unknown parameter {other:?}; use state, provider, endpoint, referral or limit"
-                )));
-            }
-        }
-    }
-    Ok(filter)
-}
-
 /// `GET /admin/deliveries/{id}`: the message, its payload and every attempt.
-pub async fn show(
-    State(app): State<AppState>,
+async fn show(
+    _: Admin,
+    State(referrals): State<Arc<Referrals>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, FhirError> {
-    let (message, attempts) = app
-        .referrals
+    let (message, attempts) = referrals
         .message(&id)
         .await?
         .ok_or_else(|| FhirError::NotFound(format!("no message {id}")))?;
@@ -89,8 +71,9 @@ pub async fn show(
 }
 
 /// `POST /admin/deliveries/{id}/replay[?remap=true]`: queue it again.
-pub async fn replay(
-    State(app): State<AppState>,
+async fn replay(
+    _: Admin,
+    State(referrals): State<Arc<Referrals>>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<(StatusCode, Json<Value>), FhirError> {
@@ -104,15 +87,16 @@ pub async fn replay(
             )]));
         }
     };
-    let message = app.referrals.replay(&id, how).await?;
+    let message = referrals.replay(&id, how).await?;
     Ok((StatusCode::ACCEPTED, Json(message_json(&message, None))))
 }
 
 /// `GET /admin/callbacks?provider=&referral=&limit=`: provider status
 /// callbacks as received (signature verified), each with the answer given
 /// and why (`applied`, or `refused: …`), newest first.
-pub async fn callbacks(
-    State(app): State<AppState>,
+async fn callbacks(
+    _: Admin,
+    State(referrals): State<Arc<Referrals>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, FhirError> {
     let mut limit = 100;
@@ -130,8 +114,7 @@ pub async fn callbacks(
     let referral = params
         .get("referral")
         .map(|r| r.strip_prefix("ServiceRequest/").unwrap_or(r));
-    let events = app
-        .referrals
+    let events = referrals
         .callbacks(params.get("provider").map(String::as_str), referral, limit)
         .await?;
     Ok(Json(json!({
@@ -149,8 +132,9 @@ pub async fn callbacks(
 
 /// `GET /admin/audit?referral=&actor=&since=&limit=`: the audit trail,
 /// newest first. (There is no way to change or delete a record.)
-pub async fn audit(
-    State(app): State<AppState>,
+async fn audit(
+    _: Admin,
+    State(audit): State<AuditLog>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, FhirError> {
     let mut filter = crate::store::AuditFilter {
@@ -185,7 +169,7 @@ pub async fn audit(
             }
         }
     }
-    let records = app.audit.list(&filter).await?;
+    let records = audit.list(&filter).await?;
     Ok(Json(json!({
         "records": records.iter().map(|r| json!({
             "at": r.at,
@@ -202,10 +186,10 @@ pub async fn audit(
 
 /// `POST /admin/erase` with `{"nhs_number": "…"}`: erase everything held
 /// about that patient (see [`crate::referrals::Referrals::erase_patient`]).
-pub async fn erase(
-    State(app): State<AppState>,
-    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
-    super::request::LimitedBody(body): super::request::LimitedBody,
+async fn erase(
+    Admin(caller): Admin,
+    State(referrals): State<Arc<Referrals>>,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Json<Value>, FhirError> {
     let nhs_number = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -221,9 +205,8 @@ pub async fn erase(
                 "send {\"nhs_number\": \"<10 digits>\"}",
             )])
         })?;
-    let erased = app
-        .referrals
-        .erase_patient(&nhs_number, &crate::audit::actor(&caller))
+    let erased = referrals
+        .erase_patient(&nhs_number, &caller.actor())
         .await?;
     Ok(Json(json!({
         "erased": erased.iter().map(|id| format!("ServiceRequest/{id}")).collect::<Vec<_>>()
@@ -231,8 +214,11 @@ pub async fn erase(
 }
 
 /// `GET /admin/endpoints`: endpoints disabled by a `410 Gone`.
-pub async fn endpoints(State(app): State<AppState>) -> Result<Json<Value>, FhirError> {
-    let disabled = app.referrals.disabled_endpoints().await?;
+async fn endpoints(
+    _: Admin,
+    State(referrals): State<Arc<Referrals>>,
+) -> Result<Json<Value>, FhirError> {
+    let disabled = referrals.disabled_endpoints().await?;
     Ok(Json(json!({
         "disabled": disabled.iter().map(|d| json!({
             "endpoint": d.endpoint, "disabled_at": d.disabled_at, "reason": d.reason
@@ -242,11 +228,12 @@ pub async fn endpoints(State(app): State<AppState>) -> Result<Json<Value>, FhirE
 
 /// `POST /admin/endpoints/{endpoint}/enable` (`provider:<id>` or
 /// `referrer:<id>`).
-pub async fn enable(
-    State(app): State<AppState>,
+async fn enable(
+    _: Admin,
+    State(referrals): State<Arc<Referrals>>,
     Path(endpoint): Path<String>,
 ) -> Result<Json<Value>, FhirError> {
-    if app.referrals.enable_endpoint(&endpoint).await? {
+    if referrals.enable_endpoint(&endpoint).await? {
         Ok(Json(json!({ "endpoint": endpoint, "enabled": true })))
     } else {
         Err(FhirError::NotFound(format!("{endpoint} is not disabled")))
@@ -255,14 +242,5 @@ pub async fn enable(
 
 /// A `400` for a bad query parameter.
 fn bad(text: String) -> FhirError {
-    FhirError::BadRequest(vec![Issue::error(IssueCode::Value, text)])
-}
-
-/// The `limit` query parameter: 1 to 1000.
-fn parse_limit(value: &str) -> Result<i64, FhirError> {
-    value
-        .parse::<i64>()
-        .ok()
-        .filter(|n| (1..=1000).contains(n))
-        .ok_or_else(|| bad("limit is a number from 1 to 1000".into()))
+    BadFilter(text).into()
 }

@@ -1,24 +1,16 @@
-//! Request plumbing shared by every FHIR endpoint: the JSON body extractor
-//! (media type, size and nesting limits, parse errors as OperationOutcome)
-//! and the request/correlation id middleware.
-
-use std::time::Instant;
+//! Request bodies, read within limits: the FHIR JSON body extractor
+//! (media type, size and nesting limits, parse errors as
+//! OperationOutcome) and a size-limited body of any media type.
 
 use axum::{
     body::Body,
-    extract::{FromRequest, MatchedPath, Request},
-    http::{HeaderMap, HeaderName, HeaderValue, header},
-    middleware::Next,
-    response::Response,
+    extract::{FromRequest, Request},
+    http::{HeaderMap, header},
 };
 use serde_json::Value;
-use tracing::Instrument;
 
 use super::{AppState, FhirError};
 use crate::outcome::{Issue, IssueCode};
-
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
 /// A FHIR JSON request body, checked and parsed.
 pub struct FhirJson(pub Value);
@@ -61,18 +53,30 @@ impl FromRequest<AppState> for LimitedBody {
     type Rejection = FhirError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, FhirError> {
+        let (parts, body) = request.into_parts();
         let limit = state.config.max_body_bytes;
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > DRAIN_LIMIT) {
-            // Too large even to drain politely.
-            return Err(FhirError::PayloadTooLarge { limit });
-        }
-        Ok(LimitedBody(read_body(request.into_body(), limit).await?))
+        Ok(LimitedBody(
+            read_limited(&parts.headers, body, limit).await?,
+        ))
     }
+}
+
+/// The body, or `413` once it passes `limit` (at once when the declared
+/// length is too large even to drain).
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, FhirError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        // Too large even to drain politely.
+        return Err(FhirError::PayloadTooLarge { limit });
+    }
+    read_body(body, limit).await
 }
 
 /// Oversized bodies up to this size are read to the end (and dropped) before
@@ -158,60 +162,6 @@ pub fn nesting_depth(json: &[u8]) -> usize {
         }
     }
     deepest
-}
-
-/// The client's id if it is sane (1–200 visible ASCII characters), else a
-/// new one. Ids go into logs, so nothing else is accepted.
-fn id_from(headers: &HeaderMap, name: &HeaderName) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=200).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
-
-/// Accept or generate `X-Request-Id` and `X-Correlation-Id`, run the request
-/// in a span carrying them (so every log line of the request has them), echo
-/// both on the response, and log one line per request: route template,
-/// status and latency, never the URL's query or any body.
-pub async fn request_ids(mut request: Request<Body>, next: Next) -> Response {
-    let request_id = id_from(request.headers(), &X_REQUEST_ID);
-    request
-        .extensions_mut()
-        .insert(crate::audit::RequestId(request_id.clone()));
-    let correlation_id = id_from(request.headers(), &X_CORRELATION_ID);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route = %route,
-        request_id = %request_id,
-        correlation_id = %correlation_id,
-    );
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (X_REQUEST_ID, &request_id),
-        (X_CORRELATION_ID, &correlation_id),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request finished"
-        );
-    });
-    response
 }
 
 #[cfg(test)]

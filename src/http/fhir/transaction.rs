@@ -5,23 +5,24 @@
 //! entry that is not the ServiceRequest.
 
 use axum::{
-    Extension,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
 
-use super::{
-    AppState, FHIR_JSON, FhirError, FhirJson, about_referral, base_url, referral_location,
-    sending_referrer,
+use super::{base_url, referral_location};
+use crate::{
+    http::{
+        AppState, FhirCaller, FhirError, FhirJson, FhirResponse, middleware::audit::about_referral,
+    },
+    security::authz::sending_referrer,
 };
-use crate::auth::Caller;
 
 /// Answer a transaction with a `transaction-response` Bundle.
-pub async fn create(
+pub(super) async fn create(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
@@ -77,12 +78,7 @@ pub async fn create(
         "type": "transaction-response",
         "entry": entries,
     });
-    let mut response = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
-        bundle.to_string(),
-    )
-        .into_response();
+    let mut response = FhirResponse::new(StatusCode::OK, bundle.to_string()).into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }

@@ -5,29 +5,26 @@
 use std::collections::HashMap;
 
 use axum::{
-    Extension,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::Response,
 };
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
-use super::{
-    AppState, FhirError, about_referral, base_url, resource_id, resource_response, search_value,
-    searchset, visible_referral,
-};
+use super::{base_url, resource_id, resource_response, search_value, searchset, visible_referral};
 use crate::{
-    auth::Caller,
+    http::{AppState, FhirCaller, FhirError, middleware::audit::about_referral},
     outcome::{Issue, IssueCode},
+    security::authz::{self, Visible},
 };
 
 /// Most Tasks one search returns.
 const SEARCH_LIMIT: i64 = 1000;
 
 /// `GET /fhir/Task/{id}`.
-pub async fn read(
+pub(super) async fn read(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let not_found = || FhirError::NotFound(format!("Task/{id} is not known"));
@@ -47,9 +44,9 @@ pub async fn read(
 
 /// `GET /fhir/Task?focus=ServiceRequest/{id}&_lastUpdated=gt2026-11-22T10:00:00Z`
 /// (either parameter, or both).
-pub async fn search(
+pub(super) async fn search(
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
@@ -78,11 +75,19 @@ pub async fn search(
                 Err(e) => return Err(e),
             }
         }
-        (None, Some(updated)) => {
-            app.referrals
-                .tasks_updated_since(updated.lower_bound(), caller.referrer(), SEARCH_LIMIT)
-                .await?
-        }
+        (None, Some(updated)) => match authz::visible(&caller) {
+            // A monitor (which never gets this far) sees no Tasks.
+            Visible::Nothing => Vec::new(),
+            visible => {
+                let sent_by = match visible {
+                    Visible::SentBy(referrer) => Some(referrer),
+                    Visible::All | Visible::Nothing => None,
+                };
+                app.referrals
+                    .tasks_updated_since(updated.lower_bound(), sent_by, SEARCH_LIMIT)
+                    .await?
+            }
+        },
         (None, None) => {
             return Err(bad(
                 "search Tasks by focus=ServiceRequest/{id} and/or _lastUpdated=gt<instant>",

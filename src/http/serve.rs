@@ -1,0 +1,87 @@
+//! Serving the router on a bound listener: plain HTTP, or HTTPS with
+//! rustls (and client certificates, whose [`axum_server::tls::TlsInfo`] the
+//! extractors read), with timeouts against slow clients and a graceful
+//! stop.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::Router;
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::net::TcpListener;
+
+use super::AppState;
+use crate::config::Limits;
+
+/// A bound, not yet serving HTTP server.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    /// HTTPS (`[tls]`); plain HTTP without it.
+    tls: Option<RustlsConfig>,
+    limits: Limits,
+}
+
+impl Server {
+    /// The application ([`super::router`]) on `state`, to serve on
+    /// `listener`, over TLS when `tls` is given.
+    pub fn new(
+        listener: TcpListener,
+        state: AppState,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Server {
+        Server {
+            listener,
+            limits: state.config.limits.clone(),
+            router: super::router(state),
+            tls: tls.map(RustlsConfig::from_config),
+        }
+    }
+
+    /// The address actually bound (the port is chosen when `listen` says 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serve until `stopped` completes; then stop accepting and give
+    /// requests in flight (each bounded by `request_timeout`) time to
+    /// finish. When this returns, the router (and with it every handle on
+    /// the shared state) is gone.
+    pub async fn serve_until(
+        self,
+        stopped: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let handle = axum_server::Handle::new();
+        tokio::spawn({
+            let handle = handle.clone();
+            let grace = self.limits.request_timeout + Duration::from_secs(1);
+            async move {
+                stopped.await;
+                handle.graceful_shutdown(Some(grace));
+            }
+        });
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let listener = self.listener.into_std()?;
+        // A connection that takes longer than this to send a request's
+        // headers (slow-loris), or to complete its TLS handshake and first
+        // request, is closed.
+        let timeout = self.limits.header_read_timeout;
+        match self.tls {
+            None => {
+                let mut server = axum_server::from_tcp(listener)?.handle(handle);
+                server.http_builder().http1().header_read_timeout(timeout);
+                server.first_request_timeout(timeout).serve(app).await
+            }
+            Some(tls) => {
+                let mut server = axum_server::from_tcp_rustls(listener, tls)?
+                    .map(|acceptor| acceptor.handshake_timeout(timeout))
+                    .handle(handle);
+                server.http_builder().http1().header_read_timeout(timeout);
+                server.first_request_timeout(timeout).serve(app).await
+            }
+        }
+    }
+}

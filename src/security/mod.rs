@@ -1,0 +1,15 @@
+//! The security core, free of HTTP: who a caller is ([`tokens`],
+//! [`client_certs`]), what it may see or change ([`authz`]), how fast it
+//! may ask ([`rate_limit`]), where Signpost may send data ([`egress`]), how
+//! webhooks are signed and verified ([`webhooks`]), and the TLS server
+//! configuration ([`tls`]). The HTTP layer (`crate::http`) turns these into
+//! extractors and middleware; the CLI and the delivery worker use them
+//! directly.
+
+pub mod authz;
+pub mod client_certs;
+pub mod egress;
+pub mod rate_limit;
+pub mod tls;
+pub mod tokens;
+pub mod webhooks;
