@@ -36,7 +36,7 @@ pub async fn status(
         .keys
         .get(&provider_endpoint(&provider_id))
         .ok_or_else(unknown)?;
-    let webhook_id = match keys.verify(&headers, &body, chrono::Utc::now()) {
+    let webhook_id = match keys.verify(&headers, &body, app.referrals.clock.now().to_datetime()) {
         Ok(id) => id,
         Err(e) => {
             // Guessing is throttled by address, as for bearer tokens.
