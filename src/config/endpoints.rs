@@ -1,0 +1,192 @@
+//! Providers and referrers (`[providers.<id>]`, `[referrers.<id>]`): their
+//! ids, and the outbound URLs Signpost sends patient data to.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use url::Url;
+
+use super::SecretSource;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub(super) name: Option<String>,
+    pub(super) intake_url: Option<String>,
+    /// Plain `http://` to a loopback address is refused unless this is set.
+    #[serde(default)]
+    pub(super) allow_insecure_http: bool,
+    /// A target on a private network is refused unless this is set.
+    #[serde(default)]
+    pub(super) allow_private_network: bool,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    pub(super) previous_secret_env: Option<String>,
+    pub(super) previous_secret_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    pub(super) previous_secret_until: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReferrer {
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) ods_codes: Vec<String>,
+    pub(super) callback_url: Option<String>,
+    /// DNS names (subject alternative names) of client certificates that
+    /// authenticate as this referrer over mutual TLS.
+    #[serde(default)]
+    pub(super) client_certificate_names: Vec<String>,
+    /// Plain `http://` to a loopback address is refused unless this is set.
+    #[serde(default)]
+    pub(super) allow_insecure_http: bool,
+    /// A target on a private network is refused unless this is set.
+    #[serde(default)]
+    pub(super) allow_private_network: bool,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    pub(super) previous_secret_env: Option<String>,
+    pub(super) previous_secret_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    pub(super) previous_secret_until: Option<toml::Value>,
+}
+
+/// A community provider (`[providers.<id>]`).
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Where referrals are delivered (`intake_url`). HTTPS, or plain HTTP to
+    /// a loopback address.
+    pub intake_url: Url,
+    /// The webhook signing secret shared with the provider (`secret_env` or
+    /// `secret_file`).
+    pub secret: SecretSource,
+    /// The secret being rotated out (`previous_secret_env` or
+    /// `previous_secret_file`).
+    pub previous_secret: Option<SecretSource>,
+    /// End of the rotation's grace period (`previous_secret_until`).
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// The target may be on a private network (`allow_private_network`;
+    /// see [`crate::egress`]).
+    pub allow_private_network: bool,
+}
+
+/// A referring organisation: a practice, a PCN, a hospital team
+/// (`[referrers.<id>]`).
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// ODS codes of the organisations whose referrals this referrer sends
+    /// (`ods_codes`). A referral is attributed to the referrer that lists
+    /// its requester Organization's ODS code.
+    pub ods_codes: Vec<String>,
+    /// Where status notifications are sent (`callback_url`).
+    pub callback_url: Url,
+    /// DNS names of the client certificates that authenticate as this
+    /// referrer (`client_certificate_names`; see [`crate::tls`]).
+    pub client_certificate_names: Vec<String>,
+    /// The webhook signing secret shared with the referrer (`secret_env` or
+    /// `secret_file`).
+    pub secret: SecretSource,
+    /// The secret being rotated out (`previous_secret_env` or
+    /// `previous_secret_file`).
+    pub previous_secret: Option<SecretSource>,
+    /// End of the rotation's grace period (`previous_secret_until`).
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// The target may be on a private network (`allow_private_network`;
+    /// see [`crate::egress`]).
+    pub allow_private_network: bool,
+}
+
+/// Ids appear in URLs and FHIR references: keep them to lower-case letters,
+/// digits and hyphens.
+pub(super) fn check_id(key: &str, id: &str, problems: &mut Vec<String>) {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        problems.push(format!(
+            "`[{key}]`: an id may hold only a-z, 0-9 and '-', at most 64 characters"
+        ));
+    }
+}
+
+/// Signpost sends patient data to these URLs: HTTPS only, except plain HTTP
+/// to a loopback address when the table says `allow_insecure_http = true`
+/// (local testing and side-car proxies that add TLS).
+pub(super) fn outbound_url(
+    table: &str,
+    field: &str,
+    value: Option<String>,
+    allow_insecure_http: bool,
+    allow_private_network: bool,
+    problems: &mut Vec<String>,
+) -> Option<Url> {
+    let Some(text) = value else {
+        problems.push(format!("`{table}.{field}`: missing"));
+        return None;
+    };
+    let url = match Url::parse(&text) {
+        Ok(url) => url,
+        Err(e) => {
+            problems.push(format!("`{table}.{field}`: {text:?} is not a URL ({e})"));
+            return None;
+        }
+    };
+    // A literal address needs no lookup to know it is private (host names
+    // are resolved and checked at start-up and on every connection).
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && !ip.is_loopback()
+        && !crate::egress::is_public(ip)
+        && !allow_private_network
+    {
+        problems.push(format!(
+            "`{table}.{field}`: {ip} is a private, link-local or reserved address; set `allow_private_network = true` if that is intended"
+        ));
+        return None;
+    }
+    match url.scheme() {
+        "https" => Some(url),
+        "http" if is_loopback(&url) && allow_insecure_http => Some(url),
+        "http" if is_loopback(&url) => {
+            problems.push(format!(
+                "`{table}.{field}`: plain http needs `allow_insecure_http = true` (loopback only); use https"
+            ));
+            None
+        }
+        "http" => {
+            problems.push(format!(
+                "`{table}.{field}`: plain http is allowed only to a loopback address; use https"
+            ));
+            None
+        }
+        other => {
+            problems.push(format!(
+                "`{table}.{field}`: scheme {other:?} is not supported; use https"
+            ));
+            None
+        }
+    }
+}
+
+pub(super) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}

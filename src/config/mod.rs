@@ -1,0 +1,366 @@
+//! Loading and checking `config/signpost.toml`.
+//!
+//! The file is read into `Raw*` structs that reject unknown keys, then
+//! converted into a checked [`Config`]. The conversion reports every problem
+//! at once, each naming the file and the key, and Signpost refuses to start
+//! on any of them: a gateway that guesses at its own configuration is a
+//! gateway that loses referrals. `SIGNPOST_LISTEN` and
+//! `SIGNPOST_DATABASE_URL` override the file.
+//!
+//! Webhook signing secrets are named here (an environment variable or a
+//! file) but read only by [`Config::signing_keys`], when the application
+//! starts, so that checking a configuration never touches key material.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use url::Url;
+
+mod delivery;
+mod endpoints;
+mod secrets;
+mod serving;
+
+pub use self::{
+    delivery::DeliveryConfig,
+    endpoints::{Provider, Referrer},
+    secrets::SecretSource,
+    serving::{Limits, Tls},
+};
+use self::{delivery::*, endpoints::*, secrets::*, serving::*};
+
+/// Default configuration file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/signpost.toml";
+/// Environment variable overriding `listen`.
+pub const ENV_LISTEN: &str = "SIGNPOST_LISTEN";
+/// Environment variable overriding `database_url`.
+pub const ENV_DATABASE_URL: &str = "SIGNPOST_DATABASE_URL";
+
+/// The file as written, before any checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    public_base_url: Option<String>,
+    schemas_dir: Option<PathBuf>,
+    mappings_dir: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
+    database_max_connections: Option<u32>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    referrers: BTreeMap<String, RawReferrer>,
+    delivery: Option<RawDelivery>,
+    limits: Option<RawLimits>,
+    retention_days: Option<u32>,
+    tls: Option<RawTls>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds (`listen`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Storage: `sqlite://path` (default `sqlite://data/signpost.db`) or
+    /// `postgres://…`.
+    pub database_url: String,
+    /// Absolute base URL clients use to reach Signpost (`public_base_url`).
+    /// Without it, `Location` headers and `fullUrl`s are server-relative.
+    pub public_base_url: Option<String>,
+    /// Folder holding `fhir/fhir.schema.json` and `profiles/` (`schemas_dir`,
+    /// default `schemas`).
+    pub schemas_dir: PathBuf,
+    /// Folder holding the mapping files `<provider>.yaml` and their fixtures
+    /// in `tests/` (`mappings_dir`, default `mappings`).
+    pub mappings_dir: PathBuf,
+    /// Largest request body accepted, in bytes (`max_body_bytes`, default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted (`max_json_depth`, default 64).
+    pub max_json_depth: usize,
+    /// Database connection pool size (`database_max_connections`, default 8).
+    pub database_max_connections: u32,
+    /// Community providers by id (`[providers.<id>]`).
+    pub providers: BTreeMap<String, Provider>,
+    /// Referring organisations by id (`[referrers.<id>]`).
+    pub referrers: BTreeMap<String, Referrer>,
+    /// How referrals and notifications are delivered (`[delivery]`).
+    pub delivery: DeliveryConfig,
+    /// Request limits (`[limits]`).
+    pub limits: Limits,
+    /// Days after which delivered payloads, attempts' response excerpts and
+    /// callback bodies are purged (`retention_days`, default 30).
+    pub retention_days: u32,
+    /// Serve HTTPS, optionally with client certificates (`[tls]`); plain
+    /// HTTP without it.
+    pub tls: Option<Tls>,
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration in {}:", self.file.display())?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Read `path`, apply the environment overrides, and check everything.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let fail = |problem: String| ConfigErrors {
+            file: path.to_owned(),
+            problems: vec![problem],
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        let env: HashMap<String, String> = [ENV_LISTEN, ENV_DATABASE_URL]
+            .into_iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
+            .collect();
+        Self::from_toml(&text, path, &env)
+    }
+
+    /// Parse and check configuration text; `env` holds the overriding
+    /// environment variables (taken as arguments so tests need not touch the
+    /// process environment).
+    pub fn from_toml(
+        text: &str,
+        file: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigErrors {
+            file: file.to_owned(),
+            // toml's message names the unknown or mistyped key and its line.
+            problems: vec![e.to_string().trim_end().to_owned()],
+        })?;
+        raw.check(env).map_err(|problems| ConfigErrors {
+            file: file.to_owned(),
+            problems,
+        })
+    }
+}
+
+impl RawConfig {
+    fn check(self, env: &HashMap<String, String>) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+
+        let (listen_text, listen_key) = match env.get(ENV_LISTEN) {
+            Some(v) => (v.clone(), ENV_LISTEN.to_owned()),
+            None => (
+                self.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
+                "listen".into(),
+            ),
+        };
+        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "`{listen_key}`: {listen_text:?} is not an address such as 127.0.0.1:8080"
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+
+        let (database_url, db_key) = match env.get(ENV_DATABASE_URL) {
+            Some(v) => (v.clone(), ENV_DATABASE_URL),
+            None => (
+                self.database_url
+                    .unwrap_or_else(|| "sqlite://data/signpost.db".into()),
+                "database_url",
+            ),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "`{db_key}`: must start with sqlite: or postgres:// (the value is not shown: it may hold a password)"
+            ));
+        }
+
+        let public_base_url = self.public_base_url.and_then(|u| match Url::parse(&u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                Some(u.trim_end_matches('/').to_owned())
+            }
+            _ => {
+                problems.push(format!("`public_base_url`: {u:?} is not an http(s) URL"));
+                None
+            }
+        });
+
+        let max_body_bytes = self.max_body_bytes.unwrap_or(1024 * 1024);
+        if max_body_bytes < 1024 {
+            problems.push("`max_body_bytes`: must be at least 1024".into());
+        }
+        let max_json_depth = self.max_json_depth.unwrap_or(64);
+        if !(8..=128).contains(&max_json_depth) {
+            problems.push("`max_json_depth`: must be between 8 and 128".into());
+        }
+        let database_max_connections = self.database_max_connections.unwrap_or(8);
+        if database_max_connections == 0 {
+            problems.push("`database_max_connections`: must be at least 1".into());
+        }
+
+        let mut providers = BTreeMap::new();
+        for (id, raw) in self.providers {
+            let key = format!("providers.{id}");
+            check_id(&key, &id, &mut problems);
+            let intake_url = outbound_url(
+                &key,
+                "intake_url",
+                raw.intake_url,
+                raw.allow_insecure_http,
+                raw.allow_private_network,
+                &mut problems,
+            );
+            let secrets = RawSecrets {
+                secret_env: raw.secret_env,
+                secret_file: raw.secret_file,
+                previous_secret_env: raw.previous_secret_env,
+                previous_secret_file: raw.previous_secret_file,
+                previous_secret_until: raw.previous_secret_until,
+            }
+            .check(&key, &mut problems);
+            if let (Some(intake_url), Some(secrets)) = (intake_url, secrets) {
+                providers.insert(
+                    id.clone(),
+                    Provider {
+                        id,
+                        name: raw.name,
+                        intake_url,
+                        secret: secrets.current,
+                        previous_secret: secrets.previous,
+                        previous_secret_until: secrets.previous_until,
+                        allow_private_network: raw.allow_private_network,
+                    },
+                );
+            }
+        }
+
+        let mut referrers = BTreeMap::new();
+        let mut ods_owner: HashMap<String, String> = HashMap::new();
+        for (id, raw) in self.referrers {
+            let key = format!("referrers.{id}");
+            check_id(&key, &id, &mut problems);
+            if raw.ods_codes.is_empty() {
+                problems.push(format!("`{key}.ods_codes`: list at least one ODS code"));
+            }
+            for code in &raw.ods_codes {
+                if code.is_empty() || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    problems.push(format!("`{key}.ods_codes`: {code:?} is not an ODS code"));
+                }
+                if let Some(other) = ods_owner.insert(code.clone(), id.clone()) {
+                    problems.push(format!(
+                        "`{key}.ods_codes`: {code:?} is also listed by referrers.{other}"
+                    ));
+                }
+            }
+            let callback_url = outbound_url(
+                &key,
+                "callback_url",
+                raw.callback_url,
+                raw.allow_insecure_http,
+                raw.allow_private_network,
+                &mut problems,
+            );
+            let secrets = RawSecrets {
+                secret_env: raw.secret_env,
+                secret_file: raw.secret_file,
+                previous_secret_env: raw.previous_secret_env,
+                previous_secret_file: raw.previous_secret_file,
+                previous_secret_until: raw.previous_secret_until,
+            }
+            .check(&key, &mut problems);
+            if let (Some(callback_url), Some(secrets)) = (callback_url, secrets) {
+                referrers.insert(
+                    id.clone(),
+                    Referrer {
+                        id,
+                        name: raw.name,
+                        ods_codes: raw.ods_codes,
+                        callback_url,
+                        client_certificate_names: raw.client_certificate_names,
+                        secret: secrets.current,
+                        previous_secret: secrets.previous,
+                        previous_secret_until: secrets.previous_until,
+                        allow_private_network: raw.allow_private_network,
+                    },
+                );
+            }
+        }
+
+        let delivery = self
+            .delivery
+            .map(|raw| raw.check(&mut problems))
+            .unwrap_or_default();
+        let limits = self
+            .limits
+            .map(|raw| raw.check(&mut problems))
+            .unwrap_or_default();
+
+        let tls = self.tls.and_then(|raw| raw.check(&mut problems));
+        let mut certificate_owner: HashMap<&str, &str> = HashMap::new();
+        for referrer in referrers.values() {
+            for name in &referrer.client_certificate_names {
+                if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    problems.push(format!(
+                        "`referrers.{}.client_certificate_names`: {name:?} is not a DNS name",
+                        referrer.id
+                    ));
+                }
+                if let Some(other) = certificate_owner.insert(name, &referrer.id) {
+                    problems.push(format!(
+                        "`referrers.{}.client_certificate_names`: {name:?} is also listed by referrers.{other}",
+                        referrer.id
+                    ));
+                }
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            public_base_url,
+            schemas_dir: self.schemas_dir.unwrap_or_else(|| "schemas".into()),
+            mappings_dir: self.mappings_dir.unwrap_or_else(|| "mappings".into()),
+            max_body_bytes,
+            max_json_depth,
+            database_max_connections,
+            providers,
+            referrers,
+            delivery,
+            limits,
+            retention_days: self.retention_days.unwrap_or(30),
+            tls,
+        })
+    }
+}
+
+impl Config {
+    /// The referrer that lists `ods_code`, if any.
+    pub fn referrer_for_ods(&self, ods_code: &str) -> Option<&Referrer> {
+        self.referrers
+            .values()
+            .find(|r| r.ods_codes.iter().any(|c| c.eq_ignore_ascii_case(ods_code)))
+    }
+}
+
+#[cfg(test)]
+mod tests;
