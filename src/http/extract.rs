@@ -172,7 +172,11 @@ impl FromRequest<AppState> for SignedProvider {
             return Err(unknown());
         }
         let keys = app.keys.get(&provider_endpoint(&id)).ok_or_else(unknown)?;
-        let webhook_id = match keys.verify(&parts.headers, &body, chrono::Utc::now()) {
+        let webhook_id = match keys.verify(
+            &parts.headers,
+            &body,
+            app.referrals.clock.now().to_datetime(),
+        ) {
             Ok(webhook_id) => webhook_id,
             Err(e) => {
                 // Guessing is throttled by address, as for bearer tokens.

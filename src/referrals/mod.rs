@@ -3,6 +3,7 @@
 //! transaction, idempotently) and reading referrals and Tasks back.
 //! Nothing here knows about HTTP.
 
+pub mod attempts;
 pub mod canonical;
 pub mod deliveries;
 pub mod lifecycle;
@@ -12,11 +13,11 @@ pub mod task;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::{
     config::Config,
+    domain::Clock,
     mapping::MappingSet,
     outcome::{Issue, IssueCode},
     store::{NewIntake, Recorded, ReferralRow, Store, StoreError, TaskRow},
@@ -33,6 +34,40 @@ pub struct Referrals {
     /// Wakes the delivery worker when messages are added.
     pub wake: Arc<tokio::sync::Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where "now" comes from: Task times, message times, audit records.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// How often a write is tried when another change to the same Task won the
+/// race (optimistic concurrency, [`StoreError::Conflict`]).
+const CONFLICT_RETRIES: usize = 8;
+
+/// An error that may say another change won the race.
+pub(crate) trait MayConflict {
+    fn is_conflict(&self) -> bool;
+}
+
+impl MayConflict for StoreError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict)
+    }
+}
+
+/// Run `attempt` (which reads what it changes, then writes it) again while
+/// its write loses the race to another change, at most
+/// [`CONFLICT_RETRIES`] times in all; the last conflict is returned.
+pub(crate) async fn retry_on_conflict<T, E, F>(mut attempt: impl FnMut() -> F) -> Result<T, E>
+where
+    E: MayConflict,
+    F: Future<Output = Result<T, E>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_conflict() && tries < CONFLICT_RETRIES => tries += 1,
+            done => return done,
+        }
+    }
 }
 
 /// Why an intake did not produce a referral.
@@ -194,7 +229,8 @@ impl Referrals {
 
         let referral_id = uuid::Uuid::now_v7().to_string();
         let task_id = uuid::Uuid::now_v7().to_string();
-        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let at = self.clock.now();
+        let now = at.to_string();
         let resource = with_server_identity(referral.canonical.apply(document), &referral_id, &now);
 
         // Route and map now, so that a referral the provider could not take
@@ -272,7 +308,7 @@ impl Referrals {
                 &provider_endpoint(&mapping.provider),
                 lifecycle::KIND_REFERRAL,
                 payload.to_string(),
-                &now,
+                at,
             )],
         };
         Ok(match self.store.record_intake(intake).await? {
