@@ -227,7 +227,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Worker { config } => with_runtime(async move {
             let config = Config::load(&config)?;
             let components = crate::startup::Components::build(config).await?;
-            components.worker.run(shutdown_signal()).await;
+            components.worker.run_until_stopped(shutdown_signal()).await;
             Ok(())
         }),
         Command::Deliveries { config, command } => with_runtime(deliveries(config, command)),

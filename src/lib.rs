@@ -26,7 +26,6 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod fhirpath;
-pub mod heartbeat;
 pub mod http;
 pub mod mapping;
 pub mod metrics;

@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 use crate::{
     audit::AuditLog,
     config::Config,
-    delivery::Worker,
-    heartbeat::WorkerHeartbeat,
+    delivery::{Worker, WorkerHeartbeat},
+    domain::{Clock, SystemClock},
     http::{AppState, Server},
     mapping::reload::Mappings,
     metrics::Metrics,
@@ -59,29 +59,49 @@ pub struct Components {
 
 impl Components {
     /// Load schemas, mappings and signing secrets, and open the database
-    /// (applying migrations).
+    /// (applying migrations), on the system's clock.
     pub async fn build(config: Config) -> anyhow::Result<Components> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Components::build`] on `clock`'s time (tests stop time with a
+    /// [`crate::domain::ManualClock`]).
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Components> {
         let keys = config.signing_keys().map_err(|problems| {
             anyhow::anyhow!("signing secrets:\n  - {}", problems.join("\n  - "))
         })?;
         egress::check_targets(&config).await.map_err(|problems| {
-            anyhow::anyhow!("outbound targets:\n  - {}", problems.join("\n  - "))
+            anyhow::anyhow!(
+                "outbound targets:
+  - {}",
+                problems.join(
+                    "
+  - "
+                )
+            )
         })?;
         let Domain {
             referrals,
             mappings,
             store,
-        } = domain(config).await?;
+        } = domain_with_clock(config, clock.clone()).await?;
         let config = referrals.config().clone();
         let keys = Arc::new(keys);
-        let worker_heartbeat =
-            WorkerHeartbeat::new(config.delivery.worker, config.delivery.poll_interval);
+        let worker_heartbeat = WorkerHeartbeat::new(
+            config.delivery.worker,
+            config.delivery.poll_interval,
+            clock.clone(),
+        );
         let worker = Worker::new(
             config.clone(),
             keys.clone(),
             referrals.clone(),
             store.clone(),
             worker_heartbeat.clone(),
+            clock,
         )?;
         let (audit, audit_writer) = AuditLog::start(store.clone());
         Ok(Components {
@@ -112,8 +132,14 @@ pub struct Domain {
 }
 
 /// The referral domain on `config`'s schemas, mappings and database, for
-/// the server and for operators' commands (which need no secrets).
+/// the server and for operators' commands (which need no secrets), on the
+/// system's clock.
 pub async fn domain(config: Config) -> anyhow::Result<Domain> {
+    domain_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`domain`] on `clock`'s time.
+pub async fn domain_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Domain> {
     let schemas_dir = config.schemas_dir.clone();
     let validator = tokio::task::spawn_blocking(move || Validator::load(&schemas_dir))
         .await
@@ -132,6 +158,7 @@ pub async fn domain(config: Config) -> anyhow::Result<Domain> {
         store.clone(),
         mappings.live.clone(),
         metrics,
+        clock,
     ));
     Ok(Domain {
         referrals,
@@ -141,15 +168,23 @@ pub async fn domain(config: Config) -> anyhow::Result<Domain> {
 }
 
 impl Application {
-    /// Build the [`Components`] and bind.
+    /// Build the [`Components`] and bind, on the system's clock.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] on `clock`'s time.
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         let listen = config.listen;
         // The TLS files are checked before the database is opened.
         let tls = match &config.tls {
             Some(tls) => Some(Arc::new(crate::security::tls::server_config(tls)?)),
             None => None,
         };
-        let components = Components::build(config).await?;
+        let components = Components::build_with_clock(config, clock).await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
@@ -163,6 +198,12 @@ impl Application {
             mappings,
             worker: components.worker,
         })
+    }
+
+    /// This application's delivery worker, to step with
+    /// [`Worker::tick`] when `[delivery] worker` is off (tests do).
+    pub fn worker(&self) -> Worker {
+        self.worker.clone()
     }
 
     /// The address actually bound (the port is chosen when `listen` says 0).
@@ -194,7 +235,7 @@ impl Application {
         tracing::info!(address = %self.local_addr(), "signpost listening");
         let worker = self
             .run_worker
-            .then(|| tokio::spawn(self.worker.run(until(stopped.clone()))));
+            .then(|| tokio::spawn(self.worker.run_until_stopped(until(stopped.clone()))));
         let served = self.server.serve_until(until(stopped)).await;
         // The router (and with it every audit sender) is gone: the writer
         // finishes what is queued.

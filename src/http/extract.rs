@@ -173,7 +173,11 @@ impl FromRequest<AppState> for SignedProvider {
         }
         let endpoint = Endpoint::Provider(id.parse().map_err(|_| unknown())?);
         let keys = app.keys.get(&endpoint.to_string()).ok_or_else(unknown)?;
-        let webhook_id = match keys.verify(&parts.headers, &body, chrono::Utc::now()) {
+        let webhook_id = match keys.verify(
+            &parts.headers,
+            &body,
+            app.referrals.clock().now().to_datetime(),
+        ) {
             Ok(webhook_id) => webhook_id,
             Err(e) => {
                 // Guessing is throttled by address, as for bearer tokens.

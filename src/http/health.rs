@@ -19,7 +19,7 @@ use axum::{
 use serde_json::json;
 
 use super::AppState;
-use crate::{heartbeat::WorkerHeartbeat, referrals::Referrals};
+use crate::{delivery::WorkerHeartbeat, referrals::Referrals};
 
 /// The health routes.
 pub fn router() -> Router<AppState> {

@@ -38,7 +38,7 @@ pub use self::{
 use crate::{
     audit::AuditLog,
     config::Config,
-    heartbeat::WorkerHeartbeat,
+    delivery::WorkerHeartbeat,
     mapping::reload::Mappings,
     metrics::Metrics,
     referrals::Referrals,

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use serde_json::{Value, json};
 
 use super::{
@@ -126,13 +126,12 @@ impl Referrals {
             Replay::AsSent => original.payload.clone(),
             Replay::Remapped => self.remap(&original).await?,
         };
-        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut message = new_message(
             &original.referral_id,
             original.endpoint.clone(),
             original.kind,
             payload,
-            &now,
+            self.clock.now(),
         );
         message.replay_of = Some(original.id.clone());
         // A notification replayed is the same event, under the same number.
@@ -293,11 +292,10 @@ impl Referrals {
     /// Retention: purge what was delivered more than `retention_days` ago
     /// (payloads, response excerpts, callback bodies); ids and states stay.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(self.config.retention_days));
-        let purged = self
-            .store
-            .purge_before(&cutoff.to_rfc3339_opts(SecondsFormat::Millis, true))
-            .await?;
+        let retention =
+            std::time::Duration::from_secs(86_400 * u64::from(self.config.retention_days));
+        let cutoff = self.clock.now().before(retention);
+        let purged = self.store.purge_before(&cutoff.to_string()).await?;
         if purged > 0 {
             tracing::info!(
                 purged,
@@ -316,7 +314,7 @@ impl Referrals {
         nhs_number: &str,
         actor: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let now = self.clock.now().to_string();
         let mut tombstones = Vec::new();
         for referral in self.store.referrals_of_patient(nhs_number).await? {
             let task = self

@@ -4,33 +4,29 @@
 //! same transaction, queues a notification to the referrer (and, for a
 //! cancellation, a message to the provider).
 
-use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{
     Referrals,
     model::NewMessage,
+    retry_on_conflict,
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
-    domain::{Endpoint, MessageId, MessageKind, ProviderId, ReferralId, ReferrerId},
+    domain::{Endpoint, MessageId, MessageKind, ProviderId, ReferralId, ReferrerId, Timestamp},
     outcome::{Issue, IssueCode},
     store::{
         CallbackApplied, InboundRow, Notification, ReferralRow, StoreError, TaskRow, TaskUpdate,
     },
 };
 
-/// How often a change is retried when another one to the same Task won the
-/// race (optimistic concurrency).
-const CONFLICT_RETRIES: usize = 8;
-
-/// A new outbox message, due now.
+/// A new outbox message, created and due `now`.
 pub fn new_message(
     referral_id: &ReferralId,
     endpoint: Endpoint,
     kind: MessageKind,
     payload: String,
-    now: &str,
+    now: Timestamp,
 ) -> NewMessage {
     NewMessage {
         id: MessageId::generate(),
@@ -38,8 +34,8 @@ pub fn new_message(
         endpoint,
         kind,
         payload,
-        created_at: now.to_owned(),
-        next_attempt_at: Utc::now().timestamp_millis(),
+        created_at: now.to_string(),
+        next_attempt_at: now.as_millis(),
         replay_of: None,
         event_number: None,
     }
@@ -61,6 +57,14 @@ pub enum ChangeError {
     Store(#[from] StoreError),
 }
 
+impl super::MayConflict for ChangeError {
+    /// The write lost a race (not the state machine's refusal, which
+    /// [`ChangeError::Conflict`] is: trying again would not change it).
+    fn is_conflict(&self) -> bool {
+        matches!(self, ChangeError::Store(StoreError::Conflict))
+    }
+}
+
 /// The answer to a provider's status callback.
 #[derive(Debug)]
 pub enum CallbackOutcome {
@@ -76,10 +80,6 @@ pub enum CallbackOutcome {
     Duplicate { status: u16, outcome: String },
     /// Refused and recorded.
     Refused { status: u16, issues: Vec<Issue> },
-}
-
-fn now_text() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl Referrals {
@@ -103,7 +103,8 @@ impl Referrals {
             })?;
         let current: Value = serde_json::from_str(&task.resource)
             .map_err(|e| ChangeError::Unprocessable(format!("stored Task unreadable: {e}")))?;
-        let now = now_text();
+        let at = self.clock.now();
+        let now = at.to_string();
         let (next, status) = apply_change(&current, change, by_referrer, &now)
             .map_err(|e| ChangeError::Conflict(format!("{e}; the change was not applied")))?;
         // The Task version it carries; the store numbers it, and the
@@ -115,7 +116,7 @@ impl Referrals {
                 Endpoint::Referrer(stored_id::<ReferrerId>(&referral.referrer_id)?),
                 MessageKind::Notification,
                 next.to_string(),
-                &now,
+                at,
             ),
         };
         Ok(TaskUpdate {
@@ -154,7 +155,7 @@ impl Referrals {
         if let Some(first) = self.store.inbound(provider_id, webhook_id).await? {
             return Ok(duplicate(first));
         }
-        let received_at = now_text();
+        let received_at = self.clock.now().to_string();
         let record = |referral_id: Option<String>, status: u16, outcome: String| InboundRow {
             provider_id: provider_id.to_owned(),
             webhook_id: webhook_id.to_owned(),
@@ -164,9 +165,8 @@ impl Referrals {
             response_status: i64::from(status),
             outcome,
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let record = &record;
+        retry_on_conflict(|| async move {
             let (referral_id, result) = self.map_callback(provider_id, body).await?;
             let (inbound, update, outcome) = match result {
                 Ok((update, task_id, status)) => (
@@ -190,14 +190,13 @@ impl Referrals {
                     )
                 }
             };
-            match self.store.apply_callback(inbound, update).await {
+            match self.store.apply_callback(inbound, update).await? {
                 // (The store wakes the delivery worker for the notification.)
-                Ok(CallbackApplied::Applied) => return Ok(outcome),
-                Ok(CallbackApplied::Duplicate(first)) => return Ok(duplicate(first)),
-                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => continue,
-                Err(e) => return Err(e),
+                CallbackApplied::Applied => Ok(outcome),
+                CallbackApplied::Duplicate(first) => Ok(duplicate(first)),
             }
-        }
+        })
+        .await
     }
 
     /// The Task update a callback asks for, or the HTTP status and issues
@@ -333,7 +332,7 @@ impl Referrals {
                 )));
             }
         };
-        for attempt in 1.. {
+        retry_on_conflict(|| async move {
             let referral = self.store.referral(referral_id).await?.ok_or_else(|| {
                 ChangeError::NotFound(format!("ServiceRequest/{referral_id} is not known"))
             })?;
@@ -356,7 +355,10 @@ impl Referrals {
                     true,
                 )
                 .await?;
+            // The referral's new version, and the cancellation, are as of
+            // the Task change.
             let now = update.task.last_updated.clone();
+            let at: Timestamp = now.parse().unwrap_or_else(|_| self.clock.now());
             resource["status"] = json!(new_status);
             resource["meta"]["versionId"] = json!((referral.version_id + 1).to_string());
             resource["meta"]["lastUpdated"] = json!(now);
@@ -384,18 +386,15 @@ impl Referrals {
                         Endpoint::Provider(stored_id::<ProviderId>(provider_id)?),
                         MessageKind::Cancel,
                         payload.to_string(),
-                        &now,
+                        at,
                     ));
                 }
             }
             update.referral = Some(revised.clone());
-            match self.store.update_task(update).await {
-                Ok(()) => return Ok(revised),
-                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        unreachable!("the loop returns")
+            self.store.update_task(update).await?;
+            Ok(revised)
+        })
+        .await
     }
 
     /// The update recording that a message to the provider was dead-lettered:
@@ -413,7 +412,7 @@ impl Referrals {
             ..TaskChange::default()
         };
         match self
-            .prepare_update(&referral, &change, "signpost:delivery", false)
+            .prepare_update(&referral, &change, super::attempts::DELIVERY_ACTOR, false)
             .await
         {
             Ok(update) => Ok(Some(update)),

@@ -3,6 +3,7 @@
 //! transaction, idempotently) and reading referrals and Tasks back.
 //! Nothing here knows about HTTP.
 
+pub mod attempts;
 pub mod canonical;
 pub mod deliveries;
 pub mod lifecycle;
@@ -13,12 +14,11 @@ pub mod task;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::{
     config::Config,
-    domain::{Endpoint, MessageKind, ProviderId, ReferralId, TaskId},
+    domain::{Clock, Endpoint, MessageKind, ProviderId, ReferralId, TaskId},
     mapping::MappingSet,
     outcome::{Issue, IssueCode},
     store::{NewIntake, Recorded, ReferralRow, Store, StoreError, TaskRow},
@@ -35,6 +35,40 @@ pub struct Referrals {
     /// The live mapping set; hot reload swaps it whole.
     mappings: Arc<ArcSwap<MappingSet>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Where "now" comes from: Task times, message times, audit records.
+    clock: Arc<dyn Clock>,
+}
+
+/// How often a write is tried when another change to the same Task won the
+/// race (optimistic concurrency, [`StoreError::Conflict`]).
+const CONFLICT_RETRIES: usize = 8;
+
+/// An error that may say another change won the race.
+pub(crate) trait MayConflict {
+    fn is_conflict(&self) -> bool;
+}
+
+impl MayConflict for StoreError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict)
+    }
+}
+
+/// Run `attempt` (which reads what it changes, then writes it) again while
+/// its write loses the race to another change, at most
+/// [`CONFLICT_RETRIES`] times in all; the last conflict is returned.
+pub(crate) async fn retry_on_conflict<T, E, F>(mut attempt: impl FnMut() -> F) -> Result<T, E>
+where
+    E: MayConflict,
+    F: Future<Output = Result<T, E>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_conflict() && tries < CONFLICT_RETRIES => tries += 1,
+            done => return done,
+        }
+    }
 }
 
 /// Why an intake did not produce a referral.
@@ -94,6 +128,7 @@ impl Referrals {
         store: Arc<dyn Store>,
         mappings: Arc<ArcSwap<MappingSet>>,
         metrics: Arc<crate::metrics::Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Referrals {
         Referrals {
             config,
@@ -101,12 +136,18 @@ impl Referrals {
             store,
             mappings,
             metrics,
+            clock,
         }
     }
 
     /// The configuration the service runs on.
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// Where "now" comes from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The metrics registry it records into.
@@ -233,7 +274,8 @@ impl Referrals {
 
         let referral_id = ReferralId::generate();
         let task_id = TaskId::generate().to_string();
-        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let at = self.clock.now();
+        let now = at.to_string();
         let resource = with_server_identity(
             referral.canonical.apply(document),
             referral_id.as_str(),
@@ -324,7 +366,7 @@ impl Referrals {
                 Endpoint::Provider(provider_id),
                 MessageKind::Referral,
                 payload.to_string(),
-                &now,
+                at,
             )],
         };
         // (The store wakes the delivery worker once the message is stored.)

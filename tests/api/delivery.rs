@@ -27,21 +27,19 @@ const REFERRALS: [(&str, &str); 5] = [
 ];
 
 async fn every_accepted_referral_is_delivered_signed_with_the_mapped_body(backend: Backend) {
-    let fleet = Fleet::start(backend).await;
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
     let mut sent = Vec::new();
     for (fixture, provider) in REFERRALS {
         sent.push((fleet.refer(fixture).await, provider));
     }
+    fleet.app.deliver_due().await;
     for provider in ["activelives", "community-connect", "grow-together"] {
         let expected: Vec<&String> = sent
             .iter()
             .filter(|(_, p)| *p == provider)
             .map(|(id, _)| id)
             .collect();
-        let delivered = fleet
-            .provider(provider)
-            .wait_for(expected.len(), PATIENCE)
-            .await;
+        let delivered = fleet.provider(provider).delivered();
         assert_eq!(
             delivered.len(),
             expected.len(),
@@ -60,26 +58,20 @@ async fn every_accepted_referral_is_delivered_signed_with_the_mapped_body(backen
             assert!((crate::receiver::unix_now() - got.timestamp).abs() < 60);
         }
     }
-    // The operators' view agrees (once the worker has recorded the 2xx it got).
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let listed = json(fleet.app.get("/admin/deliveries?state=delivered").await).await;
-        if listed["messages"].as_array().unwrap().len() == REFERRALS.len() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "deliveries recorded: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The operators' view agrees (the round recorded every 2xx it got).
+    let listed = json(fleet.app.get("/admin/deliveries?state=delivered").await).await;
+    assert_eq!(
+        listed["messages"].as_array().unwrap().len(),
+        REFERRALS.len(),
+        "deliveries recorded: {listed}"
+    );
 }
 
 async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(backend: Backend) {
     // ActiveLives is down (connection refused) when the referrals arrive;
     // Community Connect answers 503 (with Retry-After), 500, then times
     // out, then recovers.
-    let fleet = Fleet::start_with(backend, |config| {
+    let fleet = Fleet::start_stepped(backend, |config| {
         // Enough attempts to outlast the outage below.
         let ms = Duration::from_millis;
         config.delivery.retry_schedule = [
@@ -102,12 +94,12 @@ async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(
     let active = fleet.refer("activelives-exercise.json").await;
     let connect = fleet.refer("community-connect-loneliness.json").await;
 
-    let delivered = fleet
-        .provider("community-connect")
-        .wait_for(1, PATIENCE)
-        .await;
-    // The timed-out request is recorded when its delayed answer goes out.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Time moves on from one due retry to the next (the timeout itself
+    // takes its real second).
+    while fleet.provider("community-connect").delivered().is_empty() {
+        assert!(fleet.app.step().await, "Community Connect is still retried");
+    }
+    let delivered = fleet.provider("community-connect").delivered();
     let received = fleet.provider("community-connect").received();
     assert_eq!(received.len(), 4, "503, 500, timeout, then 202");
     assert!(
@@ -121,10 +113,12 @@ async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(
         fleet.expected_payload(&connect, "community-connect").await
     );
 
-    // ActiveLives comes back on the same port.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ActiveLives, retried meanwhile, comes back on the same port.
     let back = Receiver::start_on(down, &secret).await;
-    let delivered = back.wait_for(1, PATIENCE).await;
+    while back.delivered().is_empty() {
+        assert!(fleet.app.step().await, "ActiveLives is still retried");
+    }
+    let delivered = back.delivered();
     assert_eq!(
         delivered[0].body,
         fleet.expected_payload(&active, "activelives").await
@@ -162,7 +156,7 @@ async fn a_provider_that_fails_for_a_while_receives_everything_once_it_recovers(
 
 async fn retry_after_replaces_the_scheduled_wait(backend: Backend) {
     // The schedule says wait 20 s; the provider asks for 1 s and gets it.
-    let fleet = Fleet::start_with(backend, |config| {
+    let fleet = Fleet::start_stepped(backend, |config| {
         config.delivery.retry_schedule = vec![Duration::from_secs(20)];
     })
     .await;
@@ -170,25 +164,33 @@ async fn retry_after_replaces_the_scheduled_wait(backend: Backend) {
         .provider("community-connect")
         .script(vec![Scripted::status(429).retry_after("1")]);
     fleet.refer("community-connect-minimal.json").await;
-    fleet
-        .provider("community-connect")
-        .wait_for(1, PATIENCE)
-        .await;
+    let asked = fleet.app.now();
+    let next_due = fleet.app.deliver_due().await;
+    assert_eq!(fleet.provider("community-connect").received().len(), 1);
+    let waits = next_due.expect("a retry is waiting").since(asked);
+    assert!(
+        waits >= Duration::from_secs(1) && waits < Duration::from_secs(15),
+        "waits {waits:?}"
+    );
+    // Not a moment before it asked...
+    fleet.app.advance(Duration::from_millis(999));
+    fleet.app.deliver_due().await;
+    assert_eq!(fleet.provider("community-connect").received().len(), 1);
+    // ...and long before the schedule's 20 s.
+    fleet.app.advance(waits - Duration::from_millis(999));
+    fleet.app.deliver_due().await;
     let received = fleet.provider("community-connect").received();
     assert_eq!(received.len(), 2);
-    let waited = received[1].at - received[0].at;
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(15),
-        "waited {waited:?}"
-    );
+    assert_eq!(fleet.provider("community-connect").delivered().len(), 1);
 }
 
 async fn messages_for_one_referral_go_in_order_while_others_pass(backend: Backend) {
     // The referrer's callback endpoint fails for a while; three status
     // changes of one referral queue up behind the first and arrive in order.
-    let fleet = Fleet::start(backend).await;
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
     let id = fleet.refer("activelives-exercise.json").await;
-    fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    fleet.app.deliver_due().await;
+    assert_eq!(fleet.provider("activelives").delivered().len(), 1);
     fleet.referrer.script(vec![
         Scripted::status(503),
         Scripted::status(503),
@@ -214,10 +216,10 @@ async fn messages_for_one_referral_go_in_order_while_others_pass(backend: Backen
             .status(),
         200
     );
+    fleet.app.deliver_all().await;
     let delivered: Vec<_> = fleet
         .referrer
-        .wait_for(4, PATIENCE)
-        .await
+        .delivered()
         .into_iter()
         .filter(|r| {
             r.body["entry"][1]["resource"]["focus"]["reference"] == format!("ServiceRequest/{id}")
@@ -255,14 +257,16 @@ async fn messages_for_one_referral_go_in_order_while_others_pass(backend: Backen
 }
 
 async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(backend: Backend) {
-    let fleet = Fleet::start(backend).await;
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
     fleet.provider("grow-together").script(vec![
         Scripted::status(400).body("{\"error\":\"site unknown\"}"),
     ]);
     let id = fleet.refer("grow-together.bundle.json").await;
 
     // The referrer hears that delivery failed.
-    let notified = fleet.referrer.wait_for(1, PATIENCE).await;
+    fleet.app.deliver_due().await;
+    let notified = fleet.referrer.delivered();
+    assert_eq!(notified.len(), 1);
     let task = &notified[0].body["entry"][1]["resource"];
     assert_eq!(task["businessStatus"]["text"], "delivery failed");
     assert_eq!(task["status"], "requested");
@@ -320,7 +324,9 @@ async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(bac
         .await
         .unwrap();
     assert_eq!(remapped.status(), 202);
-    let delivered = fleet.provider("grow-together").wait_for(2, PATIENCE).await;
+    fleet.app.deliver_due().await;
+    let delivered = fleet.provider("grow-together").delivered();
+    assert_eq!(delivered.len(), 2);
     let expected = fleet.expected_payload(&id, "grow-together").await;
     assert!(
         delivered
@@ -342,12 +348,15 @@ async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(bac
 }
 
 async fn retries_that_run_out_dead_letter_the_message(backend: Backend) {
-    let fleet = Fleet::start(backend).await;
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
     fleet
         .provider("activelives")
         .set_default(Scripted::status(503));
     let id = fleet.refer("activelives-exercise.json").await;
-    let notified = fleet.referrer.wait_for(1, PATIENCE).await;
+    // Each retry falls due as time moves on; then nothing is waiting.
+    fleet.app.deliver_all().await;
+    let notified = fleet.referrer.delivered();
+    assert_eq!(notified.len(), 1);
     assert_eq!(
         notified[0].body["entry"][1]["resource"]["businessStatus"]["text"],
         "delivery failed"
@@ -373,20 +382,13 @@ async fn retries_that_run_out_dead_letter_the_message(backend: Backend) {
 }
 
 async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Backend) {
-    let fleet = Fleet::start(backend).await;
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
     fleet
         .provider("community-connect")
         .script(vec![Scripted::status(410)]);
     let first = fleet.refer("community-connect-loneliness.json").await;
     let endpoints = async || json(fleet.app.get("/admin/endpoints").await).await;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while endpoints().await["disabled"].as_array().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the endpoint is disabled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleet.app.deliver_due().await;
     assert_eq!(
         endpoints().await["disabled"][0]["endpoint"],
         "provider:community-connect"
@@ -394,8 +396,12 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Bac
     let second = fleet.refer("community-connect-minimal.json").await;
     // Other providers are not affected.
     fleet.refer("activelives-exercise.json").await;
-    fleet.provider("activelives").wait_for(1, PATIENCE).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing is waiting but what the disabled endpoint holds back, however
+    // long: time moves on and nothing more falls due.
+    assert_eq!(fleet.app.deliver_due().await, None);
+    fleet.app.advance(Duration::from_secs(60));
+    assert_eq!(fleet.app.deliver_due().await, None);
+    assert_eq!(fleet.provider("activelives").delivered().len(), 1);
     assert_eq!(
         fleet.provider("community-connect").received().len(),
         1,
@@ -414,10 +420,9 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Bac
         .await
         .unwrap();
     assert_eq!(enabled.status(), 200);
-    let delivered = fleet
-        .provider("community-connect")
-        .wait_for(2, PATIENCE)
-        .await;
+    fleet.app.deliver_due().await;
+    let delivered = fleet.provider("community-connect").delivered();
+    assert_eq!(delivered.len(), 2);
     let bodies: Vec<&Value> = delivered.iter().map(|r| &r.body).collect();
     assert!(bodies.contains(&&fleet.expected_payload(&first, "community-connect").await));
     assert!(bodies.contains(&&fleet.expected_payload(&second, "community-connect").await));
@@ -487,19 +492,9 @@ async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Ba
     // A server that does not deliver accepts a referral...
     let fleet = Fleet::start_with(backend, |config| config.delivery.worker = false).await;
     let id = fleet.refer("activelives-weight.json").await;
-    // ...a worker leases its message for 3 s and dies without a word...
-    let store = signpost::store::open(&fleet.app.db.url, 2).await.unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
-    let lease = Duration::from_secs(3);
-    let leased_at = std::time::Instant::now();
-    let leased = store
-        .claim_due("crashed-worker", now, now + lease.as_millis() as i64, 10)
-        .await
-        .unwrap();
-    assert_eq!(leased.len(), 1);
-    assert_eq!(leased[0].referral_id, id);
-    // ...and a second instance with a worker takes over once the lease expires.
-    let second = crate::helpers::TestApp::spawn_on(
+    // ...a second instance, whose delivery the test steps on a stopped
+    // clock, shares its database...
+    let second = crate::helpers::TestApp::spawn_stepped_on(
         crate::helpers::TestDb::shared(&fleet.app.db.url),
         |config| {
             crate::fleet::fast_delivery(config);
@@ -507,13 +502,29 @@ async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Ba
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let nothing_yet = fleet.provider("activelives").received().is_empty();
-    // (On a loaded machine the start-up may outlast the lease.)
-    if leased_at.elapsed() < lease - Duration::from_millis(200) {
-        assert!(nothing_yet, "not while the lease holds");
-    }
-    let delivered = fleet.provider("activelives").wait_for(1, PATIENCE).await;
+    // ...a worker leases the message for 3 s and dies without a word...
+    let store = signpost::store::open(&fleet.app.db.url, 2).await.unwrap();
+    let now = second.now().as_millis();
+    let lease = Duration::from_secs(3);
+    let leased = store
+        .claim_due("crashed-worker", now, now + lease.as_millis() as i64, 10)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].referral_id, id);
+    // ...and the second instance takes over once the lease expires, not
+    // before.
+    second.deliver_due().await;
+    second.advance(lease - Duration::from_millis(1));
+    second.deliver_due().await;
+    assert!(
+        fleet.provider("activelives").received().is_empty(),
+        "not while the lease holds"
+    );
+    second.advance(Duration::from_millis(2));
+    second.deliver_due().await;
+    let delivered = fleet.provider("activelives").delivered();
+    assert_eq!(delivered.len(), 1);
     assert_eq!(
         delivered[0].webhook_id, leased[0].id,
         "the same message, the same webhook-id"

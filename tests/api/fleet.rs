@@ -105,6 +105,24 @@ impl Fleet {
         Self::start_on(TestDb::fresh(backend).await, providers, referrer, adjust).await
     }
 
+    /// Start with time stopped and delivery stepped by the test
+    /// (`fleet.app.deliver_due()`, `fleet.app.step()`), after a further
+    /// adjustment of the configuration.
+    pub async fn start_stepped(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Fleet {
+        let (providers, referrer) = receivers().await;
+        let app = TestApp::spawn_stepped_on(TestDb::fresh(backend).await, |config| {
+            fast_delivery(config);
+            aim(config, &providers, &referrer);
+            adjust(config);
+        })
+        .await;
+        Fleet {
+            app,
+            providers,
+            referrer,
+        }
+    }
+
     pub async fn start_on(
         db: TestDb,
         providers: BTreeMap<&'static str, Receiver>,
@@ -238,12 +256,13 @@ impl Fleet {
         body: &Value,
     ) -> reqwest::Response {
         let secret = test_secret(&format!("provider:{provider}"));
+        // Signed at the app's time (its stopped clock, when stepped).
         self.callback_signed(
             provider,
             webhook_id,
             body,
             &secret,
-            crate::receiver::unix_now(),
+            self.app.now().as_secs(),
         )
         .await
     }

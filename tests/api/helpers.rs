@@ -14,6 +14,8 @@ use serde_json::Value;
 use sha2::Digest as _;
 use signpost::{
     config::{Config, ENV_DATABASE_URL, ENV_LISTEN, SecretSource},
+    delivery::{Tick, Worker},
+    domain::{Clock, ManualClock, SystemClock, Timestamp},
     security::{tokens::Role, webhooks::Secret},
     startup::Application,
 };
@@ -175,6 +177,10 @@ pub struct TestApp {
     pub anonymous: reqwest::Client,
     pub referrer_token: String,
     pub db: TestDb,
+    /// Delivery stepped by the test on a stopped clock (see
+    /// [`TestApp::spawn_stepped_on`]); `None` when the app's own worker
+    /// runs on the system clock.
+    stepped: Option<Stepped>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -186,6 +192,31 @@ impl TestApp {
 
     /// Start on an existing database, after adjusting the configuration.
     pub async fn spawn_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::launch(db, adjust, None).await
+    }
+
+    /// Start on an existing database with time stopped (a [`ManualClock`]
+    /// at the present) and no delivery worker in the background: the test
+    /// delivers with [`TestApp::deliver_due`] and moves time on with
+    /// [`TestApp::advance`], so retries fall due without waiting.
+    pub async fn spawn_stepped_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let clock = ManualClock::starting_now();
+        Self::launch(
+            db,
+            |config| {
+                adjust(config);
+                config.delivery.worker = false;
+            },
+            Some(clock),
+        )
+        .await
+    }
+
+    async fn launch(
+        db: TestDb,
+        adjust: impl FnOnce(&mut Config),
+        manual: Option<ManualClock>,
+    ) -> TestApp {
         LazyLock::force(&TRACING);
         let mut config = test_config(&db.url);
         adjust(&mut config);
@@ -194,9 +225,17 @@ impl TestApp {
         } else {
             "http"
         };
-        let app = Application::build(config)
+        let clock: std::sync::Arc<dyn Clock> = match &manual {
+            Some(manual) => std::sync::Arc::new(manual.clone()),
+            None => std::sync::Arc::new(SystemClock),
+        };
+        let app = Application::build_with_clock(config, clock)
             .await
             .expect("application builds");
+        let stepped = manual.map(|clock| Stepped {
+            clock,
+            worker: app.worker(),
+        });
         let address = format!("{scheme}://{}", app.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -211,6 +250,7 @@ impl TestApp {
             anonymous: reqwest::Client::new(),
             referrer_token,
             db,
+            stepped,
             stop: Some(stop),
             server: Some(server),
         }
@@ -237,6 +277,65 @@ impl TestApp {
                 pg_name: None,
             },
         )
+    }
+
+    fn stepped(&self) -> &Stepped {
+        self.stepped
+            .as_ref()
+            .expect("a stepped app (TestApp::spawn_stepped_on)")
+    }
+
+    /// The app's time: its stopped clock when stepped, else the system's.
+    pub fn now(&self) -> Timestamp {
+        match &self.stepped {
+            Some(stepped) => stepped.clock.now(),
+            None => SystemClock.now(),
+        }
+    }
+
+    /// Moves the stopped clock on.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.stepped().clock.advance(by);
+    }
+
+    /// Deliver everything due now, as the worker would: rounds until one
+    /// finds nothing due (each round records its attempts before the next
+    /// starts, so what a delivery unblocks or queues goes too). Returns when
+    /// the next message falls due, if any is waiting.
+    pub async fn deliver_due(&self) -> Option<Timestamp> {
+        let stepped = self.stepped();
+        loop {
+            match stepped.worker.tick(stepped.clock.now()).await {
+                Ok(Tick::Busy { .. }) => continue,
+                Ok(Tick::Idle { next_due }) => return next_due,
+                Err(e) => panic!("delivery round failed: {e}"),
+            }
+        }
+    }
+
+    /// Move the clock on to the next due message (if it is not yet due)
+    /// and deliver what is due then. `false` when nothing is waiting.
+    pub async fn step(&self) -> bool {
+        let Some(next_due) = self.deliver_due().await else {
+            return false;
+        };
+        let now = self.now();
+        if next_due > now {
+            self.advance(next_due.since(now));
+        }
+        self.deliver_due().await;
+        true
+    }
+
+    /// Step until nothing is waiting: every retry made, every message
+    /// delivered or dead-lettered (or held behind a disabled endpoint).
+    pub async fn deliver_all(&self) {
+        for _ in 0..1000 {
+            if !self.step().await {
+                return;
+            }
+        }
+        panic!("delivery did not come to rest in 1000 steps");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -289,6 +388,12 @@ impl TestApp {
             .await
             .expect("request sent")
     }
+}
+
+/// A stepped app's clock and the worker the test turns.
+struct Stepped {
+    clock: ManualClock,
+    worker: Worker,
 }
 
 /// Issue a token straight into the database, as `signpost tokens create`

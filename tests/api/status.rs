@@ -181,12 +181,12 @@ async fn each_documented_callback_moves_the_task_and_reaches_the_referrer(backen
 }
 
 async fn forged_stale_replayed_illegal_and_unknown_callbacks_change_nothing(backend: Backend) {
-    let fleet = Fleet::start(backend).await;
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
     let id = fleet.refer("activelives-exercise.json").await;
     let booked =
         json!({"referral_ref": id, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
     let secret = test_secret("provider:activelives");
-    let now = unix_now();
+    let now = fleet.app.now().as_secs();
 
     // Wrong secret (another provider's), stale, future, missing signature.
     let other = test_secret("provider:community-connect");
@@ -325,17 +325,18 @@ async fn forged_stale_replayed_illegal_and_unknown_callbacks_change_nothing(back
     );
 
     // The referrer heard of exactly the two changes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fleet.referrer.wait_for(2, PATIENCE).await.len(), 2);
+    fleet.app.deliver_due().await;
+    assert_eq!(fleet.referrer.received().len(), 2);
+    assert_eq!(fleet.referrer.delivered().len(), 2);
 }
 
 async fn pollers_find_changed_tasks_by_last_updated(backend: Backend) {
-    let fleet = Fleet::start(backend).await;
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
     let id = fleet.refer("activelives-exercise.json").await;
     let unchanged = fleet.refer("activelives-weight.json").await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    fleet.app.advance(Duration::from_millis(1));
+    let since = fleet.app.now().to_string();
+    fleet.app.advance(Duration::from_millis(1));
     let booked =
         json!({"referral_ref": id, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
     assert_eq!(
@@ -406,7 +407,7 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn the_referrer_cancels_and_the_provider_is_told_through_its_mapping(backend: Backend) {
     let mappings = mappings_with_cancel();
     let dir = mappings.path().to_owned();
-    let fleet = Fleet::start_with(backend, move |config| config.mappings_dir = dir).await;
+    let fleet = Fleet::start_stepped(backend, move |config| config.mappings_dir = dir).await;
 
     // PUT with status revoked.
     let id = fleet.refer("activelives-exercise.json").await;
@@ -431,7 +432,9 @@ async fn the_referrer_cancels_and_the_provider_is_told_through_its_mapping(backe
     assert_eq!(task["statusReason"]["text"], "cancelled by the referrer");
 
     // The provider gets the referral, then the cancellation, in that order.
-    let delivered = fleet.provider("activelives").wait_for(2, PATIENCE).await;
+    fleet.app.deliver_due().await;
+    let delivered = fleet.provider("activelives").delivered();
+    assert_eq!(delivered.len(), 2);
     assert_eq!(delivered[0].body["referral_ref"], id.as_str());
     assert!(delivered[0].body.get("cancelled").is_none());
     assert_eq!(
@@ -440,7 +443,8 @@ async fn the_referrer_cancels_and_the_provider_is_told_through_its_mapping(backe
     );
     assert!(delivered[1].signature_valid);
     // And the referrer is notified of the cancelled Task.
-    let notified = fleet.referrer.wait_for(1, PATIENCE).await;
+    let notified = fleet.referrer.delivered();
+    assert_eq!(notified.len(), 1);
     assert_eq!(
         notified[0].body["entry"][1]["resource"]["status"],
         "cancelled"
@@ -475,10 +479,8 @@ async fn the_referrer_cancels_and_the_provider_is_told_through_its_mapping(backe
     // PATCH: a provider without a cancel message (Community Connect) gets
     // none, and the Task still shows cancelled.
     let other = fleet.refer("community-connect-loneliness.json").await;
-    fleet
-        .provider("community-connect")
-        .wait_for(1, PATIENCE)
-        .await;
+    fleet.app.deliver_due().await;
+    assert_eq!(fleet.provider("community-connect").delivered().len(), 1);
     let patch = |body: Value| {
         let client = fleet.app.client.clone();
         let url = fleet.app.url(&format!("/fhir/ServiceRequest/{other}"));
@@ -501,7 +503,7 @@ async fn the_referrer_cancels_and_the_provider_is_told_through_its_mapping(backe
     .await;
     assert_eq!(ok.status(), 200);
     assert_eq!(fleet.task(&other).await["status"], "cancelled");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.app.deliver_due().await;
     assert_eq!(
         fleet.provider("community-connect").received().len(),
         1,
@@ -584,13 +586,13 @@ async fn secrets_rotate_with_a_grace_period(backend: Backend) {
     drop(fleet);
 
     // After it.
-    let fleet = Fleet::start_with(
+    let fleet = Fleet::start_stepped(
         backend,
         rotate(chrono::Utc::now() - chrono::Duration::seconds(1)),
     )
     .await;
     let id = fleet.refer("activelives-exercise.json").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.app.deliver_due().await;
     let received = fleet.provider("activelives").received();
     assert!(!received.is_empty());
     assert!(

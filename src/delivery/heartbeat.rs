@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+use crate::domain::Clock;
+
 /// The delivery worker's heartbeat.
 #[derive(Debug)]
 pub struct WorkerHeartbeat {
@@ -19,21 +21,28 @@ pub struct WorkerHeartbeat {
     last_beat: AtomicI64,
     /// How long the worker may sleep between rounds.
     poll_interval: Duration,
+    /// The worker's clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl WorkerHeartbeat {
-    pub fn new(expected: bool, poll_interval: Duration) -> Arc<WorkerHeartbeat> {
+    pub fn new(
+        expected: bool,
+        poll_interval: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<WorkerHeartbeat> {
         Arc::new(WorkerHeartbeat {
             expected,
             last_beat: AtomicI64::new(0),
             poll_interval,
+            clock,
         })
     }
 
     /// Called by the worker on every round.
     pub fn beat(&self) {
         self.last_beat
-            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+            .store(self.clock.now().as_millis(), Ordering::Relaxed);
     }
 
     /// Called by the worker when it stops.
@@ -48,6 +57,6 @@ impl WorkerHeartbeat {
         // three rounds and a few seconds of a slow database.
         let allowed =
             i64::try_from((self.poll_interval * 3).as_millis()).unwrap_or(i64::MAX / 2) + 5_000;
-        last > 0 && chrono::Utc::now().timestamp_millis() - last < allowed
+        last > 0 && self.clock.now().as_millis() - last < allowed
     }
 }
