@@ -1,7 +1,9 @@
-//! The types that cross the store's API: what is written and what is read
-//! back. (Step 1 of the store's split keeps them as they were; the rows are
-//! stored as the JSON text that is served, so reads need no
-//! re-serialisation.)
+//! The types that cross the store's API, and the private rows the outbox
+//! is read into. Outbox messages and attempts cross as the domain's own
+//! types (`referrals::model`); referrals, Tasks, callbacks, tokens and audit
+//! records still cross as the `*Row` types here (see the report of the
+//! store branch for what remains). Resources are stored as the JSON text
+//! that is served, so reads need no re-serialisation.
 
 use crate::{
     domain::{Endpoint, MessageId, MessageKind, MessageState, ReferralId},
