@@ -160,9 +160,9 @@ fn signpost_fhirpath_and_fpml_evaluate_against_a_file() {
     let fpml = signpost(&[
         "fpml",
         "--template",
-        "../shared/fixtures/fpml/complex-example.fhir.template.yaml",
+        "tests/fixtures/fpml/complex-example.fhir.template.yaml",
         "--context",
-        "../shared/fixtures/fpml/complex-example.fhir.context.yaml",
+        "tests/fixtures/fpml/complex-example.fhir.context.yaml",
         "tests/fixtures/referrals/valid/activelives-exercise.json",
     ]);
     // The template's body reads QuestionnaireResponse variables; against a

@@ -334,9 +334,10 @@ pub fn valid(name: &str) -> Value {
     fixture(&format!("tests/fixtures/referrals/valid/{name}"))
 }
 
-/// A shared fixture from `../shared/fixtures/`.
-pub fn shared(relative: &str) -> Value {
-    fixture(&format!("../shared/fixtures/{relative}"))
+/// A real, public example from `tests/fixtures/real/` (provenance in its
+/// `SOURCES.md`).
+pub fn real(relative: &str) -> Value {
+    fixture(&format!("tests/fixtures/real/{relative}"))
 }
 
 /// The same referral under a new business identifier, so it is a new referral.
