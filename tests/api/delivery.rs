@@ -8,10 +8,10 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    fleet::{Fleet, PATIENCE},
-    helpers::{Backend, json},
     on_both_backends,
-    receiver::{Receiver, Scripted},
+    support::fleet::{Fleet, PATIENCE},
+    support::helpers::{Backend, json},
+    support::receiver::{Receiver, Scripted},
 };
 
 /// Fixtures for each provider.
@@ -57,7 +57,7 @@ async fn every_accepted_referral_is_delivered_signed_with_the_mapped_body(backen
             assert_eq!(got.path, format!("/{provider}/intake"));
             assert!(got.webhook_id.starts_with("msg_"), "{}", got.webhook_id);
             assert_eq!(got.header("content-type"), Some("application/json"));
-            assert!((crate::receiver::unix_now() - got.timestamp).abs() < 60);
+            assert!((crate::support::receiver::unix_now() - got.timestamp).abs() < 60);
         }
     }
     // The operators' view agrees (once the worker has recorded the 2xx it got).
@@ -429,7 +429,7 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Bac
 async fn signpost_cli(db_url: &str, args: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
         .args(args)
-        .current_dir(crate::helpers::MANIFEST_DIR)
+        .current_dir(crate::support::helpers::MANIFEST_DIR)
         .env("SIGNPOST_DATABASE_URL", db_url)
         .env("RUST_LOG", "warn")
         .output()
@@ -499,11 +499,11 @@ async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Ba
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].referral_id, id);
     // ...and a second instance with a worker takes over once the lease expires.
-    let second = crate::helpers::TestApp::spawn_on(
-        crate::helpers::TestDb::shared(&fleet.app.db.url),
+    let second = crate::support::helpers::TestApp::spawn_on(
+        crate::support::helpers::TestDb::shared(&fleet.app.db.url),
         |config| {
-            crate::fleet::fast_delivery(config);
-            crate::fleet::aim(config, &fleet.providers, &fleet.referrer);
+            crate::support::fleet::fast_delivery(config);
+            crate::support::fleet::aim(config, &fleet.providers, &fleet.referrer);
         },
     )
     .await;
@@ -531,7 +531,7 @@ async fn a_standalone_worker_delivers_for_a_server_without_one(backend: Backend)
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::fleet::write_config(dir.path(), &fleet.providers, &fleet.referrer);
+    let config = crate::support::fleet::write_config(dir.path(), &fleet.providers, &fleet.referrer);
     let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
         .arg("worker")
         .arg("--config")

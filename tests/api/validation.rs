@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    helpers::{Backend, TestApp, expressions, fixture, json, real, valid},
     on_both_backends,
+    support::helpers::{Backend, TestApp, expressions, fixture, json, real, valid},
 };
 
 #[derive(Deserialize)]
