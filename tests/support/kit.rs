@@ -414,6 +414,8 @@ impl Drop for Server {
 
 #[cfg(test)]
 mod tests {
+    // The bench builds with cfg(test) but without its #[test] functions.
+    #[allow(unused_imports)]
     use super::*;
 
     const CUSTOM: &str = "postgres://u@db.example:6543/x";
