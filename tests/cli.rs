@@ -1,5 +1,6 @@
 //! The `signpost` binary's start-up contract: bad configuration stops it
-//! with a message naming the file and key; `migrate` creates the database.
+//! with a message naming the file and key; `migrate` creates the database;
+//! `--config` is accepted after any subcommand; `erase` asks before erasing.
 
 use std::process::Command;
 
@@ -104,4 +105,70 @@ fn migrate_creates_the_sqlite_database_and_its_folder() {
         .output()
         .unwrap();
     assert!(again.status.success());
+}
+
+#[test]
+fn config_is_accepted_after_any_subcommand() {
+    for args in [
+        &[
+            "tokens",
+            "create",
+            "--referrer",
+            "riverside-surgery",
+            "--config",
+        ][..],
+        &["tokens", "--config"],
+        &["deliveries", "list", "--config"],
+        &["endpoints", "list", "--config"],
+        &["purge", "--days", "1", "--config"],
+        &["erase", "--nhs-number", "9990000018", "--yes", "--config"],
+        &["migrate", "--config"],
+        &["worker", "--config"],
+    ] {
+        let mut args = args.to_vec();
+        args.push("no/such/signpost.toml");
+        if args[0] == "tokens" && args.len() == 3 {
+            args.extend(["list"]);
+        }
+        let output = signpost(&args).output().unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no/such/signpost.toml") && stderr.contains("cannot read the file"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn erase_without_yes_refuses_when_stdin_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("signpost.db");
+    let url = format!("sqlite://{}", database.display());
+    let output = signpost(&["erase", "--nhs-number", "9990000018"])
+        .env("SIGNPOST_DATABASE_URL", &url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not a terminal") && stderr.contains("--yes"),
+        "{stderr}"
+    );
+    assert!(!database.exists(), "nothing was opened");
+
+    let output = signpost(&["erase", "--nhs-number", "9990000018", "--yes"])
+        .env("SIGNPOST_DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "0 referral(s) erased");
 }

@@ -60,7 +60,7 @@ struct Case {
 }
 
 fn suite_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/fhirpath")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fhirpath")
 }
 
 fn load_cases() -> Vec<Case> {

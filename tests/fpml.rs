@@ -9,7 +9,7 @@ use signpost::{fhirpath::Env, mapping::fpml::Template};
 
 fn yaml(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/fpml")
+        .join("tests/fixtures/fpml")
         .join(name);
     serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }

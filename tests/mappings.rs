@@ -14,14 +14,33 @@ fn signpost(args: &[&str]) -> std::process::Output {
         .expect("signpost runs")
 }
 
+/// The `provider:` each `*.yaml` in `dir` names, sorted.
+fn mapping_files(dir: &Path) -> Vec<String> {
+    let mut named: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let head: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+            head["provider"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    named.sort();
+    named
+}
+
 #[test]
 fn every_mapping_passes_every_fixture_beside_it() {
     let root = Path::new(MANIFEST_DIR);
     let set =
         MappingSet::load(&root.join("mappings"), &root.join("schemas")).expect("mappings load");
+    // Every mapping file in mappings/ is loaded, under the provider it names.
+    let named = mapping_files(&root.join("mappings"));
+    assert!(named.len() >= 3, "{named:?}");
     assert_eq!(
         set.mappings.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["activelives", "community-connect", "grow-together"]
+        named.iter().map(String::as_str).collect::<Vec<_>>()
     );
     for mapping in set.mappings.values() {
         let report = fixtures::run(mapping, &root.join("mappings/tests"));
@@ -160,9 +179,9 @@ fn signpost_fhirpath_and_fpml_evaluate_against_a_file() {
     let fpml = signpost(&[
         "fpml",
         "--template",
-        "../shared/fixtures/fpml/complex-example.fhir.template.yaml",
+        "tests/fixtures/fpml/complex-example.fhir.template.yaml",
         "--context",
-        "../shared/fixtures/fpml/complex-example.fhir.context.yaml",
+        "tests/fixtures/fpml/complex-example.fhir.context.yaml",
         "tests/fixtures/referrals/valid/activelives-exercise.json",
     ]);
     // The template's body reads QuestionnaireResponse variables; against a

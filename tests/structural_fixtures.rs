@@ -1,5 +1,5 @@
 //! The structural layer against the official examples, without a server:
-//! every real FHIR R4 JSON example in ../shared/fixtures passes the official
+//! every real FHIR R4 JSON example in tests/fixtures/real passes the official
 //! schema, except the one BaRS example known to be invalid, and
 //! `signpost validate` reports on files offline.
 
@@ -14,9 +14,10 @@ fn validator() -> Validator {
     Validator::load(&Path::new(MANIFEST_DIR).join("schemas")).expect("schemas load")
 }
 
-fn shared(relative: &str) -> Value {
+/// A real example from `tests/fixtures/real/` (see its `SOURCES.md`).
+fn real(relative: &str) -> Value {
     let path = Path::new(MANIFEST_DIR)
-        .join("../shared/fixtures")
+        .join("tests/fixtures/real")
         .join(relative);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
@@ -25,9 +26,9 @@ fn shared(relative: &str) -> Value {
 fn every_official_json_example_passes_the_structural_layer() {
     let validator = validator();
     let mut checked = 0;
-    for folder in ["real/hl7-r4", "real/bars", "real/subscriptions"] {
+    for folder in ["hl7-r4", "bars", "subscriptions"] {
         let dir = Path::new(MANIFEST_DIR)
-            .join("../shared/fixtures")
+            .join("tests/fixtures/real")
             .join(folder);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
@@ -37,7 +38,7 @@ fn every_official_json_example_passes_the_structural_layer() {
             {
                 continue;
             }
-            let resource = shared(&format!("{folder}/{name}"));
+            let resource = real(&format!("{folder}/{name}"));
             let issues = validator.check_structure(&resource);
             assert!(issues.is_empty(), "{folder}/{name}: {issues:#?}");
             checked += 1;
@@ -50,7 +51,7 @@ fn every_official_json_example_passes_the_structural_layer() {
 #[test]
 fn structural_errors_inside_contained_resources_and_entries_are_located() {
     let validator = validator();
-    let mut task = shared("real/hl7-r4/task-example1.json");
+    let mut task = real("hl7-r4/task-example1.json");
     task["status"] = "ongoing".into();
     task["contained"] =
         serde_json::json!([{"resourceType": "Patient", "id": "p", "birthDate": 1948}]);
@@ -62,7 +63,7 @@ fn structural_errors_inside_contained_resources_and_entries_are_located() {
         "{at:?}"
     );
 
-    let mut bundle = shared("real/hl7-r4/bundle-example.json");
+    let mut bundle = real("hl7-r4/bundle-example.json");
     bundle["entry"][1]["resource"]["colour"] = "red".into();
     let at: Vec<_> = validator
         .check_structure(&bundle)
@@ -81,7 +82,7 @@ fn signpost_validate_prints_the_outcome_and_sets_the_exit_status() {
             .output()
             .expect("signpost runs")
     };
-    let invalid = run("../shared/fixtures/real/bars/api-1.4.0-servicerequest-read-success.json");
+    let invalid = run("tests/fixtures/real/bars/api-1.4.0-servicerequest-read-success.json");
     assert_eq!(invalid.status.code(), Some(1));
     let outcome: Value = serde_json::from_slice(&invalid.stdout).unwrap();
     assert_eq!(outcome["resourceType"], "OperationOutcome");

@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::{
-    fleet::{Fleet, PATIENCE},
-    helpers::{Backend, json},
     on_both_backends,
+    support::fleet::{Fleet, PATIENCE},
+    support::helpers::{Backend, json},
 };
 
 /// The first audit record matching `query` by `actor` (a prefix) doing

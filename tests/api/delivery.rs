@@ -8,10 +8,10 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    fleet::{Fleet, PATIENCE},
-    helpers::{Backend, json},
     on_both_backends,
-    receiver::{Receiver, Scripted},
+    support::fleet::{Fleet, PATIENCE},
+    support::helpers::{Backend, json},
+    support::receiver::{Receiver, Scripted},
 };
 
 /// Fixtures for each provider.
@@ -55,7 +55,7 @@ async fn every_accepted_referral_is_delivered_signed_with_the_mapped_body(backen
             assert_eq!(got.path, format!("/{provider}/intake"));
             assert!(got.webhook_id.starts_with("msg_"), "{}", got.webhook_id);
             assert_eq!(got.header("content-type"), Some("application/json"));
-            assert!((crate::receiver::unix_now() - got.timestamp).abs() < 60);
+            assert!((crate::support::receiver::unix_now() - got.timestamp).abs() < 60);
         }
     }
     // The operators' view agrees (the round recorded every 2xx it got).
@@ -434,7 +434,7 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Bac
 async fn signpost_cli(db_url: &str, args: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
         .args(args)
-        .current_dir(crate::helpers::MANIFEST_DIR)
+        .current_dir(crate::support::helpers::MANIFEST_DIR)
         .env("SIGNPOST_DATABASE_URL", db_url)
         .env("RUST_LOG", "warn")
         .output()
@@ -494,11 +494,11 @@ async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Ba
     let id = fleet.refer("activelives-weight.json").await;
     // ...a second instance, whose delivery the test steps on a stopped
     // clock, shares its database...
-    let second = crate::helpers::TestApp::spawn_stepped_on(
-        crate::helpers::TestDb::shared(&fleet.app.db.url),
+    let second = crate::support::helpers::TestApp::spawn_stepped_on(
+        crate::support::helpers::TestDb::shared(&fleet.app.db.url),
         |config| {
-            crate::fleet::fast_delivery(config);
-            crate::fleet::aim(config, &fleet.providers, &fleet.referrer);
+            crate::support::fleet::fast_delivery(config);
+            crate::support::fleet::aim(config, &fleet.providers, &fleet.referrer);
         },
     )
     .await;
@@ -542,7 +542,7 @@ async fn a_standalone_worker_delivers_for_a_server_without_one(backend: Backend)
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::fleet::write_config(dir.path(), &fleet.providers, &fleet.referrer);
+    let config = crate::support::fleet::write_config(dir.path(), &fleet.providers, &fleet.referrer);
     let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
         .arg("worker")
         .arg("--config")

@@ -14,12 +14,12 @@ use tokio::{
 };
 
 use crate::{
-    fleet::{Fleet, PATIENCE, aim, fast_delivery, receivers, write_config},
-    helpers::{
+    on_both_backends,
+    support::fleet::{Fleet, PATIENCE, aim, fast_delivery, receivers, write_config},
+    support::helpers::{
         Backend, MANIFEST_DIR, TestApp, TestDb, client_with, issue_token, json, valid,
         with_new_identifier,
     },
-    on_both_backends,
 };
 
 async fn referrals_survive_a_restart(backend: Backend) {
@@ -195,6 +195,9 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
 /// every referral is delivered, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_postgres_never_deliver_a_message_twice() {
+    if crate::support::kit::postgres_server().is_none() {
+        return;
+    }
     let fleet = Fleet::start(Backend::Postgres).await;
     let url = fleet.app.db.url.clone();
     let second = TestApp::spawn_on(TestDb::shared(&url), |config| {

@@ -7,9 +7,9 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::{
-    fleet::{Fleet, PATIENCE},
-    helpers::{Backend, MANIFEST_DIR, json},
     on_both_backends,
+    support::fleet::{Fleet, PATIENCE},
+    support::helpers::{Backend, MANIFEST_DIR, json},
 };
 
 /// Patient A (erased) and patient B (kept), as in the fixtures.

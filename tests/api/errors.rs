@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
-    helpers::{Backend, TestApp, json, valid},
     on_both_backends,
+    support::helpers::{Backend, TestApp, json, valid},
 };
 
 async fn post_raw(
@@ -163,7 +163,8 @@ async fn hostile_inputs_never_produce_a_500(backend: Backend) {
     }
     // A control character inside an otherwise valid referral is the
     // client's mistake (400), not a database failure.
-    let (mut referral, _) = crate::helpers::with_new_identifier(valid("activelives-exercise.json"));
+    let (mut referral, _) =
+        crate::support::helpers::with_new_identifier(valid("activelives-exercise.json"));
     referral["identifier"][0]["value"] = serde_json::json!("a\u{0}b");
     let outcome = assert_outcome(
         app.post_json("/fhir/ServiceRequest", &referral).await,
@@ -171,7 +172,7 @@ async fn hostile_inputs_never_produce_a_500(backend: Backend) {
     )
     .await;
     assert_eq!(
-        crate::helpers::expressions(&outcome),
+        crate::support::helpers::expressions(&outcome),
         ["ServiceRequest.identifier[0].value"]
     );
 

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
-    helpers::{Backend, TestApp, fixture, json, valid, with_new_identifier},
     on_both_backends,
+    support::helpers::{Backend, TestApp, fixture, json, valid, with_new_identifier},
 };
 
 async fn task_count(app: &TestApp, referral_id: &str) -> u64 {

@@ -4,8 +4,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
-    helpers::{Backend, TestApp, json, valid, with_new_identifier},
     on_both_backends,
+    support::helpers::{Backend, TestApp, json, valid, with_new_identifier},
 };
 
 const VALID: [&str; 9] = [

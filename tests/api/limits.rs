@@ -11,8 +11,8 @@ use tokio::{
 };
 
 use crate::{
-    helpers::{Backend, TestApp, TestDb, json, valid, with_new_identifier},
     on_both_backends,
+    support::helpers::{Backend, TestApp, TestDb, json, valid, with_new_identifier},
 };
 
 async fn a_token_over_its_rate_gets_429_with_retry_after(backend: Backend) {
@@ -163,7 +163,7 @@ async fn guessing_credentials_is_throttled_by_address_and_callbacks_by_provider(
         config.limits.burst = 3;
     })
     .await;
-    let guess = crate::helpers::client_with("sp_0123456789abcdef_guess");
+    let guess = crate::support::helpers::client_with("sp_0123456789abcdef_guess");
     let search = app.url("/fhir/Task?_lastUpdated=ge2020-01-01");
     for _ in 0..2 {
         let answer = guess.get(&search).send().await.unwrap();
@@ -175,7 +175,10 @@ async fn guessing_credentials_is_throttled_by_address_and_callbacks_by_provider(
         .post(app.url("/providers/activelives/status"))
         .header("content-type", "application/json")
         .header("webhook-id", "msg_forged")
-        .header("webhook-timestamp", crate::receiver::unix_now().to_string())
+        .header(
+            "webhook-timestamp",
+            crate::support::receiver::unix_now().to_string(),
+        )
         .header("webhook-signature", "v1,Zm9yZ2Vk")
         .body("{}")
         .send()
@@ -194,13 +197,13 @@ async fn guessing_credentials_is_throttled_by_address_and_callbacks_by_provider(
     );
 
     // A provider's signed callbacks have a bucket of their own.
-    let secret = crate::helpers::test_secret("provider:activelives");
+    let secret = crate::support::helpers::test_secret("provider:activelives");
     let mut statuses = Vec::new();
     for n in 0..4 {
         let id = format!("msg_rate_{n}");
         let body = json!({"referral_ref": "nobody", "event": "booked", "event_time": "2026-03-04T10:15:00Z"})
             .to_string();
-        let now = crate::receiver::unix_now();
+        let now = crate::support::receiver::unix_now();
         let answer = app
             .anonymous
             .post(app.url("/providers/activelives/status"))
@@ -209,7 +212,7 @@ async fn guessing_credentials_is_throttled_by_address_and_callbacks_by_provider(
             .header("webhook-timestamp", now.to_string())
             .header(
                 "webhook-signature",
-                crate::receiver::sign(&secret, &id, now, body.as_bytes()),
+                crate::support::receiver::sign(&secret, &id, now, body.as_bytes()),
             )
             .body(body)
             .send()

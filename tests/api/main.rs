@@ -1,20 +1,18 @@
 //! Black-box tests of Signpost over real HTTP, each on SQLite and on
 //! PostgreSQL.
 
-mod helpers;
+mod support;
 
 mod audit;
 mod delivery;
 mod durability;
 mod erasure;
 mod errors;
-mod fleet;
 mod idempotency;
 mod intake;
 mod limits;
 mod operations;
 mod privacy;
-mod receiver;
 mod reload;
 mod routing;
 mod security;

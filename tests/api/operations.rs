@@ -9,12 +9,12 @@ use signpost::security::tokens::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    fleet::{Fleet, PATIENCE},
-    helpers::{
+    on_both_backends,
+    support::fleet::{Fleet, PATIENCE},
+    support::helpers::{
         Backend, TestApp, TestDb, client_with, issue_token, json, valid, with_new_identifier,
     },
-    on_both_backends,
-    receiver::Scripted,
+    support::receiver::Scripted,
 };
 
 /// The samples of a scrape: `name{labels}` → value.
@@ -217,12 +217,12 @@ async fn health_says_live_and_ready_and_not_ready_without_its_tables(backend: Ba
 /// exits 0.
 async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly(backend: Backend) {
     let db = TestDb::fresh(backend).await;
-    let (providers, referrer) = crate::fleet::receivers().await;
+    let (providers, referrer) = crate::support::fleet::receivers().await;
     // The provider takes a while to answer: the attempt is in flight when
     // the signal comes.
     providers["activelives"].set_default(Scripted::accepted().after(Duration::from_millis(1500)));
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::fleet::write_config(dir.path(), &providers, &referrer);
+    let config = crate::support::fleet::write_config(dir.path(), &providers, &referrer);
     let (mut child, address) = crate::durability::start_binary(&db, &config).await;
     let token = issue_token(&db.url, Role::Referrer("riverside-surgery".into())).await;
     let client = client_with(&token);

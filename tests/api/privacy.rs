@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
-    fleet::{PATIENCE, receivers, write_config},
-    helpers::{
+    on_both_backends,
+    support::fleet::{PATIENCE, receivers, write_config},
+    support::helpers::{
         Backend, MANIFEST_DIR, TestDb, client_with, issue_token, test_secret, valid,
         with_new_identifier,
     },
-    on_both_backends,
-    receiver::{sign, unix_now},
+    support::receiver::{sign, unix_now},
 };
 
 /// Values that appear nowhere else, so that finding one in a log line can

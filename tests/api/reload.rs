@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
-    helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, valid, with_new_identifier},
     on_both_backends,
+    support::helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, valid, with_new_identifier},
 };
 
 fn copy_dir(from: &Path, to: &Path) {

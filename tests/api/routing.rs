@@ -8,28 +8,45 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
-    helpers::{Backend, TestApp, expressions, fixture, json, valid, with_new_identifier},
     on_both_backends,
+    support::helpers::{
+        Backend, TestApp, expressions, fixture, json, kit, valid, with_new_identifier,
+    },
 };
 
-/// Each valid referral fixture, and the provider its mapping fixtures say it goes to.
+/// Each valid referral fixture, and the provider its mapping fixtures say it
+/// goes to (every mapped provider's, found in `mappings/`).
 fn routed_fixtures() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = Vec::new();
-    for provider in ["activelives", "community-connect", "grow-together"] {
-        let dir = format!("{}/mappings/tests/{provider}", env!("CARGO_MANIFEST_DIR"));
-        for entry in std::fs::read_dir(dir).unwrap() {
+    for provider in kit::mapped_providers() {
+        let Ok(entries) = std::fs::read_dir(root.join("mappings/tests").join(&provider)) else {
+            continue;
+        };
+        for entry in entries {
             let name = entry.unwrap().file_name().into_string().unwrap();
             // Expected payloads whose referral is also an intake fixture.
             if let Some(stem) = name.strip_suffix(".expected.json")
-                && Path::new(env!("CARGO_MANIFEST_DIR"))
+                && root
                     .join(format!("tests/fixtures/referrals/valid/{stem}.json"))
                     .exists()
             {
-                found.push((format!("{stem}.json"), provider.to_owned()));
+                found.push((format!("{stem}.json"), provider.clone()));
             }
         }
     }
-    assert_eq!(found.len(), 9);
+    // Every valid intake fixture has an expected payload with exactly one
+    // provider.
+    let mut routed: Vec<&str> = found.iter().map(|(name, _)| name.as_str()).collect();
+    routed.sort_unstable();
+    let mut valid: Vec<String> = std::fs::read_dir(root.join("tests/fixtures/referrals/valid"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    valid.sort_unstable();
+    assert_eq!(routed, valid);
+    assert!(found.len() >= 9, "only {} routed fixtures", found.len());
     found
 }
 

@@ -10,10 +10,10 @@ use signpost::{
 };
 
 use crate::{
-    helpers::{
+    on_both_backends,
+    support::helpers::{
         Backend, TestApp, TestDb, client_with, issue_token, json, valid, with_new_identifier,
     },
-    on_both_backends,
 };
 
 /// A second referrer, Hilltop Practice (ODS B82002), beside Riverside.
@@ -351,7 +351,7 @@ async fn tokens_are_issued_and_revoked_from_the_command_line(backend: Backend) {
             let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
                 .arg("tokens")
                 .args(&args)
-                .current_dir(crate::helpers::MANIFEST_DIR)
+                .current_dir(crate::support::helpers::MANIFEST_DIR)
                 .env("SIGNPOST_DATABASE_URL", url)
                 .env("RUST_LOG", "warn")
                 .output()
@@ -432,7 +432,7 @@ async fn a_target_whose_name_leads_to_a_private_address_is_refused_at_start_up()
         "this test needs the machine's host name ({host:?}) to resolve to a private or loopback address, as it does on the project's machines"
     );
     let db = TestDb::fresh(Backend::Sqlite).await;
-    let mut config = crate::helpers::test_config(&db.url);
+    let mut config = crate::support::helpers::test_config(&db.url);
     config.providers.get_mut("activelives").unwrap().intake_url =
         format!("https://{host}/intake").parse().unwrap();
     let refused = signpost::startup::Application::build(config.clone()).await;

@@ -9,10 +9,10 @@ use std::{path::Path, time::Duration};
 use serde_json::{Value, json};
 
 use crate::{
-    fleet::{Fleet, PATIENCE, REFERRER},
-    helpers::{Backend, MANIFEST_DIR, json, test_secret},
     on_both_backends,
-    receiver::unix_now,
+    support::fleet::{Fleet, PATIENCE, REFERRER},
+    support::helpers::{Backend, MANIFEST_DIR, json, test_secret},
+    support::receiver::unix_now,
 };
 
 /// A referral fixture for each provider, and the callback that accepts it.

@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use signpost::config::Tls;
 
 use crate::{
-    helpers::{Backend, TestApp, TestDb, json, valid, with_new_identifier},
     on_both_backends,
+    support::helpers::{Backend, TestApp, TestDb, json, valid, with_new_identifier},
 };
 
 /// A certificate authority for the tests.

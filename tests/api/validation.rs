@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    helpers::{Backend, TestApp, expressions, fixture, json, shared, valid},
     on_both_backends,
+    support::helpers::{Backend, TestApp, expressions, fixture, json, real, valid},
 };
 
 #[derive(Deserialize)]
@@ -76,7 +76,7 @@ async fn the_bars_read_example_fails_the_structural_layer_at_based_on_and_patien
     backend: Backend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let bars = shared("real/bars/api-1.4.0-servicerequest-read-success.json");
+    let bars = real("bars/api-1.4.0-servicerequest-read-success.json");
     let response = app.post_json("/fhir/ServiceRequest", &bars).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let outcome = json(response).await;
@@ -108,7 +108,7 @@ async fn official_hl7_service_requests_pass_the_structure_and_meet_the_profile_l
         "servicerequest-example-pt.json",
         "servicerequest-example-subrequest.json",
     ] {
-        let resource = shared(&format!("real/hl7-r4/{name}"));
+        let resource = real(&format!("hl7-r4/{name}"));
         let response = app.post_json("/fhir/ServiceRequest", &resource).await;
         let status = response.status();
         let outcome = json(response).await;
@@ -123,7 +123,7 @@ async fn official_hl7_service_requests_pass_the_structure_and_meet_the_profile_l
 async fn the_wrong_resource_type_is_refused_with_a_clear_diagnostic(backend: Backend) {
     let app = TestApp::spawn(backend).await;
 
-    let patient = shared("real/hl7-r4/patient-example.json");
+    let patient = real("hl7-r4/patient-example.json");
     let response = app.post_json("/fhir/ServiceRequest", &patient).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let outcome = json(response).await;

@@ -1,4 +1,4 @@
-//! A Signpost with real webhook receivers standing in for the three
+//! A Signpost with real webhook receivers standing in for every mapped
 //! providers and the referrer, and a delivery schedule short enough for
 //! tests (retries after 100 ms, 200 ms, …).
 
@@ -9,11 +9,12 @@ use signpost::config::Config;
 use url::Url;
 
 use crate::{
-    helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, test_secret, with_new_identifier},
-    receiver::Receiver,
+    support::helpers::{
+        Backend, MANIFEST_DIR, TestApp, TestDb, json, kit, test_secret, with_new_identifier,
+    },
+    support::receiver::Receiver,
 };
 
-pub const PROVIDERS: [&str; 3] = ["activelives", "community-connect", "grow-together"];
 pub const REFERRER: &str = "riverside-surgery";
 
 /// How long tests wait for deliveries.
@@ -22,7 +23,7 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// Signpost and its receivers.
 pub struct Fleet {
     pub app: TestApp,
-    pub providers: BTreeMap<&'static str, Receiver>,
+    pub providers: BTreeMap<String, Receiver>,
     pub referrer: Receiver,
 }
 
@@ -37,9 +38,9 @@ pub fn fast_delivery(config: &mut Config) {
 }
 
 /// Point `config`'s endpoints at the receivers.
-pub fn aim(config: &mut Config, providers: &BTreeMap<&'static str, Receiver>, referrer: &Receiver) {
+pub fn aim(config: &mut Config, providers: &BTreeMap<String, Receiver>, referrer: &Receiver) {
     for (id, receiver) in providers {
-        config.providers.get_mut(*id).unwrap().intake_url =
+        config.providers.get_mut(id).unwrap().intake_url =
             Url::parse(&receiver.url_for(&format!("/{id}/intake"))).unwrap();
     }
     config.referrers.get_mut(REFERRER).unwrap().callback_url =
@@ -47,11 +48,11 @@ pub fn aim(config: &mut Config, providers: &BTreeMap<&'static str, Receiver>, re
 }
 
 /// Receivers for every endpoint, each with its test secret.
-pub async fn receivers() -> (BTreeMap<&'static str, Receiver>, Receiver) {
+pub async fn receivers() -> (BTreeMap<String, Receiver>, Receiver) {
     let mut providers = BTreeMap::new();
-    for id in PROVIDERS {
+    for id in kit::mapped_providers() {
         providers.insert(
-            id,
+            id.clone(),
             Receiver::start(&test_secret(&format!("provider:{id}"))).await,
         );
     }
@@ -64,7 +65,7 @@ pub async fn receivers() -> (BTreeMap<&'static str, Receiver>, Receiver) {
 /// short retry schedule.
 pub fn write_config(
     dir: &std::path::Path,
-    providers: &std::collections::BTreeMap<&'static str, Receiver>,
+    providers: &std::collections::BTreeMap<String, Receiver>,
     referrer: &Receiver,
 ) -> std::path::PathBuf {
     let mut text = format!(
@@ -125,7 +126,7 @@ impl Fleet {
 
     pub async fn start_on(
         db: TestDb,
-        providers: BTreeMap<&'static str, Receiver>,
+        providers: BTreeMap<String, Receiver>,
         referrer: Receiver,
         adjust: impl FnOnce(&mut Config),
     ) -> Fleet {
@@ -149,7 +150,7 @@ impl Fleet {
     /// Post a referral fixture under a new identifier; returns Signpost's
     /// id for it.
     pub async fn refer(&self, fixture: &str) -> String {
-        let (referral, _) = with_new_identifier(crate::helpers::valid(fixture));
+        let (referral, _) = with_new_identifier(crate::support::helpers::valid(fixture));
         self.refer_body(&referral).await
     }
 
@@ -284,7 +285,7 @@ impl Fleet {
             .header("webhook-timestamp", timestamp.to_string())
             .header(
                 "webhook-signature",
-                crate::receiver::sign(secret, webhook_id, timestamp, raw.as_bytes()),
+                crate::support::receiver::sign(secret, webhook_id, timestamp, raw.as_bytes()),
             )
             .body(raw)
             .send()

@@ -1,9 +1,10 @@
 //! A real webhook receiver over HTTP, standing in for a provider's intake
 //! endpoint or a referrer's callback endpoint.
 //!
-//! It verifies Standard Webhooks signatures with its own few lines of HMAC
-//! (deliberately not `signpost::security::webhooks`, so the tests check Signpost
-//! against an independent implementation), records every request, and
+//! It verifies Standard Webhooks signatures with the kit's own few lines of
+//! HMAC (`kit::verify`, deliberately not `signpost::security::webhooks`, so the tests
+//! check Signpost against an independent implementation), records every
+//! request, and
 //! answers as scripted: `202` by default, `401` to a request whose signature
 //! is missing, wrong or stale (a non-retryable refusal, as a real endpoint
 //! would answer).
@@ -15,7 +16,7 @@ use std::{
     collections::VecDeque,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -25,53 +26,9 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-/// How far a `webhook-timestamp` may be from now, as the spec recommends.
-const TOLERANCE_SECS: i64 = 5 * 60;
-
-/// The `webhook-signature` value for `{id}.{ts}.{body}` under `secret`
-/// (`whsec_<base64>`): `v1,<base64 HMAC-SHA256>`. Independent of Signpost's
-/// own implementation; use it to sign the status callbacks tests post.
-pub fn sign(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
-    let key = STANDARD
-        .decode(
-            secret
-                .trim()
-                .strip_prefix("whsec_")
-                .expect("a whsec_ secret"),
-        )
-        .expect("base64 after whsec_");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key size");
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-/// The current Unix time in seconds.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
-
-/// The three Standard Webhooks headers for `body`, signed now under
-/// `secret` with a new message id: `(webhook-id, webhook-timestamp,
-/// webhook-signature)`.
-pub fn signed_headers(secret: &str, body: &[u8]) -> [(&'static str, String); 3] {
-    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let ts = unix_now();
-    let signature = sign(secret, &id, ts, body);
-    [
-        ("webhook-id", id),
-        ("webhook-timestamp", ts.to_string()),
-        ("webhook-signature", signature),
-    ]
-}
+use super::kit;
+pub use super::kit::{sign, signed_headers, unix_now};
 
 /// One answer the receiver gives.
 #[derive(Debug, Clone)]
@@ -169,8 +126,7 @@ pub struct Receiver {
     pub secret: String,
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    server: kit::Server,
 }
 
 impl Receiver {
@@ -182,10 +138,6 @@ impl Receiver {
     /// Listen on `addr` (e.g. one from [`Receiver::unused_addr`], to start a
     /// receiver only after the sender has met connection refused).
     pub async fn start_on(addr: SocketAddr, secret: &str) -> Receiver {
-        let listener = TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| panic!("receiver cannot listen on {addr}: {e}"));
-        let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared {
             secret: secret.to_owned(),
             state: Mutex::new(ReceiverState {
@@ -195,22 +147,16 @@ impl Receiver {
             }),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("receiver serves");
-        });
+        let server = kit::Server::start(addr, app)
+            .await
+            .unwrap_or_else(|e| panic!("receiver cannot listen on {addr}: {e}"));
+        let addr = server.addr;
         Receiver {
             url: format!("http://{addr}"),
             secret: secret.to_owned(),
             addr,
             shared,
-            shutdown: Some(shutdown),
-            server: Some(server),
+            server,
         }
     }
 
@@ -291,30 +237,11 @@ impl Receiver {
         }
     }
 
-    /// Stop listening: new connections are refused afterwards.
-    pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            // Graceful shutdown waits for requests in flight; do not wait
-            // forever on one held by a scripted delay.
-            let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), server)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+    /// Stop listening: new connections are refused afterwards. Graceful
+    /// shutdown waits for requests in flight, at most 5 s (one may be held
+    /// by a scripted delay).
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -327,29 +254,11 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let at = Instant::now();
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-    };
-    let webhook_id = text("webhook-id");
-    let timestamp_text = text("webhook-timestamp");
-    let timestamp: Option<i64> = timestamp_text.parse().ok();
-    let signature_valid = match timestamp {
-        Some(ts) if !webhook_id.is_empty() && (unix_now() - ts).abs() <= TOLERANCE_SECS => {
-            let expected = sign(&shared.secret, &webhook_id, ts, &body);
-            headers
-                .get_all("webhook-signature")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(str::split_whitespace)
-                .any(|offered| offered == expected)
-        }
-        _ => false,
-    };
+    let kit::Signature {
+        webhook_id,
+        timestamp,
+        valid: signature_valid,
+    } = kit::verify(&shared.secret, &headers, &body);
 
     let (index, answer) = {
         let mut state = shared.state.lock().unwrap();
@@ -400,7 +309,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::helpers::{test_config, test_secret};
+    use crate::support::helpers::{test_config, test_secret};
 
     const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
@@ -653,7 +562,8 @@ mod tests {
     fn the_test_configuration_uses_the_test_secrets() {
         let config = test_config("sqlite://unused.db");
         let keys = config.signing_keys().expect("inline secrets need no files");
-        assert_eq!(keys.len(), 4);
+        // Every mapped provider and the referrer.
+        assert_eq!(keys.len(), super::kit::mapped_providers().len() + 1);
         for (endpoint, keys) in &keys {
             assert_eq!(keys.current.to_whsec(), test_secret(endpoint), "{endpoint}");
         }

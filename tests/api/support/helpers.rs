@@ -2,9 +2,11 @@
 //! fresh database per test — a SQLite file in a temporary folder, or a new
 //! PostgreSQL database (dropped afterwards) on the server named by
 //! `SIGNPOST_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! With no server there and `SIGNPOST_TEST_POSTGRES` unset, the PostgreSQL
+//! tests are skipped, said once on stderr; `SIGNPOST_REQUIRE_POSTGRES=1`
+//! (CI) makes that a failure (see `kit::postgres_plan`).
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::LazyLock,
 };
@@ -13,7 +15,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::Digest as _;
 use signpost::{
-    config::{Config, ENV_DATABASE_URL, ENV_LISTEN, SecretSource},
+    config::{Config, SecretSource},
     delivery::{Tick, Worker},
     domain::{Clock, ManualClock, SystemClock, Timestamp},
     security::{tokens::Role, webhooks::Secret},
@@ -21,7 +23,7 @@ use signpost::{
 };
 use tokio::sync::oneshot;
 
-pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+pub use super::kit::{self, MANIFEST_DIR};
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,94 +32,30 @@ pub enum Backend {
     Postgres,
 }
 
-/// The PostgreSQL server tests create their databases on.
-pub fn postgres_admin_url() -> String {
-    std::env::var("SIGNPOST_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
         signpost::telemetry::init();
     }
 });
 
-/// A database that exists for one test.
-pub struct TestDb {
-    pub url: String,
-    /// Keeps the SQLite folder alive.
-    _dir: Option<tempfile::TempDir>,
-    /// The PostgreSQL database to drop at the end.
-    pg_name: Option<String>,
-}
+/// A database that exists for one test (dropped with it).
+pub type TestDb = kit::Database;
 
 impl TestDb {
-    /// Another handle on a database some other `TestDb` owns (a second
-    /// instance on the same PostgreSQL database); dropping it drops nothing.
-    pub fn shared(url: &str) -> TestDb {
-        TestDb {
-            url: url.to_owned(),
-            _dir: None,
-            pg_name: None,
-        }
-    }
-
+    /// A fresh database on `backend`. PostgreSQL tests reach this only
+    /// when [`kit::postgres_server`] found a server (see
+    /// [`on_both_backends`](crate::on_both_backends)).
     pub async fn fresh(backend: Backend) -> TestDb {
         match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("data/signpost.db").display());
-                TestDb {
-                    url,
-                    _dir: Some(dir),
-                    pg_name: None,
-                }
-            }
+            Backend::Sqlite => kit::Database::sqlite().expect("temp dir"),
             Backend::Postgres => {
-                use sqlx::Connection;
-                let admin = postgres_admin_url();
-                let name = format!("signpost_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!("PostgreSQL is needed for the postgres tests (set SIGNPOST_TEST_POSTGRES): {e}")
-                });
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .execute(&mut conn)
+                let admin = kit::postgres_server()
+                    .unwrap_or_else(|| panic!("a PostgreSQL test ran without a PostgreSQL server"));
+                kit::Database::postgres(&admin, "signpost_test")
                     .await
-                    .expect("create test database");
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    _dir: None,
-                    pg_name: Some(name),
-                }
+                    .unwrap_or_else(|e| panic!("cannot create a test database on {admin}: {e}"))
             }
         }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -141,19 +79,7 @@ pub fn test_secret(endpoint: &str) -> String {
 /// fixed [`test_secret`]s in place of the sample's secret files (which tests
 /// must not create).
 pub fn test_config(database_url: &str) -> Config {
-    let path = Path::new(MANIFEST_DIR).join("config/signpost.toml");
-    let text = std::fs::read_to_string(&path).expect("sample config");
-    let env = HashMap::from([
-        (ENV_LISTEN.to_owned(), "127.0.0.1:0".to_owned()),
-        (ENV_DATABASE_URL.to_owned(), database_url.to_owned()),
-    ]);
-    let mut config = Config::from_toml(&text, &path, &env).expect("sample config is valid");
-    config.schemas_dir = Path::new(MANIFEST_DIR).join("schemas");
-    config.mappings_dir = Path::new(MANIFEST_DIR).join("mappings");
-    // Tests send far faster than a practice system would; the limits get
-    // their own tests.
-    config.limits.requests_per_second = 1_000_000.0;
-    config.limits.burst = 1_000_000;
+    let mut config = kit::sample_config(database_url).expect("sample config is valid");
     let inline = |endpoint: String| {
         SecretSource::Inline(Secret::parse(&test_secret(&endpoint)).expect("a test secret"))
     };
@@ -269,14 +195,7 @@ impl TestApp {
         }
         // Let the pools close their connections.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        std::mem::replace(
-            &mut self.db,
-            TestDb {
-                url: String::new(),
-                _dir: None,
-                pg_name: None,
-            },
-        )
+        std::mem::replace(&mut self.db, TestDb::shared(""))
     }
 
     fn stepped(&self) -> &Stepped {
@@ -438,9 +357,10 @@ pub fn valid(name: &str) -> Value {
     fixture(&format!("tests/fixtures/referrals/valid/{name}"))
 }
 
-/// A shared fixture from `../shared/fixtures/`.
-pub fn shared(relative: &str) -> Value {
-    fixture(&format!("../shared/fixtures/{relative}"))
+/// A real, public example from `tests/fixtures/real/` (provenance in its
+/// `SOURCES.md`).
+pub fn real(relative: &str) -> Value {
+    fixture(&format!("tests/fixtures/real/{relative}"))
 }
 
 /// The same referral under a new business identifier, so it is a new referral.
@@ -476,20 +396,26 @@ pub fn expressions(outcome: &Value) -> Vec<String> {
 }
 
 /// Run each listed `async fn name(backend: Backend)` as two tests,
-/// `sqlite::name` and `postgres::name`.
+/// `sqlite::name` and `postgres::name`. The PostgreSQL one returns at once
+/// when there is no server to run it on (said once per test binary).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await }
+                async fn $name() { super::$name($crate::support::helpers::Backend::Sqlite).await }
             )*
         }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name($crate::helpers::Backend::Postgres).await }
+                async fn $name() {
+                    if $crate::support::kit::postgres_server().is_none() {
+                        return;
+                    }
+                    super::$name($crate::support::helpers::Backend::Postgres).await
+                }
             )*
         }
     };

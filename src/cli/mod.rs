@@ -1,0 +1,261 @@
+//! The command line: `signpost serve`, `signpost worker`, `signpost
+//! migrate`, operators' `deliveries`, `endpoints`, `tokens`, `erase` and
+//! `purge` commands, and the integrators' tooling (`validate`, `mappings`,
+//! `translate`, `fhirpath`, `fpml`).
+//!
+//! This file holds the clap definitions and the dispatch; each command group
+//! runs in its own file: `server` (serve, worker, migrate), `operations`
+//! (deliveries, endpoints, erase, purge, and the audit record of every
+//! operator command), `tokens`, and `tools` (the offline integrator tools).
+
+mod operations;
+mod server;
+mod tokens;
+mod tools;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::{config::DEFAULT_CONFIG_PATH, telemetry};
+
+/// Signpost: social-prescribing referral gateway.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Configuration file, for the commands that serve or use the database
+    /// (accepted after any subcommand).
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Run only the delivery worker (to scale delivery out beside the
+    /// servers; on PostgreSQL, any number of workers share the outbox).
+    Worker,
+    /// Operators: outbox messages and their delivery attempts.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Erase everything held about a patient, leaving tombstones and an
+    /// audit record.
+    Erase {
+        #[arg(long)]
+        nhs_number: String,
+        /// Do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Purge now what is past `retention_days` (a running server also does
+    /// this every hour).
+    Purge {
+        /// Purge what is older than this many days instead of
+        /// `retention_days`.
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Bearer tokens for referrers and operators.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Operators: endpoints disabled after answering 410 Gone.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Integrator tooling for mapping files.
+    Mappings {
+        #[command(subcommand)]
+        command: MappingsCommand,
+    },
+    /// Dry run: print the payload a referral (JSON file) would be sent as, or
+    /// the OperationOutcome refusing it. Stores and sends nothing.
+    Translate {
+        /// Map for this provider instead of routing.
+        #[arg(long)]
+        provider: Option<String>,
+        file: PathBuf,
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+    /// Evaluate a FHIRPath expression against a JSON or YAML resource (or an
+    /// empty object) and print the results as a JSON array.
+    Fhirpath {
+        expression: String,
+        file: Option<PathBuf>,
+    },
+    /// Render an FPML template (YAML or JSON) against a resource and print the
+    /// JSON result.
+    Fpml {
+        #[arg(long)]
+        template: PathBuf,
+        /// Variables for the template (`%name`), as a YAML or JSON object.
+        #[arg(long)]
+        context: Option<PathBuf>,
+        file: PathBuf,
+    },
+    /// Validate a FHIR JSON file offline and print the OperationOutcome.
+    /// Exit status 0 when valid, 1 when not, 2 when the file cannot be read.
+    Validate {
+        /// The JSON file: a referral (ServiceRequest or transaction Bundle)
+        /// is checked against every layer, any other resource against the
+        /// FHIR R4 schema.
+        file: PathBuf,
+        /// Folder holding the schemas.
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DeliveriesCommand {
+    /// List messages, newest first, as JSON.
+    List {
+        /// pending, delivered or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// A provider id.
+        #[arg(long)]
+        provider: Option<String>,
+        /// An endpoint (`provider:<id>` or `referrer:<id>`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// A referral (ServiceRequest) id.
+        #[arg(long)]
+        referral: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// One message with its payload and every attempt.
+    Show { id: String },
+    /// Send a delivered or dead-lettered message again, as a new message.
+    Replay {
+        id: String,
+        /// Build the payload again with the current mapping instead of
+        /// resending it as it was.
+        #[arg(long)]
+        remap: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TokensCommand {
+    /// Issue a token and print it, once (only a salted hash is kept).
+    Create {
+        /// For this referrer (`[referrers.<id>]`): it may send referrals for
+        /// its organisations and see only its own.
+        #[arg(long, required_unless_present_any = ["admin", "monitor"])]
+        referrer: Option<String>,
+        /// For an operator: the /admin API and every referral.
+        #[arg(long, conflicts_with_all = ["referrer", "monitor"])]
+        admin: bool,
+        /// For a metrics scraper (Prometheus): GET /metrics only.
+        #[arg(long, conflicts_with_all = ["referrer", "admin"])]
+        monitor: bool,
+    },
+    /// List tokens (ids, roles, dates; never the tokens), as JSON.
+    List,
+    /// Revoke a token by its id (the 16 hex digits after `sp_`).
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum EndpointsCommand {
+    /// List disabled endpoints.
+    List,
+    /// Re-enable an endpoint (`provider:<id>` or `referrer:<id>`); its
+    /// waiting messages are sent.
+    Enable { endpoint: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum MappingsCommand {
+    /// Load every mapping, compile every expression and schema; report
+    /// errors with file, line and column.
+    Check {
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+    /// Run the fixtures beside every mapping (`mappings/tests/<provider>/`);
+    /// print a diff for each failure; non-zero exit on any failure.
+    Test {
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+}
+
+/// Run one command.
+pub fn run(cli: Cli) -> ExitCode {
+    telemetry::init();
+    let config = cli.config;
+    match cli.command {
+        Command::Serve => with_runtime(server::serve(config)),
+        Command::Worker => with_runtime(server::worker(config)),
+        Command::Migrate => with_runtime(server::migrate(config)),
+        Command::Deliveries { command } => with_runtime(operations::deliveries(config, command)),
+        Command::Endpoints { command } => with_runtime(operations::endpoints(config, command)),
+        Command::Tokens { command } => with_runtime(tokens::tokens(config, command)),
+        Command::Erase { nhs_number, yes } => {
+            with_runtime(operations::erase(config, nhs_number, yes))
+        }
+        Command::Purge { days } => with_runtime(operations::purge(config, days)),
+        Command::Validate { file, schemas } => tools::validate(&file, &schemas),
+        Command::Mappings { command } => tools::mappings(command),
+        Command::Translate {
+            provider,
+            file,
+            mappings,
+            schemas,
+        } => tools::translate(provider.as_deref(), &file, &mappings, &schemas),
+        Command::Fhirpath { expression, file } => tools::fhirpath(&expression, file.as_deref()),
+        Command::Fpml {
+            template,
+            context,
+            file,
+        } => tools::fpml(&template, context.as_deref(), &file),
+    }
+}
+
+fn with_runtime(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("signpost: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signpost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("signpost: {message}");
+    ExitCode::from(2)
+}
+
+pub(super) fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}

@@ -1,0 +1,192 @@
+//! Operators' commands on a database: `deliveries`, `endpoints`, `erase`
+//! and `purge`, and the audit record every operator command leaves
+//! ([`audit_command`], the one place the CLI builds an `AuditRow`).
+
+use std::{
+    io::{BufRead as _, IsTerminal as _, Write as _},
+    path::PathBuf,
+};
+
+use serde_json::Value;
+
+use super::{DeliveriesCommand, EndpointsCommand, print_json};
+use crate::config::Config;
+
+pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Result<()> {
+    use crate::referrals::deliveries::{Replay, message_json};
+    let crate::startup::Domain {
+        referrals, store, ..
+    } = crate::startup::domain(Config::load(&config)?).await?;
+    match command {
+        DeliveriesCommand::List {
+            state,
+            provider,
+            endpoint,
+            referral,
+            limit,
+        } => {
+            let mut params = std::collections::HashMap::new();
+            for (key, value) in [
+                ("state", state),
+                ("provider", provider),
+                ("endpoint", endpoint),
+                ("referral", referral),
+                ("limit", Some(limit.to_string())),
+            ] {
+                if let Some(value) = value {
+                    params.insert(key.to_owned(), value);
+                }
+            }
+            // The admin API's filter rules: the CLI's one call into the HTTP layer.
+            let filter = crate::referrals::deliveries::message_filter(&params).map_err(|_| {
+                anyhow::anyhow!("state is pending, delivered or dead; limit 1 to 1000")
+            })?;
+            let messages = referrals.messages(&filter).await?;
+            let list: Vec<Value> = messages.iter().map(|m| message_json(m, None)).collect();
+            print_json(&Value::Array(list));
+        }
+        DeliveriesCommand::Show { id } => {
+            let (message, attempts) = referrals
+                .message(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
+            print_json(&message_json(&message, Some(&attempts)));
+        }
+        DeliveriesCommand::Replay { id, remap } => {
+            let how = if remap {
+                Replay::Remapped
+            } else {
+                Replay::AsSent
+            };
+            let replayed = referrals.replay(&id, how).await;
+            audit_command(
+                store.as_ref(),
+                if remap {
+                    "deliveries replay --remap"
+                } else {
+                    "deliveries replay"
+                },
+                Some(format!("outbox/{id}")),
+                replayed.as_ref().ok().map(|m| m.referral_id.to_string()),
+                match &replayed {
+                    Ok(message) => message.id.as_str(),
+                    Err(_) => "refused",
+                },
+            )
+            .await?;
+            print_json(&message_json(&replayed?, None));
+        }
+    }
+    Ok(())
+}
+
+/// `signpost erase`: after confirmation (or `--yes`), erase everything held
+/// about a patient.
+pub(super) async fn erase(config: PathBuf, nhs_number: String, yes: bool) -> anyhow::Result<()> {
+    if nhs_number.len() != 10 || !nhs_number.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!("--nhs-number is 10 digits, without spaces");
+    }
+    if !yes {
+        confirm_erasure(&nhs_number)?;
+    }
+    let crate::startup::Domain { referrals, .. } =
+        crate::startup::domain(Config::load(&config)?).await?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let erased = referrals
+        .erase_patient(&nhs_number, &format!("cli:{user}"))
+        .await?;
+    println!("{} referral(s) erased", erased.len());
+    Ok(())
+}
+
+/// Ask on the terminal; refuse when stdin is not one (a script must say
+/// `--yes`).
+fn confirm_erasure(nhs_number: &str) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        anyhow::bail!(
+            "erase asks for confirmation, and stdin is not a terminal: nothing erased; \
+             pass --yes to erase without asking"
+        );
+    }
+    eprint!(
+        "Erase everything held about the patient with NHS number {nhs_number}? \
+         This cannot be undone. Type yes to confirm: "
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        anyhow::bail!("not confirmed: nothing erased");
+    }
+    Ok(())
+}
+
+/// `signpost purge`: purge now what is past `retention_days` (or `days`).
+pub(super) async fn purge(config: PathBuf, days: Option<u32>) -> anyhow::Result<()> {
+    let mut config = Config::load(&config)?;
+    if let Some(days) = days {
+        config.retention_days = days;
+    }
+    let crate::startup::Domain { referrals, .. } = crate::startup::domain(config).await?;
+    let purged = referrals.purge_expired().await?;
+    println!("{purged} record(s) purged");
+    Ok(())
+}
+
+pub(super) async fn endpoints(config: PathBuf, command: EndpointsCommand) -> anyhow::Result<()> {
+    let crate::startup::Domain {
+        referrals, store, ..
+    } = crate::startup::domain(Config::load(&config)?).await?;
+    match command {
+        EndpointsCommand::List => {
+            let disabled = referrals.disabled_endpoints().await?;
+            let list: Vec<Value> = disabled
+                .iter()
+                .map(|d| serde_json::json!({ "endpoint": d.endpoint, "disabled_at": d.disabled_at, "reason": d.reason }))
+                .collect();
+            print_json(&Value::Array(list));
+        }
+        EndpointsCommand::Enable { endpoint } => {
+            let enabled = referrals.enable_endpoint(&endpoint).await?;
+            audit_command(
+                store.as_ref(),
+                "endpoints enable",
+                Some(format!("endpoint/{endpoint}")),
+                None,
+                if enabled { "enabled" } else { "not disabled" },
+            )
+            .await?;
+            if !enabled {
+                anyhow::bail!("{endpoint} is not disabled");
+            }
+            println!("{endpoint} re-enabled");
+        }
+    }
+    Ok(())
+}
+
+/// Record an operator's command in the audit trail, as `cli:<user>`.
+pub(super) async fn audit_command(
+    store: &dyn crate::store::AuditTrail,
+    action: &str,
+    resource: Option<String>,
+    referral_id: Option<String>,
+    outcome: &str,
+) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    store
+        .append_audit(&[crate::store::AuditRow {
+            seq: 0,
+            at: crate::audit::now(),
+            actor: format!("cli:{user}"),
+            client: Some("local".into()),
+            request_id: None,
+            action: action.into(),
+            resource,
+            referral_id,
+            outcome: outcome.into(),
+        }])
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `signpost tokens create|list|revoke`.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::{TokensCommand, operations::audit_command, print_json};
+use crate::config::Config;
+
+pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::Result<()> {
+    use crate::security::tokens::{Role, issue, revoke};
+    let config = Config::load(&config)?;
+    let store = crate::store::open(&config.database_url, 1).await?;
+    match command {
+        TokensCommand::Create {
+            referrer,
+            admin,
+            monitor,
+        } => {
+            let role = match (referrer, admin, monitor) {
+                (Some(id), false, false) => {
+                    if !config.referrers.contains_key(&id) {
+                        anyhow::bail!("no [referrers.{id}] in the configuration");
+                    }
+                    Role::Referrer(id)
+                }
+                (None, true, false) => Role::Admin,
+                (None, false, true) => Role::Monitor,
+                _ => anyhow::bail!("give one of --referrer ID, --admin and --monitor"),
+            };
+            let issued = issue(&role);
+            store.insert_token(issued.row.clone()).await?;
+            audit_command(
+                store.as_ref(),
+                &format!("tokens create {}", issued.row.role),
+                Some(format!("token/{}", issued.row.id)),
+                None,
+                "created",
+            )
+            .await?;
+            eprintln!(
+                "token {} issued; it is shown once, store it now:",
+                issued.row.id
+            );
+            println!("{}", issued.token);
+        }
+        TokensCommand::List => {
+            let list: Vec<Value> = store
+                .tokens()
+                .await?
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "id": t.id, "role": t.role, "referrer": t.referrer_id,
+                        "created_at": t.created_at, "revoked_at": t.revoked_at,
+                    })
+                })
+                .collect();
+            print_json(&Value::Array(list));
+        }
+        TokensCommand::Revoke { id } => {
+            let revoked = revoke(store.as_ref(), &id).await?;
+            audit_command(
+                store.as_ref(),
+                "tokens revoke",
+                Some(format!("token/{id}")),
+                None,
+                if revoked { "revoked" } else { "not found" },
+            )
+            .await?;
+            if !revoked {
+                anyhow::bail!("no unrevoked token {id}");
+            }
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
