@@ -13,7 +13,7 @@ pub(crate) async fn run(
     // Tokens are made up front, so both phases use the same client; they
     // are stored once Signpost's database exists.
     let referrer = signpost::security::tokens::issue(&signpost::security::tokens::Role::Referrer(
-        REFERRER.into(),
+        REFERRER.parse().expect("the kit's referrer id is valid"),
     ));
     let monitor = signpost::security::tokens::issue(&signpost::security::tokens::Role::Monitor);
 

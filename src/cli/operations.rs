@@ -10,7 +10,7 @@ use std::{
 use serde_json::Value;
 
 use super::{DeliveriesCommand, EndpointsCommand, print_json};
-use crate::config::Config;
+use crate::{config::Config, domain::Actor};
 
 pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Result<()> {
     use crate::referrals::deliveries::{Replay, message_json};
@@ -91,10 +91,7 @@ pub(super) async fn erase(config: PathBuf, nhs_number: String, yes: bool) -> any
     }
     let crate::startup::Domain { referrals, .. } =
         crate::startup::domain(Config::load(&config)?).await?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let erased = referrals
-        .erase_patient(&nhs_number, &format!("cli:{user}"))
-        .await?;
+    let erased = referrals.erase_patient(&nhs_number, &cli_actor()).await?;
     println!("{} referral(s) erased", erased.len());
     Ok(())
 }
@@ -166,6 +163,16 @@ pub(super) async fn endpoints(config: PathBuf, command: EndpointsCommand) -> any
     Ok(())
 }
 
+/// The operator at the command line: `cli:<user>`, by `$USER` (`unknown`
+/// when unset or empty).
+fn cli_actor() -> Actor {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    Actor::Cli(user)
+}
+
 /// Record an operator's command in the audit trail, as `cli:<user>`.
 pub(super) async fn audit_command(
     store: &dyn crate::store::AuditTrail,
@@ -174,12 +181,11 @@ pub(super) async fn audit_command(
     referral_id: Option<String>,
     outcome: &str,
 ) -> anyhow::Result<()> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     store
         .append_audit(&[crate::store::AuditRow {
             seq: 0,
             at: crate::audit::now(),
-            actor: format!("cli:{user}"),
+            actor: cli_actor(),
             client: Some("local".into()),
             request_id: None,
             action: action.into(),

@@ -18,12 +18,10 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
             monitor,
         } => {
             let role = match (referrer, admin, monitor) {
-                (Some(id), false, false) => {
-                    if !config.referrers.contains_key(&id) {
-                        anyhow::bail!("no [referrers.{id}] in the configuration");
-                    }
-                    Role::Referrer(id)
-                }
+                (Some(id), false, false) => match config.referrers.get(id.as_str()) {
+                    Some(referrer) => Role::Referrer(referrer.id.clone()),
+                    None => anyhow::bail!("no [referrers.{id}] in the configuration"),
+                },
                 (None, true, false) => Role::Admin,
                 (None, false, true) => Role::Monitor,
                 _ => anyhow::bail!("give one of --referrer ID, --admin and --monitor"),

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::SecretSource;
+use crate::domain::{ProviderId, ReferrerId};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +57,7 @@ pub(super) struct RawReferrer {
 /// A community provider (`[providers.<id>]`).
 #[derive(Debug, Clone)]
 pub struct Provider {
-    pub id: String,
+    pub id: ProviderId,
     /// Display name.
     pub name: Option<String>,
     /// Where referrals are delivered (`intake_url`). HTTPS, or plain HTTP to
@@ -79,7 +80,7 @@ pub struct Provider {
 /// (`[referrers.<id>]`).
 #[derive(Debug, Clone)]
 pub struct Referrer {
-    pub id: String,
+    pub id: ReferrerId,
     /// Display name.
     pub name: Option<String>,
     /// ODS codes of the organisations whose referrals this referrer sends
@@ -105,18 +106,20 @@ pub struct Referrer {
 }
 
 /// Ids appear in URLs and FHIR references: keep them to lower-case letters,
-/// digits and hyphens.
-pub(super) fn check_id(key: &str, id: &str, problems: &mut Vec<String>) {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
+/// digits and hyphens (the rule of [`ProviderId`] and [`ReferrerId`]). The
+/// id, or `None` with the problem noted.
+pub(super) fn check_id<T: std::str::FromStr>(
+    key: &str,
+    id: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let checked = id.parse().ok();
+    if checked.is_none() {
         problems.push(format!(
             "`[{key}]`: an id may hold only a-z, 0-9 and '-', at most 64 characters"
         ));
     }
+    checked
 }
 
 /// Signpost sends patient data to these URLs: HTTPS only, except plain HTTP

@@ -21,6 +21,8 @@ use std::{
 use serde::Deserialize;
 use url::Url;
 
+use crate::domain::{ProviderId, ReferrerId};
+
 mod delivery;
 mod endpoints;
 mod secrets;
@@ -87,9 +89,9 @@ pub struct Config {
     /// Database connection pool size (`database_max_connections`, default 8).
     pub database_max_connections: u32,
     /// Community providers by id (`[providers.<id>]`).
-    pub providers: BTreeMap<String, Provider>,
+    pub providers: BTreeMap<ProviderId, Provider>,
     /// Referring organisations by id (`[referrers.<id>]`).
-    pub referrers: BTreeMap<String, Referrer>,
+    pub referrers: BTreeMap<ReferrerId, Referrer>,
     /// How referrals and notifications are delivered (`[delivery]`).
     pub delivery: DeliveryConfig,
     /// Request limits (`[limits]`).
@@ -218,7 +220,7 @@ impl RawConfig {
         let mut providers = BTreeMap::new();
         for (id, raw) in self.providers {
             let key = format!("providers.{id}");
-            check_id(&key, &id, &mut problems);
+            let checked_id = check_id::<ProviderId>(&key, &id, &mut problems);
             let intake_url = outbound_url(
                 &key,
                 "intake_url",
@@ -235,7 +237,7 @@ impl RawConfig {
                 previous_secret_until: raw.previous_secret_until,
             }
             .check(&key, &mut problems);
-            if let (Some(intake_url), Some(secrets)) = (intake_url, secrets) {
+            if let (Some(id), Some(intake_url), Some(secrets)) = (checked_id, intake_url, secrets) {
                 providers.insert(
                     id.clone(),
                     Provider {
@@ -255,7 +257,7 @@ impl RawConfig {
         let mut ods_owner: HashMap<String, String> = HashMap::new();
         for (id, raw) in self.referrers {
             let key = format!("referrers.{id}");
-            check_id(&key, &id, &mut problems);
+            let checked_id = check_id::<ReferrerId>(&key, &id, &mut problems);
             if raw.ods_codes.is_empty() {
                 problems.push(format!("`{key}.ods_codes`: list at least one ODS code"));
             }
@@ -285,7 +287,9 @@ impl RawConfig {
                 previous_secret_until: raw.previous_secret_until,
             }
             .check(&key, &mut problems);
-            if let (Some(callback_url), Some(secrets)) = (callback_url, secrets) {
+            if let (Some(id), Some(callback_url), Some(secrets)) =
+                (checked_id, callback_url, secrets)
+            {
                 referrers.insert(
                     id.clone(),
                     Referrer {
@@ -322,7 +326,7 @@ impl RawConfig {
                         referrer.id
                     ));
                 }
-                if let Some(other) = certificate_owner.insert(name, &referrer.id) {
+                if let Some(other) = certificate_owner.insert(name, referrer.id.as_str()) {
                     problems.push(format!(
                         "`referrers.{}.client_certificate_names`: {name:?} is also listed by referrers.{other}",
                         referrer.id

@@ -10,7 +10,10 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use crate::security::webhooks::{Secret, SigningKeys};
+use crate::{
+    domain::Endpoint,
+    security::webhooks::{Secret, SigningKeys},
+};
 
 use super::Config;
 
@@ -146,12 +149,11 @@ pub(super) fn secret_source(
 }
 
 impl Config {
-    /// Read every endpoint's webhook signing secrets, keyed
-    /// `provider:<id>` and `referrer:<id>`. A `secret_file` that does not
+    /// Read every endpoint's webhook signing secrets, keyed by endpoint. A `secret_file` that does not
     /// exist yet is created with a new secret (mode 0600), and a warning
     /// names it so it can be shared with the endpoint. Problems name the
     /// configuration key and the variable or file, never the secret.
-    pub fn signing_keys(&self) -> Result<BTreeMap<String, Arc<SigningKeys>>, Vec<String>> {
+    pub fn signing_keys(&self) -> Result<BTreeMap<Endpoint, Arc<SigningKeys>>, Vec<String>> {
         self.signing_keys_with(&|name| {
             // Not valid Unicode: the replacement characters make it fail to
             // parse, reported like any other bad value.
@@ -164,10 +166,10 @@ impl Config {
     pub(super) fn signing_keys_with(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<BTreeMap<String, Arc<SigningKeys>>, Vec<String>> {
+    ) -> Result<BTreeMap<Endpoint, Arc<SigningKeys>>, Vec<String>> {
         let providers = self.providers.values().map(|p| {
             (
-                format!("provider:{}", p.id),
+                Endpoint::Provider(p.id.clone()),
                 format!("providers.{}", p.id),
                 &p.secret,
                 &p.previous_secret,
@@ -176,7 +178,7 @@ impl Config {
         });
         let referrers = self.referrers.values().map(|r| {
             (
-                format!("referrer:{}", r.id),
+                Endpoint::Referrer(r.id.clone()),
                 format!("referrers.{}", r.id),
                 &r.secret,
                 &r.previous_secret,

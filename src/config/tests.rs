@@ -3,6 +3,10 @@ use std::time::Duration;
 
 use crate::security::webhooks::Secret;
 
+fn endpoint(text: &str) -> crate::domain::Endpoint {
+    text.parse().unwrap()
+}
+
 fn load(text: &str) -> Result<Config, ConfigErrors> {
     Config::from_toml(text, Path::new("test.toml"), &HashMap::new())
 }
@@ -297,8 +301,13 @@ fn the_sample_configuration_reads_secrets_from_variables_else_files_under_data()
     let sources = config
         .providers
         .values()
-        .map(|p| (&p.id, &p.secret))
-        .chain(config.referrers.values().map(|r| (&r.id, &r.secret)));
+        .map(|p| (p.id.as_str(), &p.secret))
+        .chain(
+            config
+                .referrers
+                .values()
+                .map(|r| (r.id.as_str(), &r.secret)),
+        );
     for (id, source) in sources {
         let variable = format!(
             "SIGNPOST_SECRET_{}",
@@ -332,7 +341,10 @@ fn with_both_keys_the_variable_wins_and_the_file_is_the_fallback() {
     let env = HashMap::from([("P_SECRET".to_owned(), from_env.to_whsec())]);
 
     let keys = config.signing_keys_with(&|v| env.get(v).cloned()).unwrap();
-    assert_eq!(keys["provider:p"].current.to_whsec(), from_env.to_whsec());
+    assert_eq!(
+        keys[&endpoint("provider:p")].current.to_whsec(),
+        from_env.to_whsec()
+    );
     assert!(
         !path.exists(),
         "no file is created when the variable is set"
@@ -340,7 +352,10 @@ fn with_both_keys_the_variable_wins_and_the_file_is_the_fallback() {
 
     let keys = config.signing_keys_with(&no_env).unwrap();
     let written = Secret::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(keys["provider:p"].current.to_whsec(), written.to_whsec());
+    assert_eq!(
+        keys[&endpoint("provider:p")].current.to_whsec(),
+        written.to_whsec()
+    );
     assert_ne!(written.to_whsec(), from_env.to_whsec());
 }
 
@@ -359,8 +374,11 @@ fn a_missing_secret_file_is_created_with_a_new_secret_readable_by_the_owner_only
     let text = std::fs::read_to_string(&path).expect("secret file created");
     assert!(text.ends_with('\n'));
     let written = Secret::parse(&text).unwrap();
-    assert_eq!(keys["provider:p"].current.to_whsec(), written.to_whsec());
-    assert!(keys["provider:p"].previous.is_none());
+    assert_eq!(
+        keys[&endpoint("provider:p")].current.to_whsec(),
+        written.to_whsec()
+    );
+    assert!(keys[&endpoint("provider:p")].previous.is_none());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -369,7 +387,10 @@ fn a_missing_secret_file_is_created_with_a_new_secret_readable_by_the_owner_only
     }
     // Started again: the same secret, read back.
     let again = config.signing_keys_with(&no_env).unwrap();
-    assert_eq!(again["provider:p"].current.to_whsec(), written.to_whsec());
+    assert_eq!(
+        again[&endpoint("provider:p")].current.to_whsec(),
+        written.to_whsec()
+    );
 }
 
 #[test]
@@ -399,7 +420,7 @@ fn secrets_are_read_from_files_and_variables_with_the_rotation() {
     let keys = config.signing_keys_with(&|v| env.get(v).cloned()).unwrap();
 
     assert_eq!(keys.len(), 2);
-    let p = &keys["provider:p"];
+    let p = &keys[&endpoint("provider:p")];
     assert_eq!(p.current.to_whsec(), new.to_whsec());
     assert_eq!(p.previous.as_ref().unwrap().to_whsec(), old.to_whsec());
     assert_eq!(
@@ -407,7 +428,7 @@ fn secrets_are_read_from_files_and_variables_with_the_rotation() {
         config.providers["p"].previous_secret_until
     );
     assert_eq!(
-        keys["referrer:r"].current.to_whsec(),
+        keys[&endpoint("referrer:r")].current.to_whsec(),
         referrer_secret.to_whsec()
     );
 }
@@ -475,8 +496,8 @@ fn inline_secrets_are_used_as_given() {
     }
     let keys = config.signing_keys_with(&no_env).unwrap();
     assert_eq!(keys.len(), 4);
-    assert!(keys.contains_key("provider:activelives"));
-    assert!(keys.contains_key("referrer:riverside-surgery"));
+    assert!(keys.contains_key(&endpoint("provider:activelives")));
+    assert!(keys.contains_key(&endpoint("referrer:riverside-surgery")));
     assert!(
         keys.values()
             .all(|k| k.current.to_whsec() == secret.to_whsec())

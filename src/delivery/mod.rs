@@ -37,7 +37,7 @@ use tokio::{
 pub use self::{heartbeat::WorkerHeartbeat, tick::Tick};
 use crate::{
     config::{Config, DeliveryConfig},
-    domain::{Clock, Timestamp},
+    domain::{Clock, Endpoint, Timestamp},
     referrals::Referrals,
     security::webhooks::SigningKeys,
     store::Outbox,
@@ -53,7 +53,7 @@ struct Inner {
     /// This worker's lease owner name, unique per process.
     id: String,
     config: Arc<Config>,
-    keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
+    keys: Arc<BTreeMap<Endpoint, Arc<SigningKeys>>>,
     referrals: Arc<Referrals>,
     /// The outbox slice of the store: claims, leases, wake-ups.
     outbox: Arc<dyn Outbox>,
@@ -81,7 +81,7 @@ impl Worker {
     /// `provider:<id>` / `referrer:<id>`), on `clock`'s time.
     pub fn new(
         config: Arc<Config>,
-        keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
+        keys: Arc<BTreeMap<Endpoint, Arc<SigningKeys>>>,
         referrals: Arc<Referrals>,
         outbox: Arc<dyn Outbox>,
         heartbeat: Arc<crate::delivery::WorkerHeartbeat>,

@@ -63,18 +63,15 @@ impl Worker {
     fn target(&self, endpoint: &Endpoint) -> Option<Target<'_>> {
         let config = &self.inner.config;
         let (url, content_type) = match endpoint {
-            Endpoint::Provider(id) => (
-                &config.providers.get(id.as_str())?.intake_url,
-                "application/json",
-            ),
+            Endpoint::Provider(id) => (&config.providers.get(id)?.intake_url, "application/json"),
             Endpoint::Referrer(id) => (
-                &config.referrers.get(id.as_str())?.callback_url,
+                &config.referrers.get(id)?.callback_url,
                 "application/fhir+json",
             ),
         };
         Some(Target {
             url,
-            keys: self.inner.keys.get(&endpoint.to_string())?,
+            keys: self.inner.keys.get(endpoint)?,
             content_type,
         })
     }

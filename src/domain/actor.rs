@@ -68,6 +68,13 @@ impl FromStr for Actor {
 
 stored_as_text!(Actor);
 
+/// Serialised as its text (`referrer:<id>`), as the admin API shows it.
+impl serde::Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

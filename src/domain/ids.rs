@@ -77,6 +77,14 @@ macro_rules! id_type {
             }
         }
 
+        /// Sound: the id's `Eq`, `Ord` and `Hash` are its text's, so a map
+        /// keyed by the id can be searched with a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -197,6 +205,14 @@ mod tests {
         for bad in ["msg_", "abc", "msg_a-b", "MSG_abc"] {
             assert!(bad.parse::<MessageId>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_map_keyed_by_ids_is_searched_with_text() {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert("activelives".parse::<ProviderId>().unwrap(), 1);
+        assert_eq!(map.get("activelives"), Some(&1));
+        assert_eq!(map.get("greenspace"), None);
     }
 
     #[test]

@@ -141,6 +141,8 @@ async fn audit(
         limit: 100,
         ..Default::default()
     };
+    // An actor that is not one (`nobody`) matches no record.
+    let mut no_such_actor = false;
     for (key, value) in &params {
         match key.as_str() {
             "referral" => {
@@ -151,7 +153,10 @@ async fn audit(
                         .to_owned(),
                 );
             }
-            "actor" => filter.actor = Some(value.clone()),
+            "actor" => match value.parse() {
+                Ok(actor) => filter.actor = Some(actor),
+                Err(_) => no_such_actor = true,
+            },
             "since" => {
                 let since = chrono::DateTime::parse_from_rfc3339(value)
                     .map_err(|_| bad("since is an instant such as 2026-11-22T10:00:00Z".into()))?;
@@ -169,7 +174,11 @@ async fn audit(
             }
         }
     }
-    let records = audit.list(&filter).await?;
+    let records = if no_such_actor {
+        Vec::new()
+    } else {
+        audit.list(&filter).await?
+    };
     Ok(Json(json!({
         "records": records.iter().map(|r| json!({
             "at": r.at,

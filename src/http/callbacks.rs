@@ -19,6 +19,7 @@ use super::{
     middleware::audit::{about_referral, acted_by},
 };
 use crate::{
+    domain::Actor,
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     referrals::lifecycle::CallbackOutcome,
 };
@@ -59,7 +60,7 @@ async fn status(
             status,
         } => {
             referral = Some(referral_id);
-            metrics.status_event(&provider_id, "applied", &status.to_string());
+            metrics.status_event(provider_id.as_str(), "applied", &status.to_string());
             tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, task_id = %task_id, task_status = %status, "status callback applied");
             (
                 StatusCode::OK,
@@ -67,7 +68,7 @@ async fn status(
             )
         }
         CallbackOutcome::Duplicate { status, outcome } => {
-            metrics.status_event(&provider_id, "duplicate", "");
+            metrics.status_event(provider_id.as_str(), "duplicate", "");
             tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, "status callback already received");
             (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
@@ -77,7 +78,7 @@ async fn status(
             )
         }
         CallbackOutcome::Refused { status, issues } => {
-            metrics.status_event(&provider_id, "refused", "");
+            metrics.status_event(provider_id.as_str(), "refused", "");
             tracing::info!(provider_id = %provider_id, webhook_id = %webhook_id, status, "status callback refused");
             (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
@@ -90,7 +91,7 @@ async fn status(
     // of a body that could not be read or stored are recorded without it.
     let response = acted_by(
         FhirResponse::new(status, operation_outcome(&issues).to_string()).into_response(),
-        format!("provider:{provider_id}"),
+        Actor::Provider(provider_id),
     );
     Ok(match referral {
         Some(id) => about_referral(response, &id),

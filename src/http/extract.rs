@@ -31,7 +31,7 @@ use super::{
     request::read_limited,
 };
 use crate::{
-    domain::Endpoint,
+    domain::{Actor, Endpoint, ProviderId},
     security::tokens::{AuthError, Caller, Role, authenticate},
 };
 
@@ -129,7 +129,7 @@ fn certificate_caller(parts: &Parts, app: &AppState) -> Option<Caller> {
         .referrer(tls.peer_certificates.first()?)?;
     Some(Caller {
         credential: format!("certificate:{name}"),
-        role: Role::Referrer(referrer.to_owned()),
+        role: Role::Referrer(referrer.clone()),
     })
 }
 
@@ -149,7 +149,7 @@ fn unauthenticated(app: &AppState, parts: &Parts, error: AuthError) -> FhirError
 /// with that provider's secret, within the provider's rate.
 pub struct SignedProvider {
     /// The provider, from the path.
-    pub id: String,
+    pub id: ProviderId,
     /// The callback's `webhook-id` (for deduplication).
     pub webhook_id: String,
     /// The body, as signed.
@@ -168,11 +168,14 @@ impl FromRequest<AppState> for SignedProvider {
             .map_err(|_| FhirError::Internal)?;
         let body = read_limited(&parts.headers, body, app.config.max_body_bytes).await?;
         let unknown = || FhirError::NotFound(format!("no provider {id}"));
-        if !app.config.providers.contains_key(&id) {
-            return Err(unknown());
-        }
-        let endpoint = Endpoint::Provider(id.parse().map_err(|_| unknown())?);
-        let keys = app.keys.get(&endpoint.to_string()).ok_or_else(unknown)?;
+        let id = match app.config.providers.get(id.as_str()) {
+            Some(provider) => provider.id.clone(),
+            None => return Err(unknown()),
+        };
+        let keys = app
+            .keys
+            .get(&Endpoint::Provider(id.clone()))
+            .ok_or_else(unknown)?;
         let webhook_id = match keys.verify(
             &parts.headers,
             &body,
@@ -188,7 +191,7 @@ impl FromRequest<AppState> for SignedProvider {
                 )));
             }
         };
-        if let Err(wait) = app.limiter.check(&format!("provider:{id}")) {
+        if let Err(wait) = app.limiter.check(&Actor::Provider(id.clone()).to_string()) {
             tracing::info!(provider_id = %id, "status callbacks rate limited");
             identity::record(&parts.extensions, Identity::Provider(id));
             return Err(too_many(wait));

@@ -39,6 +39,7 @@ use crate::{
     audit::AuditLog,
     config::Config,
     delivery::WorkerHeartbeat,
+    domain::Endpoint,
     mapping::reload::Mappings,
     metrics::Metrics,
     referrals::Referrals,
@@ -59,7 +60,7 @@ pub struct AppState {
     pub referrals: Arc<Referrals>,
     pub mappings: Arc<Mappings>,
     /// Signing keys by endpoint (`provider:<id>`, `referrer:<id>`).
-    pub keys: Arc<BTreeMap<String, Arc<SigningKeys>>>,
+    pub keys: Arc<BTreeMap<Endpoint, Arc<SigningKeys>>>,
     pub audit: AuditLog,
     /// API tokens, for authentication.
     pub tokens: Arc<dyn TokenStore>,

@@ -49,7 +49,7 @@ impl Mappings {
         config: &Config,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Mappings, String> {
-        let providers: Vec<String> = config.providers.keys().cloned().collect();
+        let providers: Vec<String> = config.providers.keys().map(ToString::to_string).collect();
         let set = load_checked(&config.mappings_dir, &config.schemas_dir, &providers)?;
         Ok(Mappings {
             live: Arc::new(ArcSwap::from_pointee(set)),

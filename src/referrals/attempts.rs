@@ -13,12 +13,9 @@ use super::{
     retry_on_conflict,
 };
 use crate::{
-    domain::{MessageKind, Timestamp},
+    domain::{Actor, MessageKind, Timestamp},
     store::{AttemptRecord, AuditRow, MessageUpdate, StoreError},
 };
-
-/// The actor delivery attempts are recorded under.
-pub const DELIVERY_ACTOR: &str = "signpost:delivery";
 
 /// What happened when a message was sent, before it is judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +94,7 @@ impl Referrals {
         let audit = AuditRow {
             seq: 0,
             at: started_at,
-            actor: DELIVERY_ACTOR.into(),
+            actor: Actor::DELIVERY,
             client: None,
             request_id: None,
             action: format!("deliver {} to {}", message.kind, message.endpoint),

@@ -15,7 +15,7 @@ use super::{
     model::{Attempt, OutboxMessage},
 };
 use crate::{
-    domain::{Endpoint, MessageId, MessageKind, MessageState, ProviderId},
+    domain::{Actor, Endpoint, MessageId, MessageKind, MessageState, ProviderId},
     store::{DisabledEndpoint, MessageFilter, StoreError},
 };
 
@@ -312,7 +312,7 @@ impl Referrals {
     pub async fn erase_patient(
         &self,
         nhs_number: &str,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<Vec<String>, StoreError> {
         let now = self.clock.now().to_string();
         let mut tombstones = Vec::new();
@@ -350,7 +350,7 @@ impl Referrals {
         let audit = crate::store::AuditRow {
             seq: 0,
             at: now,
-            actor: actor.to_owned(),
+            actor: actor.clone(),
             client: None,
             request_id: None,
             action: "erase patient".into(),

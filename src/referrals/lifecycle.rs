@@ -13,7 +13,9 @@ use super::{
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
-    domain::{Endpoint, MessageId, MessageKind, ProviderId, ReferralId, ReferrerId, Timestamp},
+    domain::{
+        Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, ReferrerId, Timestamp,
+    },
     outcome::{Issue, IssueCode},
     store::{
         CallbackApplied, InboundRow, Notification, ReferralRow, StoreError, TaskRow, TaskUpdate,
@@ -89,7 +91,7 @@ impl Referrals {
         &self,
         referral: &ReferralRow,
         change: &TaskChange,
-        actor: &str,
+        actor: Actor,
         by_referrer: bool,
     ) -> Result<TaskUpdate, ChangeError> {
         let task = self
@@ -130,7 +132,7 @@ impl Referrals {
             },
             expected_version: task.version_id,
             from_status: task.status,
-            actor: actor.to_owned(),
+            actor,
             reason: change
                 .status_reason
                 .clone()
@@ -148,16 +150,16 @@ impl Referrals {
     /// refused ones too; a webhook-id seen before changes nothing.
     pub async fn provider_callback(
         &self,
-        provider_id: &str,
+        provider_id: &ProviderId,
         webhook_id: &str,
         body: &str,
     ) -> Result<CallbackOutcome, StoreError> {
-        if let Some(first) = self.store.inbound(provider_id, webhook_id).await? {
+        if let Some(first) = self.store.inbound(provider_id.as_str(), webhook_id).await? {
             return Ok(duplicate(first));
         }
         let received_at = self.clock.now().to_string();
         let record = |referral_id: Option<String>, status: u16, outcome: String| InboundRow {
-            provider_id: provider_id.to_owned(),
+            provider_id: provider_id.to_string(),
             webhook_id: webhook_id.to_owned(),
             received_at: received_at.clone(),
             referral_id,
@@ -204,7 +206,7 @@ impl Referrals {
     #[allow(clippy::type_complexity)]
     async fn map_callback(
         &self,
-        provider_id: &str,
+        provider_id: &ProviderId,
         body: &str,
     ) -> Result<
         (
@@ -229,7 +231,13 @@ impl Referrals {
                 ));
             }
         };
-        let Some(mapping) = self.mappings.load().mappings.get(provider_id).cloned() else {
+        let Some(mapping) = self
+            .mappings
+            .load()
+            .mappings
+            .get(provider_id.as_str())
+            .cloned()
+        else {
             return Ok((
                 None,
                 refuse(
@@ -248,7 +256,7 @@ impl Referrals {
         // is answered the same way: nothing about other providers' referrals
         // is revealed.
         let referral = match self.store.referral(&referral_id).await? {
-            Some(r) if r.provider_id.as_deref() == Some(provider_id) => r,
+            Some(r) if r.provider_id.as_deref() == Some(provider_id.as_str()) => r,
             _ => {
                 return Ok((
                     None,
@@ -289,7 +297,7 @@ impl Referrals {
             .prepare_update(
                 &referral,
                 &change,
-                &format!("provider:{provider_id}"),
+                Actor::Provider(provider_id.clone()),
                 false,
             )
             .await
@@ -351,7 +359,7 @@ impl Referrals {
                 .prepare_update(
                     &referral,
                     &change,
-                    &format!("referrer:{}", referral.referrer_id),
+                    Actor::Referrer(stored_id(&referral.referrer_id)?),
                     true,
                 )
                 .await?;
@@ -369,7 +377,12 @@ impl Referrals {
                 ..referral.clone()
             };
             if let Some(provider_id) = &referral.provider_id
-                && let Some(mapping) = self.mappings.load().mappings.get(provider_id).cloned()
+                && let Some(mapping) = self
+                    .mappings
+                    .load()
+                    .mappings
+                    .get(provider_id.as_str())
+                    .cloned()
             {
                 let payload = mapping.cancellation(&resource).map_err(|issues| {
                     ChangeError::Unprocessable(
@@ -412,7 +425,7 @@ impl Referrals {
             ..TaskChange::default()
         };
         match self
-            .prepare_update(&referral, &change, super::attempts::DELIVERY_ACTOR, false)
+            .prepare_update(&referral, &change, Actor::DELIVERY, false)
             .await
         {
             Ok(update) => Ok(Some(update)),

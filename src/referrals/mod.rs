@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{
     config::Config,
-    domain::{Clock, Endpoint, MessageKind, ProviderId, ReferralId, TaskId},
+    domain::{Actor, Clock, Endpoint, MessageKind, ProviderId, ReferralId, TaskId},
     mapping::MappingSet,
     outcome::{Issue, IssueCode},
     store::{NewIntake, Recorded, ReferralRow, Store, StoreError, TaskRow},
@@ -317,7 +317,7 @@ impl Referrals {
         let provider_name = self
             .config
             .providers
-            .get(&mapping.provider)
+            .get(mapping.provider.as_str())
             .and_then(|p| p.name.clone());
         let provider_id: ProviderId = mapping.provider.parse().map_err(|_| {
             refuse(vec![Issue::error(
@@ -343,7 +343,7 @@ impl Referrals {
         let intake = NewIntake {
             referral: ReferralRow {
                 id: referral_id.to_string(),
-                referrer_id: referrer.id.clone(),
+                referrer_id: referrer.id.to_string(),
                 identifier_system: referral.identifier_system.clone(),
                 identifier_value: referral.identifier_value.clone(),
                 provider_id: Some(mapping.provider.clone()),
@@ -360,7 +360,7 @@ impl Referrals {
                 last_updated: now.clone(),
                 resource: task.to_string(),
             },
-            actor: format!("referrer:{}", referrer.id),
+            actor: Actor::Referrer(referrer.id.clone()),
             messages: vec![lifecycle::new_message(
                 &referral_id,
                 Endpoint::Provider(provider_id),

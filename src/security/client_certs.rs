@@ -10,13 +10,13 @@ use std::collections::HashMap;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::config::Config;
+use crate::{config::Config, domain::ReferrerId};
 
 /// Client certificate DNS names → referrer id, from
 /// `client_certificate_names`.
 #[derive(Debug, Default)]
 pub struct ClientIdentities {
-    by_name: HashMap<String, String>,
+    by_name: HashMap<String, ReferrerId>,
 }
 
 impl ClientIdentities {
@@ -36,7 +36,7 @@ impl ClientIdentities {
 
     /// The referrer a connection's (already verified) end-entity client
     /// certificate, in DER, authenticates, with the name that matched.
-    pub fn referrer(&self, certificate: &[u8]) -> Option<(&str, &str)> {
+    pub fn referrer(&self, certificate: &[u8]) -> Option<(&ReferrerId, &str)> {
         let der = CertificateDer::from(certificate);
         let certificate = webpki::EndEntityCert::try_from(&der).ok()?;
         // Exact names, not `verify_is_valid_for_subject_name`, which would
@@ -44,7 +44,7 @@ impl ClientIdentities {
         certificate.valid_dns_names().find_map(|name| {
             self.by_name
                 .get_key_value(&name.to_ascii_lowercase())
-                .map(|(name, referrer)| (referrer.as_str(), name.as_str()))
+                .map(|(name, referrer)| (referrer, name.as_str()))
         })
     }
 }

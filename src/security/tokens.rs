@@ -20,7 +20,10 @@ use chrono::{SecondsFormat, Utc};
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::store::{StoreError, TokenRow, TokenStore};
+use crate::{
+    domain::{Actor, ReferrerId},
+    store::{StoreError, TokenRow, TokenStore},
+};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -28,7 +31,7 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     /// A referring organisation: sends referrals, sees only its own.
-    Referrer(String),
+    Referrer(ReferrerId),
     /// An operator: the `/admin` API and every referral.
     Admin,
     /// A metrics scraper: `GET /metrics` only (so that Prometheus never
@@ -49,7 +52,7 @@ impl Caller {
     /// The referrer this caller acts for, if a referrer.
     pub fn referrer(&self) -> Option<&str> {
         match &self.role {
-            Role::Referrer(id) => Some(id),
+            Role::Referrer(id) => Some(id.as_str()),
             Role::Admin | Role::Monitor => None,
         }
     }
@@ -57,11 +60,11 @@ impl Caller {
     /// The caller's name in the audit trail: `referrer:<id>`, or
     /// `admin:`/`monitor:` and the credential (operators are told apart by
     /// their tokens).
-    pub fn actor(&self) -> String {
+    pub fn actor(&self) -> Actor {
         match &self.role {
-            Role::Referrer(id) => format!("referrer:{id}"),
-            Role::Admin => format!("admin:{}", self.credential),
-            Role::Monitor => format!("monitor:{}", self.credential),
+            Role::Referrer(id) => Actor::Referrer(id.clone()),
+            Role::Admin => Actor::Admin(self.credential.clone()),
+            Role::Monitor => Actor::Monitor(self.credential.clone()),
         }
     }
 }
@@ -78,7 +81,7 @@ pub fn issue(role: &Role) -> Issued {
     let secret = URL_SAFE_NO_PAD.encode(random::<32>());
     let salt = random::<16>();
     let (role_name, referrer_id) = match role {
-        Role::Referrer(id) => ("referrer", Some(id.clone())),
+        Role::Referrer(id) => ("referrer", Some(id.to_string())),
         Role::Admin => ("admin", None),
         Role::Monitor => ("monitor", None),
     };
@@ -146,7 +149,10 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
         Some(row) if matches && row.revoked_at.is_none() => Ok(Caller {
             credential: format!("token:{}", row.id),
             role: match row.referrer_id {
-                Some(referrer) if row.role == "referrer" => Role::Referrer(referrer),
+                // (Tokens are issued only to configured referrers.)
+                Some(referrer) if row.role == "referrer" => {
+                    Role::Referrer(referrer.parse().map_err(|_| AuthError::Invalid)?)
+                }
                 _ if row.role == "admin" => Role::Admin,
                 _ if row.role == "monitor" => Role::Monitor,
                 _ => return Err(AuthError::Invalid),
@@ -169,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_token_verifies_against_its_stored_hash_and_nothing_else() {
-        let issued = issue(&Role::Referrer("r".into()));
+        let issued = issue(&Role::Referrer("r".parse().unwrap()));
         let (id, secret) = issued.token["sp_".len()..].split_once('_').unwrap();
         assert_eq!(id, issued.row.id);
         let salt = STANDARD.decode(&issued.row.salt).unwrap();

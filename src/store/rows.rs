@@ -6,7 +6,7 @@
 //! that is served, so reads need no re-serialisation.
 
 use crate::{
-    domain::{Endpoint, MessageId, MessageKind, MessageState, ReferralId},
+    domain::{Actor, Endpoint, MessageId, MessageKind, MessageState, ReferralId},
     referrals::model::{Attempt, NewMessage, OutboxMessage},
 };
 
@@ -45,7 +45,7 @@ pub struct NewIntake {
     pub referral: ReferralRow,
     pub task: TaskRow,
     /// Who caused the Task's first state (recorded in `task_events`).
-    pub actor: String,
+    pub actor: Actor,
     /// The mapped payload for the provider (the transactional outbox).
     pub messages: Vec<NewMessage>,
 }
@@ -172,7 +172,7 @@ pub struct TaskUpdate {
     pub task: TaskRow,
     pub expected_version: i64,
     pub from_status: String,
-    pub actor: String,
+    pub actor: Actor,
     pub reason: Option<String>,
     /// The notification to the referrer: the store numbers it (the
     /// referrer's next event number, allocated in the same transaction).
@@ -277,7 +277,7 @@ pub struct AuditRow {
     pub at: String,
     /// `referrer:<id>`, `admin:<token id>`, `provider:<id>`, `cli:<user>`,
     /// `signpost:delivery` or `unauthenticated`.
-    pub actor: String,
+    pub actor: Actor,
     /// The client's address, for requests.
     pub client: Option<String>,
     pub request_id: Option<String>,
@@ -294,7 +294,8 @@ pub struct AuditRow {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub referral_id: Option<String>,
-    pub actor: Option<String>,
+    /// Exactly this actor.
+    pub actor: Option<Actor>,
     /// RFC 3339 UTC, compared as stored text.
     pub since: Option<String>,
     pub limit: i64,

@@ -107,6 +107,21 @@ async fn every_read_write_callback_delivery_and_refusal_is_recorded(backend: Bac
     .await;
     assert_eq!(refused["outcome"], "401");
     assert_eq!(refused["resource"], format!("/fhir/ServiceRequest/{id}"));
+    // The actor filter is exact; text that names no actor matches nothing
+    // (it is not refused).
+    let by_provider = record(
+        &fleet,
+        "actor=provider:activelives",
+        "provider:activelives",
+        "POST /providers/{provider_id}/status",
+    )
+    .await;
+    assert_eq!(by_provider["outcome"], "200");
+    for nobody in ["nobody", "provider:Active%20Lives", "provider:activelive"] {
+        let answer = fleet.app.get(&format!("/admin/audit?actor={nobody}")).await;
+        assert_eq!(answer.status(), 200, "{nobody}");
+        assert_eq!(json(answer).await["records"], json!([]), "{nobody}");
+    }
     let since = format!("since={before}&limit=1000");
     let admin = record(&fleet, &since, "admin:", "GET /admin/deliveries").await;
     assert_eq!(admin["outcome"], "200");

@@ -91,7 +91,7 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed(backend: Backen
     let client = client_with(
         &issue_token(
             &db.url,
-            signpost::security::tokens::Role::Referrer("riverside-surgery".into()),
+            signpost::security::tokens::Role::Referrer("riverside-surgery".parse().unwrap()),
         )
         .await,
     );

@@ -224,7 +224,11 @@ async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly(backend: Backend) 
     let dir = tempfile::tempdir().unwrap();
     let config = crate::support::fleet::write_config(dir.path(), &providers, &referrer);
     let (mut child, address) = crate::durability::start_binary(&db, &config).await;
-    let token = issue_token(&db.url, Role::Referrer("riverside-surgery".into())).await;
+    let token = issue_token(
+        &db.url,
+        Role::Referrer("riverside-surgery".parse().unwrap()),
+    )
+    .await;
     let client = client_with(&token);
 
     let (referral, _) = with_new_identifier(valid("activelives-exercise.json"));

@@ -59,7 +59,7 @@ async fn nothing_identifying_is_logged_through_the_whole_flow(backend: Backend) 
     let config = write_config(dir.path(), &providers, &referrer);
     let token = issue_token(
         &db.url,
-        signpost::security::tokens::Role::Referrer("riverside-surgery".into()),
+        signpost::security::tokens::Role::Referrer("riverside-surgery".parse().unwrap()),
     )
     .await;
 

@@ -19,9 +19,9 @@ use crate::{
 /// A second referrer, Hilltop Practice (ODS B82002), beside Riverside.
 fn with_hilltop(config: &mut Config) {
     config.referrers.insert(
-        "hilltop".into(),
+        "hilltop".parse().unwrap(),
         Referrer {
-            id: "hilltop".into(),
+            id: "hilltop".parse().unwrap(),
             name: Some("Hilltop Practice".into()),
             ods_codes: vec!["B82002".into()],
             callback_url: "http://127.0.0.1:9/notifications".parse().unwrap(),
@@ -169,7 +169,11 @@ async fn every_endpoint_refuses_a_missing_wrong_or_revoked_token(backend: Backen
     let (id, task) = riverside_referral(&app).await;
     let referral = with_new_identifier(valid("activelives-exercise.json")).0;
 
-    let revoked = issue_token(&app.db.url, Role::Referrer("riverside-surgery".into())).await;
+    let revoked = issue_token(
+        &app.db.url,
+        Role::Referrer("riverside-surgery".parse().unwrap()),
+    )
+    .await;
     let revoked_id = revoked["sp_".len()..].split_once('_').unwrap().0.to_owned();
     let store = signpost::store::open(&app.db.url, 1).await.unwrap();
     assert!(
@@ -299,7 +303,8 @@ async fn a_referrer_token_cannot_use_the_admin_api_and_an_admin_cannot_refer(bac
 async fn a_referrer_sees_only_its_own_referrals(backend: Backend) {
     let app = TestApp::spawn_on(TestDb::fresh(backend).await, with_hilltop).await;
     let (id, task) = riverside_referral(&app).await;
-    let hilltop = client_with(&issue_token(&app.db.url, Role::Referrer("hilltop".into())).await);
+    let hilltop =
+        client_with(&issue_token(&app.db.url, Role::Referrer("hilltop".parse().unwrap())).await);
     let referral = with_new_identifier(valid("activelives-exercise.json")).0;
 
     for (method, path, body) in protected(&id, &task, &referral) {

@@ -17,11 +17,11 @@ use axum::{
 };
 
 use super::request_id::RequestId;
-use crate::{audit::AuditLog, security::tokens::Caller, store::AuditRow};
+use crate::{audit::AuditLog, domain::Actor, security::tokens::Caller, store::AuditRow};
 
 /// Who acted, when it was not a token holder (a provider's callback).
 #[derive(Debug, Clone)]
-pub struct AuditActor(pub String);
+pub struct AuditActor(pub Actor);
 
 /// The referral a request concerned (set by handlers on the response).
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub fn about_referral(mut response: Response, referral_id: &str) -> Response {
 
 /// `response`, noting for the audit trail who acted (when not a
 /// [`Caller`]).
-pub fn acted_by(mut response: Response, actor: String) -> Response {
+pub fn acted_by(mut response: Response, actor: Actor) -> Response {
     response.extensions_mut().insert(AuditActor(actor));
     response
 }
@@ -70,7 +70,7 @@ pub async fn record_requests(
         .get::<Caller>()
         .map(Caller::actor)
         .or_else(|| extensions.get::<AuditActor>().map(|a| a.0.clone()))
-        .unwrap_or_else(|| "unauthenticated".into());
+        .unwrap_or(Actor::Unauthenticated);
     // A create names its new resource in Location.
     let resource = response
         .headers()

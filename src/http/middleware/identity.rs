@@ -15,7 +15,10 @@ use std::sync::{Arc, OnceLock};
 use axum::{extract::Request, http::Extensions, middleware::Next, response::Response};
 
 use super::audit::AuditActor;
-use crate::security::tokens::Caller;
+use crate::{
+    domain::{Actor, ProviderId},
+    security::tokens::Caller,
+};
 
 /// Who a request proved to be.
 #[derive(Debug, Clone)]
@@ -23,7 +26,7 @@ pub enum Identity {
     /// A token holder, or a referrer's client certificate.
     Caller(Caller),
     /// A provider, by its webhook signature (the provider id).
-    Provider(String),
+    Provider(ProviderId),
 }
 
 /// The slot an extractor fills (a request extension).
@@ -50,7 +53,7 @@ pub async fn carry(mut request: Request, next: Next) -> Response {
         Some(Identity::Provider(id)) => {
             response
                 .extensions_mut()
-                .insert(AuditActor(format!("provider:{id}")));
+                .insert(AuditActor(Actor::Provider(id.clone())));
         }
         None => {}
     }

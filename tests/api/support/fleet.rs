@@ -40,7 +40,7 @@ pub fn fast_delivery(config: &mut Config) {
 /// Point `config`'s endpoints at the receivers.
 pub fn aim(config: &mut Config, providers: &BTreeMap<String, Receiver>, referrer: &Receiver) {
     for (id, receiver) in providers {
-        config.providers.get_mut(id).unwrap().intake_url =
+        config.providers.get_mut(id.as_str()).unwrap().intake_url =
             Url::parse(&receiver.url_for(&format!("/{id}/intake"))).unwrap();
     }
     config.referrers.get_mut(REFERRER).unwrap().callback_url =

@@ -167,7 +167,11 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        let referrer_token = issue_token(&db.url, Role::Referrer("riverside-surgery".into())).await;
+        let referrer_token = issue_token(
+            &db.url,
+            Role::Referrer("riverside-surgery".parse().unwrap()),
+        )
+        .await;
         let admin_token = issue_token(&db.url, Role::Admin).await;
         TestApp {
             address,

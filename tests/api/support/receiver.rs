@@ -565,7 +565,11 @@ mod tests {
         // Every mapped provider and the referrer.
         assert_eq!(keys.len(), super::kit::mapped_providers().len() + 1);
         for (endpoint, keys) in &keys {
-            assert_eq!(keys.current.to_whsec(), test_secret(endpoint), "{endpoint}");
+            assert_eq!(
+                keys.current.to_whsec(),
+                test_secret(&endpoint.to_string()),
+                "{endpoint}"
+            );
         }
         assert_ne!(
             test_secret("provider:activelives"),
