@@ -172,3 +172,22 @@ fn erase_without_yes_refuses_when_stdin_is_not_a_terminal() {
     );
     assert_eq!(stdout.trim(), "0 referral(s) erased");
 }
+
+#[test]
+fn erase_refuses_a_number_that_is_not_a_valid_nhs_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("signpost.db");
+    let url = format!("sqlite://{}", database.display());
+    // Ten digits, but the check digit of 999000001 is 8.
+    for bad in ["9990000017", "999000001", "999 000 0018"] {
+        let output = signpost(&["erase", "--nhs-number", bad, "--yes"])
+            .env("SIGNPOST_DATABASE_URL", &url)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("check digit"), "{bad}: {stderr}");
+        assert!(!database.exists(), "nothing was opened");
+    }
+}

@@ -10,7 +10,10 @@ use std::{
 use serde_json::Value;
 
 use super::{DeliveriesCommand, EndpointsCommand, print_json};
-use crate::{config::Config, domain::Actor};
+use crate::{
+    config::Config,
+    domain::{Actor, NhsNumber},
+};
 
 pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Result<()> {
     use crate::referrals::deliveries::{Replay, message_json};
@@ -83,9 +86,11 @@ pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> a
 /// `signpost erase`: after confirmation (or `--yes`), erase everything held
 /// about a patient.
 pub(super) async fn erase(config: PathBuf, nhs_number: String, yes: bool) -> anyhow::Result<()> {
-    if nhs_number.len() != 10 || !nhs_number.bytes().all(|b| b.is_ascii_digit()) {
-        anyhow::bail!("--nhs-number is 10 digits, without spaces");
-    }
+    // A number failing its check digit was refused at intake, so nobody
+    // with it can be held.
+    let Ok(nhs_number) = NhsNumber::parse(&nhs_number) else {
+        anyhow::bail!("--nhs-number is 10 digits, without spaces, with a valid check digit");
+    };
     if !yes {
         confirm_erasure(&nhs_number)?;
     }
@@ -98,7 +103,7 @@ pub(super) async fn erase(config: PathBuf, nhs_number: String, yes: bool) -> any
 
 /// Ask on the terminal; refuse when stdin is not one (a script must say
 /// `--yes`).
-fn confirm_erasure(nhs_number: &str) -> anyhow::Result<()> {
+fn confirm_erasure(nhs_number: &NhsNumber) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         anyhow::bail!(
@@ -107,8 +112,9 @@ fn confirm_erasure(nhs_number: &str) -> anyhow::Result<()> {
         );
     }
     eprint!(
-        "Erase everything held about the patient with NHS number {nhs_number}? \
-         This cannot be undone. Type yes to confirm: "
+        "Erase everything held about the patient with NHS number {}? \
+         This cannot be undone. Type yes to confirm: ",
+        nhs_number.as_str()
     );
     std::io::stderr().flush()?;
     let mut answer = String::new();

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::{AppState, FhirError, extract::Admin, request::LimitedBody};
 use crate::{
     audit::AuditLog,
+    domain::NhsNumber,
     mapping::reload::Mappings,
     outcome::{Issue, IssueCode},
     referrals::{
@@ -200,18 +201,19 @@ async fn erase(
     State(referrals): State<Arc<Referrals>>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<Value>, FhirError> {
+    // A number failing its check digit was refused at intake, so nobody
+    // with it can be held.
     let nhs_number = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|b| {
             b.get("nhs_number")
                 .and_then(Value::as_str)
-                .map(str::to_owned)
+                .and_then(|n| NhsNumber::parse(n).ok())
         })
-        .filter(|n| n.len() == 10 && n.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| {
             FhirError::BadRequest(vec![Issue::error(
                 IssueCode::Value,
-                "send {\"nhs_number\": \"<10 digits>\"}",
+                "send {\"nhs_number\": \"<10 digits, with a valid check digit>\"}",
             )])
         })?;
     let erased = referrals

@@ -15,7 +15,7 @@ use super::{
     model::{Attempt, OutboxMessage},
 };
 use crate::{
-    domain::{Actor, Endpoint, MessageId, MessageKind, MessageState, ProviderId},
+    domain::{Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId},
     store::{DisabledEndpoint, MessageFilter, StoreError},
 };
 
@@ -311,12 +311,12 @@ impl Referrals {
     /// record by `actor`. Returns the referral ids erased.
     pub async fn erase_patient(
         &self,
-        nhs_number: &str,
+        nhs_number: &NhsNumber,
         actor: &Actor,
     ) -> Result<Vec<String>, StoreError> {
         let now = self.clock.now().to_string();
         let mut tombstones = Vec::new();
-        for referral in self.store.referrals_of_patient(nhs_number).await? {
+        for referral in self.store.referrals_of_patient(nhs_number.as_str()).await? {
             let task = self
                 .store
                 .tasks_for_referral(&referral.id)

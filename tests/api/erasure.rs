@@ -56,6 +56,34 @@ async fn an_erased_patient_leaves_no_trace_in_the_database_files(backend: Backen
     );
     fleet.referrer.wait_for(1, PATIENCE).await;
 
+    // A's number with a wrong check digit is no NHS number: refused, and
+    // nothing is erased.
+    for bad in [
+        json!({"nhs_number": "9990124832"}),
+        json!({"nhs_number": "999012483"}),
+        json!({}),
+    ] {
+        let response = fleet
+            .app
+            .admin
+            .post(fleet.app.url("/admin/erase"))
+            .body(bad.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let outcome = json(response).await;
+        assert_eq!(outcome["resourceType"], "OperationOutcome", "{bad}");
+        assert!(
+            outcome["issue"][0]["diagnostics"]
+                .as_str()
+                .is_some_and(|d| d.contains("nhs_number")),
+            "{outcome}"
+        );
+    }
+    let kept = json(fleet.app.get(&format!("/fhir/ServiceRequest/{a}")).await).await;
+    assert!(kept.to_string().contains(A_NAME), "{kept}");
+
     let response = fleet
         .app
         .admin
