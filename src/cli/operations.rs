@@ -45,7 +45,10 @@ pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> a
                 anyhow::anyhow!("state is pending, delivered or dead; limit 1 to 1000")
             })?;
             let messages = referrals.messages(&filter).await?;
-            let list: Vec<Value> = messages.iter().map(|m| message_json(m, None)).collect();
+            let list: Vec<Value> = messages
+                .iter()
+                .map(|m| message_json(m, None, None))
+                .collect();
             print_json(&Value::Array(list));
         }
         DeliveriesCommand::Show { id } => {
@@ -53,7 +56,8 @@ pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> a
                 .message(&id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
-            print_json(&message_json(&message, Some(&attempts)));
+            let base = referrals.config().public_fhir_base();
+            print_json(&message_json(&message, Some(&attempts), base.as_deref()));
         }
         DeliveriesCommand::Replay { id, remap } => {
             let how = if remap {
@@ -77,7 +81,7 @@ pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> a
                 },
             )
             .await?;
-            print_json(&message_json(&replayed?, None));
+            print_json(&message_json(&replayed?, None, None));
         }
     }
     Ok(())

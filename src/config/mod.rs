@@ -358,6 +358,12 @@ impl RawConfig {
 }
 
 impl Config {
+    /// Signpost's public FHIR base URL (`public_base_url` and `/fhir`),
+    /// when configured: what notifications to referrers refer to.
+    pub fn public_fhir_base(&self) -> Option<String> {
+        self.public_base_url.as_ref().map(|b| format!("{b}/fhir"))
+    }
+
     /// The referrer that lists `ods_code`, if any.
     pub fn referrer_for_ods(&self, ods_code: &str) -> Option<&Referrer> {
         self.referrers

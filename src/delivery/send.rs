@@ -80,12 +80,7 @@ impl Worker {
     /// answer.
     async fn post(&self, target: &Target<'_>, message: &OutboxMessage, now: Timestamp) -> Answer {
         let timestamp = now.as_secs();
-        let base = self
-            .inner
-            .config
-            .public_base_url
-            .as_ref()
-            .map(|b| format!("{b}/fhir"));
+        let base = self.inner.config.public_fhir_base();
         let payload = notification::body(message, base.as_deref());
         let body = payload.as_bytes();
         let signature = target

@@ -54,7 +54,7 @@ async fn list(
     let filter = message_filter(&params)?;
     let messages = referrals.messages(&filter).await?;
     Ok(Json(json!({
-        "messages": messages.iter().map(|m| message_json(m, None)).collect::<Vec<_>>()
+        "messages": messages.iter().map(|m| message_json(m, None, None)).collect::<Vec<_>>()
     })))
 }
 
@@ -68,7 +68,12 @@ async fn show(
         .message(&id)
         .await?
         .ok_or_else(|| FhirError::NotFound(format!("no message {id}")))?;
-    Ok(Json(message_json(&message, Some(&attempts))))
+    let base = referrals.config().public_fhir_base();
+    Ok(Json(message_json(
+        &message,
+        Some(&attempts),
+        base.as_deref(),
+    )))
 }
 
 /// `POST /admin/deliveries/{id}/replay[?remap=true]`: queue it again.
@@ -89,7 +94,10 @@ async fn replay(
         }
     };
     let message = referrals.replay(&id, how).await?;
-    Ok((StatusCode::ACCEPTED, Json(message_json(&message, None))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(message_json(&message, None, None)),
+    ))
 }
 
 /// `GET /admin/callbacks?provider=&referral=&limit=`: provider status

@@ -13,6 +13,7 @@ use super::{
     Referrals,
     lifecycle::{ChangeError, new_message},
     model::{Attempt, OutboxMessage},
+    notification,
 };
 use crate::{
     domain::{Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId},
@@ -239,9 +240,16 @@ impl Referrals {
     }
 }
 
-/// A message as operators see it (the payload included: operators may need
-/// it to diagnose a refusal; it is never logged).
-pub fn message_json(message: &OutboxMessage, attempts: Option<&[Attempt]>) -> Value {
+/// A message as operators see it; with its attempts, the payload too
+/// (operators may need it to diagnose a refusal; it is never logged), as it
+/// is sent and would be re-sent: a notification as its Bundle, built as the
+/// worker builds it, `base` being Signpost's public FHIR base URL
+/// ([`Config::public_fhir_base`](crate::config::Config::public_fhir_base)).
+pub fn message_json(
+    message: &OutboxMessage,
+    attempts: Option<&[Attempt]>,
+    base: Option<&str>,
+) -> Value {
     let mut value = json!({
         "id": message.id,
         "referral": format!("ServiceRequest/{}", message.referral_id),
@@ -257,8 +265,8 @@ pub fn message_json(message: &OutboxMessage, attempts: Option<&[Attempt]>) -> Va
         "replay_of": message.replay_of,
     });
     if let Some(attempts) = attempts {
-        value["payload"] = serde_json::from_str(&message.payload)
-            .unwrap_or_else(|_| Value::String(message.payload.clone()));
+        let body = notification::body(message, base);
+        value["payload"] = serde_json::from_str(&body).unwrap_or(Value::String(body));
         value["attempt_log"] = attempts
             .iter()
             .map(|a| {

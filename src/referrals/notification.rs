@@ -23,8 +23,11 @@ const NOTIFICATION_PROFILE: &str = "http://hl7.org/fhir/uv/subscriptions-backpor
 /// its event number, the notification Bundle built from the Task it
 /// carries (its payload), `base` being Signpost's public FHIR base URL;
 /// otherwise the payload as stored. The Bundle's and its status's ids are
-/// the message's own UUID, so every attempt (and every read) sends the same
-/// bytes.
+/// the UUID of the message first sent (the message's own, or for a replay
+/// the one it replays), and its timestamps the Task's `meta.lastUpdated`
+/// (when the event happened, which is when the original was queued; else
+/// the message's `created_at`), so every attempt, every read and a replay
+/// as sent all send the same bytes.
 pub fn body(message: &OutboxMessage, base: Option<&str>) -> String {
     let (MessageKind::Notification, Endpoint::Referrer(referrer), Some(number)) =
         (message.kind, &message.endpoint, message.event_number)
@@ -35,21 +38,18 @@ pub fn body(message: &OutboxMessage, base: Option<&str>) -> String {
         // (An erased message: nothing is left to carry.)
         return message.payload.clone();
     };
-    let id = message
-        .id
+    let first_sent = message.replay_of.as_ref().unwrap_or(&message.id);
+    let id = first_sent
         .as_str()
         .strip_prefix("msg_")
         .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
         .unwrap_or_else(uuid::Uuid::now_v7);
-    bundle(
-        &task,
-        referrer.as_str(),
-        number,
-        base,
-        &message.created_at,
-        id,
-    )
-    .to_string()
+    let happened = task
+        .pointer("/meta/lastUpdated")
+        .and_then(Value::as_str)
+        .unwrap_or(&message.created_at)
+        .to_owned();
+    bundle(&task, referrer.as_str(), number, base, &happened, id).to_string()
 }
 
 /// The notification Bundle for event `event_number` of `referrer_id`'s
@@ -156,6 +156,22 @@ mod tests {
             "https://signpost.example/fhir/Subscription/riverside"
         );
         assert_eq!(bundle["entry"][1]["resource"]["id"], "t1");
+    }
+
+    #[test]
+    fn a_replayed_notification_is_sent_as_the_bundle_of_the_message_it_replays() {
+        let task = r#"{"resourceType":"Task","id":"t1","meta":{"lastUpdated":"2026-03-04T10:15:00.000Z"}}"#;
+        let original = message("notification", "referrer:riverside", task, Some(7));
+        let replay = OutboxMessage {
+            id: "msg_0190a3b2c4d5e6f708192a3b4c5d6e80".parse().unwrap(),
+            created_at: "2026-03-05T09:00:00.000Z".into(),
+            replay_of: Some(original.id.clone()),
+            ..original.clone()
+        };
+        assert_eq!(body(&replay, None), body(&original, None));
+        let bundle: Value = serde_json::from_str(&body(&replay, None)).unwrap();
+        assert_eq!(bundle["id"], "0190a3b2-c4d5-e6f7-0819-2a3b4c5d6e7f");
+        assert_eq!(bundle["timestamp"], "2026-03-04T10:15:00.000Z");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     on_both_backends,
@@ -347,6 +347,65 @@ async fn a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it(bac
     assert_eq!(unknown.status(), 404);
 }
 
+/// Operators see a notification as the Bundle the referrer received, and a
+/// notification replayed as sent is that same Bundle again, under its own
+/// webhook-id.
+async fn a_notification_is_shown_and_replayed_as_the_bundle_the_referrer_received(
+    backend: Backend,
+) {
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
+    let id = fleet.refer("activelives-exercise.json").await;
+    fleet.app.deliver_due().await;
+    let booked =
+        json!({"referral_ref": id, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
+    assert_eq!(
+        fleet.callback("activelives", "b1", &booked).await.status(),
+        200
+    );
+    fleet.app.deliver_due().await;
+    let notified = fleet.referrer.delivered();
+    assert_eq!(notified.len(), 1);
+    let sent = &notified[0];
+    assert_eq!(sent.body["resourceType"], "Bundle");
+
+    let shown = json(
+        fleet
+            .app
+            .get(&format!("/admin/deliveries/{}", sent.webhook_id))
+            .await,
+    )
+    .await;
+    assert_eq!(shown["kind"], "notification");
+    assert_eq!(shown["state"], "delivered");
+    assert_eq!(shown["payload"], sent.body);
+
+    // Two minutes on (the receiver accepts signatures five minutes either
+    // side of its own clock), the operator replays it as sent.
+    fleet.app.advance(Duration::from_secs(120));
+    let replayed = fleet
+        .app
+        .admin
+        .post(
+            fleet
+                .app
+                .url(&format!("/admin/deliveries/{}/replay", sent.webhook_id)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 202);
+    fleet.app.deliver_due().await;
+    let notified = fleet.referrer.delivered();
+    assert_eq!(notified.len(), 2);
+    let again = &notified[1];
+    assert_ne!(again.webhook_id, sent.webhook_id);
+    assert!(again.signature_valid);
+    assert_eq!(
+        String::from_utf8_lossy(&again.raw_body),
+        String::from_utf8_lossy(&sent.raw_body)
+    );
+}
+
 async fn retries_that_run_out_dead_letter_the_message(backend: Backend) {
     let fleet = Fleet::start_stepped(backend, |_| {}).await;
     fleet
@@ -452,8 +511,14 @@ async fn operators_inspect_and_replay_from_the_command_line(backend: Backend) {
         .provider("activelives")
         .script(vec![Scripted::status(422)]);
     let id = fleet.refer("activelives-exercise.json").await;
-    fleet.referrer.wait_for(1, PATIENCE).await; // "delivery failed"
+    let notified = fleet.referrer.wait_for(1, PATIENCE).await; // "delivery failed"
     let db = fleet.app.db.url.clone();
+
+    // A notification is shown as the Bundle the referrer received.
+    let (ok, out) = signpost_cli(&db, &["deliveries", "show", &notified[0].webhook_id]).await;
+    assert!(ok, "{out}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["payload"], notified[0].body);
 
     let (ok, out) = signpost_cli(&db, &["deliveries", "list", "--state", "dead"]).await;
     assert!(ok, "{out}");
@@ -659,6 +724,7 @@ on_both_backends!(
     a_provider_that_fails_for_a_while_receives_everything_once_it_recovers,
     messages_for_one_referral_go_in_order_while_others_pass,
     a_refusal_is_dead_lettered_shown_on_the_task_and_replay_delivers_it,
+    a_notification_is_shown_and_replayed_as_the_bundle_the_referrer_received,
     retries_that_run_out_dead_letter_the_message,
     gone_disables_the_endpoint_until_an_operator_re_enables_it,
 );
