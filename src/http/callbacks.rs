@@ -19,6 +19,7 @@ use super::{
     middleware::audit::{about_referral, acted_by},
 };
 use crate::{
+    domain::ProviderId,
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     referrals::lifecycle::CallbackOutcome,
 };
@@ -46,9 +47,13 @@ async fn status(
             "the body is not UTF-8 text",
         )])
     })?;
+    // (The extractor found this provider configured, under a valid id.)
+    let provider: ProviderId = provider_id
+        .parse()
+        .map_err(|_| FhirError::NotFound(format!("no provider {provider_id}")))?;
     let outcome = app
         .referrals
-        .provider_callback(&provider_id, &webhook_id, text)
+        .provider_callback(&provider, &webhook_id, text)
         .await?;
     let mut referral = None;
     let metrics = app.referrals.metrics();
