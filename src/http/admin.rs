@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{AppState, FhirError, extract::Admin, request::LimitedBody};
 use crate::{
     audit::AuditLog,
-    domain::NhsNumber,
+    domain::{NhsNumber, ProviderId, ReferralId},
     mapping::reload::Mappings,
     outcome::{Issue, IssueCode},
     referrals::{
@@ -120,12 +120,21 @@ async fn callbacks(
             }
         }
     }
-    let referral = params
-        .get("referral")
-        .map(|r| r.strip_prefix("ServiceRequest/").unwrap_or(r));
-    let events = referrals
-        .callbacks(params.get("provider").map(String::as_str), referral, limit)
-        .await?;
+    // Text that cannot be an id names no callback's provider or referral.
+    let provider = params.get("provider").map(|p| p.parse::<ProviderId>());
+    let referral = params.get("referral").map(|r| {
+        r.strip_prefix("ServiceRequest/")
+            .unwrap_or(r)
+            .parse::<ReferralId>()
+    });
+    let events = match (provider.transpose(), referral.transpose()) {
+        (Ok(provider), Ok(referral)) => {
+            referrals
+                .callbacks(provider.as_ref(), referral.as_ref(), limit)
+                .await?
+        }
+        _ => Vec::new(),
+    };
     Ok(Json(json!({
         "callbacks": events.iter().map(|e| json!({
             "provider": e.provider_id,

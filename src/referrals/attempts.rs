@@ -134,8 +134,7 @@ impl Referrals {
         retry_on_conflict(|| async move {
             // Read again on each try: a conflict means the Task moved on.
             let task_update = if shows_on_task {
-                self.delivery_failed_update(message.referral_id.as_str())
-                    .await?
+                self.delivery_failed_update(&message.referral_id).await?
             } else {
                 None
             };

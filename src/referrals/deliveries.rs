@@ -12,12 +12,14 @@ use serde_json::{Value, json};
 use super::{
     Referrals,
     lifecycle::{ChangeError, new_message},
-    model::{Attempt, OutboxMessage},
+    model::{Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Tombstone},
     notification,
 };
 use crate::{
-    domain::{Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId},
-    store::{DisabledEndpoint, MessageFilter, StoreError},
+    domain::{
+        Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
+    },
+    store::{MessageFilter, StoreError},
 };
 
 /// How a message is replayed.
@@ -164,7 +166,7 @@ impl Referrals {
         })?;
         let referral = self
             .store
-            .referral(original.referral_id.as_str())
+            .referral(&original.referral_id)
             .await?
             .ok_or_else(|| {
                 ChangeError::NotFound(format!("no referral {}", original.referral_id))
@@ -206,10 +208,10 @@ impl Referrals {
     /// referral.
     pub async fn callbacks(
         &self,
-        provider_id: Option<&str>,
-        referral_id: Option<&str>,
+        provider_id: Option<&ProviderId>,
+        referral_id: Option<&ReferralId>,
         limit: i64,
-    ) -> Result<Vec<crate::store::InboundRow>, StoreError> {
+    ) -> Result<Vec<InboundCallback>, StoreError> {
         self.store
             .inbound_events(provider_id, referral_id, limit)
             .await
@@ -331,8 +333,9 @@ impl Referrals {
                 .await?
                 .into_iter()
                 .next();
-            let (task_id, task_version) = task.map_or((String::new(), 1), |t| (t.id, t.version_id));
-            tombstones.push(crate::store::Tombstone {
+            let (task_id, task_version) =
+                task.map_or((String::new(), 1), |t| (t.id.into(), t.version_id));
+            tombstones.push(Tombstone {
                 referral_id: referral.id.clone(),
                 referral_resource: json!({
                     "resourceType": "ServiceRequest",
@@ -354,7 +357,10 @@ impl Referrals {
                 .to_string(),
             });
         }
-        let erased: Vec<String> = tombstones.iter().map(|t| t.referral_id.clone()).collect();
+        let erased: Vec<String> = tombstones
+            .iter()
+            .map(|t| t.referral_id.to_string())
+            .collect();
         let audit = crate::store::AuditRow {
             seq: 0,
             at: now,

@@ -8,18 +8,16 @@ use serde_json::{Value, json};
 
 use super::{
     Referrals,
-    model::NewMessage,
+    model::{
+        CallbackApplied, InboundCallback, NewMessage, Notification, Referral, Task, TaskUpdate,
+    },
     retry_on_conflict,
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
-    domain::{
-        Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, ReferrerId, Timestamp,
-    },
+    domain::{Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, Timestamp},
     outcome::{Issue, IssueCode},
-    store::{
-        CallbackApplied, InboundRow, Notification, ReferralRow, StoreError, TaskRow, TaskUpdate,
-    },
+    store::StoreError,
 };
 
 /// A new outbox message, created and due `now`.
@@ -89,7 +87,7 @@ impl Referrals {
     /// notification to its referrer; or why the state machine refuses it.
     async fn prepare_update(
         &self,
-        referral: &ReferralRow,
+        referral: &Referral,
         change: &TaskChange,
         actor: Actor,
         by_referrer: bool,
@@ -114,20 +112,20 @@ impl Referrals {
         let notification = Notification {
             referrer_id: referral.referrer_id.clone(),
             message: new_message(
-                &stored_id::<ReferralId>(&referral.id)?,
-                Endpoint::Referrer(stored_id::<ReferrerId>(&referral.referrer_id)?),
+                &referral.id,
+                Endpoint::Referrer(referral.referrer_id.clone()),
                 MessageKind::Notification,
                 next.to_string(),
                 at,
             ),
         };
         Ok(TaskUpdate {
-            task: TaskRow {
+            task: Task {
                 id: task.id,
                 referral_id: task.referral_id,
-                status: status.as_str().to_owned(),
+                status,
                 version_id: task.version_id + 1,
-                last_updated: now,
+                last_updated: at,
                 resource: next.to_string(),
             },
             expected_version: task.version_id,
@@ -154,19 +152,20 @@ impl Referrals {
         webhook_id: &str,
         body: &str,
     ) -> Result<CallbackOutcome, StoreError> {
-        if let Some(first) = self.store.inbound(provider_id.as_str(), webhook_id).await? {
+        if let Some(first) = self.store.inbound(provider_id, webhook_id).await? {
             return Ok(duplicate(first));
         }
         let received_at = self.clock.now().to_string();
-        let record = |referral_id: Option<String>, status: u16, outcome: String| InboundRow {
-            provider_id: provider_id.to_string(),
-            webhook_id: webhook_id.to_owned(),
-            received_at: received_at.clone(),
-            referral_id,
-            body: body.to_owned(),
-            response_status: i64::from(status),
-            outcome,
-        };
+        let record =
+            |referral_id: Option<ReferralId>, status: u16, outcome: String| InboundCallback {
+                provider_id: provider_id.clone(),
+                webhook_id: webhook_id.to_owned(),
+                received_at: received_at.clone(),
+                referral_id,
+                body: body.to_owned(),
+                response_status: i64::from(status),
+                outcome,
+            };
         let record = &record;
         retry_on_conflict(|| async move {
             let (referral_id, result) = self.map_callback(provider_id, body).await?;
@@ -175,7 +174,7 @@ impl Referrals {
                     record(referral_id.clone(), 200, "applied".into()),
                     Some(update),
                     CallbackOutcome::Applied {
-                        referral_id: referral_id.unwrap_or_default(),
+                        referral_id: referral_id.map(String::from).unwrap_or_default(),
                         task_id,
                         status,
                     },
@@ -210,7 +209,7 @@ impl Referrals {
         body: &str,
     ) -> Result<
         (
-            Option<String>,
+            Option<ReferralId>,
             Result<(TaskUpdate, String, String), (u16, Vec<Issue>)>,
         ),
         StoreError,
@@ -251,23 +250,28 @@ impl Referrals {
             Ok(change) => change,
             Err(issues) => return Ok((None, Err((422, issues)))),
         };
-        let referral_id = status_change.referral_id.clone();
-        // A referral that is not known, or was not sent to this provider,
-        // is answered the same way: nothing about other providers' referrals
-        // is revealed.
-        let referral = match self.store.referral(&referral_id).await? {
-            Some(r) if r.provider_id.as_deref() == Some(provider_id.as_str()) => r,
+        let named = &status_change.referral_id;
+        // A referral that is not known (or whose id cannot be one), or was
+        // not sent to this provider, is answered the same way: nothing
+        // about other providers' referrals is revealed.
+        let found = match named.parse::<ReferralId>() {
+            Ok(id) => self.store.referral(&id).await?,
+            Err(_) => None,
+        };
+        let referral = match found {
+            Some(r) if r.provider_id.as_ref() == Some(provider_id) => r,
             _ => {
                 return Ok((
                     None,
                     refuse(
                         404,
                         IssueCode::NotFound,
-                        format!("no referral {referral_id} was sent to {provider_id}"),
+                        format!("no referral {named} was sent to {provider_id}"),
                     ),
                 ));
             }
         };
+        let referral_id = referral.id.clone();
         let change = match TaskChange::from_mapping(&status_change.change) {
             Ok(change) => change,
             Err(e) => {
@@ -303,8 +307,8 @@ impl Referrals {
             .await
         {
             Ok(update) => {
-                let task_id = update.task.id.clone();
-                let status = update.task.status.clone();
+                let task_id = update.task.id.to_string();
+                let status = update.task.status.to_string();
                 Ok((Some(referral_id), Ok((update, task_id, status))))
             }
             Err(ChangeError::Conflict(text)) => {
@@ -328,9 +332,9 @@ impl Referrals {
     /// notified. Returns the new ServiceRequest version.
     pub async fn withdraw(
         &self,
-        referral_id: &str,
+        referral_id: &ReferralId,
         new_status: &str,
-    ) -> Result<ReferralRow, ChangeError> {
+    ) -> Result<Referral, ChangeError> {
         let task_status = match new_status {
             "revoked" => TaskStatus::Cancelled,
             "entered-in-error" => TaskStatus::EnteredInError,
@@ -359,20 +363,20 @@ impl Referrals {
                 .prepare_update(
                     &referral,
                     &change,
-                    Actor::Referrer(stored_id(&referral.referrer_id)?),
+                    Actor::Referrer(referral.referrer_id.clone()),
                     true,
                 )
                 .await?;
             // The referral's new version, and the cancellation, are as of
             // the Task change.
-            let now = update.task.last_updated.clone();
-            let at: Timestamp = now.parse().unwrap_or_else(|_| self.clock.now());
+            let at = update.task.last_updated;
+            let now = at.to_string();
             resource["status"] = json!(new_status);
             resource["meta"]["versionId"] = json!((referral.version_id + 1).to_string());
             resource["meta"]["lastUpdated"] = json!(now);
-            let revised = ReferralRow {
+            let revised = Referral {
                 version_id: referral.version_id + 1,
-                last_updated: now.clone(),
+                last_updated: at,
                 resource: resource.to_string(),
                 ..referral.clone()
             };
@@ -395,8 +399,8 @@ impl Referrals {
                 })?;
                 if let Some(payload) = payload {
                     update.messages.push(new_message(
-                        &stored_id::<ReferralId>(&referral.id)?,
-                        Endpoint::Provider(stored_id::<ProviderId>(provider_id)?),
+                        &referral.id,
+                        Endpoint::Provider(provider_id.clone()),
                         MessageKind::Cancel,
                         payload.to_string(),
                         at,
@@ -415,7 +419,7 @@ impl Referrals {
     /// so the referrer sees it (and is notified).
     pub async fn delivery_failed_update(
         &self,
-        referral_id: &str,
+        referral_id: &ReferralId,
     ) -> Result<Option<TaskUpdate>, StoreError> {
         let Some(referral) = self.store.referral(referral_id).await? else {
             return Ok(None);
@@ -435,14 +439,7 @@ impl Referrals {
     }
 }
 
-/// An id read back from the store, typed. (Stored ids were checked when
-/// they entered, so this fails only on a damaged database.)
-fn stored_id<T: std::str::FromStr>(text: &str) -> Result<T, ChangeError> {
-    text.parse()
-        .map_err(|_| ChangeError::Unprocessable(format!("stored id {text:?} is malformed")))
-}
-
-fn duplicate(first: InboundRow) -> CallbackOutcome {
+fn duplicate(first: InboundCallback) -> CallbackOutcome {
     CallbackOutcome::Duplicate {
         status: u16::try_from(first.response_status).unwrap_or(200),
         outcome: first.outcome,

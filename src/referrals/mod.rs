@@ -16,13 +16,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 
+use self::model::{NewIntake, Recorded};
 use crate::{
     config::Config,
-    domain::{Actor, Clock, Endpoint, MessageKind, ProviderId, ReferralId, TaskId},
+    domain::{
+        Actor, Clock, Endpoint, MessageKind, NhsNumber, ProviderId, ReferralId, ReferrerId, TaskId,
+    },
     mapping::MappingSet,
     outcome::{Issue, IssueCode},
-    store::{NewIntake, Recorded, ReferralRow, Store, StoreError, TaskRow},
-    validation::{Referral, Rejection, Submission, Validator},
+    store::{Store, StoreError},
+    validation::{Rejection, Submission, Validator},
 };
 
 /// The referral service: configuration, schemas and storage. Its parts
@@ -100,7 +103,7 @@ struct Validated {
 }
 
 impl Validated {
-    fn new(referral: Referral<'_>) -> Validated {
+    fn new(referral: crate::validation::Referral<'_>) -> Validated {
         Validated {
             canonical: canonical::plan(&referral),
             identifier_system: referral.identifier_system,
@@ -118,7 +121,7 @@ pub struct Receipt {
     /// `false` when this business identifier had already been accepted:
     /// nothing new was stored.
     pub created: bool,
-    pub referral: ReferralRow,
+    pub referral: model::Referral,
 }
 
 impl Referrals {
@@ -219,7 +222,10 @@ impl Referrals {
         self.accept(referrer_id, referral?, body, None).await
     }
 
-    fn validate<'a>(&self, submission: Submission<'a>) -> Result<Referral<'a>, IntakeError> {
+    fn validate<'a>(
+        &self,
+        submission: Submission<'a>,
+    ) -> Result<crate::validation::Referral<'a>, IntakeError> {
         self.validator
             .check_referral(submission)
             .map_err(IntakeError::Rejected)
@@ -273,7 +279,7 @@ impl Referrals {
         }
 
         let referral_id = ReferralId::generate();
-        let task_id = TaskId::generate().to_string();
+        let task_id = TaskId::generate();
         let at = self.clock.now();
         let now = at.to_string();
         let resource = with_server_identity(
@@ -328,9 +334,10 @@ impl Referrals {
                 ),
             )])
         })?;
+        let referrer_id_typed = referrer.id.clone();
 
         let task = task::new_task(&task::NewTask {
-            id: &task_id,
+            id: task_id.as_str(),
             referral_id: referral_id.as_str(),
             nhs_number: &referral.nhs_number,
             requester_ods: &referral.ods_code,
@@ -341,23 +348,24 @@ impl Referrals {
             now: &now,
         });
         let intake = NewIntake {
-            referral: ReferralRow {
-                id: referral_id.to_string(),
-                referrer_id: referrer.id.to_string(),
+            referral: model::Referral {
+                id: referral_id.clone(),
+                referrer_id: referrer_id_typed,
                 identifier_system: referral.identifier_system.clone(),
                 identifier_value: referral.identifier_value.clone(),
-                provider_id: Some(mapping.provider.clone()),
+                provider_id: Some(provider_id.clone()),
                 version_id: 1,
-                last_updated: now.clone(),
+                last_updated: at,
                 resource: resource.to_string(),
-                nhs_number: Some(referral.nhs_number.clone()),
+                // (Validation refused any NHS number with a bad check digit.)
+                nhs_number: NhsNumber::parse(&referral.nhs_number).ok(),
             },
-            task: TaskRow {
+            task: model::Task {
                 id: task_id,
-                referral_id: referral_id.to_string(),
-                status: task::TaskStatus::Requested.as_str().into(),
+                referral_id: referral_id.clone(),
+                status: task::TaskStatus::Requested,
                 version_id: 1,
-                last_updated: now.clone(),
+                last_updated: at,
                 resource: task.to_string(),
             },
             actor: Actor::Referrer(referrer.id.clone()),
@@ -389,7 +397,7 @@ impl Referrals {
         referrer_id: &str,
         system: &str,
         value: &str,
-    ) -> Result<Option<ReferralRow>, StoreError> {
+    ) -> Result<Option<model::Referral>, StoreError> {
         Ok(self
             .store
             .referrals_by_identifier(Some(system), value)
@@ -412,25 +420,30 @@ impl Referrals {
     }
 
     /// One referral by id.
-    pub async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError> {
+    pub async fn referral(&self, id: &ReferralId) -> Result<Option<model::Referral>, StoreError> {
         self.store.referral(id).await
     }
 
     /// Referrals by business identifier (`system|value`, `|value` or `value`).
-    pub async fn search_by_identifier(&self, token: &str) -> Result<Vec<ReferralRow>, StoreError> {
+    pub async fn search_by_identifier(
+        &self,
+        token: &str,
+    ) -> Result<Vec<model::Referral>, StoreError> {
         let (system, value) = split_token(token);
         self.store.referrals_by_identifier(system, value).await
     }
 
     /// One Task by id.
-    pub async fn task(&self, id: &str) -> Result<Option<TaskRow>, StoreError> {
+    pub async fn task(&self, id: &TaskId) -> Result<Option<model::Task>, StoreError> {
         self.store.task(id).await
     }
 
-    /// The Tasks whose focus is the referral `ServiceRequest/{id}` (or `{id}`).
-    pub async fn tasks_for(&self, focus: &str) -> Result<Vec<TaskRow>, StoreError> {
-        let id = focus.strip_prefix("ServiceRequest/").unwrap_or(focus);
-        self.store.tasks_for_referral(id).await
+    /// The Tasks whose focus is this referral.
+    pub async fn tasks_for(
+        &self,
+        referral_id: &ReferralId,
+    ) -> Result<Vec<model::Task>, StoreError> {
+        self.store.tasks_for_referral(referral_id).await
     }
 
     /// Tasks changed at or after `since` (stored text order), of one
@@ -438,9 +451,9 @@ impl Referrals {
     pub async fn tasks_updated_since(
         &self,
         since: &str,
-        referrer_id: Option<&str>,
+        referrer_id: Option<&ReferrerId>,
         limit: i64,
-    ) -> Result<Vec<TaskRow>, StoreError> {
+    ) -> Result<Vec<model::Task>, StoreError> {
         self.store
             .tasks_updated_since(since, referrer_id, limit)
             .await

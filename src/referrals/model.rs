@@ -1,10 +1,15 @@
-//! The outbox as the domain speaks of it: messages to providers and
-//! referrers, and the attempts to deliver them. These cross the boundary to
-//! the store (which keeps its own row types private); they use the typed
+//! What the domain hands the store and gets back: referrals and their
+//! Tasks, the changes made to them, provider callbacks, tombstones, and the
+//! outbox's messages and attempts. These cross the boundary to the store
+//! (which keeps its own row types private); they use the typed
 //! vocabulary of [`crate::domain`], so an endpoint is an [`Endpoint`], never
 //! a `"provider:<id>"` string built or split by hand.
 
-use crate::domain::{Endpoint, MessageId, MessageKind, MessageState, ReferralId};
+use super::task::TaskStatus;
+use crate::domain::{
+    Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
+    ReferrerId, TaskId, Timestamp,
+};
 
 /// A message to put in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,4 +73,132 @@ pub struct Attempt {
     pub response_excerpt: Option<String>,
     /// `delivered`, `retry`, `dead` or `disabled`.
     pub outcome: String,
+}
+
+/// A referral: the ServiceRequest as accepted (and as revised by its
+/// referrer's cancellation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referral {
+    pub id: ReferralId,
+    pub referrer_id: ReferrerId,
+    pub identifier_system: String,
+    pub identifier_value: String,
+    /// The provider it was routed to.
+    pub provider_id: Option<ProviderId>,
+    pub version_id: i64,
+    pub last_updated: Timestamp,
+    /// The ServiceRequest JSON, with `id` and `meta` set, as served.
+    pub resource: String,
+    /// The patient's NHS number, to find their referrals for erasure
+    /// (`None` once erased).
+    pub nhs_number: Option<NhsNumber>,
+}
+
+/// The Task that tracks a referral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: TaskId,
+    pub referral_id: ReferralId,
+    pub status: TaskStatus,
+    pub version_id: i64,
+    pub last_updated: Timestamp,
+    /// The Task JSON, with `id` and `meta` set, as served.
+    pub resource: String,
+}
+
+/// Everything written when a referral is accepted, in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewIntake {
+    pub referral: Referral,
+    pub task: Task,
+    /// Who caused the Task's first state (recorded in `task_events`).
+    pub actor: Actor,
+    /// The mapped payload for the provider (the transactional outbox).
+    pub messages: Vec<NewMessage>,
+}
+
+/// What recording an intake did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new referral and its Task were stored.
+    Created(Referral),
+    /// The referrer had already sent this business identifier: nothing was
+    /// written, and this is the referral stored the first time.
+    Existing(Referral),
+}
+
+/// A new version of a Task, applied only if the stored Task is still at
+/// `expected_version` (otherwise the store reports a conflict).
+#[derive(Debug, Clone)]
+pub struct TaskUpdate {
+    pub task: Task,
+    pub expected_version: i64,
+    pub from_status: TaskStatus,
+    pub actor: Actor,
+    pub reason: Option<String>,
+    /// The notification to the referrer: the store numbers it (the
+    /// referrer's next event number, allocated in the same transaction).
+    pub notification: Option<Notification>,
+    /// A new version of the referral (a cancellation), applied only if the
+    /// stored one is at `version_id - 1`.
+    pub referral: Option<Referral>,
+    /// Further messages (e.g. a cancellation to the provider).
+    pub messages: Vec<NewMessage>,
+}
+
+impl TaskUpdate {
+    /// Whether applying it queues messages.
+    pub fn adds_messages(&self) -> bool {
+        self.notification.is_some() || !self.messages.is_empty()
+    }
+}
+
+/// A Subscriptions notification to a referrer, waiting for its event
+/// number: the message's payload is the Task it carries; the Bundle is
+/// built from it and the number when it is sent
+/// ([`super::notification::body`]).
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub referrer_id: ReferrerId,
+    pub message: NewMessage,
+}
+
+/// A provider status callback, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundCallback {
+    pub provider_id: ProviderId,
+    pub webhook_id: String,
+    pub received_at: String,
+    /// The referral it was about, when it named one sent to this provider.
+    pub referral_id: Option<ReferralId>,
+    pub body: String,
+    /// The HTTP status Signpost answered.
+    pub response_status: i64,
+    /// `applied`, `ignored` or `refused: <why>`.
+    pub outcome: String,
+}
+
+/// What recording a callback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackApplied {
+    Applied,
+    /// The webhook-id had been received before; nothing changed. The first
+    /// reception is returned.
+    Duplicate(InboundCallback),
+}
+
+/// What is left of an erased referral.
+#[derive(Debug, Clone)]
+pub struct Tombstone {
+    pub referral_id: ReferralId,
+    pub referral_resource: String,
+    pub task_resource: String,
+}
+
+/// An endpoint that is not sent to until re-enabled (after a `410 Gone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledEndpoint {
+    pub endpoint: Endpoint,
+    pub disabled_at: String,
+    pub reason: String,
 }

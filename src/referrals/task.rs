@@ -20,6 +20,21 @@ pub enum TaskStatus {
     EnteredInError,
 }
 
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TaskStatus {
+    type Err = crate::domain::UnknownCode;
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        TaskStatus::parse(code).ok_or(crate::domain::UnknownCode("Task status"))
+    }
+}
+
+crate::domain::stored_as_text!(TaskStatus);
+
 impl TaskStatus {
     /// The FHIR code.
     pub fn as_str(self) -> &'static str {

@@ -9,8 +9,9 @@
 
 use super::tokens::{Caller, Role};
 use crate::{
-    referrals::Referrals,
-    store::{ReferralRow, StoreError},
+    domain::ReferralId,
+    referrals::{Referrals, model::Referral},
+    store::StoreError,
 };
 
 /// Why a caller may not have what it asked for.
@@ -68,12 +69,12 @@ pub fn sending_referrer(caller: &Caller) -> Result<&str, Denied> {
 pub async fn visible_referral(
     referrals: &Referrals,
     caller: &Caller,
-    id: &str,
-) -> Result<ReferralRow, Denied> {
+    id: &ReferralId,
+) -> Result<Referral, Denied> {
     referrals
         .referral(id)
         .await?
-        .filter(|r| visible(caller).includes(&r.referrer_id))
+        .filter(|r| visible(caller).includes(r.referrer_id.as_str()))
         .ok_or_else(|| Denied::NotFound(format!("ServiceRequest/{id}")))
 }
 
@@ -83,8 +84,8 @@ pub async fn visible_referral(
 pub async fn withdrawable_referral(
     referrals: &Referrals,
     caller: &Caller,
-    id: &str,
-) -> Result<ReferralRow, Denied> {
+    id: &ReferralId,
+) -> Result<Referral, Denied> {
     let referral = visible_referral(referrals, caller, id).await?;
     sending_referrer(caller)?;
     Ok(referral)

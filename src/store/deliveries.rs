@@ -5,8 +5,10 @@
 use async_trait::async_trait;
 
 use super::{
-    Attempt, AttemptRow, Deliveries, DisabledEndpoint, MessageFilter, MessageRow, NewMessage,
-    OutboxMessage, OutboxStats, SqlStore, StoreError, backend::Backend,
+    Attempt, Deliveries, DisabledEndpoint, MessageFilter, NewMessage, OutboxMessage, OutboxStats,
+    SqlStore, StoreError,
+    backend::Backend,
+    rows::{AttemptRow, DisabledEndpointRow, MessageRow},
 };
 use crate::domain::{Endpoint, MessageId};
 
@@ -67,9 +69,10 @@ macro_rules! impl_deliveries {
             }
 
             async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
-                Ok(sqlx::query_as(SELECT_DISABLED)
+                let rows: Vec<DisabledEndpointRow> = sqlx::query_as(SELECT_DISABLED)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(DisabledEndpoint::from).collect())
             }
 
             async fn enable_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError> {

@@ -11,10 +11,12 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 
 use super::{
-    NewIntake, NewMessage, Recorded, ReferralRow, ReferralStore, SqlStore, StoreError,
+    NewIntake, NewMessage, Recorded, Referral, ReferralStore, SqlStore, StoreError,
     backend::{keep_prepared, rows_per_statement},
     group::Write,
+    rows::{ReferralRow, referrals},
 };
+use crate::domain::{NhsNumber, ReferralId};
 
 // The multi-row inserts (`sqlx::QueryBuilder` adds `VALUES (…), (…)`).
 const INSERT_REFERRALS: &str = "INSERT INTO referrals \
@@ -50,19 +52,20 @@ macro_rules! impl_referral_store {
                 Ok(recorded)
             }
 
-            async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_REFERRAL)
+            async fn referral(&self, id: &ReferralId) -> Result<Option<Referral>, StoreError> {
+                let row: Option<ReferralRow> = sqlx::query_as(SELECT_REFERRAL)
                     .bind(id)
                     .fetch_optional(&self.reader)
-                    .await?)
+                    .await?;
+                row.map(Referral::try_from).transpose()
             }
 
             async fn referrals_by_identifier(
                 &self,
                 system: Option<&str>,
                 value: &str,
-            ) -> Result<Vec<ReferralRow>, StoreError> {
-                let rows = match system {
+            ) -> Result<Vec<Referral>, StoreError> {
+                let rows: Vec<ReferralRow> = match system {
                     Some(system) => {
                         sqlx::query_as(SELECT_REFERRALS_BY_SYSTEM_VALUE)
                             .bind(value)
@@ -77,7 +80,7 @@ macro_rules! impl_referral_store {
                             .await?
                     }
                 };
-                Ok(rows)
+                referrals(rows)
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
@@ -108,10 +111,10 @@ macro_rules! impl_referral_store {
                             .push_bind(r.version_id)
                             .push_bind(&r.last_updated)
                             .push_bind(&r.resource)
-                            .push_bind(&r.nhs_number);
+                            .push_bind(r.nhs_number.as_ref().map(NhsNumber::as_str));
                     });
                     insert.push(INSERT_REFERRALS_END);
-                    let ids: Vec<(String,)> = insert
+                    let ids: Vec<(ReferralId,)> = insert
                         .build_query_as()
                         .persistent(keep_prepared(chunk.len()))
                         .fetch_all(&mut **tx)
@@ -157,7 +160,7 @@ macro_rules! impl_referral_store {
                         .bind(&r.identifier_value)
                         .fetch_one(&mut **tx)
                         .await?;
-                    recorded.push(Recorded::Existing(existing));
+                    recorded.push(Recorded::Existing(existing.try_into()?));
                 }
                 Ok(recorded)
             }

@@ -8,8 +8,9 @@
 //! search-then-insert. Resources are stored as the JSON text that is served,
 //! so reads need no re-serialisation.
 //!
-//! Layout: the traits, [`open`] and [`StoreError`] here; the types crossing
-//! the API in `rows.rs`; [`SqlStore`] and what differs per backend in
+//! Layout: the traits, [`open`] and [`StoreError`] here; the private rows (and
+//! the store's own API types) in `rows.rs`, the domain's in
+//! `referrals::model`; [`SqlStore`] and what differs per backend in
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
 //! `outbox.rs`, `deliveries.rs`, `audit.rs`, `tokens.rs`, `retention.rs`).
@@ -31,13 +32,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{Endpoint, MessageId};
-pub use crate::referrals::model::{Attempt, NewMessage, OutboxMessage};
+use crate::domain::{Endpoint, MessageId, ProviderId, ReferralId, ReferrerId, TaskId};
+pub use crate::referrals::model::{
+    Attempt, CallbackApplied, DisabledEndpoint, InboundCallback, NewIntake, NewMessage,
+    Notification, OutboxMessage, Recorded, Referral, Task, TaskUpdate, Tombstone,
+};
 
 pub use self::{
     backend::{Backend, SqlStore},
     postgres::PostgresStore,
-    rows::*,
+    rows::{
+        AttemptRecord, AuditFilter, AuditRow, MessageFilter, MessageUpdate, OutboxStats, TokenRow,
+    },
     sqlite::SqliteStore,
 };
 
@@ -51,14 +57,14 @@ pub trait ReferralStore: Send + Sync + 'static {
     async fn record_intake(&self, intake: NewIntake) -> Result<Recorded, StoreError>;
 
     /// One referral by server id.
-    async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError>;
+    async fn referral(&self, id: &ReferralId) -> Result<Option<Referral>, StoreError>;
 
     /// Referrals with this business identifier value (and system, when given).
     async fn referrals_by_identifier(
         &self,
         system: Option<&str>,
         value: &str,
-    ) -> Result<Vec<ReferralRow>, StoreError>;
+    ) -> Result<Vec<Referral>, StoreError>;
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -68,10 +74,10 @@ pub trait ReferralStore: Send + Sync + 'static {
 #[async_trait]
 pub trait TaskEvents: Send + Sync + 'static {
     /// One Task by server id.
-    async fn task(&self, id: &str) -> Result<Option<TaskRow>, StoreError>;
+    async fn task(&self, id: &TaskId) -> Result<Option<Task>, StoreError>;
 
     /// The Tasks whose focus is this referral.
-    async fn tasks_for_referral(&self, referral_id: &str) -> Result<Vec<TaskRow>, StoreError>;
+    async fn tasks_for_referral(&self, referral_id: &ReferralId) -> Result<Vec<Task>, StoreError>;
 
     /// Tasks last updated at or after `since` (an RFC 3339 UTC instant with
     /// milliseconds, as stored, so that text order is time order), oldest
@@ -79,9 +85,9 @@ pub trait TaskEvents: Send + Sync + 'static {
     async fn tasks_updated_since(
         &self,
         since: &str,
-        referrer_id: Option<&str>,
+        referrer_id: Option<&ReferrerId>,
         limit: i64,
-    ) -> Result<Vec<TaskRow>, StoreError>;
+    ) -> Result<Vec<Task>, StoreError>;
 
     /// Apply a Task change (a referrer's cancellation, a Signpost event).
     async fn update_task(&self, update: TaskUpdate) -> Result<(), StoreError>;
@@ -90,25 +96,25 @@ pub trait TaskEvents: Send + Sync + 'static {
     /// webhook-id seen before changes nothing.
     async fn apply_callback(
         &self,
-        inbound: InboundRow,
+        inbound: InboundCallback,
         update: Option<TaskUpdate>,
     ) -> Result<CallbackApplied, StoreError>;
 
     /// A callback received before, by provider and webhook-id.
     async fn inbound(
         &self,
-        provider_id: &str,
+        provider_id: &ProviderId,
         webhook_id: &str,
-    ) -> Result<Option<InboundRow>, StoreError>;
+    ) -> Result<Option<InboundCallback>, StoreError>;
 
     /// Provider callbacks received, newest first, by provider and/or
     /// referral.
     async fn inbound_events(
         &self,
-        provider_id: Option<&str>,
-        referral_id: Option<&str>,
+        provider_id: Option<&ProviderId>,
+        referral_id: Option<&ReferralId>,
         limit: i64,
-    ) -> Result<Vec<InboundRow>, StoreError>;
+    ) -> Result<Vec<InboundCallback>, StoreError>;
 }
 
 /// The outbox as the delivery worker uses it (`outbox.rs`).
@@ -212,7 +218,7 @@ pub trait Retention: Send + Sync + 'static {
     async fn purge_before(&self, before: &str) -> Result<u64, StoreError>;
 
     /// The referrals of the patient with this NHS number.
-    async fn referrals_of_patient(&self, nhs_number: &str) -> Result<Vec<ReferralRow>, StoreError>;
+    async fn referrals_of_patient(&self, nhs_number: &str) -> Result<Vec<Referral>, StoreError>;
 
     /// Erasure: replace each referral and its Task with the tombstones
     /// given, drop the reasons of its Task events, the payloads of its

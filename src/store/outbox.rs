@@ -13,10 +13,11 @@ use sqlx::Transaction;
 use tokio::sync::Notify;
 
 use super::{
-    Attempt, AttemptRecord, AuditRow, MessageRow, MessageUpdate, NewMessage, Outbox, OutboxMessage,
-    SqlStore, StoreError,
+    Attempt, AttemptRecord, AuditRow, MessageUpdate, NewMessage, Outbox, OutboxMessage, SqlStore,
+    StoreError,
     backend::{Backend, keep_prepared, rows_per_statement},
     group::Write,
+    rows::MessageRow,
 };
 
 const INSERT_MESSAGES: &str = "INSERT INTO outbox \

@@ -8,7 +8,11 @@
 
 use async_trait::async_trait;
 
-use super::{AuditRow, ReferralRow, Retention, SqlStore, StoreError, Tombstone, backend::Backend};
+use super::{
+    AuditRow, Referral, Retention, SqlStore, StoreError, Tombstone,
+    backend::Backend,
+    rows::{ReferralRow, referrals},
+};
 
 const PURGE_PAYLOADS: &str = "UPDATE outbox SET payload = '' \
     WHERE state = 'delivered' AND created_at < $1 AND payload <> ''";
@@ -50,11 +54,12 @@ macro_rules! impl_retention {
             async fn referrals_of_patient(
                 &self,
                 nhs_number: &str,
-            ) -> Result<Vec<ReferralRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_REFERRALS_OF_PATIENT)
+            ) -> Result<Vec<Referral>, StoreError> {
+                let rows: Vec<ReferralRow> = sqlx::query_as(SELECT_REFERRALS_OF_PATIENT)
                     .bind(nhs_number)
                     .fetch_all(&self.writer)
-                    .await?)
+                    .await?;
+                referrals(rows)
             }
 
             async fn erase(

@@ -1,63 +1,88 @@
-//! The types that cross the store's API, and the private rows the outbox
-//! is read into. Outbox messages and attempts cross as the domain's own
-//! types (`referrals::model`); referrals, Tasks, callbacks, tokens and audit
-//! records still cross as the `*Row` types here (see the report of the
-//! store branch for what remains). Resources are stored as the JSON text
-//! that is served, so reads need no re-serialisation.
+//! The private rows the store reads into, and the few types of its API
+//! that are its own. Referrals, Tasks, their changes, provider callbacks,
+//! tombstones, outbox messages and attempts cross as the domain's own types
+//! (`referrals::model`), read from the private rows here; tokens
+//! ([`TokenRow`]) and audit records ([`AuditRow`], [`AuditFilter`]) still
+//! cross as rows. Resources are stored as the JSON text that is served, so
+//! reads need no re-serialisation.
 
+use super::StoreError;
 use crate::{
-    domain::{Actor, Endpoint, MessageId, MessageKind, MessageState, ReferralId},
-    referrals::model::{Attempt, NewMessage, OutboxMessage},
+    domain::{
+        Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
+        ReferrerId, TaskId, Timestamp,
+    },
+    referrals::{
+        model::{
+            Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Referral, Task, TaskUpdate,
+        },
+        task::TaskStatus,
+    },
 };
 
-/// A referral as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ReferralRow {
-    pub id: String,
-    pub referrer_id: String,
-    pub identifier_system: String,
-    pub identifier_value: String,
-    pub provider_id: Option<String>,
-    pub version_id: i64,
-    pub last_updated: String,
-    /// The ServiceRequest JSON, with `id` and `meta` set.
-    pub resource: String,
-    /// The patient's NHS number, to find their referrals for erasure
-    /// (`None` once erased).
-    pub nhs_number: Option<String>,
+/// A referral as stored (see [`Referral`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct ReferralRow {
+    id: ReferralId,
+    referrer_id: ReferrerId,
+    identifier_system: String,
+    identifier_value: String,
+    provider_id: Option<ProviderId>,
+    version_id: i64,
+    last_updated: Timestamp,
+    resource: String,
+    nhs_number: Option<String>,
 }
 
-/// A Task as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct TaskRow {
-    pub id: String,
-    pub referral_id: String,
-    pub status: String,
-    pub version_id: i64,
-    pub last_updated: String,
-    /// The Task JSON, with `id` and `meta` set.
-    pub resource: String,
+impl TryFrom<ReferralRow> for Referral {
+    type Error = StoreError;
+    fn try_from(r: ReferralRow) -> Result<Self, StoreError> {
+        let nhs_number = r
+            .nhs_number
+            .map(|n| NhsNumber::parse(&n))
+            .transpose()
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+        Ok(Referral {
+            id: r.id,
+            referrer_id: r.referrer_id,
+            identifier_system: r.identifier_system,
+            identifier_value: r.identifier_value,
+            provider_id: r.provider_id,
+            version_id: r.version_id,
+            last_updated: r.last_updated,
+            resource: r.resource,
+            nhs_number,
+        })
+    }
 }
 
-/// Everything written when a referral is accepted, in one transaction.
-#[derive(Debug, Clone)]
-pub struct NewIntake {
-    pub referral: ReferralRow,
-    pub task: TaskRow,
-    /// Who caused the Task's first state (recorded in `task_events`).
-    pub actor: Actor,
-    /// The mapped payload for the provider (the transactional outbox).
-    pub messages: Vec<NewMessage>,
+/// Referrals read back from rows.
+pub(super) fn referrals(rows: Vec<ReferralRow>) -> Result<Vec<Referral>, StoreError> {
+    rows.into_iter().map(Referral::try_from).collect()
 }
 
-/// What [`ReferralStore::record_intake`](super::ReferralStore::record_intake) did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    /// A new referral and its Task were stored.
-    Created(ReferralRow),
-    /// The referrer had already sent this business identifier: nothing was
-    /// written, and this is the referral stored the first time.
-    Existing(ReferralRow),
+/// A Task as stored (see [`Task`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct TaskRow {
+    id: TaskId,
+    referral_id: ReferralId,
+    status: TaskStatus,
+    version_id: i64,
+    last_updated: Timestamp,
+    resource: String,
+}
+
+impl From<TaskRow> for Task {
+    fn from(r: TaskRow) -> Self {
+        Task {
+            id: r.id,
+            referral_id: r.referral_id,
+            status: r.status,
+            version_id: r.version_id,
+            last_updated: r.last_updated,
+            resource: r.resource,
+        }
+    }
 }
 
 /// An outbox message as stored (see [`OutboxMessage`]).
@@ -165,63 +190,30 @@ pub struct AttemptRecord {
     pub task_update: Option<TaskUpdate>,
 }
 
-/// A new version of a Task, applied only if the stored Task is still at
-/// `expected_version` (otherwise [`StoreError::Conflict`](super::StoreError::Conflict)).
-#[derive(Debug, Clone)]
-pub struct TaskUpdate {
-    pub task: TaskRow,
-    pub expected_version: i64,
-    pub from_status: String,
-    pub actor: Actor,
-    pub reason: Option<String>,
-    /// The notification to the referrer: the store numbers it (the
-    /// referrer's next event number, allocated in the same transaction).
-    pub notification: Option<Notification>,
-    /// A new version of the referral (a cancellation), applied only if the
-    /// stored one is at `version_id - 1`.
-    pub referral: Option<ReferralRow>,
-    /// Further messages (e.g. a cancellation to the provider).
-    pub messages: Vec<NewMessage>,
+/// A provider status callback as stored (see [`InboundCallback`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct InboundRow {
+    provider_id: ProviderId,
+    webhook_id: String,
+    received_at: String,
+    referral_id: Option<ReferralId>,
+    body: String,
+    response_status: i64,
+    outcome: String,
 }
 
-impl TaskUpdate {
-    /// Whether applying it queues messages.
-    pub(super) fn adds_messages(&self) -> bool {
-        self.notification.is_some() || !self.messages.is_empty()
+impl From<InboundRow> for InboundCallback {
+    fn from(r: InboundRow) -> Self {
+        InboundCallback {
+            provider_id: r.provider_id,
+            webhook_id: r.webhook_id,
+            received_at: r.received_at,
+            referral_id: r.referral_id,
+            body: r.body,
+            response_status: r.response_status,
+            outcome: r.outcome,
+        }
     }
-}
-
-/// A Subscriptions notification to a referrer, waiting for its event
-/// number: the message's payload is the Task it carries; the Bundle is
-/// built from it and the number when it is sent
-/// ([`crate::referrals::notification::body`]).
-#[derive(Debug, Clone)]
-pub struct Notification {
-    pub referrer_id: String,
-    pub message: NewMessage,
-}
-
-/// A provider status callback, as received.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct InboundRow {
-    pub provider_id: String,
-    pub webhook_id: String,
-    pub received_at: String,
-    pub referral_id: Option<String>,
-    pub body: String,
-    /// The HTTP status Signpost answered.
-    pub response_status: i64,
-    /// `applied`, `ignored` or `refused: <why>`.
-    pub outcome: String,
-}
-
-/// What [`TaskEvents::apply_callback`](super::TaskEvents::apply_callback) did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallbackApplied {
-    Applied,
-    /// The webhook-id had been received before; nothing changed. The first
-    /// reception is returned.
-    Duplicate(InboundRow),
 }
 
 /// Which messages to list.
@@ -261,14 +253,6 @@ impl std::fmt::Debug for TokenRow {
     }
 }
 
-/// What is left of an erased referral.
-#[derive(Debug, Clone)]
-pub struct Tombstone {
-    pub referral_id: String,
-    pub referral_resource: String,
-    pub task_resource: String,
-}
-
 /// One audit record (see [`crate::audit`]).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditRow {
@@ -301,12 +285,22 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// An endpoint that is not sent to until re-enabled.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct DisabledEndpoint {
-    pub endpoint: Endpoint,
-    pub disabled_at: String,
-    pub reason: String,
+/// A disabled endpoint as stored (see [`DisabledEndpoint`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct DisabledEndpointRow {
+    endpoint: Endpoint,
+    disabled_at: String,
+    reason: String,
+}
+
+impl From<DisabledEndpointRow> for DisabledEndpoint {
+    fn from(r: DisabledEndpointRow) -> Self {
+        DisabledEndpoint {
+            endpoint: r.endpoint,
+            disabled_at: r.disabled_at,
+            reason: r.reason,
+        }
+    }
 }
 
 /// The outbox of one endpoint, for `GET /metrics`.

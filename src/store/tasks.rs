@@ -7,7 +7,11 @@
 use async_trait::async_trait;
 use sqlx::Transaction;
 
-use super::{CallbackApplied, InboundRow, SqlStore, StoreError, TaskEvents, TaskRow, TaskUpdate};
+use super::{
+    CallbackApplied, InboundCallback, SqlStore, StoreError, Task, TaskEvents, TaskUpdate,
+    rows::{InboundRow, TaskRow},
+};
+use crate::domain::{ProviderId, ReferralId, ReferrerId, TaskId};
 
 const UPDATE_REFERRAL: &str = "UPDATE referrals SET version_id = $1, last_updated = $2, resource = $3 \
     WHERE id = $4 AND version_id = $5";
@@ -38,35 +42,38 @@ macro_rules! impl_task_events {
     ($db:ty) => {
         #[async_trait]
         impl TaskEvents for SqlStore<$db> {
-            async fn task(&self, id: &str) -> Result<Option<TaskRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_TASK)
+            async fn task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+                let row: Option<TaskRow> = sqlx::query_as(SELECT_TASK)
                     .bind(id)
                     .fetch_optional(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(row.map(Task::from))
             }
 
             async fn tasks_for_referral(
                 &self,
-                referral_id: &str,
-            ) -> Result<Vec<TaskRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_TASKS_FOR_REFERRAL)
+                referral_id: &ReferralId,
+            ) -> Result<Vec<Task>, StoreError> {
+                let rows: Vec<TaskRow> = sqlx::query_as(SELECT_TASKS_FOR_REFERRAL)
                     .bind(referral_id)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(Task::from).collect())
             }
 
             async fn tasks_updated_since(
                 &self,
                 since: &str,
-                referrer_id: Option<&str>,
+                referrer_id: Option<&ReferrerId>,
                 limit: i64,
-            ) -> Result<Vec<TaskRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_TASKS_UPDATED_SINCE)
+            ) -> Result<Vec<Task>, StoreError> {
+                let rows: Vec<TaskRow> = sqlx::query_as(SELECT_TASKS_UPDATED_SINCE)
                     .bind(since)
-                    .bind(referrer_id)
+                    .bind(referrer_id.map(ReferrerId::as_str))
                     .bind(limit)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(Task::from).collect())
             }
 
             async fn update_task(&self, update: TaskUpdate) -> Result<(), StoreError> {
@@ -82,7 +89,7 @@ macro_rules! impl_task_events {
 
             async fn apply_callback(
                 &self,
-                inbound: InboundRow,
+                inbound: InboundCallback,
                 update: Option<TaskUpdate>,
             ) -> Result<CallbackApplied, StoreError> {
                 let mut tx = self.writer.begin().await?;
@@ -104,7 +111,7 @@ macro_rules! impl_task_events {
                         .fetch_one(&mut *tx)
                         .await?;
                     tx.commit().await?;
-                    return Ok(CallbackApplied::Duplicate(first));
+                    return Ok(CallbackApplied::Duplicate(first.into()));
                 }
                 let adds = update.as_ref().is_some_and(TaskUpdate::adds_messages);
                 if let Some(update) = update {
@@ -119,28 +126,30 @@ macro_rules! impl_task_events {
 
             async fn inbound(
                 &self,
-                provider_id: &str,
+                provider_id: &ProviderId,
                 webhook_id: &str,
-            ) -> Result<Option<InboundRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_INBOUND)
+            ) -> Result<Option<InboundCallback>, StoreError> {
+                let row: Option<InboundRow> = sqlx::query_as(SELECT_INBOUND)
                     .bind(provider_id)
                     .bind(webhook_id)
                     .fetch_optional(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(row.map(InboundCallback::from))
             }
 
             async fn inbound_events(
                 &self,
-                provider_id: Option<&str>,
-                referral_id: Option<&str>,
+                provider_id: Option<&ProviderId>,
+                referral_id: Option<&ReferralId>,
                 limit: i64,
-            ) -> Result<Vec<InboundRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_INBOUND_EVENTS)
-                    .bind(provider_id)
-                    .bind(referral_id)
+            ) -> Result<Vec<InboundCallback>, StoreError> {
+                let rows: Vec<InboundRow> = sqlx::query_as(SELECT_INBOUND_EVENTS)
+                    .bind(provider_id.map(ProviderId::as_str))
+                    .bind(referral_id.map(ReferralId::as_str))
                     .bind(limit)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(InboundCallback::from).collect())
             }
         }
 

@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 use super::{AppState, FhirError, FhirResponse};
 use crate::{
     config::Config,
+    domain::ReferralId,
     outcome::{Issue, IssueCode},
+    referrals::model::Referral,
     security::{authz, tokens::Caller},
-    store::ReferralRow,
 };
 
 /// The routes under `/fhir`. Every one but `metadata` takes a
@@ -126,6 +127,15 @@ pub fn resource_id<'a>(resource_type: &str, id: &'a str) -> Result<&'a str, Fhir
     }
 }
 
+/// A typed id from the URL path (or a reference in a search): what cannot
+/// be one cannot name a stored resource, so it is not found, exactly as
+/// [`resource_id`] answers.
+pub fn path_id<T: std::str::FromStr>(resource_type: &str, id: &str) -> Result<T, FhirError> {
+    resource_id(resource_type, id)?
+        .parse()
+        .map_err(|_| FhirError::NotFound(format!("{resource_type}/{id} is not known")))
+}
+
 /// A search parameter value: no control characters.
 pub fn search_value<'a>(name: &str, value: &'a str) -> Result<&'a str, FhirError> {
     if value.chars().any(char::is_control) {
@@ -142,14 +152,13 @@ pub fn search_value<'a>(name: &str, value: &'a str) -> Result<&'a str, FhirError
 pub async fn visible_referral(
     app: &AppState,
     caller: &Caller,
-    id: &str,
-) -> Result<ReferralRow, FhirError> {
-    let id = resource_id("ServiceRequest", id)?;
+    id: &ReferralId,
+) -> Result<Referral, FhirError> {
     Ok(authz::visible_referral(&app.referrals, caller, id).await?)
 }
 
 /// `Location` of a referral's current version.
-pub fn referral_location(base: &str, referral: &ReferralRow) -> String {
+pub fn referral_location(base: &str, referral: &Referral) -> String {
     format!(
         "{base}/ServiceRequest/{}/_history/{}",
         referral.id, referral.version_id

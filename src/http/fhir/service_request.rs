@@ -12,10 +12,11 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    base_url, referral_location, resource_id, resource_response, search_value, searchset,
+    base_url, path_id, referral_location, resource_response, search_value, searchset,
     visible_referral,
 };
 use crate::{
+    domain::ReferralId,
     http::{
         AppState, FhirCaller, FhirError, FhirJson,
         middleware::audit::about_referral,
@@ -64,7 +65,7 @@ pub(super) async fn create(
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(about_referral(response, &receipt.referral.id))
+    Ok(about_referral(response, receipt.referral.id.as_str()))
 }
 
 /// `GET /fhir/ServiceRequest/{id}`.
@@ -73,9 +74,10 @@ pub(super) async fn read(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
+    let id: ReferralId = path_id("ServiceRequest", &id)?;
     let referral = visible_referral(&app, &caller, &id).await?;
     let response = resource_response(StatusCode::OK, referral.version_id, referral.resource);
-    Ok(about_referral(response, &referral.id))
+    Ok(about_referral(response, referral.id.as_str()))
 }
 
 /// `GET /fhir/ServiceRequest/{id}/_history/{version}`: only the current
@@ -85,13 +87,14 @@ pub(super) async fn vread(
     State(app): State<AppState>,
     Path((id, version)): Path<(String, String)>,
 ) -> Result<Response, FhirError> {
-    let referral = Some(visible_referral(&app, &caller, &id).await?)
+    let referral_id: ReferralId = path_id("ServiceRequest", &id)?;
+    let referral = Some(visible_referral(&app, &caller, &referral_id).await?)
         .filter(|r| r.version_id.to_string() == version)
         .ok_or_else(|| {
             FhirError::NotFound(format!("ServiceRequest/{id} has no version {version}"))
         })?;
     let response = resource_response(StatusCode::OK, referral.version_id, referral.resource);
-    Ok(about_referral(response, &referral.id))
+    Ok(about_referral(response, referral.id.as_str()))
 }
 
 /// `GET /fhir/ServiceRequest?identifier=system|value`.
@@ -113,7 +116,7 @@ pub(super) async fn search(
         .search_by_identifier(search_value("identifier", identifier)?)
         .await?
         .into_iter()
-        .filter(|r| authz::visible(&caller).includes(&r.referrer_id))
+        .filter(|r| authz::visible(&caller).includes(r.referrer_id.as_str()))
         .collect::<Vec<_>>();
     let self_link = format!(
         "{base}/ServiceRequest?identifier={}",
@@ -123,7 +126,10 @@ pub(super) async fn search(
         &base,
         self_link,
         "ServiceRequest",
-        found.into_iter().map(|r| (r.id, r.resource)).collect(),
+        found
+            .into_iter()
+            .map(|r| (r.id.into(), r.resource))
+            .collect(),
     ))
 }
 
@@ -171,10 +177,10 @@ pub(super) async fn update(
     headers: HeaderMap,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
-    let id = resource_id("ServiceRequest", &id)?;
-    let stored = current(&app, &caller, id, &headers).await?;
+    let id: ReferralId = path_id("ServiceRequest", &id)?;
+    let stored = current(&app, &caller, &id, &headers).await?;
     if body.get("resourceType").and_then(|t| t.as_str()) != Some("ServiceRequest")
-        || body.get("id").and_then(|t| t.as_str()) != Some(id)
+        || body.get("id").and_then(|t| t.as_str()) != Some(id.as_str())
     {
         return Err(FhirError::BadRequest(vec![
             Issue::error(
@@ -185,7 +191,7 @@ pub(super) async fn update(
         ]));
     }
     let status = status_change_only(&stored, &body)?;
-    withdraw(&app, &headers, id, &stored, &status).await
+    withdraw(&app, &headers, &id, &stored, &status).await
 }
 
 /// `PATCH /fhir/ServiceRequest/{id}` with a JSON Patch
@@ -208,8 +214,8 @@ pub(super) async fn patch(
     if !essence.eq_ignore_ascii_case("application/json-patch+json") {
         return Err(FhirError::UnsupportedMediaType);
     }
-    let id = resource_id("ServiceRequest", &id)?;
-    let stored = current(&app, &caller, id, &headers).await?;
+    let id: ReferralId = path_id("ServiceRequest", &id)?;
+    let stored = current(&app, &caller, &id, &headers).await?;
     let operations: Vec<Value> = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("not a JSON Patch document: {e}")))?;
     let mut patched = stored.clone();
@@ -242,7 +248,7 @@ pub(super) async fn patch(
         }
     }
     let status = status_change_only(&stored, &patched)?;
-    withdraw(&app, &headers, id, &stored, &status).await
+    withdraw(&app, &headers, &id, &stored, &status).await
 }
 
 /// The stored ServiceRequest, if it is the caller's own (only the referrer
@@ -250,7 +256,7 @@ pub(super) async fn patch(
 async fn current(
     app: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &ReferralId,
     headers: &HeaderMap,
 ) -> Result<Value, FhirError> {
     let referral = authz::withdrawable_referral(&app.referrals, caller, id).await?;
@@ -298,7 +304,7 @@ fn status_change_only(stored: &Value, revised: &Value) -> Result<String, FhirErr
 async fn withdraw(
     app: &AppState,
     headers: &HeaderMap,
-    id: &str,
+    id: &ReferralId,
     stored: &Value,
     status: &str,
 ) -> Result<Response, FhirError> {

@@ -11,8 +11,9 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
-use super::{base_url, resource_id, resource_response, search_value, searchset, visible_referral};
+use super::{base_url, path_id, resource_response, search_value, searchset, visible_referral};
 use crate::{
+    domain::{ReferralId, ReferrerId, TaskId},
     http::{AppState, FhirCaller, FhirError, middleware::audit::about_referral},
     outcome::{Issue, IssueCode},
     security::authz::{self, Visible},
@@ -30,7 +31,7 @@ pub(super) async fn read(
     let not_found = || FhirError::NotFound(format!("Task/{id} is not known"));
     let task = app
         .referrals
-        .task(resource_id("Task", &id)?)
+        .task(&path_id::<TaskId>("Task", &id)?)
         .await?
         .ok_or_else(not_found)?;
     // A Task is visible to whoever may see its referral.
@@ -39,7 +40,7 @@ pub(super) async fn read(
         .map_err(|_| not_found())?;
     let referral_id = task.referral_id.clone();
     let response = resource_response(StatusCode::OK, task.version_id, task.resource);
-    Ok(about_referral(response, &referral_id))
+    Ok(about_referral(response, referral_id.as_str()))
 }
 
 /// `GET /fhir/Task?focus=ServiceRequest/{id}&_lastUpdated=gt2026-11-22T10:00:00Z`
@@ -68,8 +69,12 @@ pub(super) async fn search(
         (Some(focus), _) => {
             let id = search_value("focus", focus)?;
             let id = id.strip_prefix("ServiceRequest/").unwrap_or(id);
-            match visible_referral(&app, &caller, id).await {
-                Ok(_) => app.referrals.tasks_for(id).await?,
+            let visible = match path_id::<ReferralId>("ServiceRequest", id) {
+                Ok(id) => visible_referral(&app, &caller, &id).await.map(|r| r.id),
+                Err(e) => Err(e),
+            };
+            match visible {
+                Ok(id) => app.referrals.tasks_for(&id).await?,
                 // Another referrer's (or no) referral: no Tasks.
                 Err(FhirError::NotFound(_)) => Vec::new(),
                 Err(e) => return Err(e),
@@ -79,13 +84,23 @@ pub(super) async fn search(
             // A monitor (which never gets this far) sees no Tasks.
             Visible::Nothing => Vec::new(),
             visible => {
+                // (A referrer whose id cannot be one has sent no referral.)
                 let sent_by = match visible {
-                    Visible::SentBy(referrer) => Some(referrer),
+                    Visible::SentBy(referrer) => Some(referrer.parse::<ReferrerId>().ok()),
                     Visible::All | Visible::Nothing => None,
                 };
-                app.referrals
-                    .tasks_updated_since(updated.lower_bound(), sent_by, SEARCH_LIMIT)
-                    .await?
+                match sent_by {
+                    Some(None) => Vec::new(),
+                    sent_by => {
+                        app.referrals
+                            .tasks_updated_since(
+                                updated.lower_bound(),
+                                sent_by.flatten().as_ref(),
+                                SEARCH_LIMIT,
+                            )
+                            .await?
+                    }
+                }
             }
         },
         (None, None) => {
@@ -96,7 +111,11 @@ pub(super) async fn search(
     };
     let tasks: Vec<_> = tasks
         .into_iter()
-        .filter(|t| updated.as_ref().is_none_or(|u| u.matches(&t.last_updated)))
+        .filter(|t| {
+            updated
+                .as_ref()
+                .is_none_or(|u| u.matches(&t.last_updated.to_string()))
+        })
         .collect();
     let base = base_url(&app.config, &headers);
     let mut query: Vec<String> = Vec::new();
@@ -115,10 +134,13 @@ pub(super) async fn search(
         &base,
         self_link,
         "Task",
-        tasks.into_iter().map(|t| (t.id, t.resource)).collect(),
+        tasks
+            .into_iter()
+            .map(|t| (t.id.into(), t.resource))
+            .collect(),
     );
     Ok(match referral_id {
-        Some(id) => about_referral(response, &id),
+        Some(id) => about_referral(response, id.as_str()),
         None => response,
     })
 }

@@ -52,7 +52,7 @@ pub(super) async fn create(
                     "status": if receipt.created { "201 Created" } else { "200 OK" },
                     "location": location,
                     "etag": format!("W/\"{}\"", referral.version_id),
-                    "lastModified": referral.last_updated,
+                    "lastModified": referral.last_updated.to_string(),
                 }})
             } else {
                 json!({ "response": {
@@ -82,5 +82,5 @@ pub(super) async fn create(
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(about_referral(response, &receipt.referral.id))
+    Ok(about_referral(response, receipt.referral.id.as_str()))
 }
