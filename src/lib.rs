@@ -3,7 +3,7 @@
 //! Practice systems send FHIR R4 referrals; Signpost validates them, routes
 //! each to a community provider and maps it to the provider's own payload
 //! (`fhirpath`, `mapping`), stores it durably with its outbox messages
-//! (`store`), delivers them signed (`delivery`, `security::webhooks`), and
+//! (`store`), delivers them signed (`delivery`, `webhooks`), and
 //! relays providers' status callbacks back to the referrer as Task changes
 //! (`referrals::lifecycle`). [`http`] is the HTTP boundary (the only module
 //! that knows axum); [`security`] holds who may do what, free of HTTP. See
@@ -20,6 +20,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod addresses;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -36,3 +37,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
+pub mod webhooks;

@@ -129,8 +129,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use signpost::{
     config::{Config, ENV_DATABASE_URL, ENV_LISTEN, SecretSource},
-    security::webhooks::Secret,
     startup::Application,
+    webhooks::Secret,
 };
 use url::Url;
 use uuid::Uuid;

@@ -153,7 +153,7 @@ pub(super) fn outbound_url(
     };
     if let Some(ip) = literal
         && !ip.is_loopback()
-        && !crate::security::egress::is_public(ip)
+        && !crate::addresses::is_public(ip)
         && !allow_private_network
     {
         problems.push(format!(

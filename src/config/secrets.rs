@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     domain::Endpoint,
-    security::webhooks::{Secret, SigningKeys},
+    webhooks::{Secret, SigningKeys},
 };
 
 use super::Config;

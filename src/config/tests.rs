@@ -1,7 +1,7 @@
 use super::*;
 use std::time::Duration;
 
-use crate::security::webhooks::Secret;
+use crate::webhooks::Secret;
 
 fn endpoint(text: &str) -> crate::domain::Endpoint {
     text.parse().unwrap()

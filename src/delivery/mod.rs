@@ -39,8 +39,8 @@ use crate::{
     config::{Config, DeliveryConfig},
     domain::{Clock, Endpoint, Timestamp},
     referrals::Referrals,
-    security::webhooks::SigningKeys,
     store::Outbox,
+    webhooks::SigningKeys,
 };
 
 /// A delivery worker. Cheap to clone: clones share everything.

@@ -10,9 +10,9 @@ use url::Url;
 
 use super::Worker;
 use crate::{
-    domain::{Endpoint, Timestamp},
-    referrals::{attempts::AttemptOutcome, model::OutboxMessage, notification},
-    security::webhooks::SigningKeys,
+    domain::{Endpoint, Timestamp, model::OutboxMessage},
+    referrals::{attempts::AttemptOutcome, notification},
+    webhooks::SigningKeys,
 };
 
 /// How much of a response body each attempt keeps.

@@ -6,7 +6,7 @@
 use tokio::task::JoinSet;
 
 use super::{Slot, Worker, policy};
-use crate::{domain::Timestamp, referrals::model::OutboxMessage, store::StoreError};
+use crate::{domain::Timestamp, domain::model::OutboxMessage, store::StoreError};
 
 /// What a round found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

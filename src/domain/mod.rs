@@ -11,7 +11,9 @@ mod actor;
 mod endpoint;
 mod ids;
 mod message;
+pub mod model;
 mod nhs_number;
+mod task_status;
 mod time;
 
 pub use self::{
@@ -20,6 +22,7 @@ pub use self::{
     ids::{IdError, MessageId, ProviderId, ReferralId, ReferrerId, TaskId},
     message::{MessageKind, MessageState, UnknownCode},
     nhs_number::{InvalidNhsNumber, NhsNumber},
+    task_status::TaskStatus,
     time::{Clock, ManualClock, SystemClock, Timestamp},
 };
 

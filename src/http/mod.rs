@@ -46,9 +46,9 @@ use crate::{
     security::{
         client_certs::ClientIdentities,
         rate_limit::{Admission, RateLimiter},
-        webhooks::SigningKeys,
     },
     store::TokenStore,
+    webhooks::SigningKeys,
 };
 
 /// What the handlers, extractors and middleware share. Each part is also

@@ -7,13 +7,12 @@
 
 use std::time::Duration;
 
-use super::{
-    Referrals,
-    model::{Attempt, OutboxMessage},
-    retry_on_conflict,
-};
+use super::{Referrals, retry_on_conflict};
 use crate::{
-    domain::{Actor, MessageKind, Timestamp},
+    domain::{
+        Actor, MessageKind, Timestamp,
+        model::{Attempt, OutboxMessage},
+    },
     store::{AttemptRecord, AuditRow, MessageUpdate, StoreError},
 };
 

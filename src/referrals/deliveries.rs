@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use super::{
     Referrals,
     lifecycle::{ChangeError, new_message},
-    model::{Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Tombstone},
     notification,
 };
 use crate::{
+    domain::model::{Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Tombstone},
     domain::{
         Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
     },

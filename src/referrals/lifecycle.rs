@@ -7,15 +7,16 @@
 use serde_json::{Value, json};
 
 use super::{
-    Referrals,
-    model::{
-        CallbackApplied, InboundCallback, NewMessage, Notification, Referral, Task, TaskUpdate,
-    },
-    retry_on_conflict,
+    Referrals, retry_on_conflict,
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
-    domain::{Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, Timestamp},
+    domain::{
+        Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, Timestamp,
+        model::{
+            CallbackApplied, InboundCallback, NewMessage, Notification, Referral, Task, TaskUpdate,
+        },
+    },
     outcome::{Issue, IssueCode},
     store::StoreError,
 };

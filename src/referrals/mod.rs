@@ -7,7 +7,6 @@ pub mod attempts;
 pub mod canonical;
 pub mod deliveries;
 pub mod lifecycle;
-pub mod model;
 pub mod notification;
 pub mod task;
 
@@ -16,7 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 
-use self::model::{NewIntake, Recorded};
+use crate::domain::model::{self, NewIntake, Recorded};
 use crate::{
     config::Config,
     domain::{

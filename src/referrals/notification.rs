@@ -9,8 +9,8 @@
 use serde_json::{Value, json};
 
 use crate::{
+    domain::model::OutboxMessage,
     domain::{Endpoint, MessageKind},
-    referrals::model::OutboxMessage,
 };
 
 /// The topic every referrer is subscribed to.

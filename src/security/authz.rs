@@ -9,8 +9,8 @@
 
 use super::tokens::{Caller, Role};
 use crate::{
-    domain::ReferralId,
-    referrals::{Referrals, model::Referral},
+    domain::{ReferralId, model::Referral},
+    referrals::Referrals,
     store::StoreError,
 };
 

@@ -10,7 +10,7 @@
 //!
 //! Layout: the traits, [`open`] and [`StoreError`] here; the private rows (and
 //! the store's own API types) in `rows.rs`, the domain's in
-//! `referrals::model`; [`SqlStore`] and what differs per backend in
+//! `domain::model`; [`SqlStore`] and what differs per backend in
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
 //! `outbox.rs`, `deliveries.rs`, `audit.rs`, `tokens.rs`, `retention.rs`).
@@ -32,11 +32,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{Endpoint, MessageId, ProviderId, ReferralId, ReferrerId, TaskId};
-pub use crate::referrals::model::{
+pub use crate::domain::model::{
     Attempt, CallbackApplied, DisabledEndpoint, InboundCallback, NewIntake, NewMessage,
     Notification, OutboxMessage, Recorded, Referral, Task, TaskUpdate, Tombstone,
 };
+use crate::domain::{Endpoint, MessageId, ProviderId, ReferralId, ReferrerId, TaskId};
 
 pub use self::{
     backend::{Backend, SqlStore},

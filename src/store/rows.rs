@@ -1,22 +1,17 @@
 //! The private rows the store reads into, and the few types of its API
 //! that are its own. Referrals, Tasks, their changes, provider callbacks,
 //! tombstones, outbox messages and attempts cross as the domain's own types
-//! (`referrals::model`), read from the private rows here; tokens
+//! (`domain::model`), read from the private rows here; tokens
 //! ([`TokenRow`]) and audit records ([`AuditRow`], [`AuditFilter`]) still
 //! cross as rows. Resources are stored as the JSON text that is served, so
 //! reads need no re-serialisation.
 
 use super::StoreError;
-use crate::{
-    domain::{
-        Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
-        ReferrerId, TaskId, Timestamp,
-    },
-    referrals::{
-        model::{
-            Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Referral, Task, TaskUpdate,
-        },
-        task::TaskStatus,
+use crate::domain::{
+    Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
+    ReferrerId, TaskId, TaskStatus, Timestamp,
+    model::{
+        Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Referral, Task, TaskUpdate,
     },
 };
 

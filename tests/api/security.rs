@@ -6,7 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use signpost::{
     config::{Config, Referrer, SecretSource},
-    security::{tokens::Role, webhooks::Secret},
+    security::tokens::Role,
+    webhooks::Secret,
 };
 
 use crate::{
@@ -429,7 +430,7 @@ async fn a_target_whose_name_leads_to_a_private_address_is_refused_at_start_up()
     let resolves_privately = match tokio::net::lookup_host((host.as_str(), 443)).await {
         Ok(addrs) => addrs
             .into_iter()
-            .all(|a| !signpost::security::egress::is_public(a.ip())),
+            .all(|a| !signpost::addresses::is_public(a.ip())),
         Err(_) => false,
     };
     assert!(

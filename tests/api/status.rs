@@ -543,7 +543,7 @@ async fn the_referrer_cancels_and_the_provider_is_told_through_its_mapping(backe
 /// one during the grace period (so ActiveLives, still on the old one, can
 /// verify), accepts callbacks signed with either, and only the new one after.
 async fn secrets_rotate_with_a_grace_period(backend: Backend) {
-    use signpost::{config::SecretSource, security::webhooks::Secret};
+    use signpost::{config::SecretSource, webhooks::Secret};
     let old = test_secret("provider:activelives");
     let new = Secret::generate();
     let new_text = new.to_whsec();

@@ -8,7 +8,7 @@
 //!   decides, [`postgres_server`] asks once per test binary;
 //! - the sample configuration on a free port and a given database;
 //! - Standard Webhooks signatures, signed and verified with a few lines of
-//!   HMAC of their own (deliberately not `signpost::security::webhooks`, so Signpost
+//!   HMAC of their own (deliberately not `signpost::webhooks`, so Signpost
 //!   is checked against an independent implementation), and a loopback
 //!   server for the signed receivers built on them.
 

@@ -20,8 +20,8 @@ use super::{AppState, FhirError, FhirResponse};
 use crate::{
     config::Config,
     domain::ReferralId,
+    domain::model::Referral,
     outcome::{Issue, IssueCode},
-    referrals::model::Referral,
     security::{authz, tokens::Caller},
 };
 

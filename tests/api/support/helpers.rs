@@ -18,8 +18,9 @@ use signpost::{
     config::{Config, SecretSource},
     delivery::{Tick, Worker},
     domain::{Clock, ManualClock, SystemClock, Timestamp},
-    security::{tokens::Role, webhooks::Secret},
+    security::tokens::Role,
     startup::Application,
+    webhooks::Secret,
 };
 use tokio::sync::oneshot;
 

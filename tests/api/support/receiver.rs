@@ -2,7 +2,7 @@
 //! endpoint or a referrer's callback endpoint.
 //!
 //! It verifies Standard Webhooks signatures with the kit's own few lines of
-//! HMAC (`kit::verify`, deliberately not `signpost::security::webhooks`, so the tests
+//! HMAC (`kit::verify`, deliberately not `signpost::webhooks`, so the tests
 //! check Signpost against an independent implementation), records every
 //! request, and
 //! answers as scripted: `202` by default, `401` to a request whose signature
@@ -537,7 +537,7 @@ mod tests {
     async fn receiver_verifies_what_signpost_signs() {
         // Two independent implementations agree: Signpost signs, the
         // receiver verifies.
-        use signpost::security::webhooks::{Secret, SigningKeys};
+        use signpost::webhooks::{Secret, SigningKeys};
         let receiver = Receiver::start(&test_secret("referrer:riverside-surgery")).await;
         let keys = SigningKeys::new(Secret::parse(&receiver.secret).unwrap());
         let body = br#"{"resourceType":"Task","status":"accepted"}"#;

@@ -2,13 +2,13 @@
 //! Tasks, the changes made to them, provider callbacks, tombstones, and the
 //! outbox's messages and attempts. These cross the boundary to the store
 //! (which keeps its own row types private); they use the typed
-//! vocabulary of [`crate::domain`], so an endpoint is an [`Endpoint`], never
+//! vocabulary of [`crate::domain`] (they live here, below both, so the
+//! store depends on the domain's types and never on the referral service), so an endpoint is an [`Endpoint`], never
 //! a `"provider:<id>"` string built or split by hand.
 
-use super::task::TaskStatus;
-use crate::domain::{
+use super::{
     Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
-    ReferrerId, TaskId, Timestamp,
+    ReferrerId, TaskId, TaskStatus, Timestamp,
 };
 
 /// A message to put in the outbox.
