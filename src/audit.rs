@@ -20,10 +20,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{SecondsFormat, Utc};
 use tokio::sync::mpsc;
 
-use crate::store::{AuditFilter, AuditRow, AuditTrail, StoreError};
+use crate::{
+    domain::{Clock, SystemClock, Timestamp},
+    store::{AuditFilter, AuditRecord, AuditTrail, StoreError},
+};
 
 /// Most records waiting to be written before requests wait for the writer.
 const QUEUE: usize = 16_384;
@@ -33,7 +35,7 @@ const BATCH: usize = 512;
 /// Sends request records to the background writer.
 #[derive(Clone)]
 pub struct AuditLog {
-    sender: mpsc::Sender<AuditRow>,
+    sender: mpsc::Sender<AuditRecord>,
     trail: Arc<dyn AuditTrail>,
 }
 
@@ -47,19 +49,19 @@ impl AuditLog {
     }
 
     /// Records written, newest first.
-    pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+    pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.trail.audit(filter).await
     }
 
     /// Queue a record (waiting only if the writer is far behind).
-    pub async fn record(&self, row: AuditRow) {
+    pub async fn record(&self, row: AuditRecord) {
         if self.sender.send(row).await.is_err() {
             tracing::error!("the audit writer has stopped; a record was not written");
         }
     }
 }
 
-async fn write_batches(store: Arc<dyn AuditTrail>, mut receiver: mpsc::Receiver<AuditRow>) {
+async fn write_batches(store: Arc<dyn AuditTrail>, mut receiver: mpsc::Receiver<AuditRecord>) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut delay = Duration::from_millis(100);
@@ -73,7 +75,7 @@ async fn write_batches(store: Arc<dyn AuditTrail>, mut receiver: mpsc::Receiver<
     }
 }
 
-/// Now, as stored.
-pub fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+/// Now, to the millisecond (stored as its fixed-width text).
+pub fn now() -> Timestamp {
+    SystemClock.now()
 }

@@ -1,6 +1,6 @@
 //! Operators' commands on a database: `deliveries`, `endpoints`, `erase`
 //! and `purge`, and the audit record every operator command leaves
-//! ([`audit_command`], the one place the CLI builds an `AuditRow`).
+//! ([`audit_command`], the one place the CLI builds an `AuditRecord`).
 
 use std::{
     io::{BufRead as _, IsTerminal as _, Write as _},
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{DeliveriesCommand, EndpointsCommand, print_json};
 use crate::{
     config::Config,
-    domain::{Actor, NhsNumber},
+    domain::{Actor, NhsNumber, ReferralId},
 };
 
 pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> anyhow::Result<()> {
@@ -74,7 +74,7 @@ pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> a
                     "deliveries replay"
                 },
                 Some(format!("outbox/{id}")),
-                replayed.as_ref().ok().map(|m| m.referral_id.to_string()),
+                replayed.as_ref().ok().map(|m| m.referral_id.clone()),
                 match &replayed {
                     Ok(message) => message.id.as_str(),
                     Err(_) => "refused",
@@ -188,11 +188,11 @@ pub(super) async fn audit_command(
     store: &dyn crate::store::AuditTrail,
     action: &str,
     resource: Option<String>,
-    referral_id: Option<String>,
+    referral_id: Option<ReferralId>,
     outcome: &str,
 ) -> anyhow::Result<()> {
     store
-        .append_audit(&[crate::store::AuditRow {
+        .append_audit(&[crate::store::AuditRecord {
             seq: 0,
             at: crate::audit::now(),
             actor: cli_actor(),

@@ -1,6 +1,7 @@
 //! What the domain hands the store and gets back: referrals and their
-//! Tasks, the changes made to them, provider callbacks, tombstones, and the
-//! outbox's messages and attempts. These cross the boundary to the store
+//! Tasks, the changes made to them, provider callbacks, tombstones, the
+//! outbox's messages and attempts, audit records and bearer tokens. These
+//! cross the boundary to the store
 //! (which keeps its own row types private); they use the typed
 //! vocabulary of [`crate::domain`] (they live here, below both, so the
 //! store depends on the domain's types and never on the referral service), so an endpoint is an [`Endpoint`], never
@@ -201,4 +202,95 @@ pub struct DisabledEndpoint {
     pub endpoint: Endpoint,
     pub disabled_at: String,
     pub reason: String,
+}
+
+/// What an attempt leaves the message as: decided by delivery (its
+/// policy), written by the store as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageUpdate {
+    /// Delivered: the next message for its referral and endpoint may go.
+    Delivered,
+    /// Still pending, not to be sent before this Unix millisecond.
+    PendingUntil(i64),
+    /// No more attempts: dead letter.
+    Dead,
+    /// Still pending (from this Unix millisecond), and its endpoint
+    /// disabled, for `reason`, until an operator re-enables it.
+    EndpointDisabled { reason: String, pending_until: i64 },
+}
+
+/// An attempt's record and what follows from it, stored in one transaction.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempt: Attempt,
+    /// The attempt's audit record, written with it.
+    pub audit: AuditRecord,
+    pub update: MessageUpdate,
+    /// The message's `last_error` unless delivered.
+    pub last_error: Option<String>,
+    /// A Task change caused by this attempt (a dead-lettered referral shows
+    /// "delivery failed").
+    pub task_update: Option<TaskUpdate>,
+}
+
+/// One audit record (see [`crate::audit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Assigned by the database; 0 before.
+    pub seq: i64,
+    /// Stored as its fixed-width text, which every writer makes.
+    pub at: Timestamp,
+    /// `referrer:<id>`, `admin:<token id>`, `provider:<id>`, `cli:<user>`,
+    /// `signpost:delivery` or `unauthenticated`.
+    pub actor: Actor,
+    /// The client's address, for requests.
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+    /// What was done: `GET /fhir/ServiceRequest/{id}`, `deliver referral`, …
+    pub action: String,
+    /// What it was done to: `/fhir/ServiceRequest/<id>`, `outbox/<msg>`, …
+    pub resource: Option<String>,
+    pub referral_id: Option<ReferralId>,
+    /// The HTTP status, or the delivery outcome.
+    pub outcome: String,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub referral_id: Option<ReferralId>,
+    /// Exactly this actor.
+    pub actor: Option<Actor>,
+    /// Compared as stored text (fixed width, so text order is time order).
+    pub since: Option<Timestamp>,
+    pub limit: i64,
+}
+
+/// A bearer token as stored: never the token itself, only a salted hash of
+/// its secret part.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The public part of the token (`sp_<id>_…`), used to find it.
+    pub id: String,
+    /// `referrer`, `admin` or `monitor`.
+    pub role: String,
+    pub referrer_id: Option<ReferrerId>,
+    pub salt: String,
+    pub hash: String,
+    /// RFC 3339 to the second, as stored (not a [`Timestamp`], whose text
+    /// has milliseconds).
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// Never shows the salt or the hash.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("referrer_id", &self.referrer_id)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
 }

@@ -159,30 +159,28 @@ async fn audit(
         limit: 100,
         ..Default::default()
     };
-    // An actor that is not one (`nobody`) matches no record.
-    let mut no_such_actor = false;
+    // An actor that is not one (`nobody`), or a referral id that is not
+    // one, matches no record.
+    let mut matches_none = false;
     for (key, value) in &params {
         match key.as_str() {
-            "referral" => {
-                filter.referral_id = Some(
-                    value
-                        .strip_prefix("ServiceRequest/")
-                        .unwrap_or(value)
-                        .to_owned(),
-                );
-            }
+            "referral" => match value
+                .strip_prefix("ServiceRequest/")
+                .unwrap_or(value)
+                .parse()
+            {
+                Ok(id) => filter.referral_id = Some(id),
+                Err(_) => matches_none = true,
+            },
             "actor" => match value.parse() {
                 Ok(actor) => filter.actor = Some(actor),
-                Err(_) => no_such_actor = true,
+                Err(_) => matches_none = true,
             },
             "since" => {
-                let since = chrono::DateTime::parse_from_rfc3339(value)
-                    .map_err(|_| bad("since is an instant such as 2026-11-22T10:00:00Z".into()))?;
-                filter.since = Some(
-                    since
-                        .with_timezone(&chrono::Utc)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                );
+                filter.since =
+                    Some(value.parse().map_err(|_| {
+                        bad("since is an instant such as 2026-11-22T10:00:00Z".into())
+                    })?);
             }
             "limit" => filter.limit = parse_limit(value)?,
             other => {
@@ -192,14 +190,14 @@ async fn audit(
             }
         }
     }
-    let records = if no_such_actor {
+    let records = if matches_none {
         Vec::new()
     } else {
         audit.list(&filter).await?
     };
     Ok(Json(json!({
         "records": records.iter().map(|r| json!({
-            "at": r.at,
+            "at": r.at.to_string(),
             "actor": r.actor,
             "client": r.client,
             "request_id": r.request_id,

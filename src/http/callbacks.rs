@@ -94,7 +94,11 @@ async fn status(
         Actor::Provider(provider_id),
     );
     Ok(match referral {
-        Some(id) => about_referral(response, &id),
+        // (An applied callback always names its referral's id.)
+        Some(id) => match id.parse() {
+            Ok(id) => about_referral(response, &id),
+            Err(_) => response,
+        },
         None => response,
     })
 }

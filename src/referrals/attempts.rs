@@ -13,7 +13,7 @@ use crate::{
         Actor, MessageKind, Timestamp,
         model::{Attempt, OutboxMessage},
     },
-    store::{AttemptRecord, AuditRow, MessageUpdate, StoreError},
+    store::{AttemptRecord, AuditRecord, MessageUpdate, StoreError},
 };
 
 /// What happened when a message was sent, before it is judged.
@@ -77,28 +77,27 @@ impl Referrals {
         disposition: &Disposition,
     ) -> Result<(), StoreError> {
         let recorded_as = disposition.as_str();
-        let started_at = outcome.started_at.to_string();
         let attempt = Attempt {
             id: 0,
             message_id: message.id.clone(),
             attempt: message.attempts + 1,
             worker: worker.to_owned(),
-            started_at: started_at.clone(),
+            started_at: outcome.started_at.to_string(),
             latency_ms: i64::try_from(outcome.latency.as_millis()).unwrap_or(i64::MAX),
             status_code: outcome.status.map(i64::from),
             error: outcome.error.clone(),
             response_excerpt: outcome.excerpt.clone(),
             outcome: recorded_as.to_owned(),
         };
-        let audit = AuditRow {
+        let audit = AuditRecord {
             seq: 0,
-            at: started_at,
+            at: outcome.started_at,
             actor: Actor::DELIVERY,
             client: None,
             request_id: None,
             action: format!("deliver {} to {}", message.kind, message.endpoint),
             resource: Some(format!("outbox/{}", message.id)),
-            referral_id: Some(message.referral_id.to_string()),
+            referral_id: Some(message.referral_id.clone()),
             outcome: match outcome.status {
                 Some(status) => format!("{recorded_as} ({status})"),
                 None => recorded_as.to_owned(),

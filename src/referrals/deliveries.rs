@@ -324,7 +324,8 @@ impl Referrals {
         nhs_number: &NhsNumber,
         actor: &Actor,
     ) -> Result<Vec<String>, StoreError> {
-        let now = self.clock.now().to_string();
+        let at = self.clock.now();
+        let now = at.to_string();
         let mut tombstones = Vec::new();
         for referral in self.store.referrals_of_patient(nhs_number.as_str()).await? {
             let task = self
@@ -361,9 +362,9 @@ impl Referrals {
             .iter()
             .map(|t| t.referral_id.to_string())
             .collect();
-        let audit = crate::store::AuditRow {
+        let audit = crate::store::AuditRecord {
             seq: 0,
-            at: now,
+            at,
             actor: actor.clone(),
             client: None,
             request_id: None,

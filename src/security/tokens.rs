@@ -22,7 +22,7 @@ use sha2::Sha256;
 
 use crate::{
     domain::{Actor, ReferrerId},
-    store::{StoreError, TokenRow, TokenStore},
+    store::{StoreError, Token, TokenStore},
 };
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -72,7 +72,7 @@ impl Caller {
 /// A newly issued token: the text to hand over (once) and the row to store.
 pub struct Issued {
     pub token: String,
-    pub row: TokenRow,
+    pub row: Token,
 }
 
 /// Issue a token for `role`.
@@ -81,13 +81,13 @@ pub fn issue(role: &Role) -> Issued {
     let secret = URL_SAFE_NO_PAD.encode(random::<32>());
     let salt = random::<16>();
     let (role_name, referrer_id) = match role {
-        Role::Referrer(id) => ("referrer", Some(id.to_string())),
+        Role::Referrer(id) => ("referrer", Some(id.clone())),
         Role::Admin => ("admin", None),
         Role::Monitor => ("monitor", None),
     };
     Issued {
         token: format!("sp_{id}_{secret}"),
-        row: TokenRow {
+        row: Token {
             id,
             role: role_name.into(),
             referrer_id,
@@ -150,9 +150,7 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
             credential: format!("token:{}", row.id),
             role: match row.referrer_id {
                 // (Tokens are issued only to configured referrers.)
-                Some(referrer) if row.role == "referrer" => {
-                    Role::Referrer(referrer.parse().map_err(|_| AuthError::Invalid)?)
-                }
+                Some(referrer) if row.role == "referrer" => Role::Referrer(referrer),
                 _ if row.role == "admin" => Role::Admin,
                 _ if row.role == "monitor" => Role::Monitor,
                 _ => return Err(AuthError::Invalid),

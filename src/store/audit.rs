@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::Transaction;
 
-use super::{AuditFilter, AuditRow, AuditTrail, SqlStore, StoreError};
+use super::{AuditFilter, AuditRecord, AuditTrail, SqlStore, StoreError, rows::AuditRow};
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log \
     (at, actor, client, request_id, action, resource, referral_id, outcome) ";
@@ -18,21 +18,24 @@ macro_rules! impl_audit_trail {
     ($db:ty) => {
         #[async_trait]
         impl AuditTrail for SqlStore<$db> {
-            async fn append_audit(&self, records: &[AuditRow]) -> Result<(), StoreError> {
+            async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
                 Self::insert_audit(&mut tx, &records.iter().collect::<Vec<_>>()).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
-            async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_AUDIT)
+            async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+                Ok(sqlx::query_as::<_, AuditRow>(SELECT_AUDIT)
                     .bind(&filter.referral_id)
                     .bind(&filter.actor)
                     .bind(&filter.since)
                     .bind(filter.limit)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?
+                    .into_iter()
+                    .map(AuditRecord::from)
+                    .collect())
             }
         }
 
@@ -41,7 +44,7 @@ macro_rules! impl_audit_trail {
             /// erasure, or a batch of their own).
             pub(super) async fn insert_audit(
                 tx: &mut Transaction<'static, $db>,
-                records: &[&AuditRow],
+                records: &[&AuditRecord],
             ) -> Result<(), StoreError> {
                 Self::insert_rows(tx, INSERT_AUDIT, 8, records, |mut row, r| {
                     row.push_bind(&r.at)

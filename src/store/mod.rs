@@ -33,17 +33,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::domain::model::{
-    Attempt, CallbackApplied, DisabledEndpoint, InboundCallback, NewIntake, NewMessage,
-    Notification, OutboxMessage, Recorded, Referral, Task, TaskUpdate, Tombstone,
+    Attempt, AttemptRecord, AuditFilter, AuditRecord, CallbackApplied, DisabledEndpoint,
+    InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
+    Referral, Task, TaskUpdate, Token, Tombstone,
 };
 use crate::domain::{Endpoint, MessageId, ProviderId, ReferralId, ReferrerId, TaskId};
 
 pub use self::{
     backend::{Backend, SqlStore},
     postgres::PostgresStore,
-    rows::{
-        AttemptRecord, AuditFilter, AuditRow, MessageFilter, MessageUpdate, OutboxStats, TokenRow,
-    },
+    rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
 };
 
@@ -187,23 +186,23 @@ pub trait Deliveries: Send + Sync + 'static {
 #[async_trait]
 pub trait AuditTrail: Send + Sync + 'static {
     /// Append audit records, in one transaction.
-    async fn append_audit(&self, records: &[AuditRow]) -> Result<(), StoreError>;
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
 
     /// Audit records, newest first.
-    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// API tokens (`tokens.rs`).
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Store a new token.
-    async fn insert_token(&self, token: TokenRow) -> Result<(), StoreError>;
+    async fn insert_token(&self, token: Token) -> Result<(), StoreError>;
 
     /// A token by its public id.
-    async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError>;
+    async fn token(&self, id: &str) -> Result<Option<Token>, StoreError>;
 
     /// Every token, oldest first.
-    async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+    async fn tokens(&self) -> Result<Vec<Token>, StoreError>;
 
     /// Revoke a token; `false` if there is no such unrevoked token.
     async fn revoke_token(&self, id: &str, at: &str) -> Result<bool, StoreError>;
@@ -226,7 +225,7 @@ pub trait Retention: Send + Sync + 'static {
     /// its callbacks, and record `audit`; then make the database forget the
     /// old bytes (SQLite: VACUUM and WAL truncation; PostgreSQL: VACUUM
     /// FULL of the tables touched).
-    async fn erase(&self, tombstones: &[Tombstone], audit: AuditRow) -> Result<(), StoreError>;
+    async fn erase(&self, tombstones: &[Tombstone], audit: AuditRecord) -> Result<(), StoreError>;
 }
 
 /// Every area: what the application is wired with (each consumer keeps

@@ -13,8 +13,8 @@ use sqlx::Transaction;
 use tokio::sync::Notify;
 
 use super::{
-    Attempt, AttemptRecord, AuditRow, MessageUpdate, NewMessage, Outbox, OutboxMessage, SqlStore,
-    StoreError,
+    Attempt, AttemptRecord, AuditRecord, MessageUpdate, NewMessage, Outbox, OutboxMessage,
+    SqlStore, StoreError,
     backend::{Backend, keep_prepared, rows_per_statement},
     group::Write,
     rows::MessageRow,
@@ -200,7 +200,7 @@ macro_rules! impl_outbox {
                         .execute(&mut **tx)
                         .await?;
                 }
-                let audits: Vec<&AuditRow> = finished.iter().map(|f| &f.audit).collect();
+                let audits: Vec<&AuditRecord> = finished.iter().map(|f| &f.audit).collect();
                 Self::insert_audit(tx, &audits).await?;
                 for f in finished {
                     let a = &f.attempt;

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 
 use super::{
-    AuditRow, Referral, Retention, SqlStore, StoreError, Tombstone,
+    AuditRecord, Referral, Retention, SqlStore, StoreError, Tombstone,
     backend::Backend,
     rows::{ReferralRow, referrals},
 };
@@ -65,7 +65,7 @@ macro_rules! impl_retention {
             async fn erase(
                 &self,
                 tombstones: &[Tombstone],
-                audit: AuditRow,
+                audit: AuditRecord,
             ) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
                 for t in tombstones {

@@ -1,17 +1,18 @@
 //! The private rows the store reads into, and the few types of its API
-//! that are its own. Referrals, Tasks, their changes, provider callbacks,
-//! tombstones, outbox messages and attempts cross as the domain's own types
-//! (`domain::model`), read from the private rows here; tokens
-//! ([`TokenRow`]) and audit records ([`AuditRow`], [`AuditFilter`]) still
-//! cross as rows. Resources are stored as the JSON text that is served, so
-//! reads need no re-serialisation.
+//! that are its own (which messages to list, outbox statistics). Referrals,
+//! Tasks, their changes, provider callbacks, tombstones, outbox messages
+//! and attempts, audit records and bearer tokens all cross as the domain's
+//! own types (`domain::model`), read from the private rows here: no row
+//! leaves the store. Resources are stored as the JSON text that is served,
+//! so reads need no re-serialisation.
 
 use super::StoreError;
 use crate::domain::{
     Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
     ReferrerId, TaskId, TaskStatus, Timestamp,
     model::{
-        Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Referral, Task, TaskUpdate,
+        Attempt, AuditRecord, DisabledEndpoint, InboundCallback, OutboxMessage, Referral, Task,
+        Token,
     },
 };
 
@@ -156,35 +157,6 @@ impl From<AttemptRow> for Attempt {
     }
 }
 
-/// What an attempt leaves the message as: decided by delivery (its
-/// policy), written by the store as given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageUpdate {
-    /// Delivered: the next message for its referral and endpoint may go.
-    Delivered,
-    /// Still pending, not to be sent before this Unix millisecond.
-    PendingUntil(i64),
-    /// No more attempts: dead letter.
-    Dead,
-    /// Still pending (from this Unix millisecond), and its endpoint
-    /// disabled, for `reason`, until an operator re-enables it.
-    EndpointDisabled { reason: String, pending_until: i64 },
-}
-
-/// An attempt's record and what follows from it, stored in one transaction.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub attempt: Attempt,
-    /// The attempt's audit record, written with it.
-    pub audit: AuditRow,
-    pub update: MessageUpdate,
-    /// The message's `last_error` unless delivered.
-    pub last_error: Option<String>,
-    /// A Task change caused by this attempt (a dead-lettered referral shows
-    /// "delivery failed").
-    pub task_update: Option<TaskUpdate>,
-}
-
 /// A provider status callback as stored (see [`InboundCallback`]).
 #[derive(sqlx::FromRow)]
 pub(super) struct InboundRow {
@@ -222,62 +194,60 @@ pub struct MessageFilter {
     pub limit: i64,
 }
 
-/// A bearer token as stored: never the token itself, only a salted hash of
-/// its secret part.
-#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct TokenRow {
-    /// The public part of the token (`sp_<id>_…`), used to find this row.
-    pub id: String,
-    /// `referrer` or `admin`.
-    pub role: String,
-    pub referrer_id: Option<String>,
-    pub salt: String,
-    pub hash: String,
-    pub created_at: String,
-    pub revoked_at: Option<String>,
+/// A bearer token as stored (see [`Token`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct TokenRow {
+    id: String,
+    role: String,
+    referrer_id: Option<ReferrerId>,
+    salt: String,
+    hash: String,
+    created_at: String,
+    revoked_at: Option<String>,
 }
 
-impl std::fmt::Debug for TokenRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenRow")
-            .field("id", &self.id)
-            .field("role", &self.role)
-            .field("referrer_id", &self.referrer_id)
-            .field("revoked_at", &self.revoked_at)
-            .finish_non_exhaustive()
+impl From<TokenRow> for Token {
+    fn from(r: TokenRow) -> Self {
+        Token {
+            id: r.id,
+            role: r.role,
+            referrer_id: r.referrer_id,
+            salt: r.salt,
+            hash: r.hash,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }
     }
 }
 
-/// One audit record (see [`crate::audit`]).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AuditRow {
-    /// Assigned by the database; 0 before.
-    pub seq: i64,
-    pub at: String,
-    /// `referrer:<id>`, `admin:<token id>`, `provider:<id>`, `cli:<user>`,
-    /// `signpost:delivery` or `unauthenticated`.
-    pub actor: Actor,
-    /// The client's address, for requests.
-    pub client: Option<String>,
-    pub request_id: Option<String>,
-    /// What was done: `GET /fhir/ServiceRequest/{id}`, `deliver referral`, …
-    pub action: String,
-    /// What it was done to: `/fhir/ServiceRequest/<id>`, `outbox/<msg>`, …
-    pub resource: Option<String>,
-    pub referral_id: Option<String>,
-    /// The HTTP status, or the delivery outcome.
-    pub outcome: String,
+/// An audit record as stored (see [`AuditRecord`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    seq: i64,
+    at: Timestamp,
+    actor: Actor,
+    client: Option<String>,
+    request_id: Option<String>,
+    action: String,
+    resource: Option<String>,
+    referral_id: Option<ReferralId>,
+    outcome: String,
 }
 
-/// Which audit records to list.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub referral_id: Option<String>,
-    /// Exactly this actor.
-    pub actor: Option<Actor>,
-    /// RFC 3339 UTC, compared as stored text.
-    pub since: Option<String>,
-    pub limit: i64,
+impl From<AuditRow> for AuditRecord {
+    fn from(r: AuditRow) -> Self {
+        AuditRecord {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            client: r.client,
+            request_id: r.request_id,
+            action: r.action,
+            resource: r.resource,
+            referral_id: r.referral_id,
+            outcome: r.outcome,
+        }
+    }
 }
 
 /// A disabled endpoint as stored (see [`DisabledEndpoint`]).

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::{SqlStore, StoreError, TokenRow, TokenStore};
+use super::{SqlStore, StoreError, Token, TokenStore, rows::TokenRow};
 
 const INSERT_TOKEN: &str = "INSERT INTO api_tokens \
     (id, role, referrer_id, salt, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)";
@@ -17,7 +17,7 @@ macro_rules! impl_token_store {
     ($db:ty) => {
         #[async_trait]
         impl TokenStore for SqlStore<$db> {
-            async fn insert_token(&self, t: TokenRow) -> Result<(), StoreError> {
+            async fn insert_token(&self, t: Token) -> Result<(), StoreError> {
                 sqlx::query(INSERT_TOKEN)
                     .bind(&t.id)
                     .bind(&t.role)
@@ -30,17 +30,21 @@ macro_rules! impl_token_store {
                 Ok(())
             }
 
-            async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_TOKEN)
+            async fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
+                Ok(sqlx::query_as::<_, TokenRow>(SELECT_TOKEN)
                     .bind(id)
                     .fetch_optional(&self.reader)
-                    .await?)
+                    .await?
+                    .map(Token::from))
             }
 
-            async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-                Ok(sqlx::query_as(SELECT_TOKENS)
+            async fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+                Ok(sqlx::query_as::<_, TokenRow>(SELECT_TOKENS)
                     .fetch_all(&self.reader)
-                    .await?)
+                    .await?
+                    .into_iter()
+                    .map(Token::from)
+                    .collect())
             }
 
             async fn revoke_token(&self, id: &str, at: &str) -> Result<bool, StoreError> {

@@ -65,7 +65,7 @@ pub(super) async fn create(
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(about_referral(response, receipt.referral.id.as_str()))
+    Ok(about_referral(response, &receipt.referral.id))
 }
 
 /// `GET /fhir/ServiceRequest/{id}`.
@@ -77,7 +77,7 @@ pub(super) async fn read(
     let id: ReferralId = path_id("ServiceRequest", &id)?;
     let referral = visible_referral(&app, &caller, &id).await?;
     let response = resource_response(StatusCode::OK, referral.version_id, referral.resource);
-    Ok(about_referral(response, referral.id.as_str()))
+    Ok(about_referral(response, &referral.id))
 }
 
 /// `GET /fhir/ServiceRequest/{id}/_history/{version}`: only the current
@@ -94,7 +94,7 @@ pub(super) async fn vread(
             FhirError::NotFound(format!("ServiceRequest/{id} has no version {version}"))
         })?;
     let response = resource_response(StatusCode::OK, referral.version_id, referral.resource);
-    Ok(about_referral(response, referral.id.as_str()))
+    Ok(about_referral(response, &referral.id))
 }
 
 /// `GET /fhir/ServiceRequest?identifier=system|value`.

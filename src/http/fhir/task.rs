@@ -40,7 +40,7 @@ pub(super) async fn read(
         .map_err(|_| not_found())?;
     let referral_id = task.referral_id.clone();
     let response = resource_response(StatusCode::OK, task.version_id, task.resource);
-    Ok(about_referral(response, referral_id.as_str()))
+    Ok(about_referral(response, &referral_id))
 }
 
 /// `GET /fhir/Task?focus=ServiceRequest/{id}&_lastUpdated=gt2026-11-22T10:00:00Z`
@@ -140,7 +140,7 @@ pub(super) async fn search(
             .collect(),
     );
     Ok(match referral_id {
-        Some(id) => about_referral(response, id.as_str()),
+        Some(id) => about_referral(response, &id),
         None => response,
     })
 }

@@ -82,5 +82,5 @@ pub(super) async fn create(
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(about_referral(response, receipt.referral.id.as_str()))
+    Ok(about_referral(response, &receipt.referral.id))
 }

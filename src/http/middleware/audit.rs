@@ -17,7 +17,12 @@ use axum::{
 };
 
 use super::request_id::RequestId;
-use crate::{audit::AuditLog, domain::Actor, security::tokens::Caller, store::AuditRow};
+use crate::{
+    audit::AuditLog,
+    domain::{Actor, ReferralId},
+    security::tokens::Caller,
+    store::AuditRecord,
+};
 
 /// Who acted, when it was not a token holder (a provider's callback).
 #[derive(Debug, Clone)]
@@ -25,13 +30,13 @@ pub struct AuditActor(pub Actor);
 
 /// The referral a request concerned (set by handlers on the response).
 #[derive(Debug, Clone)]
-pub struct AuditReferral(pub String);
+pub struct AuditReferral(pub ReferralId);
 
 /// `response`, noting for the audit trail which referral it concerned.
-pub fn about_referral(mut response: Response, referral_id: &str) -> Response {
+pub fn about_referral(mut response: Response, referral_id: &ReferralId) -> Response {
     response
         .extensions_mut()
-        .insert(AuditReferral(referral_id.to_owned()));
+        .insert(AuditReferral(referral_id.clone()));
     response
 }
 
@@ -79,7 +84,7 @@ pub async fn record_requests(
         .and_then(|l| l.find("/fhir/").map(|at| l[at..].to_owned()))
         .unwrap_or(path);
     audit
-        .record(AuditRow {
+        .record(AuditRecord {
             seq: 0,
             at: crate::audit::now(),
             actor,
