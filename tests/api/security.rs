@@ -393,9 +393,10 @@ async fn tokens_are_issued_and_revoked_from_the_command_line(backend: Backend) {
 
     let (ok, listed) = cli(vec!["list".into()]).await;
     assert!(ok);
-    let secret = token.rsplit_once('_').unwrap().1;
+    // `sp_<hex id>_<secret>`: the id has no `_`, the base64url secret may.
+    let (id, secret) = token["sp_".len()..].split_once('_').unwrap();
+    let id = id.to_owned();
     assert!(!listed.contains(secret), "the list shows no secret");
-    let id = token["sp_".len()..].split_once('_').unwrap().0.to_owned();
     assert!(listed.contains(&id));
 
     let (ok, _) = cli(vec!["revoke".into(), id.clone()]).await;
