@@ -191,7 +191,8 @@ async fn nothing_identifying_is_logged_through_the_whole_flow(backend: Backend) 
         .map(|p| test_secret(&format!("provider:{p}")))
         .chain([test_secret("referrer:riverside-surgery"), token.clone()])
         .collect();
-    let token_secret = token.rsplit_once('_').unwrap().1.to_owned();
+    // `sp_<hex id>_<secret>`: the id has no `_`, the base64url secret may.
+    let token_secret = token["sp_".len()..].split_once('_').unwrap().1.to_owned();
     for value in PATIENT_VALUES
         .iter()
         .map(|v| v.to_string())
