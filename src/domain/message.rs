@@ -70,6 +70,8 @@ macro_rules! coded_enum {
     };
 }
 
+pub(super) use coded_enum;
+
 coded_enum!(
     /// What an outbox message carries.
     MessageKind, "message kind" {

@@ -3,71 +3,27 @@
 //! The Task itself, and how a change is applied, are the referral domain's
 //! (`referrals::task`).
 
-use super::{UnknownCode, stored_as_text};
+use std::{fmt, str::FromStr};
 
-/// `Task.status` values of the HL7 Gravity referral workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskStatus {
-    Requested,
-    Accepted,
-    Rejected,
-    Cancelled,
-    InProgress,
-    OnHold,
-    Completed,
-    Failed,
-    EnteredInError,
-}
+use super::{UnknownCode, message::coded_enum, stored_as_text};
 
-impl std::fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+coded_enum!(
+    /// `Task.status` values of the HL7 Gravity referral workflow, by their
+    /// FHIR codes.
+    TaskStatus, "Task status" {
+        Requested => "requested",
+        Accepted => "accepted",
+        Rejected => "rejected",
+        Cancelled => "cancelled",
+        InProgress => "in-progress",
+        OnHold => "on-hold",
+        Completed => "completed",
+        Failed => "failed",
+        EnteredInError => "entered-in-error",
     }
-}
-
-impl std::str::FromStr for TaskStatus {
-    type Err = UnknownCode;
-    fn from_str(code: &str) -> Result<Self, Self::Err> {
-        TaskStatus::parse(code).ok_or(UnknownCode("Task status"))
-    }
-}
-
-stored_as_text!(TaskStatus);
+);
 
 impl TaskStatus {
-    /// The FHIR code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Requested => "requested",
-            TaskStatus::Accepted => "accepted",
-            TaskStatus::Rejected => "rejected",
-            TaskStatus::Cancelled => "cancelled",
-            TaskStatus::InProgress => "in-progress",
-            TaskStatus::OnHold => "on-hold",
-            TaskStatus::Completed => "completed",
-            TaskStatus::Failed => "failed",
-            TaskStatus::EnteredInError => "entered-in-error",
-        }
-    }
-
-    /// The status with this FHIR code, if it is one Signpost uses.
-    pub fn parse(code: &str) -> Option<TaskStatus> {
-        use TaskStatus::*;
-        [
-            Requested,
-            Accepted,
-            Rejected,
-            Cancelled,
-            InProgress,
-            OnHold,
-            Completed,
-            Failed,
-            EnteredInError,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == code)
-    }
-
     /// No further change is possible (except a referrer's
     /// `entered-in-error`).
     pub fn is_terminal(self) -> bool {
