@@ -46,6 +46,7 @@ pub struct Metrics {
     outbox_pending: Family<Labels, Gauge>,
     outbox_oldest_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     dead_letters: Family<Labels, Gauge>,
+    endpoints_disabled: Family<Labels, Gauge>,
 }
 
 /// Buckets from 50 µs to about 26 s (seconds).
@@ -71,6 +72,7 @@ impl Default for Metrics {
             outbox_pending: Family::default(),
             outbox_oldest_seconds: Family::default(),
             dead_letters: Family::default(),
+            endpoints_disabled: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -142,6 +144,11 @@ impl Default for Metrics {
             "dead_letters",
             "Messages dead-lettered, by endpoint (a replay is a new message)",
             m.dead_letters.clone(),
+        );
+        r.register(
+            "endpoint_disabled",
+            "1 for each endpoint disabled after answering 410 Gone, until an operator re-enables it",
+            m.endpoints_disabled.clone(),
         );
         m
     }
@@ -237,11 +244,23 @@ impl Metrics {
         };
     }
 
-    /// The OpenMetrics text, with the outbox gauges set from `outbox`.
-    pub fn render(&self, outbox: &[OutboxStats], now: DateTime<Utc>) -> String {
+    /// The OpenMetrics text, with the outbox gauges set from `outbox` and
+    /// the disabled endpoints from `disabled`.
+    pub fn render(
+        &self,
+        outbox: &[OutboxStats],
+        disabled: &[String],
+        now: DateTime<Utc>,
+    ) -> String {
         self.outbox_pending.clear();
         self.outbox_oldest_seconds.clear();
         self.dead_letters.clear();
+        self.endpoints_disabled.clear();
+        for endpoint in disabled {
+            self.endpoints_disabled
+                .get_or_create(&labels([("endpoint", endpoint)]))
+                .set(1);
+        }
         for stats in outbox {
             let endpoint = labels([("endpoint", &stats.endpoint.to_string())]);
             self.outbox_pending

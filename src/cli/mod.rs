@@ -139,6 +139,9 @@ pub(super) enum DeliveriesCommand {
     },
     /// One message with its payload and every attempt.
     Show { id: String },
+    /// Send a pending message now instead of at its next attempt (a
+    /// running server's worker sends it within its poll interval).
+    Retry { id: String },
     /// Send a delivered or dead-lettered message again, as a new message.
     Replay {
         id: String,
@@ -174,8 +177,9 @@ pub(super) enum TokensCommand {
 pub(super) enum EndpointsCommand {
     /// List disabled endpoints.
     List,
-    /// Re-enable an endpoint (`provider:<id>` or `referrer:<id>`); its
-    /// waiting messages are sent.
+    /// Re-enable an endpoint (`provider:<id>`, `referrer:<id>`, or just the
+    /// id when it names one provider or referrer); its waiting messages
+    /// are sent.
     Enable { endpoint: String },
 }
 

@@ -59,6 +59,22 @@ pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> a
             let base = referrals.config().public_fhir_base();
             print_json(&message_json(&message, Some(&attempts), base.as_deref()));
         }
+        DeliveriesCommand::Retry { id } => {
+            let retried = referrals.retry_now(&id).await;
+            audit_command(
+                store.as_ref(),
+                "deliveries retry",
+                Some(format!("outbox/{id}")),
+                retried.as_ref().ok().map(|m| m.referral_id.clone()),
+                if retried.is_ok() {
+                    "due now"
+                } else {
+                    "refused"
+                },
+            )
+            .await?;
+            print_json(&message_json(&retried?, None, None));
+        }
         DeliveriesCommand::Replay { id, remap } => {
             let how = if remap {
                 Replay::Remapped
@@ -156,18 +172,23 @@ pub(super) async fn endpoints(config: PathBuf, command: EndpointsCommand) -> any
         }
         EndpointsCommand::Enable { endpoint } => {
             let enabled = referrals.enable_endpoint(&endpoint).await?;
+            let named = enabled.as_ref().map_or(endpoint, ToString::to_string);
             audit_command(
                 store.as_ref(),
                 "endpoints enable",
-                Some(format!("endpoint/{endpoint}")),
+                Some(format!("endpoint/{named}")),
                 None,
-                if enabled { "enabled" } else { "not disabled" },
+                if enabled.is_some() {
+                    "enabled"
+                } else {
+                    "not disabled"
+                },
             )
             .await?;
-            if !enabled {
-                anyhow::bail!("{endpoint} is not disabled");
+            if enabled.is_none() {
+                anyhow::bail!("{named} is not disabled");
             }
-            println!("{endpoint} re-enabled");
+            println!("{named} re-enabled");
         }
     }
     Ok(())

@@ -6,7 +6,10 @@
 use tokio::task::JoinSet;
 
 use super::{Slot, Worker, policy};
-use crate::{domain::Timestamp, domain::model::OutboxMessage, store::StoreError};
+use crate::{
+    domain::Timestamp, domain::model::OutboxMessage, referrals::attempts::Disposition,
+    store::StoreError,
+};
 
 /// What a round found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +104,26 @@ impl Worker {
             .await
         {
             tracing::warn!(error = %e, message_id = %message.id, "cannot record the attempt; the lease will expire and it will be retried");
+            return;
+        }
+        // What an operator must act on (counted in /metrics as
+        // `signpost_dead_letters` and `signpost_endpoint_disabled`).
+        match disposition {
+            Disposition::Dead => tracing::warn!(
+                message_id = %message.id,
+                referral_id = %message.referral_id,
+                endpoint = %message.endpoint,
+                kind = %message.kind,
+                status = outcome.status,
+                "message dead-lettered: no more attempts; `signpost deliveries replay` sends it again"
+            ),
+            Disposition::DisableEndpoint => tracing::warn!(
+                endpoint = %message.endpoint,
+                message_id = %message.id,
+                referral_id = %message.referral_id,
+                "endpoint disabled: it answered 410 Gone; its messages wait until `signpost endpoints enable`"
+            ),
+            _ => {}
         }
     }
 }

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/deliveries", get(list))
         .route("/deliveries/{id}", get(show))
         .route("/deliveries/{id}/replay", post(replay))
+        .route("/deliveries/{id}/retry", post(retry))
         .route("/callbacks", get(callbacks))
         .route("/audit", get(audit))
         .route("/erase", post(erase))
@@ -74,6 +75,19 @@ async fn show(
         Some(&attempts),
         base.as_deref(),
     )))
+}
+
+/// `POST /admin/deliveries/{id}/retry`: send a pending message now.
+async fn retry(
+    _: Admin,
+    State(referrals): State<Arc<Referrals>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), FhirError> {
+    let message = referrals.retry_now(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(message_json(&message, None, None)),
+    ))
 }
 
 /// `POST /admin/deliveries/{id}/replay[?remap=true]`: queue it again.
@@ -252,17 +266,18 @@ async fn endpoints(
     })))
 }
 
-/// `POST /admin/endpoints/{endpoint}/enable` (`provider:<id>` or
-/// `referrer:<id>`).
+/// `POST /admin/endpoints/{endpoint}/enable` (`provider:<id>`,
+/// `referrer:<id>`, or a bare id naming one of them).
 async fn enable(
     _: Admin,
     State(referrals): State<Arc<Referrals>>,
     Path(endpoint): Path<String>,
 ) -> Result<Json<Value>, FhirError> {
-    if referrals.enable_endpoint(&endpoint).await? {
-        Ok(Json(json!({ "endpoint": endpoint, "enabled": true })))
-    } else {
-        Err(FhirError::NotFound(format!("{endpoint} is not disabled")))
+    match referrals.enable_endpoint(&endpoint).await? {
+        Some(enabled) => Ok(Json(
+            json!({ "endpoint": enabled.to_string(), "enabled": true }),
+        )),
+        None => Err(FhirError::NotFound(format!("{endpoint} is not disabled"))),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `GET /metrics`, for metrics scrapers (monitor tokens) and operators:
 //! the registry ([`crate::metrics::Metrics`]) in the OpenMetrics text
-//! format, with the outbox gauges read from the database at each scrape
+//! format, with the outbox and disabled-endpoint gauges read from the
+//! database at each scrape
 //! (so they are right across several instances).
 
 use std::sync::Arc;
@@ -31,7 +32,15 @@ async fn scrape(_: Monitor, State(referrals): State<Arc<Referrals>>) -> Response
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     };
-    let text = referrals.metrics().render(&outbox, Utc::now());
+    let disabled = match referrals.disabled_endpoints().await {
+        Ok(disabled) => disabled,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the disabled endpoints for /metrics");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let disabled: Vec<String> = disabled.iter().map(|d| d.endpoint.to_string()).collect();
+    let text = referrals.metrics().render(&outbox, &disabled, Utc::now());
     (
         [(
             header::CONTENT_TYPE,

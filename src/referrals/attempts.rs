@@ -3,7 +3,8 @@
 //! policy makes of it ([`Disposition`]); the domain records it: the attempt
 //! and its audit record, the message's new state and, when a message to a
 //! provider is dead-lettered, the Task's "delivery failed" (which notifies
-//! the referrer). All in one transaction, the one write delivery makes.
+//! the referrer), and when its replay arrives, "delivered" in its place.
+//! All in one transaction, the one write delivery makes.
 
 use std::time::Duration;
 
@@ -126,13 +127,19 @@ impl Referrals {
             .error
             .clone()
             .or_else(|| outcome.status.map(|code| format!("answered {code}")));
-        let shows_on_task =
-            *disposition == Disposition::Dead && message.kind != MessageKind::Notification;
+        let to_provider = message.kind != MessageKind::Notification;
+        let shows_on_task = *disposition == Disposition::Dead && to_provider;
+        // A replay that arrived mends the "delivery failed" its original
+        // left on the Task.
+        let mends_task =
+            *disposition == Disposition::Delivered && to_provider && message.replay_of.is_some();
         let (attempt, audit, update, last_error) = (&attempt, &audit, &update, &last_error);
         retry_on_conflict(|| async move {
             // Read again on each try: a conflict means the Task moved on.
             let task_update = if shows_on_task {
                 self.delivery_failed_update(&message.referral_id).await?
+            } else if mends_task {
+                self.delivery_recovered_update(&message.referral_id).await?
             } else {
                 None
             };

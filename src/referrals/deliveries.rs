@@ -148,6 +148,45 @@ impl Referrals {
             .ok_or_else(|| ChangeError::NotFound(format!("no message {new_id}")))
     }
 
+    /// Send a pending message now instead of at its next attempt: it is
+    /// made due at once and delivery is woken (a worker in another process
+    /// finds it at its next poll, or at once on PostgreSQL). It still goes
+    /// after any earlier message for the same referral and endpoint, and
+    /// not while its endpoint is disabled (that is refused: enable it).
+    pub async fn retry_now(&self, id: &str) -> Result<OutboxMessage, ChangeError> {
+        let not_found = || ChangeError::NotFound(format!("no message {id}"));
+        let message_id: MessageId = id.parse().map_err(|_| not_found())?;
+        let message = self
+            .store
+            .message(&message_id)
+            .await?
+            .ok_or_else(not_found)?;
+        if message.state != MessageState::Pending {
+            return Err(ChangeError::Conflict(format!(
+                "message {id} is {}, not pending; replay it to send it again",
+                message.state
+            )));
+        }
+        let disabled = self.store.disabled_endpoints().await?;
+        if disabled.iter().any(|d| d.endpoint == message.endpoint) {
+            return Err(ChangeError::Conflict(format!(
+                "{} is disabled (it answered 410 Gone); enable it to send its messages",
+                message.endpoint
+            )));
+        }
+        if !self
+            .store
+            .retry_now(&message_id, self.clock.now().as_millis())
+            .await?
+        {
+            return Err(ChangeError::Conflict(format!(
+                "message {id} is no longer pending"
+            )));
+        }
+        tracing::info!(message_id = %message_id, endpoint = %message.endpoint, "retry brought forward");
+        self.store.message(&message_id).await?.ok_or_else(not_found)
+    }
+
     /// The payload a provider message would have with the current mapping.
     async fn remap(&self, original: &OutboxMessage) -> Result<String, ChangeError> {
         let unprocessable = |text: String| ChangeError::Unprocessable(text);
@@ -228,17 +267,43 @@ impl Referrals {
         self.store.disabled_endpoints().await
     }
 
-    /// Send to `endpoint` again; its waiting messages go at once.
-    pub async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
+    /// The endpoint `name` means: `provider:<id>` or `referrer:<id>`, or a
+    /// bare configured id (`activelives`) when it names exactly one
+    /// provider or referrer. `None` when it names none or both.
+    pub fn endpoint_named(&self, name: &str) -> Option<Endpoint> {
+        if let Ok(endpoint) = name.parse::<Endpoint>() {
+            return Some(endpoint);
+        }
+        let provider = self
+            .config
+            .providers
+            .get(name)
+            .map(|p| Endpoint::Provider(p.id.clone()));
+        let referrer = self
+            .config
+            .referrers
+            .get(name)
+            .map(|r| Endpoint::Referrer(r.id.clone()));
+        match (provider, referrer) {
+            (Some(endpoint), None) | (None, Some(endpoint)) => Some(endpoint),
+            _ => None,
+        }
+    }
+
+    /// Send to `endpoint` (see [`Referrals::endpoint_named`]) again; its
+    /// waiting messages go at once. Returns the endpoint re-enabled, `None`
+    /// if it was not disabled.
+    pub async fn enable_endpoint(&self, endpoint: &str) -> Result<Option<Endpoint>, StoreError> {
         // (Text that names no endpoint names no disabled one.)
-        let Ok(parsed) = endpoint.parse::<Endpoint>() else {
-            return Ok(false);
+        let Some(parsed) = self.endpoint_named(endpoint) else {
+            return Ok(None);
         };
         let enabled = self.store.enable_endpoint(&parsed).await?;
-        if enabled {
-            tracing::info!(endpoint, "endpoint re-enabled");
+        if !enabled {
+            return Ok(None);
         }
-        Ok(enabled)
+        tracing::info!(endpoint = %parsed, "endpoint re-enabled");
+        Ok(Some(parsed))
     }
 }
 

@@ -426,7 +426,7 @@ impl Referrals {
             return Ok(None);
         };
         let change = TaskChange {
-            business_status: Some("delivery failed".into()),
+            business_status: Some(DELIVERY_FAILED.into()),
             ..TaskChange::default()
         };
         match self
@@ -439,6 +439,59 @@ impl Referrals {
         }
     }
 }
+
+impl Referrals {
+    /// The update that replaces the Task's "delivery failed" with
+    /// "delivered" once a replayed message has reached the provider, with
+    /// the notification telling the referrer; `None` when the Task does not
+    /// say "delivery failed" (the provider has reported since, or the
+    /// original was never dead-lettered).
+    pub async fn delivery_recovered_update(
+        &self,
+        referral_id: &ReferralId,
+    ) -> Result<Option<TaskUpdate>, StoreError> {
+        let Some(referral) = self.store.referral(referral_id).await? else {
+            return Ok(None);
+        };
+        let Some(task) = self
+            .store
+            .tasks_for_referral(referral_id)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let failed = serde_json::from_str::<Value>(&task.resource)
+            .ok()
+            .and_then(|t| {
+                t.pointer("/businessStatus/text")
+                    .and_then(Value::as_str)
+                    .map(|text| text == DELIVERY_FAILED)
+            })
+            .unwrap_or(false);
+        if !failed {
+            return Ok(None);
+        }
+        let change = TaskChange {
+            business_status: Some(DELIVERED.into()),
+            ..TaskChange::default()
+        };
+        match self
+            .prepare_update(&referral, &change, Actor::DELIVERY, false)
+            .await
+        {
+            Ok(update) => Ok(Some(update)),
+            Err(ChangeError::Store(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// The Task's business status while a referral could not be delivered.
+const DELIVERY_FAILED: &str = "delivery failed";
+/// The business status that replaces it once a replay has arrived.
+const DELIVERED: &str = "delivered";
 
 fn duplicate(first: InboundCallback) -> CallbackOutcome {
     CallbackOutcome::Duplicate {

@@ -1,5 +1,5 @@
 //! The outbox, as operators see it: messages and their attempts, replays
-//! (a new message), endpoints disabled by a `410 Gone` and re-enabled, and
+//! (a new message), retries brought forward, endpoints disabled by a `410 Gone` and re-enabled, and
 //! the per-endpoint figures of `GET /metrics`.
 
 use async_trait::async_trait;
@@ -21,6 +21,8 @@ const SELECT_MESSAGE: &str = "SELECT * FROM outbox WHERE id = $1";
 const SELECT_ATTEMPTS: &str = "SELECT * FROM delivery_attempts WHERE message_id = $1 ORDER BY id";
 const SELECT_DISABLED: &str = "SELECT * FROM disabled_endpoints ORDER BY endpoint";
 const ENABLE_ENDPOINT: &str = "DELETE FROM disabled_endpoints WHERE endpoint = $1";
+const RETRY_NOW: &str =
+    "UPDATE outbox SET next_attempt_at = $2 WHERE id = $1 AND state = 'pending'";
 const PENDING_BY_ENDPOINT: &str = "SELECT endpoint, COUNT(*), MIN(created_at) \
     FROM outbox WHERE state = 'pending' GROUP BY endpoint";
 const DEAD_BY_ENDPOINT: &str =
@@ -90,6 +92,24 @@ macro_rules! impl_deliveries {
                     self.wake_workers();
                 }
                 Ok(removed > 0)
+            }
+
+            async fn retry_now(&self, id: &MessageId, now_ms: i64) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let updated = sqlx::query(RETRY_NOW)
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if let (true, Some(announce)) = (updated > 0, <$db as Backend>::ANNOUNCE) {
+                    sqlx::query(announce).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                if updated > 0 {
+                    self.wake_workers();
+                }
+                Ok(updated > 0)
             }
 
             async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError> {

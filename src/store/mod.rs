@@ -177,6 +177,10 @@ pub trait Deliveries: Send + Sync + 'static {
     /// Re-enable an endpoint; `false` if it was not disabled.
     async fn enable_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
 
+    /// Make a pending message due at `now_ms` (an operator's retry) and
+    /// wake delivery; `false` if it is not pending.
+    async fn retry_now(&self, id: &MessageId, now_ms: i64) -> Result<bool, StoreError>;
+
     /// Per endpoint: undelivered messages, the oldest one's creation time,
     /// and dead letters (for `GET /metrics`).
     async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError>;
