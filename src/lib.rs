@@ -32,6 +32,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub mod referrals;
+pub mod sandbox;
 pub mod security;
 pub mod startup;
 pub mod store;

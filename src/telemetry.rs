@@ -6,8 +6,12 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 /// Install the global subscriber (once; later calls are ignored).
 pub fn init() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    init_with_default("info,sqlx=warn");
+}
+
+/// [`init`], with `default` as the filter when `RUST_LOG` is unset.
+pub fn init_with_default(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("SIGNPOST_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = fmt()
         .with_env_filter(filter)

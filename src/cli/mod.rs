@@ -1,14 +1,17 @@
 //! The command line: `signpost serve`, `signpost worker`, `signpost
 //! migrate`, operators' `deliveries`, `endpoints`, `tokens`, `erase` and
 //! `purge` commands, and the integrators' tooling (`validate`, `mappings`,
-//! `translate`, `fhirpath`, `fpml`).
+//! `translate`, `fhirpath`, `fpml`), and the newcomer's `sandbox` and
+//! `simulate status`.
 //!
 //! This file holds the clap definitions and the dispatch; each command group
 //! runs in its own file: `server` (serve, worker, migrate), `operations`
 //! (deliveries, endpoints, erase, purge, and the audit record of every
-//! operator command), `tokens`, and `tools` (the offline integrator tools).
+//! operator command), `tokens`, `tools` (the offline integrator tools) and
+//! `sandbox` (sandbox, simulate).
 
 mod operations;
+mod sandbox;
 mod server;
 mod tokens;
 mod tools;
@@ -72,6 +75,19 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Try the whole loop: the gateway with stand-ins for every provider
+    /// and referrer in the configuration, which verify signatures, print
+    /// what they receive and walk each referral through its statuses.
+    Sandbox {
+        /// Milliseconds between a stand-in provider's status callbacks.
+        #[arg(long, default_value_t = 3000, hide = true)]
+        step_ms: u64,
+    },
+    /// Integrators: send what a provider would send to a running Signpost.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
+    },
     /// Integrator tooling for mapping files.
     Mappings {
         #[command(subcommand)]
@@ -153,6 +169,27 @@ pub(super) enum DeliveriesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(super) enum SimulateCommand {
+    /// Send one of a provider's status fixtures
+    /// (`mappings/tests/<provider>/status/<fixture>.json`) for a referral,
+    /// signed with the provider's configured secret, and print the answer.
+    Status {
+        #[arg(long)]
+        provider: String,
+        /// The referral's (ServiceRequest's) id.
+        #[arg(long)]
+        referral: String,
+        /// The fixture's name, e.g. `booked`.
+        #[arg(long)]
+        fixture: String,
+        /// Signpost's base URL (default: `public_base_url`, else
+        /// `http://` and `listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub(super) enum TokensCommand {
     /// Issue a token and print it, once (only a salted hash is kept).
     Create {
@@ -205,12 +242,21 @@ pub(super) enum MappingsCommand {
 
 /// Run one command.
 pub fn run(cli: Cli) -> ExitCode {
-    telemetry::init();
+    match cli.command {
+        // The sandbox talks on stdout; its log says only what goes wrong.
+        Command::Sandbox { .. } => telemetry::init_with_default("warn"),
+        _ => telemetry::init(),
+    }
     let config = cli.config;
     match cli.command {
         Command::Serve => with_runtime(server::serve(config)),
         Command::Worker => with_runtime(server::worker(config)),
         Command::Migrate => with_runtime(server::migrate(config)),
+        Command::Sandbox { step_ms } => with_runtime(sandbox::sandbox(
+            config,
+            std::time::Duration::from_millis(step_ms),
+        )),
+        Command::Simulate { command } => with_runtime(sandbox::simulate(config, command)),
         Command::Deliveries { command } => with_runtime(operations::deliveries(config, command)),
         Command::Endpoints { command } => with_runtime(operations::endpoints(config, command)),
         Command::Tokens { command } => with_runtime(tokens::tokens(config, command)),
