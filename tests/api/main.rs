@@ -15,6 +15,7 @@ mod operations;
 mod privacy;
 mod reload;
 mod routing;
+mod sandbox;
 mod security;
 mod status;
 mod tls;
