@@ -490,7 +490,7 @@ async fn gone_disables_the_endpoint_until_an_operator_re_enables_it(backend: Bac
 
 /// Run `signpost ARGS` against the test's database; returns its exit
 /// status and standard output.
-async fn signpost_cli(db_url: &str, args: &[&str]) -> (bool, String) {
+pub async fn signpost_cli(db_url: &str, args: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
         .args(args)
         .current_dir(crate::support::helpers::MANIFEST_DIR)

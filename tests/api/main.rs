@@ -13,6 +13,7 @@ mod intake;
 mod limits;
 mod operations;
 mod privacy;
+mod recovery;
 mod reload;
 mod routing;
 mod sandbox;
