@@ -30,6 +30,7 @@ use self::{
     tables::{LOOKUP, Table, Tables},
 };
 use crate::{
+    domain::TaskStatus,
     fhirpath::{Env, Expr},
     outcome::{Issue, IssueCode},
     validation::ODS_CODE_SYSTEM,
@@ -102,6 +103,10 @@ pub struct Mapping {
     /// The file it came from, and the SHA-256 of its bytes.
     pub file: PathBuf,
     pub sha256: String,
+    /// Where `provider:` and `route.accepts` are written in the file, for
+    /// the errors of the checks across the set.
+    provider_at: Place,
+    accepts_at: Place,
     accepts: Expr,
     performer_ods: Vec<String>,
     tables: Arc<Tables>,
@@ -145,14 +150,7 @@ impl Mapping {
         let mut errors = Vec::new();
         // An expression's line is where its text first appears in the file;
         // the column is then its column there plus the column within it.
-        let place = |expression: &str| -> (Option<usize>, Option<usize>) {
-            text.find(expression).map_or((None, None), |offset| {
-                let before = &text[..offset];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                (Some(line), Some(column))
-            })
-        };
+        let place = |expression: &str| locate(&text, expression);
         let mut expr =
             |what: &str, source: &str| match Expr::parse_with_functions(source, &[LOOKUP]) {
                 Ok(expr) => Some(expr),
@@ -168,7 +166,11 @@ impl Mapping {
             };
         let accepts = expr("route.accepts", &file.route.accepts);
         let inbound_referral = expr("inbound.referral", &file.inbound.referral);
-        let mut template = |what: &str, value: &Value| match Template::compile(value, &[LOOKUP]) {
+        let mut template = |what: &str, value: &Value| match Template::compile_strict(
+            value,
+            &[LOOKUP],
+            &[],
+        ) {
             Ok(template) => Some(template),
             Err(problems) => {
                 for problem in problems {
@@ -184,6 +186,32 @@ impl Mapping {
             .cancel
             .as_ref()
             .map(|cancel| template("cancel", cancel));
+        let templates = [
+            ("outbound", outbound.as_ref()),
+            ("inbound.change", inbound_change.as_ref()),
+            ("cancel", cancel.as_ref().and_then(Option::as_ref)),
+        ];
+        let sources = [
+            ("route.accepts", file.route.accepts.as_str()),
+            ("inbound.referral", file.inbound.referral.as_str()),
+        ]
+        .into_iter()
+        .chain(templates.into_iter().flat_map(|(what, template)| {
+            template
+                .into_iter()
+                .flat_map(Template::expressions)
+                .map(move |source| (what, source))
+        }));
+        for (what, source) in sources {
+            for problem in tables::check_lookups(source, &file.tables) {
+                let (line, column) = place(source);
+                errors.push(located(line, column, format!("{what}: `{source}`: {problem}")));
+            }
+        }
+        for (value, problem) in literal_status_problems(&file.inbound.change) {
+            let (line, column) = locate_after(&text, "inbound:", &value);
+            errors.push(located(line, column, format!("inbound.change: {problem}")));
+        }
         let schema = |name: &str, errors: &mut Vec<MappingError>| {
             let schema_path = schemas_dir.join("providers").join(name);
             let document = std::fs::read_to_string(&schema_path)
@@ -244,12 +272,16 @@ impl Mapping {
             return Err(errors);
         }
         let cancel = cancel.flatten();
+        let provider_at = place("provider:");
+        let accepts_at = locate_after(&text, "accepts:", &file.route.accepts);
         Ok(Mapping {
             provider: file.provider,
             version: file.version,
             description: file.description,
             file: path.to_owned(),
             sha256,
+            provider_at,
+            accepts_at,
             accepts,
             performer_ods: file.route.performer_ods,
             tables: Arc::new(Tables(file.tables)),
@@ -475,6 +507,72 @@ fn dotted(pointer: &str) -> String {
     crate::validation::pointer_to_fhirpath(pointer)
         .trim_start_matches('.')
         .to_owned()
+}
+
+/// A 1-based line and column in a file, when known.
+pub type Place = (Option<usize>, Option<usize>);
+
+/// Where `needle` first appears in `text`.
+pub fn locate(text: &str, needle: &str) -> Place {
+    text.find(needle)
+        .map_or((None, None), |offset| place_of(text, offset))
+}
+
+/// Where `needle` first appears in `text` after `anchor` (or anywhere,
+/// when the anchor is not there).
+fn locate_after(text: &str, anchor: &str, needle: &str) -> Place {
+    let from = text.find(anchor).unwrap_or(0);
+    text[from..]
+        .find(needle)
+        .map_or_else(|| locate(text, needle), |i| place_of(text, from + i))
+}
+
+fn place_of(text: &str, offset: usize) -> Place {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+    (Some(line), Some(column))
+}
+
+/// The literal `status:` values of an `inbound.change` template that are
+/// not Task statuses a provider can set (`in_progress`, `requested`), each
+/// with what is wrong. Computed values are checked by the fixtures.
+fn literal_status_problems(change: &Value) -> Vec<(String, String)> {
+    fn visit(value: &Value, problems: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    if key == "status"
+                        && let Value::String(status) = value
+                        && !status.contains("{{")
+                        && !status.contains("{[")
+                        && !status
+                            .parse::<TaskStatus>()
+                            .is_ok_and(TaskStatus::provider_may_set)
+                    {
+                        let settable: Vec<&str> = TaskStatus::ALL
+                            .iter()
+                            .filter(|s| s.provider_may_set())
+                            .map(|s| s.as_str())
+                            .collect();
+                        problems.push((
+                            status.clone(),
+                            format!(
+                                "`status: {status}` is not a FHIR Task status a provider can set; use one of {}",
+                                settable.join(", ")
+                            ),
+                        ));
+                    }
+                    visit(value, problems);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| visit(item, problems)),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    visit(change, &mut problems);
+    problems
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
