@@ -14,6 +14,7 @@
 pub mod fixtures;
 pub mod fpml;
 pub mod reload;
+pub mod set_check;
 pub mod tables;
 
 use std::{
@@ -293,6 +294,35 @@ impl Mapping {
             output_schema_document,
             status_schema,
         })
+    }
+
+    /// `route.accepts` as written.
+    pub fn accepts_source(&self) -> &str {
+        self.accepts.source()
+    }
+
+    /// The ODS codes that name this provider in `performer`.
+    pub fn performer_ods(&self) -> &[String] {
+        &self.performer_ods
+    }
+
+    /// An error located at `route.accepts` in this mapping's file.
+    pub fn error_at_accepts(&self, message: String) -> MappingError {
+        self.error_at(self.accepts_at, message)
+    }
+
+    /// An error located at `provider:` in this mapping's file.
+    pub fn error_at_provider(&self, message: String) -> MappingError {
+        self.error_at(self.provider_at, message)
+    }
+
+    fn error_at(&self, (line, column): Place, message: String) -> MappingError {
+        MappingError {
+            file: self.file.clone(),
+            line,
+            column,
+            message,
+        }
     }
 
     fn env<'a>(&self, resource: &'a Value) -> Env<'a> {
@@ -645,12 +675,11 @@ impl MappingSet {
         }
     }
 
-    /// The provider for a canonical ServiceRequest: the one its `performer`
-    /// names by ODS code, else the one whose `route.accepts` holds. None or
-    /// several is a `422` issue saying why.
-    pub fn route(&self, service_request: &Value) -> Result<Arc<Mapping>, Vec<Issue>> {
+    /// The providers that would take a canonical ServiceRequest: those its
+    /// `performer` names by ODS code, and those whose `route.accepts` holds.
+    pub fn takers(&self, service_request: &Value) -> Result<Takers, Issue> {
         let named = performer_ods_codes(service_request);
-        let by_performer: Vec<&Arc<Mapping>> = self
+        let by_performer = self
             .mappings
             .values()
             .filter(|m| {
@@ -658,8 +687,26 @@ impl MappingSet {
                     .iter()
                     .any(|code| named.iter().any(|n| n.eq_ignore_ascii_case(code)))
             })
+            .cloned()
             .collect();
-        match by_performer.as_slice() {
+        let mut by_accepts = Vec::new();
+        for mapping in self.mappings.values() {
+            if mapping.accepts(service_request)? {
+                by_accepts.push(Arc::clone(mapping));
+            }
+        }
+        Ok(Takers {
+            by_performer,
+            by_accepts,
+        })
+    }
+
+    /// The provider for a canonical ServiceRequest: the one its `performer`
+    /// names by ODS code, else the one whose `route.accepts` holds. None or
+    /// several is a `422` issue saying why.
+    pub fn route(&self, service_request: &Value) -> Result<Arc<Mapping>, Vec<Issue>> {
+        let takers = self.takers(service_request).map_err(|issue| vec![issue])?;
+        match takers.by_performer.as_slice() {
             [one] => return Ok(Arc::clone(one)),
             [] => {}
             several => {
@@ -668,27 +715,14 @@ impl MappingSet {
                         IssueCode::BusinessRule,
                         format!(
                             "performer names several providers ({}); name one",
-                            several
-                                .iter()
-                                .map(|m| m.provider.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            names(several)
                         ),
                     )
                     .at("ServiceRequest.performer"),
                 ]);
             }
         }
-        let mut matched = Vec::new();
-        for mapping in self.mappings.values() {
-            if mapping
-                .accepts(service_request)
-                .map_err(|issue| vec![issue])?
-            {
-                matched.push(mapping);
-            }
-        }
-        match matched.as_slice() {
+        match takers.by_accepts.as_slice() {
             [one] => Ok(Arc::clone(one)),
             [] => Err(vec![
                 Issue::error(
@@ -702,13 +736,29 @@ impl MappingSet {
                     IssueCode::BusinessRule,
                     format!(
                         "several providers take a referral with this code ({}); name one in performer",
-                        several.iter().map(|m| m.provider.as_str()).collect::<Vec<_>>().join(", ")
+                        names(several)
                     ),
                 )
                 .at("ServiceRequest.code"),
             ]),
         }
     }
+}
+
+/// Which providers would take a referral, and why.
+pub struct Takers {
+    /// Named by the referral's `performer` (these win).
+    pub by_performer: Vec<Arc<Mapping>>,
+    /// Whose `route.accepts` holds for it.
+    pub by_accepts: Vec<Arc<Mapping>>,
+}
+
+fn names(mappings: &[Arc<Mapping>]) -> String {
+    mappings
+        .iter()
+        .map(|m| m.provider.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// ODS codes named by `performer`: as the reference's identifier, or on the
