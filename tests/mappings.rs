@@ -150,6 +150,12 @@ fn signpost_translate_prints_the_payload_or_the_refusal() {
     let outcome: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(outcome["resourceType"], "OperationOutcome");
     assert!(outcome.to_string().contains("consent_to_share"));
+    // The refusal's expression is the FHIRPath the field is read from.
+    assert_eq!(
+        outcome["issue"][0]["expression"][0],
+        "supportingInfo.resolve().ofType(Consent).where(status = 'active').exists()",
+        "{outcome:#}"
+    );
 }
 
 #[test]

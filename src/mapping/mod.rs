@@ -440,13 +440,18 @@ impl Mapping {
             .as_deref()
             .map(|e| format!(" (read with `{e}`)"))
             .unwrap_or_default();
-        Issue::error(
+        let issue = Issue::error(
             IssueCode::BusinessRule,
             format!(
                 "{} field `{}` cannot be filled{source}: {}",
                 self.provider, error.path, error.message
             ),
-        )
+        );
+        // The expression is the FHIRPath the field is read from.
+        match &error.expression {
+            Some(expression) => issue.at(expression.clone()),
+            None => issue,
+        }
     }
 
     fn schema_issue(&self, error: &jsonschema::ValidationError<'_>) -> Issue {
@@ -478,20 +483,24 @@ impl Mapping {
                         .map(|n| format!("`{n}`"))
                         .collect::<Vec<_>>()
                         .join(" or ");
-                    return Issue::error(
+                    let issue = Issue::error(
                         IssueCode::BusinessRule,
                         format!(
                             "{} needs {fields}, and this referral can fill none of them",
                             self.provider
                         ),
                     );
+                    // Where the first of them is read from.
+                    return match names.iter().find_map(|n| self.outbound.expression_at(n)) {
+                        Some(expression) => issue.at(expression),
+                        None => issue,
+                    };
                 }
             }
             _ => {}
         }
-        let source = self
-            .outbound
-            .expression_at(&field)
+        let read_from = self.outbound.expression_at(&field);
+        let source = read_from
             .map(|e| format!("; it is read from `{e}`"))
             .unwrap_or_default();
         let rule = self
@@ -504,14 +513,18 @@ impl Mapping {
             .and_then(Value::as_str)
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
-        Issue::error(
+        let issue = Issue::error(
             IssueCode::BusinessRule,
             format!(
                 "{} field `{field}`{rule} cannot be filled from this referral{source}: {}",
                 self.provider,
                 describe_kind(error.kind())
             ),
-        )
+        );
+        match read_from {
+            Some(expression) => issue.at(expression),
+            None => issue,
+        }
     }
 }
 
