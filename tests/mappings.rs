@@ -307,7 +307,10 @@ fn a_new_provider_from_signpost_mappings_new_passes_check_and_test_once_configur
         assert!(output.contains("walking-club"), "{output}");
     }
     let (_, output) = mappings_command(dir.path(), "test");
-    assert!(output.contains("walking-club: 2 passed, 0 failed"), "{output}");
+    assert!(
+        output.contains("walking-club: 2 passed, 0 failed"),
+        "{output}"
+    );
 
     // It never overwrites: a second run writes nothing and fails.
     let again = run_in(dir.path(), &["mappings", "new", "walking-club"]);

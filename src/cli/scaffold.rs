@@ -46,8 +46,10 @@ pub(super) fn new_provider(provider: &str, mappings: &Path, schemas: &Path) -> E
         ));
     }
     let fill = |text: &str| {
-        text.replace("__PROVIDER__", provider)
-            .replace("__UPPER__", &provider.to_ascii_uppercase().replace('-', "_"))
+        text.replace("__PROVIDER__", provider).replace(
+            "__UPPER__",
+            &provider.to_ascii_uppercase().replace('-', "_"),
+        )
     };
     let files: Vec<(std::path::PathBuf, String)> = MAPPING_FILES
         .iter()

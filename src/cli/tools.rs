@@ -137,7 +137,11 @@ fn configured_providers(config: &Path) -> Result<Option<Vec<String>>, String> {
 
 /// Load every mapping and check the set as a whole: what `mappings check`
 /// does, and what `mappings test` does first.
-fn checked_mapping_set(mappings: &Path, schemas: &Path, config: &Path) -> Result<MappingSet, ExitCode> {
+fn checked_mapping_set(
+    mappings: &Path,
+    schemas: &Path,
+    config: &Path,
+) -> Result<MappingSet, ExitCode> {
     let configured = configured_providers(config).map_err(fail)?;
     let set = load_mapping_set(mappings, schemas)?;
     let errors = set_check::check(&set, &mappings.join("tests"), configured.as_deref());

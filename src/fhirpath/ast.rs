@@ -95,9 +95,10 @@ impl Ast {
             | Ast::Index
             | Ast::Total
             | Ast::Var(_) => {}
-            Ast::Child(target, _) | Ast::Negate(target) | Ast::Is(target, _) | Ast::As(target, _) => {
-                target.walk(visit)
-            }
+            Ast::Child(target, _)
+            | Ast::Negate(target)
+            | Ast::Is(target, _)
+            | Ast::As(target, _) => target.walk(visit),
             Ast::Indexer(left, right) | Ast::Binary(_, left, right) => {
                 left.walk(visit);
                 right.walk(visit);

@@ -105,9 +105,8 @@ fn referral_fixture(mapping: &Mapping, input: &Path) -> Result<(), Failure> {
     if expected.exists() {
         let (wanted, text) = read(&expected).map_err(unlocated(&expected))?;
         match mapping.translate(&referral) {
-            Ok(payload) => compare(&wanted, &payload).map_err(|(first, message)| {
-                (expected.clone(), locate_key(&text, &first), message)
-            }),
+            Ok(payload) => compare(&wanted, &payload)
+                .map_err(|(first, message)| (expected.clone(), locate_key(&text, &first), message)),
             Err(issues) => Err((
                 input.to_owned(),
                 (Some(1), Some(1)),

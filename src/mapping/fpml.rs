@@ -163,7 +163,8 @@ struct Compiler<'h> {
 }
 
 /// The directives, as an integrator would write them, for error messages.
-const DIRECTIVES: &str = "{% assign %}, {% if EXPR %}, {% else %}, {% for ITEM in EXPR %}, {% merge %}";
+const DIRECTIVES: &str =
+    "{% assign %}, {% if EXPR %}, {% else %}, {% for ITEM in EXPR %}, {% merge %}";
 
 impl Template {
     /// Compile a template, reporting every problem. `host_functions` names

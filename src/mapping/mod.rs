@@ -167,20 +167,18 @@ impl Mapping {
             };
         let accepts = expr("route.accepts", &file.route.accepts);
         let inbound_referral = expr("inbound.referral", &file.inbound.referral);
-        let mut template = |what: &str, value: &Value| match Template::compile_strict(
-            value,
-            &[LOOKUP],
-            &[],
-        ) {
-            Ok(template) => Some(template),
-            Err(problems) => {
-                for problem in problems {
-                    let (line, column) = problem.expression.as_deref().map_or((None, None), place);
-                    errors.push(located(line, column, format!("{what}.{problem}")));
+        let mut template =
+            |what: &str, value: &Value| match Template::compile_strict(value, &[LOOKUP], &[]) {
+                Ok(template) => Some(template),
+                Err(problems) => {
+                    for problem in problems {
+                        let (line, column) =
+                            problem.expression.as_deref().map_or((None, None), place);
+                        errors.push(located(line, column, format!("{what}.{problem}")));
+                    }
+                    None
                 }
-                None
-            }
-        };
+            };
         let outbound = template("outbound", &file.outbound);
         let inbound_change = template("inbound.change", &file.inbound.change);
         let cancel = file
@@ -206,7 +204,11 @@ impl Mapping {
         for (what, source) in sources {
             for problem in tables::check_lookups(source, &file.tables) {
                 let (line, column) = place(source);
-                errors.push(located(line, column, format!("{what}: `{source}`: {problem}")));
+                errors.push(located(
+                    line,
+                    column,
+                    format!("{what}: `{source}`: {problem}"),
+                ));
             }
         }
         for (value, problem) in literal_status_problems(&file.inbound.change) {
@@ -573,7 +575,10 @@ fn locate_after(text: &str, anchor: &str, needle: &str) -> Place {
 fn place_of(text: &str, offset: usize) -> Place {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
     (Some(line), Some(column))
 }
 

@@ -17,7 +17,11 @@ pub const UNROUTED: &str = "routing";
 
 /// Every problem of the set as a whole. `configured` is the provider ids of
 /// the configuration, when there is one to check against.
-pub fn check(set: &MappingSet, tests_dir: &Path, configured: Option<&[String]>) -> Vec<MappingError> {
+pub fn check(
+    set: &MappingSet,
+    tests_dir: &Path,
+    configured: Option<&[String]>,
+) -> Vec<MappingError> {
     let mut errors = Vec::new();
     if let Some(configured) = configured {
         errors.extend(configuration(set, tests_dir, configured));
@@ -141,7 +145,10 @@ fn routes_to_its_own(set: &MappingSet, mapping: &Mapping, input: &Path) -> Vec<M
     let own = &mapping.provider;
     let fixture = input.display();
     let others = |list: &[std::sync::Arc<Mapping>]| -> Vec<std::sync::Arc<Mapping>> {
-        list.iter().filter(|m| m.provider != *own).cloned().collect()
+        list.iter()
+            .filter(|m| m.provider != *own)
+            .cloned()
+            .collect()
     };
     // The performer decides when it names anyone.
     if !takers.by_performer.is_empty() {
