@@ -240,3 +240,41 @@ fn values_computed_by_expressions_are_cleaned_like_template_values() {
         json!({"x": {"c": 1, "f": [2, 3]}, "y": {"g": [1, {"h": "i"}]}})
     );
 }
+
+#[test]
+fn a_strict_compile_knows_where_each_variable_is_defined_and_every_directive() {
+    // Defined: given from outside, by an enclosing assign (earlier ones
+    // visible to later ones), and by for (item and index) inside its body.
+    let good = json!({
+        "{% assign %}": [{"a": "{{ 1 }}"}, {"b": "{{ %a + 1 }}"}],
+        "x": {"y": "{{ %a + %b + %outside }}"},
+        "z": {"{% for i, item in (1 | 2) %}": "{{ %item + %i }}"},
+        "{% if %b > 1 %}": {"w": "{{ %sct }}"}
+    });
+    Template::compile_strict(&good, &[], &["outside"]).unwrap_or_else(|e| panic!("{e:?}"));
+
+    // Not defined: an assign seen from beside its object, a for item after
+    // its loop, a misspelling.
+    let bad = json!({
+        "inner": {"{% assign %}": {"hidden": "{{ 1 }}"}, "ok": "{{ %hidden }}"},
+        "beside": "{{ %hidden }}",
+        "after": {"{% for item in (1 | 2) %}": "{{ %item }}"},
+        "later": "{{ %item }}",
+        "typo": "{{ %outsid }}"
+    });
+    let errors = Template::compile_strict(&bad, &[], &["outside"])
+        .err()
+        .expect("errors");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["beside", "later", "typo"], "{errors:?}");
+    assert!(errors[2].message.contains("`%outsid` is not defined here"), "{errors:?}");
+
+    // A misspelt directive is an error, not a literal key; the lenient
+    // (reference) compile keeps it as a key.
+    let typo = json!({"a": {"{% iff true %}": 1}});
+    let errors = Template::compile_strict(&typo, &[], &[]).err().expect("errors");
+    assert!(errors[0].message.contains("unknown or malformed directive"), "{errors:?}");
+    assert!(Template::compile(&typo, &[]).is_ok());
+    // Without a strict compile, variables are looked up when rendering.
+    assert!(Template::compile(&json!({"x": "{{ %nope }}"}), &[]).is_ok());
+}

@@ -150,6 +150,12 @@ fn signpost_translate_prints_the_payload_or_the_refusal() {
     let outcome: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(outcome["resourceType"], "OperationOutcome");
     assert!(outcome.to_string().contains("consent_to_share"));
+    // The refusal's expression is the FHIRPath the field is read from.
+    assert_eq!(
+        outcome["issue"][0]["expression"][0],
+        "supportingInfo.resolve().ofType(Consent).where(status = 'active').exists()",
+        "{outcome:#}"
+    );
 }
 
 #[test]
@@ -235,4 +241,130 @@ fn routing_refuses_a_referral_several_providers_would_take_and_one_none_takes() 
         text.contains("activelives") && text.contains("grow-together"),
         "{text}"
     );
+}
+
+/// A copy of the repository's mappings and schemas in a new folder, with a
+/// new provider `walking-club` as `signpost mappings new` writes it, and a
+/// configuration: the sample's, with the printed block pasted unless
+/// `configured` is false.
+fn set_with_new_provider(configured: bool) -> tempfile::TempDir {
+    let root = Path::new(MANIFEST_DIR);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("mappings"), &dir.path().join("mappings"));
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    copy_dir(&root.join("schemas"), &dir.path().join("schemas"));
+    let new = run_in(dir.path(), &["mappings", "new", "walking-club"]);
+    assert!(
+        new.status.success(),
+        "{}",
+        String::from_utf8_lossy(&new.stderr)
+    );
+    let mut config = std::fs::read_to_string(root.join("config/signpost.toml")).unwrap();
+    if configured {
+        config.push_str(&String::from_utf8(new.stdout).unwrap());
+    }
+    std::fs::write(dir.path().join("signpost.toml"), config).unwrap();
+    dir
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_signpost"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("signpost runs")
+}
+
+/// stdout and stderr of `signpost mappings <command>` in `dir`.
+fn mappings_command(dir: &Path, command: &str) -> (bool, String) {
+    let output = run_in(dir, &["mappings", command, "--config", "signpost.toml"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn a_new_provider_from_signpost_mappings_new_passes_check_and_test_once_configured() {
+    let dir = set_with_new_provider(true);
+    // Every file it wrote says what to fill in.
+    for written in [
+        "mappings/walking-club.yaml",
+        "mappings/tests/walking-club/walking-club-example.input.json",
+        "mappings/tests/walking-club/status/accepted.json",
+        "schemas/providers/walking-club.schema.json",
+        "schemas/providers/walking-club.status.schema.json",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(written)).unwrap();
+        assert!(text.contains("TODO"), "{written} says nothing to fill in");
+        assert!(!text.contains("__PROVIDER__"), "{written}");
+    }
+    for command in ["check", "test"] {
+        let (ok, output) = mappings_command(dir.path(), command);
+        assert!(ok, "mappings {command}:\n{output}");
+        assert!(output.contains("walking-club"), "{output}");
+    }
+    let (_, output) = mappings_command(dir.path(), "test");
+    assert!(
+        output.contains("walking-club: 2 passed, 0 failed"),
+        "{output}"
+    );
+
+    // It never overwrites: a second run writes nothing and fails.
+    let again = run_in(dir.path(), &["mappings", "new", "walking-club"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+/// Each folder of `tests/fixtures/mapping-checks/` is a mistake that used to
+/// pass every check and then broke with real traffic: `case.json` says how
+/// to make it from a freshly added provider (`renames`, `remove`, `edits`),
+/// which command must refuse it, and what the refusal must say (file, line
+/// and column, what is wrong and what would fix it).
+#[test]
+fn each_mapping_mistake_in_the_fixture_sets_is_refused_with_its_message() {
+    let cases_dir = Path::new(MANIFEST_DIR).join("tests/fixtures/mapping-checks");
+    let mut cases: Vec<_> = std::fs::read_dir(&cases_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 11, "{cases:?}");
+    let mut failures = Vec::new();
+    for case_dir in &cases {
+        let name = case_dir.file_name().unwrap().to_string_lossy().into_owned();
+        let case: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(case_dir.join("case.json")).unwrap())
+                .unwrap();
+        let dir = set_with_new_provider(case["configured"].as_bool() != Some(false));
+        let at = |p: &serde_json::Value| dir.path().join(p.as_str().unwrap());
+        for pair in case["renames"].as_array().into_iter().flatten() {
+            std::fs::rename(at(&pair[0]), at(&pair[1])).unwrap();
+        }
+        for file in case["remove"].as_array().into_iter().flatten() {
+            std::fs::remove_file(at(file)).unwrap();
+        }
+        for edit in case["edits"].as_array().into_iter().flatten() {
+            let file = at(&edit["file"]);
+            let text = std::fs::read_to_string(&file).unwrap();
+            let old = edit["replace"].as_str().unwrap();
+            assert_eq!(text.matches(old).count(), 1, "{name}: {old:?} in {file:?}");
+            std::fs::write(&file, text.replacen(old, edit["with"].as_str().unwrap(), 1)).unwrap();
+        }
+        let (ok, output) = mappings_command(dir.path(), case["command"].as_str().unwrap());
+        if ok {
+            failures.push(format!("{name}: passed, but must be refused:\n{output}"));
+            continue;
+        }
+        for expected in case["expect"].as_array().unwrap() {
+            let expected = expected.as_str().unwrap();
+            if !output.contains(expected) {
+                failures.push(format!("{name}: no {expected:?} in:\n{output}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -7,11 +7,12 @@
 //! This file holds the clap definitions and the dispatch; each command group
 //! runs in its own file: `server` (serve, worker, migrate), `operations`
 //! (deliveries, endpoints, erase, purge, and the audit record of every
-//! operator command), `tokens`, `tools` (the offline integrator tools) and
-//! `sandbox` (sandbox, simulate).
+//! operator command), `tokens`, `tools` (the offline integrator tools),
+//! `scaffold` (mappings new) and `sandbox` (sandbox, simulate).
 
 mod operations;
 mod sandbox;
+mod scaffold;
 mod server;
 mod tokens;
 mod tools;
@@ -222,17 +223,30 @@ pub(super) enum EndpointsCommand {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum MappingsCommand {
-    /// Load every mapping, compile every expression and schema; report
-    /// errors with file, line and column.
+    /// Load every mapping, compile every expression and schema, and check
+    /// the set against the configuration (`--config`), its fixture folders
+    /// and its routing; report errors with file, line and column.
     Check {
         #[arg(long, default_value = "mappings")]
         mappings: PathBuf,
         #[arg(long, default_value = "schemas")]
         schemas: PathBuf,
     },
-    /// Run the fixtures beside every mapping (`mappings/tests/<provider>/`);
-    /// print a diff for each failure; non-zero exit on any failure.
+    /// What `check` does, then run the fixtures beside every mapping
+    /// (`mappings/tests/<provider>/`); print a diff for each failure;
+    /// non-zero exit on any failure.
     Test {
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
+    /// Start a new provider: write a mapping, its output and status
+    /// schemas and one fixture of each kind, each saying what to fill in,
+    /// and print the configuration block to paste.
+    New {
+        /// The provider id (a-z, 0-9 and '-'), as in `[providers.<id>]`.
+        provider: String,
         #[arg(long, default_value = "mappings")]
         mappings: PathBuf,
         #[arg(long, default_value = "schemas")]
@@ -265,7 +279,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Purge { days } => with_runtime(operations::purge(config, days)),
         Command::Validate { file, schemas } => tools::validate(&file, &schemas),
-        Command::Mappings { command } => tools::mappings(command),
+        Command::Mappings { command } => tools::mappings(command, &config),
         Command::Translate {
             provider,
             file,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{MappingsCommand, fail, print_json};
 use crate::{
-    mapping::{MappingSet, fixtures, fpml::Template},
+    mapping::{MappingError, MappingSet, fixtures, fpml::Template, set_check},
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     validation::{Rejection, Submission, Validator},
 };
@@ -98,34 +98,80 @@ fn read_document(path: &Path) -> Result<Value, String> {
 }
 
 fn load_mapping_set(mappings: &Path, schemas: &Path) -> Result<MappingSet, ExitCode> {
-    MappingSet::load(mappings, schemas).map_err(|errors| {
-        for error in &errors {
-            eprintln!("{error}");
-        }
-        eprintln!("{} problem(s)", errors.len());
-        ExitCode::FAILURE
-    })
+    MappingSet::load(mappings, schemas).map_err(|errors| report_problems(&errors))
 }
 
-pub(super) fn mappings(command: MappingsCommand) -> ExitCode {
+fn report_problems(errors: &[MappingError]) -> ExitCode {
+    for error in errors {
+        eprintln!("{error}");
+    }
+    eprintln!("{} problem(s)", errors.len());
+    ExitCode::FAILURE
+}
+
+/// The provider ids of the configuration file, to check the mappings
+/// against; `None` (said on stderr) when there is no such file. Only the
+/// `[providers.*]` names are read: no secret is touched.
+fn configured_providers(config: &Path) -> Result<Option<Vec<String>>, String> {
+    let text = match std::fs::read_to_string(config) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "note: no configuration at {} (give --config FILE): the mappings are not checked against the configured providers",
+                config.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("{}: {e}", config.display())),
+    };
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+    Ok(Some(
+        table
+            .get("providers")
+            .and_then(toml::Value::as_table)
+            .map(|providers| providers.keys().cloned().collect())
+            .unwrap_or_default(),
+    ))
+}
+
+/// Load every mapping and check the set as a whole: what `mappings check`
+/// does, and what `mappings test` does first.
+fn checked_mapping_set(
+    mappings: &Path,
+    schemas: &Path,
+    config: &Path,
+) -> Result<MappingSet, ExitCode> {
+    let configured = configured_providers(config).map_err(fail)?;
+    let set = load_mapping_set(mappings, schemas)?;
+    let errors = set_check::check(&set, &mappings.join("tests"), configured.as_deref());
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(report_problems(&errors))
+    }
+}
+
+pub(super) fn mappings(command: MappingsCommand, config: &Path) -> ExitCode {
     match command {
-        MappingsCommand::Check { mappings, schemas } => match load_mapping_set(&mappings, &schemas)
-        {
-            Ok(set) => {
-                for mapping in set.mappings.values() {
-                    println!(
-                        "ok  {} {} ({})",
-                        mapping.provider,
-                        mapping.version,
-                        mapping.file.display()
-                    );
+        MappingsCommand::Check { mappings, schemas } => {
+            match checked_mapping_set(&mappings, &schemas, config) {
+                Ok(set) => {
+                    for mapping in set.mappings.values() {
+                        println!(
+                            "ok  {} {} ({})",
+                            mapping.provider,
+                            mapping.version,
+                            mapping.file.display()
+                        );
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         MappingsCommand::Test { mappings, schemas } => {
-            let set = match load_mapping_set(&mappings, &schemas) {
+            let set = match checked_mapping_set(&mappings, &schemas, config) {
                 Ok(set) => set,
                 Err(code) => return code,
             };
@@ -151,6 +197,11 @@ pub(super) fn mappings(command: MappingsCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        MappingsCommand::New {
+            provider,
+            mappings,
+            schemas,
+        } => super::scaffold::new_provider(&provider, &mappings, &schemas),
     }
 }
 

@@ -58,6 +58,13 @@ impl TaskStatus {
         }
     }
 
+    /// Whether a provider's status callback may ask for this status: every
+    /// one but the starting `requested` and the referrer's
+    /// `entered-in-error`.
+    pub fn provider_may_set(self) -> bool {
+        !matches!(self, TaskStatus::Requested | TaskStatus::EnteredInError)
+    }
+
     /// A status whose Task must say why (`statusReason`).
     pub fn needs_reason(self) -> bool {
         matches!(

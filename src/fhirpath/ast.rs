@@ -82,3 +82,35 @@ pub(crate) struct TypeSpec {
     pub namespace: Option<Arc<str>>,
     pub name: Arc<str>,
 }
+
+impl Ast {
+    /// Calls `visit` on this node and every node below it, parents first.
+    pub(crate) fn walk(&self, visit: &mut impl FnMut(&Ast)) {
+        visit(self);
+        match self {
+            Ast::Empty
+            | Ast::Literal(_)
+            | Ast::Member(_)
+            | Ast::This
+            | Ast::Index
+            | Ast::Total
+            | Ast::Var(_) => {}
+            Ast::Child(target, _)
+            | Ast::Negate(target)
+            | Ast::Is(target, _)
+            | Ast::As(target, _) => target.walk(visit),
+            Ast::Indexer(left, right) | Ast::Binary(_, left, right) => {
+                left.walk(visit);
+                right.walk(visit);
+            }
+            Ast::Call(call) => {
+                if let Some(target) = &call.target {
+                    target.walk(visit);
+                }
+                for arg in &call.args {
+                    arg.walk(visit);
+                }
+            }
+        }
+    }
+}

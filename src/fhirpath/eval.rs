@@ -727,3 +727,12 @@ pub(crate) fn is_type(item: &Item<'_>, spec: &TypeSpec) -> bool {
         _ => false,
     }
 }
+
+/// The variables FHIRPath itself defines, which no environment supplies.
+pub(crate) fn is_builtin_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "resource" | "rootResource" | "context" | "ucum" | "sct" | "loinc"
+    ) || name.starts_with("vs-")
+        || name.starts_with("ext-")
+}

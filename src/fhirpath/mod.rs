@@ -60,6 +60,39 @@ impl Expr {
         &self.source
     }
 
+    /// The `%variables` the expression reads that the environment must
+    /// supply: every one but the constants FHIRPath defines (`%resource`,
+    /// `%context`, `%sct`, `%vs-…`, …). In order of appearance, repeated.
+    pub fn variables(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.ast.walk(&mut |node| {
+            if let ast::Ast::Var(name) = node
+                && !eval::is_builtin_variable(name)
+            {
+                names.push(name.to_string());
+            }
+        });
+        names
+    }
+
+    /// For each call of the host function `function`, its first argument
+    /// when that is a string literal (`lookup('clinician_role')`), else
+    /// `None`.
+    pub fn host_calls(&self, function: &str) -> Vec<Option<String>> {
+        let mut calls = Vec::new();
+        self.ast.walk(&mut |node| {
+            if let ast::Ast::Call(call) = node
+                && matches!(&call.func, ast::CallKind::Host(name) if name.as_ref() == function)
+            {
+                calls.push(match call.args.first() {
+                    Some(ast::Ast::Literal(Item::Str(s))) => Some(s.to_string()),
+                    _ => None,
+                });
+            }
+        });
+        calls
+    }
+
     /// Evaluates against `input` (the focus and `%context`); results as JSON
     /// values (FHIR JSON primitives, dates as strings).
     pub fn evaluate(&self, input: &Value, env: &Env<'_>) -> Result<Vec<Value>, EvalError> {

@@ -6,15 +6,24 @@
 //!   `NAME.expected.json`: the exact payload the provider must receive;
 //! - `NAME.input.json` with `NAME.refused.json` (`{"field": …}`): the
 //!   referral must be refused, naming that provider field;
-//! - `status/NAME.json` (`{"callback": …, "expected_task_change": …}`): the
-//!   Task change a status callback must produce (`null` = not set).
+//! - `status/NAME.json` (`{"from_status": …, "callback": …,
+//!   "expected_task_change": …}`): the Task change a status callback must
+//!   produce (`null` = not set), arriving when the Task is in `from_status`;
+//!   the change must be one the Task state machine allows from there.
+//!
+//! Every input must also route to its own provider and no other: that is
+//! checked across the whole set (`super::set_check`).
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::Mapping;
-use crate::outcome::Issue;
+use super::{Mapping, Place, locate};
+use crate::{
+    domain::TaskStatus,
+    outcome::Issue,
+    referrals::task::{TaskChange, apply_change},
+};
 
 /// The outcome of one mapping's fixtures.
 #[derive(Debug, Default)]
@@ -27,15 +36,35 @@ pub struct FixtureReport {
 /// A fixture that did not produce what it expects.
 #[derive(Debug)]
 pub struct FixtureFailure {
+    /// The file to look at: the fixture, or the expected payload beside it.
     pub fixture: PathBuf,
+    /// Where in it, when known.
+    pub at: Place,
     /// What differed, one line per difference.
     pub message: String,
 }
 
 impl std::fmt::Display for FixtureFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:\n{}", self.fixture.display(), self.message)
+        write!(f, "{}", self.fixture.display())?;
+        if let (Some(line), Some(column)) = self.at {
+            write!(f, ":{line}:{column}")?;
+        }
+        write!(f, ":\n{}", self.message)
     }
+}
+
+/// A failure in `file` at `at`.
+type Failure = (PathBuf, Place, String);
+
+/// The referral fixtures (`*.input.json`) in a provider's folder.
+pub fn inputs(provider_dir: &Path) -> Vec<PathBuf> {
+    files(provider_dir, ".input.json")
+}
+
+/// The status fixtures (`status/*.json`) in a provider's folder.
+pub fn status_fixtures(provider_dir: &Path) -> Vec<PathBuf> {
+    files(&provider_dir.join("status"), ".json")
 }
 
 /// Run every fixture of `mapping` found in `tests_dir/<provider>/`.
@@ -45,69 +74,184 @@ pub fn run(mapping: &Mapping, tests_dir: &Path) -> FixtureReport {
         provider: mapping.provider.clone(),
         ..FixtureReport::default()
     };
-    let mut record = |fixture: PathBuf, outcome: Result<(), String>| match outcome {
+    let mut record = |outcome: Result<(), Failure>| match outcome {
         Ok(()) => report.passed += 1,
-        Err(message) => report.failures.push(FixtureFailure { fixture, message }),
+        Err((fixture, at, message)) => report.failures.push(FixtureFailure {
+            fixture,
+            at,
+            message,
+        }),
     };
-    for input in files(&dir, ".input.json") {
-        let stem = input
-            .to_string_lossy()
-            .trim_end_matches(".input.json")
-            .to_owned();
-        let expected = PathBuf::from(format!("{stem}.expected.json"));
-        let refused = PathBuf::from(format!("{stem}.refused.json"));
-        let outcome = read(&input).and_then(|referral| {
-            if expected.exists() {
-                let expected = read(&expected)?;
-                match mapping.translate(&referral) {
-                    Ok(payload) => compare(&expected, &payload),
-                    Err(issues) => Err(format!(
-                        "refused, but a payload was expected:\n{}",
-                        diagnostics(&issues)
-                    )),
-                }
-            } else if refused.exists() {
-                let field = read(&refused)?["field"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                match mapping.translate(&referral) {
-                    Ok(payload) => Err(format!(
-                        "expected a refusal naming `{field}`, got a payload:\n{payload:#}"
-                    )),
-                    Err(issues)
-                        if issues
-                            .iter()
-                            .any(|i| i.diagnostics.contains(&format!("`{field}`"))) =>
-                    {
-                        Ok(())
-                    }
-                    Err(issues) => Err(format!(
-                        "refused, but no issue names `{field}`:\n{}",
-                        diagnostics(&issues)
-                    )),
-                }
-            } else {
-                Err("no .expected.json or .refused.json beside it".into())
-            }
-        });
-        record(input, outcome);
+    for input in inputs(&dir) {
+        record(referral_fixture(mapping, &input));
     }
-    for fixture in files(&dir.join("status"), ".json") {
-        let outcome = read(&fixture).and_then(|case| {
-            let expected = without_nulls(&case["expected_task_change"]);
-            match mapping.status_change(&case["callback"]) {
-                Ok(change) if change.referral_id != "REFERRAL-ID" => Err(format!(
-                    "inbound.referral gave {:?}, expected \"REFERRAL-ID\"",
-                    change.referral_id
-                )),
-                Ok(change) => compare(&expected, &change.change),
-                Err(issues) => Err(diagnostics(&issues)),
-            }
-        });
-        record(fixture, outcome);
+    for fixture in status_fixtures(&dir) {
+        record(status_fixture(mapping, &fixture));
     }
     report
+}
+
+fn referral_fixture(mapping: &Mapping, input: &Path) -> Result<(), Failure> {
+    let stem = input
+        .to_string_lossy()
+        .trim_end_matches(".input.json")
+        .to_owned();
+    let expected = PathBuf::from(format!("{stem}.expected.json"));
+    let refused = PathBuf::from(format!("{stem}.refused.json"));
+    fn unlocated(file: &Path) -> impl Fn(String) -> Failure + '_ {
+        move |message| (file.to_owned(), (None, None), message)
+    }
+    let (referral, _) = read(input).map_err(unlocated(input))?;
+    if expected.exists() {
+        let (wanted, text) = read(&expected).map_err(unlocated(&expected))?;
+        match mapping.translate(&referral) {
+            Ok(payload) => compare(&wanted, &payload)
+                .map_err(|(first, message)| (expected.clone(), locate_key(&text, &first), message)),
+            Err(issues) => Err((
+                input.to_owned(),
+                (Some(1), Some(1)),
+                format!(
+                    "refused, but a payload was expected:\n{}",
+                    diagnostics(&issues)
+                ),
+            )),
+        }
+    } else if refused.exists() {
+        let (case, text) = read(&refused).map_err(unlocated(&refused))?;
+        let field = case["field"].as_str().unwrap_or_default().to_owned();
+        let at = locate(&text, "\"field\"");
+        match mapping.translate(&referral) {
+            Ok(payload) => Err((
+                refused.clone(),
+                at,
+                format!("expected a refusal naming `{field}`, got a payload:\n{payload:#}"),
+            )),
+            Err(issues)
+                if issues
+                    .iter()
+                    .any(|i| i.diagnostics.contains(&format!("`{field}`"))) =>
+            {
+                Ok(())
+            }
+            Err(issues) => Err((
+                refused.clone(),
+                at,
+                format!(
+                    "refused, but no issue names `{field}`:\n{}",
+                    diagnostics(&issues)
+                ),
+            )),
+        }
+    } else {
+        Err((
+            input.to_owned(),
+            (Some(1), Some(1)),
+            format!(
+                "no {} or {} beside it: add the payload the provider must receive, or the field its refusal must name",
+                file_name(&expected),
+                file_name(&refused)
+            ),
+        ))
+    }
+}
+
+fn status_fixture(mapping: &Mapping, fixture: &Path) -> Result<(), Failure> {
+    let (case, text) = read(fixture).map_err(|m| (fixture.to_owned(), (None, None), m))?;
+    let failure = |needle: &str, message: String| {
+        let at = match locate(&text, needle) {
+            (None, _) => (Some(1), Some(1)),
+            found => found,
+        };
+        (fixture.to_owned(), at, message)
+    };
+    let expected = without_nulls(&case["expected_task_change"]);
+    let from = starting_status(&case).map_err(|m| failure("\"from_status\"", m))?;
+    let change = mapping
+        .status_change(&case["callback"])
+        .map_err(|issues| failure("\"callback\"", diagnostics(&issues)))?;
+    if change.referral_id != "REFERRAL-ID" {
+        return Err(failure(
+            "\"callback\"",
+            format!(
+                "inbound.referral gave {:?}, expected \"REFERRAL-ID\"",
+                change.referral_id
+            ),
+        ));
+    }
+    compare(&expected, &change.change)
+        .map_err(|(first, message)| (fixture.to_owned(), locate_key(&text, &first), message))?;
+    // The change must be one a real callback could make: the Task state
+    // machine decides, exactly as when the callback arrives.
+    let task_change = TaskChange::from_mapping(&change.change)
+        .map_err(|e| failure("\"expected_task_change\"", format!("  {e}")))?;
+    let task = serde_json::json!({ "status": from.as_str() });
+    apply_change(&task, &task_change, false, "1970-01-01T00:00:00Z").map_err(|illegal| {
+        let allowed: Vec<&str> = TaskStatus::ALL
+            .iter()
+            .filter(|to| from.may_become(**to))
+            .map(|to| to.as_str())
+            .collect();
+        let allowed = if allowed.is_empty() {
+            "none: it is final".to_owned()
+        } else {
+            allowed.join(", ")
+        };
+        failure(
+            "\"from_status\"",
+            format!(
+                "  the Task state machine forbids {} -> {}: a real callback would be refused with 409 and the referral would stay {}. From {} a provider may set: {allowed}. Map this callback to an allowed status (or leave `status` out), or correct `from_status` if the callback arrives later in the referral's life",
+                illegal.from, illegal.to, illegal.from, illegal.from
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+/// The fixture's `from_status`: the Task status its callback arrives in.
+fn starting_status(case: &Value) -> Result<TaskStatus, String> {
+    let all = || {
+        TaskStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match case.get("from_status") {
+        Some(Value::String(code)) => code.parse().map_err(|_| {
+            format!(
+                "  `from_status` {code:?} is not a FHIR Task status; use one of {}",
+                all()
+            )
+        }),
+        _ => Err(format!(
+            "  no `from_status`: say which Task status this callback arrives in (a new referral's Task is `requested`; one of {}), so that the change can be checked against the Task state machine",
+            all()
+        )),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Where the last key of a dotted path (`case.reasons[0].code`) is written.
+fn locate_key(text: &str, path: &str) -> Place {
+    let key = path
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .split('[')
+        .next()
+        .unwrap_or_default();
+    if key.is_empty() || key == "(root)" {
+        return (Some(1), Some(1));
+    }
+    match locate(text, &format!("\"{key}\"")) {
+        (None, _) => (Some(1), Some(1)),
+        found => found,
+    }
 }
 
 /// The issues' diagnostics, one indented line each.
@@ -130,10 +274,12 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
-fn read(path: &Path) -> Result<Value, String> {
+/// A JSON file, and its text (to locate what is wrong in it).
+fn read(path: &Path) -> Result<(Value, String), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((value, text))
 }
 
 fn without_nulls(value: &Value) -> Value {
@@ -148,13 +294,21 @@ fn without_nulls(value: &Value) -> Value {
     }
 }
 
-fn compare(expected: &Value, actual: &Value) -> Result<(), String> {
+/// The differences, one per line, and the path of the first.
+fn compare(expected: &Value, actual: &Value) -> Result<(), (String, String)> {
     let mut differences = Vec::new();
     diff("", expected, actual, &mut differences);
-    if differences.is_empty() {
-        Ok(())
-    } else {
-        Err(differences.join("\n"))
+    match differences.first() {
+        None => Ok(()),
+        Some(first) => {
+            // "  ~ path: …", "  - path: …", "  + path: …"
+            let path = first
+                .get(4..)
+                .and_then(|rest| rest.split(':').next())
+                .unwrap_or_default()
+                .to_owned();
+            Err((path, differences.join("\n")))
+        }
     }
 }
 

@@ -154,7 +154,17 @@ struct Compiler<'h> {
     errors: Vec<TemplateError>,
     host_functions: &'h [&'h str],
     expressions: Vec<(String, String)>,
+    /// In a strict compile, the `%variables` defined where the compiler is
+    /// (given from outside, then `{% assign %}` and `{% for %}` names), and
+    /// unknown `{% … %}` directives are errors; `None` compiles as the
+    /// reference does (an unknown directive is a literal key, a variable
+    /// is looked up when rendering).
+    scope: Option<Vec<String>>,
 }
+
+/// The directives, as an integrator would write them, for error messages.
+const DIRECTIVES: &str =
+    "{% assign %}, {% if EXPR %}, {% else %}, {% for ITEM in EXPR %}, {% merge %}";
 
 impl Template {
     /// Compile a template, reporting every problem. `host_functions` names
@@ -164,10 +174,33 @@ impl Template {
         template: &Value,
         host_functions: &[&str],
     ) -> Result<Template, Vec<TemplateError>> {
+        Template::compile_in(template, host_functions, None)
+    }
+
+    /// Compile strictly, as for a mapping file: besides what
+    /// [`Template::compile`] reports, every `%variable` must be one of
+    /// `variables` or defined by an enclosing `{% assign %}` or
+    /// `{% for %}`, and every `{% … %}` key must be a known directive (the
+    /// reference would send a misspelt `{% iff %}` as a literal key).
+    pub fn compile_strict(
+        template: &Value,
+        host_functions: &[&str],
+        variables: &[&str],
+    ) -> Result<Template, Vec<TemplateError>> {
+        let scope = variables.iter().map(|v| (*v).to_owned()).collect();
+        Template::compile_in(template, host_functions, Some(scope))
+    }
+
+    fn compile_in(
+        template: &Value,
+        host_functions: &[&str],
+        scope: Option<Vec<String>>,
+    ) -> Result<Template, Vec<TemplateError>> {
         let mut compiler = Compiler {
             errors: Vec::new(),
             host_functions,
             expressions: Vec::new(),
+            scope,
         };
         let root = compiler.node(template, "");
         if compiler.errors.is_empty() {
@@ -203,6 +236,11 @@ impl Template {
             .map(|(_, e)| e.as_str())
     }
 
+    /// Every expression of the template, as written.
+    pub fn expressions(&self) -> impl Iterator<Item = &str> {
+        self.expressions.iter().map(|(_, source)| source.as_str())
+    }
+
     /// Render against `resource`, with the variables and host functions of
     /// `env` (whose `%resource` should be `resource`, for `resolve()`).
     /// `None` when everything vanished.
@@ -221,18 +259,53 @@ fn join(path: &str, key: &str) -> String {
 
 impl Compiler<'_> {
     fn expr(&mut self, source: &str, path: &str) -> Option<Located> {
+        self.expr_written(source, source, path)
+    }
+
+    /// Compile `source`, which the template wrote as `written` (an
+    /// `{% if %}` condition is compiled inside `iif(…)`): errors quote what
+    /// was written, so that it can be found in the file.
+    fn expr_written(&mut self, source: &str, written: &str, path: &str) -> Option<Located> {
         match Expr::parse_with_functions(source, self.host_functions) {
             Ok(expr) => {
-                self.expressions.push((path.to_owned(), source.to_owned()));
+                self.check_variables(&expr, written, path);
+                self.expressions.push((path.to_owned(), written.to_owned()));
                 Some(Located {
                     expr: Arc::new(expr),
                     path: path.into(),
                 })
             }
             Err(e) => {
-                self.error(path, Some(source), e.to_string());
+                self.error(path, Some(written), e.to_string());
                 None
             }
+        }
+    }
+
+    /// In a strict compile, every variable `expr` reads must be defined here.
+    fn check_variables(&mut self, expr: &Expr, written: &str, path: &str) {
+        let Some(scope) = &self.scope else { return };
+        let undefined: Vec<String> = expr
+            .variables()
+            .into_iter()
+            .filter(|name| !scope.contains(name))
+            .collect();
+        for name in undefined {
+            let defined = match self.scope.as_deref() {
+                Some([]) | None => "none".to_owned(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| format!("%{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            self.error(
+                path,
+                Some(written),
+                format!(
+                    "`%{name}` is not defined here (defined here: {defined}); define it with {{% assign %}} in this object or one that encloses it, or correct the name"
+                ),
+            );
         }
     }
 
@@ -304,15 +377,40 @@ impl Compiler<'_> {
     fn object(&mut self, map: &Map<String, Value>, path: &str) -> Node {
         let mut assigns = Vec::new();
         let mut entries: Vec<(&String, &Value)> = Vec::new();
+        let outer_scope = self.scope.as_ref().map(Vec::len);
         for (key, value) in map {
             if ASSIGN_KEY.is_match(key) {
                 self.assign(value, path, &mut assigns);
             } else {
+                self.check_directive(key, path);
                 entries.push((key, value));
             }
         }
         let kind = self.object_kind(&entries, path);
+        // The object's assigns are visible in it and below it, not beside it.
+        if let (Some(scope), Some(len)) = (&mut self.scope, outer_scope) {
+            scope.truncate(len);
+        }
         Node::Object(Box::new(ObjectNode { assigns, kind }))
+    }
+
+    /// In a strict compile, a `{% … %}` key must be one of the directives.
+    fn check_directive(&mut self, key: &str, path: &str) {
+        if self.scope.is_none() || !key.trim_start().starts_with("{%") {
+            return;
+        }
+        let known = [&*IF_KEY, &*ELSE_KEY, &*FOR_KEY, &*MERGE_KEY, &*ASSIGN_KEY]
+            .iter()
+            .any(|directive| directive.is_match(key.trim_start()));
+        if !known {
+            self.error(
+                path,
+                Some(key),
+                format!(
+                    "unknown or malformed directive; the directives are {DIRECTIVES} (a key that only looks like one would be sent to the provider as it is)"
+                ),
+            );
+        }
     }
 
     fn assign(&mut self, value: &Value, path: &str, assigns: &mut Vec<(String, Node)>) {
@@ -344,6 +442,9 @@ impl Compiler<'_> {
             }
             let (name, template) = object.iter().next().expect("one key");
             let node = self.node(template, &join(path, name));
+            if let Some(scope) = &mut self.scope {
+                scope.push(name.clone());
+            }
             assigns.push((name.clone(), node));
         }
     }
@@ -391,7 +492,15 @@ impl Compiler<'_> {
             let captures = FOR_KEY.captures(key).expect("matched");
             let index = captures.get(1).map(|m| m.as_str().to_owned());
             let item = captures[2].to_owned();
+            let outer_scope = self.scope.as_ref().map(Vec::len);
+            if let Some(scope) = &mut self.scope {
+                scope.push(item.clone());
+                scope.extend(index.clone());
+            }
             let body = self.node(body, path);
+            if let (Some(scope), Some(len)) = (&mut self.scope, outer_scope) {
+                scope.truncate(len);
+            }
             return match self.expr(&captures[3], path) {
                 Some(source) => ObjectKind::For {
                     index,
@@ -427,7 +536,11 @@ impl Compiler<'_> {
                 .collect();
             let rest = (!rest.is_empty()).then(|| self.plain(&rest, path));
             // `iif` gives FHIRPath truthiness: empty is false.
-            return match self.expr(&format!("iif({condition}, true, false)"), path) {
+            return match self.expr_written(
+                &format!("iif({condition}, true, false)"),
+                condition,
+                path,
+            ) {
                 Some(condition) => ObjectKind::If {
                     condition,
                     then,

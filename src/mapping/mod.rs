@@ -14,6 +14,7 @@
 pub mod fixtures;
 pub mod fpml;
 pub mod reload;
+pub mod set_check;
 pub mod tables;
 
 use std::{
@@ -30,6 +31,7 @@ use self::{
     tables::{LOOKUP, Table, Tables},
 };
 use crate::{
+    domain::TaskStatus,
     fhirpath::{Env, Expr},
     outcome::{Issue, IssueCode},
     validation::ODS_CODE_SYSTEM,
@@ -102,6 +104,10 @@ pub struct Mapping {
     /// The file it came from, and the SHA-256 of its bytes.
     pub file: PathBuf,
     pub sha256: String,
+    /// Where `provider:` and `route.accepts` are written in the file, for
+    /// the errors of the checks across the set.
+    provider_at: Place,
+    accepts_at: Place,
     accepts: Expr,
     performer_ods: Vec<String>,
     tables: Arc<Tables>,
@@ -145,14 +151,7 @@ impl Mapping {
         let mut errors = Vec::new();
         // An expression's line is where its text first appears in the file;
         // the column is then its column there plus the column within it.
-        let place = |expression: &str| -> (Option<usize>, Option<usize>) {
-            text.find(expression).map_or((None, None), |offset| {
-                let before = &text[..offset];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                (Some(line), Some(column))
-            })
-        };
+        let place = |expression: &str| locate(&text, expression);
         let mut expr =
             |what: &str, source: &str| match Expr::parse_with_functions(source, &[LOOKUP]) {
                 Ok(expr) => Some(expr),
@@ -168,22 +167,54 @@ impl Mapping {
             };
         let accepts = expr("route.accepts", &file.route.accepts);
         let inbound_referral = expr("inbound.referral", &file.inbound.referral);
-        let mut template = |what: &str, value: &Value| match Template::compile(value, &[LOOKUP]) {
-            Ok(template) => Some(template),
-            Err(problems) => {
-                for problem in problems {
-                    let (line, column) = problem.expression.as_deref().map_or((None, None), place);
-                    errors.push(located(line, column, format!("{what}.{problem}")));
+        let mut template =
+            |what: &str, value: &Value| match Template::compile_strict(value, &[LOOKUP], &[]) {
+                Ok(template) => Some(template),
+                Err(problems) => {
+                    for problem in problems {
+                        let (line, column) =
+                            problem.expression.as_deref().map_or((None, None), place);
+                        errors.push(located(line, column, format!("{what}.{problem}")));
+                    }
+                    None
                 }
-                None
-            }
-        };
+            };
         let outbound = template("outbound", &file.outbound);
         let inbound_change = template("inbound.change", &file.inbound.change);
         let cancel = file
             .cancel
             .as_ref()
             .map(|cancel| template("cancel", cancel));
+        let templates = [
+            ("outbound", outbound.as_ref()),
+            ("inbound.change", inbound_change.as_ref()),
+            ("cancel", cancel.as_ref().and_then(Option::as_ref)),
+        ];
+        let sources = [
+            ("route.accepts", file.route.accepts.as_str()),
+            ("inbound.referral", file.inbound.referral.as_str()),
+        ]
+        .into_iter()
+        .chain(templates.into_iter().flat_map(|(what, template)| {
+            template
+                .into_iter()
+                .flat_map(Template::expressions)
+                .map(move |source| (what, source))
+        }));
+        for (what, source) in sources {
+            for problem in tables::check_lookups(source, &file.tables) {
+                let (line, column) = place(source);
+                errors.push(located(
+                    line,
+                    column,
+                    format!("{what}: `{source}`: {problem}"),
+                ));
+            }
+        }
+        for (value, problem) in literal_status_problems(&file.inbound.change) {
+            let (line, column) = locate_after(&text, "inbound:", &value);
+            errors.push(located(line, column, format!("inbound.change: {problem}")));
+        }
         let schema = |name: &str, errors: &mut Vec<MappingError>| {
             let schema_path = schemas_dir.join("providers").join(name);
             let document = std::fs::read_to_string(&schema_path)
@@ -244,12 +275,16 @@ impl Mapping {
             return Err(errors);
         }
         let cancel = cancel.flatten();
+        let provider_at = place("provider:");
+        let accepts_at = locate_after(&text, "accepts:", &file.route.accepts);
         Ok(Mapping {
             provider: file.provider,
             version: file.version,
             description: file.description,
             file: path.to_owned(),
             sha256,
+            provider_at,
+            accepts_at,
             accepts,
             performer_ods: file.route.performer_ods,
             tables: Arc::new(Tables(file.tables)),
@@ -261,6 +296,35 @@ impl Mapping {
             output_schema_document,
             status_schema,
         })
+    }
+
+    /// `route.accepts` as written.
+    pub fn accepts_source(&self) -> &str {
+        self.accepts.source()
+    }
+
+    /// The ODS codes that name this provider in `performer`.
+    pub fn performer_ods(&self) -> &[String] {
+        &self.performer_ods
+    }
+
+    /// An error located at `route.accepts` in this mapping's file.
+    pub fn error_at_accepts(&self, message: String) -> MappingError {
+        self.error_at(self.accepts_at, message)
+    }
+
+    /// An error located at `provider:` in this mapping's file.
+    pub fn error_at_provider(&self, message: String) -> MappingError {
+        self.error_at(self.provider_at, message)
+    }
+
+    fn error_at(&self, (line, column): Place, message: String) -> MappingError {
+        MappingError {
+            file: self.file.clone(),
+            line,
+            column,
+            message,
+        }
     }
 
     fn env<'a>(&self, resource: &'a Value) -> Env<'a> {
@@ -378,13 +442,18 @@ impl Mapping {
             .as_deref()
             .map(|e| format!(" (read with `{e}`)"))
             .unwrap_or_default();
-        Issue::error(
+        let issue = Issue::error(
             IssueCode::BusinessRule,
             format!(
                 "{} field `{}` cannot be filled{source}: {}",
                 self.provider, error.path, error.message
             ),
-        )
+        );
+        // The expression is the FHIRPath the field is read from.
+        match &error.expression {
+            Some(expression) => issue.at(expression.clone()),
+            None => issue,
+        }
     }
 
     fn schema_issue(&self, error: &jsonschema::ValidationError<'_>) -> Issue {
@@ -416,20 +485,24 @@ impl Mapping {
                         .map(|n| format!("`{n}`"))
                         .collect::<Vec<_>>()
                         .join(" or ");
-                    return Issue::error(
+                    let issue = Issue::error(
                         IssueCode::BusinessRule,
                         format!(
                             "{} needs {fields}, and this referral can fill none of them",
                             self.provider
                         ),
                     );
+                    // Where the first of them is read from.
+                    return match names.iter().find_map(|n| self.outbound.expression_at(n)) {
+                        Some(expression) => issue.at(expression),
+                        None => issue,
+                    };
                 }
             }
             _ => {}
         }
-        let source = self
-            .outbound
-            .expression_at(&field)
+        let read_from = self.outbound.expression_at(&field);
+        let source = read_from
             .map(|e| format!("; it is read from `{e}`"))
             .unwrap_or_default();
         let rule = self
@@ -442,14 +515,18 @@ impl Mapping {
             .and_then(Value::as_str)
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
-        Issue::error(
+        let issue = Issue::error(
             IssueCode::BusinessRule,
             format!(
                 "{} field `{field}`{rule} cannot be filled from this referral{source}: {}",
                 self.provider,
                 describe_kind(error.kind())
             ),
-        )
+        );
+        match read_from {
+            Some(expression) => issue.at(expression),
+            None => issue,
+        }
     }
 }
 
@@ -475,6 +552,75 @@ fn dotted(pointer: &str) -> String {
     crate::validation::pointer_to_fhirpath(pointer)
         .trim_start_matches('.')
         .to_owned()
+}
+
+/// A 1-based line and column in a file, when known.
+pub type Place = (Option<usize>, Option<usize>);
+
+/// Where `needle` first appears in `text`.
+pub fn locate(text: &str, needle: &str) -> Place {
+    text.find(needle)
+        .map_or((None, None), |offset| place_of(text, offset))
+}
+
+/// Where `needle` first appears in `text` after `anchor` (or anywhere,
+/// when the anchor is not there).
+fn locate_after(text: &str, anchor: &str, needle: &str) -> Place {
+    let from = text.find(anchor).unwrap_or(0);
+    text[from..]
+        .find(needle)
+        .map_or_else(|| locate(text, needle), |i| place_of(text, from + i))
+}
+
+fn place_of(text: &str, offset: usize) -> Place {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    (Some(line), Some(column))
+}
+
+/// The literal `status:` values of an `inbound.change` template that are
+/// not Task statuses a provider can set (`in_progress`, `requested`), each
+/// with what is wrong. Computed values are checked by the fixtures.
+fn literal_status_problems(change: &Value) -> Vec<(String, String)> {
+    fn visit(value: &Value, problems: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    if key == "status"
+                        && let Value::String(status) = value
+                        && !status.contains("{{")
+                        && !status.contains("{[")
+                        && !status
+                            .parse::<TaskStatus>()
+                            .is_ok_and(TaskStatus::provider_may_set)
+                    {
+                        let settable: Vec<&str> = TaskStatus::ALL
+                            .iter()
+                            .filter(|s| s.provider_may_set())
+                            .map(|s| s.as_str())
+                            .collect();
+                        problems.push((
+                            status.clone(),
+                            format!(
+                                "`status: {status}` is not a FHIR Task status a provider can set; use one of {}",
+                                settable.join(", ")
+                            ),
+                        ));
+                    }
+                    visit(value, problems);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| visit(item, problems)),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    visit(change, &mut problems);
+    problems
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -547,12 +693,11 @@ impl MappingSet {
         }
     }
 
-    /// The provider for a canonical ServiceRequest: the one its `performer`
-    /// names by ODS code, else the one whose `route.accepts` holds. None or
-    /// several is a `422` issue saying why.
-    pub fn route(&self, service_request: &Value) -> Result<Arc<Mapping>, Vec<Issue>> {
+    /// The providers that would take a canonical ServiceRequest: those its
+    /// `performer` names by ODS code, and those whose `route.accepts` holds.
+    pub fn takers(&self, service_request: &Value) -> Result<Takers, Issue> {
         let named = performer_ods_codes(service_request);
-        let by_performer: Vec<&Arc<Mapping>> = self
+        let by_performer = self
             .mappings
             .values()
             .filter(|m| {
@@ -560,8 +705,26 @@ impl MappingSet {
                     .iter()
                     .any(|code| named.iter().any(|n| n.eq_ignore_ascii_case(code)))
             })
+            .cloned()
             .collect();
-        match by_performer.as_slice() {
+        let mut by_accepts = Vec::new();
+        for mapping in self.mappings.values() {
+            if mapping.accepts(service_request)? {
+                by_accepts.push(Arc::clone(mapping));
+            }
+        }
+        Ok(Takers {
+            by_performer,
+            by_accepts,
+        })
+    }
+
+    /// The provider for a canonical ServiceRequest: the one its `performer`
+    /// names by ODS code, else the one whose `route.accepts` holds. None or
+    /// several is a `422` issue saying why.
+    pub fn route(&self, service_request: &Value) -> Result<Arc<Mapping>, Vec<Issue>> {
+        let takers = self.takers(service_request).map_err(|issue| vec![issue])?;
+        match takers.by_performer.as_slice() {
             [one] => return Ok(Arc::clone(one)),
             [] => {}
             several => {
@@ -570,27 +733,14 @@ impl MappingSet {
                         IssueCode::BusinessRule,
                         format!(
                             "performer names several providers ({}); name one",
-                            several
-                                .iter()
-                                .map(|m| m.provider.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            names(several)
                         ),
                     )
                     .at("ServiceRequest.performer"),
                 ]);
             }
         }
-        let mut matched = Vec::new();
-        for mapping in self.mappings.values() {
-            if mapping
-                .accepts(service_request)
-                .map_err(|issue| vec![issue])?
-            {
-                matched.push(mapping);
-            }
-        }
-        match matched.as_slice() {
+        match takers.by_accepts.as_slice() {
             [one] => Ok(Arc::clone(one)),
             [] => Err(vec![
                 Issue::error(
@@ -604,13 +754,29 @@ impl MappingSet {
                     IssueCode::BusinessRule,
                     format!(
                         "several providers take a referral with this code ({}); name one in performer",
-                        several.iter().map(|m| m.provider.as_str()).collect::<Vec<_>>().join(", ")
+                        names(several)
                     ),
                 )
                 .at("ServiceRequest.code"),
             ]),
         }
     }
+}
+
+/// Which providers would take a referral, and why.
+pub struct Takers {
+    /// Named by the referral's `performer` (these win).
+    pub by_performer: Vec<Arc<Mapping>>,
+    /// Whose `route.accepts` holds for it.
+    pub by_accepts: Vec<Arc<Mapping>>,
+}
+
+fn names(mappings: &[Arc<Mapping>]) -> String {
+    mappings
+        .iter()
+        .map(|m| m.provider.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// ODS codes named by `performer`: as the reference's identifier, or on the

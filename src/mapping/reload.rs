@@ -1,7 +1,8 @@
 //! Hot reload: the running server watches `mappings/` (files and fixtures)
 //! and `schemas/providers/`. After an edit settles it builds a whole new
 //! mapping set, checks it (every file compiles, one mapping per configured
-//! provider, every fixture passes), and only then swaps it in atomically;
+//! provider, each with its fixtures, every fixture referral routed to its
+//! own provider only, every fixture passes), and only then swaps it in atomically;
 //! requests already running finish on the set they started with. A broken
 //! edit changes nothing: the old set keeps serving and the error is logged
 //! and shown by `GET /admin/mappings`.
@@ -17,7 +18,7 @@ use chrono::{SecondsFormat, Utc};
 use notify::{RecursiveMode, Watcher};
 use serde_json::{Value, json};
 
-use super::{MappingSet, fixtures};
+use super::{MappingSet, fixtures, set_check};
 use crate::config::Config;
 
 /// How long edits must stop before a reload: editors write files in
@@ -154,37 +155,28 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Load every mapping, require exactly one per configured provider, and run
-/// the fixtures beside them. Every problem, one per line.
+/// Load every mapping, check the set as a whole (one mapping per configured
+/// provider, fixtures for each, every fixture referral routed to its own
+/// provider only), and run the fixtures beside them. Every problem, one per
+/// line.
 pub fn load_checked(
     mappings_dir: &std::path::Path,
     schemas_dir: &std::path::Path,
     providers: &[String],
 ) -> Result<MappingSet, String> {
-    let set = MappingSet::load(mappings_dir, schemas_dir).map_err(|errors| {
+    let lines = |errors: Vec<super::MappingError>| {
         errors
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n")
-    })?;
-    let mut problems = Vec::new();
-    for id in providers {
-        if !set.mappings.contains_key(id) {
-            problems.push(format!(
-                "provider {id} is configured but has no mapping in {}",
-                mappings_dir.display()
-            ));
-        }
-    }
+    };
+    let set = MappingSet::load(mappings_dir, schemas_dir).map_err(lines)?;
+    let tests_dir = mappings_dir.join("tests");
+    let mut problems = vec![lines(set_check::check(&set, &tests_dir, Some(providers)))];
+    problems.retain(|p| !p.is_empty());
     for (id, mapping) in &set.mappings {
-        if !providers.contains(id) {
-            problems.push(format!(
-                "{} maps provider {id}, which is not configured ([providers.{id}])",
-                mapping.file.display()
-            ));
-        }
-        let report = fixtures::run(mapping, &mappings_dir.join("tests"));
+        let report = fixtures::run(mapping, &tests_dir);
         for failure in &report.failures {
             problems.push(format!("mapping {id} fails its fixture {failure}"));
         }

@@ -71,6 +71,39 @@ impl Tables {
     }
 }
 
+/// What is wrong with the `lookup()` calls of one expression: a table this
+/// mapping does not have, or a name that is not written as a quoted string
+/// (so it cannot be checked before a referral arrives).
+pub fn check_lookups(source: &str, tables: &BTreeMap<String, Table>) -> Vec<String> {
+    let Ok(expr) = crate::fhirpath::Expr::parse_with_functions(source, &[LOOKUP]) else {
+        return Vec::new(); // reported where it is compiled
+    };
+    let known = || {
+        if tables.is_empty() {
+            "it has none".to_owned()
+        } else {
+            format!(
+                "its tables: {}",
+                tables.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    };
+    expr.host_calls(LOOKUP)
+        .into_iter()
+        .filter_map(|table| match table {
+            Some(name) if tables.contains_key(&name) => None,
+            Some(name) => Some(format!(
+                "lookup('{name}'): this mapping has no code table '{name}' ({}); add it under `tables:` or correct the name",
+                known()
+            )),
+            None => Some(format!(
+                "lookup() must name its table as a quoted string, e.g. lookup('table') ({})",
+                known()
+            )),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

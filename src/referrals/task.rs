@@ -56,7 +56,7 @@ impl TaskChange {
             .map(|code| {
                 code.parse::<TaskStatus>()
                     .ok()
-                    .filter(|s| *s != TaskStatus::Requested && *s != TaskStatus::EnteredInError)
+                    .filter(|s| s.provider_may_set())
                     .ok_or_else(|| format!("`status` {code:?} is not a status a provider can set"))
             })
             .transpose()?;

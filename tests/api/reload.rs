@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::{
     on_both_backends,
-    support::helpers::{Backend, MANIFEST_DIR, TestApp, TestDb, json, valid, with_new_identifier},
+    support::helpers::{
+        Backend, MANIFEST_DIR, TestApp, TestDb, json, test_config, valid, with_new_identifier,
+    },
 };
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -165,4 +167,67 @@ async fn mapping_edits_are_reloaded_only_when_they_compile_and_pass_their_fixtur
     );
 }
 
-on_both_backends!(mapping_edits_are_reloaded_only_when_they_compile_and_pass_their_fixtures);
+/// What an overlap must say: both providers, a fixture, both predicates.
+fn assert_names_the_overlap(error: &str) {
+    for wanted in [
+        "community-connect.yaml:",
+        "routing: fixture ",
+        "activelives-exercise.input.json of activelives is also taken by community-connect",
+        "code in ('390893007' | '771491000000104')",
+        "code in ('871731000000106' | '390893007')",
+        "make the predicates exclusive",
+    ] {
+        assert!(error.contains(wanted), "no {wanted:?} in:\n{error}");
+    }
+}
+
+async fn a_set_whose_routes_overlap_is_refused_at_start_up_and_on_reload(backend: Backend) {
+    // Arrange: Community Connect's mapping made to take ActiveLives' code
+    // too (each file still compiles and passes its own fixtures).
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = dir.path().join("mappings");
+    copy_dir(&Path::new(MANIFEST_DIR).join("mappings"), &mappings);
+    let file = mappings.join("community-connect.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let overlapping = original
+        .replacen(
+            "code = '871731000000106'",
+            "code in ('871731000000106' | '390893007')",
+            1,
+        )
+        .replacen("version: \"1.0.0\"", "version: \"1.1.0\"", 1);
+    assert_ne!(original, overlapping);
+    std::fs::write(&file, &overlapping).unwrap();
+
+    // Start-up refuses it, saying why.
+    let db = TestDb::fresh(backend).await;
+    let mut config = test_config(&db.url);
+    config.mappings_dir = mappings.clone();
+    let error = match signpost::startup::Application::build(config).await {
+        Ok(_) => panic!("a server started on overlapping routes"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert_names_the_overlap(&error);
+
+    // A server on the good set refuses the same edit on reload.
+    std::fs::write(&file, &original).unwrap();
+    let app = TestApp::spawn_on(db, |config| config.mappings_dir = mappings.clone()).await;
+    std::fs::write(&file, &overlapping).unwrap();
+    let (report, _) = wait_for(&app, |r| r["failed_reloads"].as_u64() > Some(0)).await;
+    assert_names_the_overlap(report["last_reload_error"].as_str().unwrap());
+
+    // The running set stays live: ActiveLives still gets its referrals.
+    assert_eq!(version_of(&report, "community-connect"), "1.0.0");
+    let (referral, _) = with_new_identifier(valid("activelives-exercise.json"));
+    let response = app.post_json("/fhir/ServiceRequest", &referral).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = app
+        .post_json("/fhir/ServiceRequest/$translate", &referral)
+        .await;
+    assert_eq!(response.headers()["x-signpost-provider"], "activelives");
+}
+
+on_both_backends!(
+    mapping_edits_are_reloaded_only_when_they_compile_and_pass_their_fixtures,
+    a_set_whose_routes_overlap_is_refused_at_start_up_and_on_reload,
+);

@@ -117,10 +117,26 @@ async fn a_referral_the_mapping_cannot_fill_is_refused_naming_the_provider_field
         let search = app.search_identifier(value).await;
         assert_eq!(search["total"], 0, "{name} was stored");
     }
-    // The FHIRPath a field is read from is named too.
+    // The FHIRPath a field is read from is named too, in the diagnostics
+    // and as the issue's expression.
     let referral = fixture("tests/fixtures/referrals/refused/activelives-no-consent.json");
     let outcome = json(app.post_json("/fhir/ServiceRequest", &referral).await).await;
     assert!(outcome.to_string().contains("read from `"), "{outcome}");
+    assert_eq!(
+        expressions(&outcome),
+        ["supportingInfo.resolve().ofType(Consent).where(status = 'active').exists()"],
+        "{outcome:#}"
+    );
+    let referral = fixture("tests/fixtures/referrals/refused/grow-together-no-contact.json");
+    let outcome = json(app.post_json("/fhir/ServiceRequest", &referral).await).await;
+    assert!(
+        outcome["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|issue| issue["expression"][0].is_string()),
+        "{outcome:#}"
+    );
 }
 
 async fn translate_is_a_dry_run_returning_the_provider_payload(backend: Backend) {
