@@ -449,6 +449,32 @@ mod tests {
     }
 
     #[test]
+    fn headers_that_cannot_verify_are_refused_without_the_body() {
+        let now = at(SPEC_TS);
+        assert!(SignedHeaders::check(&spec_headers(), now).is_ok());
+        // No `v1` tag of an HMAC-SHA256's length: nothing could match.
+        for signature in ["v1,Zm9yZ2Vk", "v2,Zm9v", "v1,!!!", "garbage"] {
+            let h = headers(SPEC_ID, &SPEC_TS.to_string(), signature);
+            assert_eq!(
+                SignedHeaders::check(&h, now).unwrap_err(),
+                VerifyError::NoMatchingSignature,
+                "{signature}"
+            );
+        }
+        let stale = headers(SPEC_ID, &(SPEC_TS - 301).to_string(), SPEC_SIGNATURE);
+        assert_eq!(
+            SignedHeaders::check(&stale, now).unwrap_err(),
+            VerifyError::TimestampOutsideTolerance
+        );
+        let mut no_id = spec_headers();
+        no_id.remove(HEADER_ID);
+        assert_eq!(
+            SignedHeaders::check(&no_id, now).unwrap_err(),
+            VerifyError::MissingHeader(HEADER_ID)
+        );
+    }
+
+    #[test]
     fn errors_do_not_reveal_the_expected_signature() {
         let err = SigningKeys::new(Secret::generate())
             .verify(&spec_headers(), SPEC_BODY, at(SPEC_TS))
