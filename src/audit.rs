@@ -1,9 +1,13 @@
-//! The audit trail: every request (creates, reads, searches, changes,
-//! status callbacks, admin actions, and the refused ones, token failures
-//! included), every delivery attempt and every operator command is
-//! recorded with when, who (referrer, admin token, provider, CLI user),
-//! from where, what (the action and resource, the referral), and how it
-//! ended. Only ids: never patient data, never query strings or bodies.
+//! The audit trail: every request of a caller who proved who it is
+//! (creates, reads, searches, changes, status callbacks, admin actions,
+//! and the refused ones), every delivery attempt and every operator
+//! command is recorded with when, who (referrer, admin token, provider,
+//! CLI user), from where, what (the action and resource, the referral),
+//! and how it ended. Requests that proved no identity (failed
+//! authentications, unmatched paths) are recorded in aggregate: a sample
+//! and a count per kind and minute ([`anonymous`]), so anonymous traffic
+//! cannot make the trail grow with it. Only ids: never patient data, never
+//! query strings or bodies.
 //!
 //! This module is the writer; the HTTP layer's audit middleware
 //! (`http::middleware::audit`) makes the request records, the domain and
@@ -18,12 +22,17 @@
 //! stored durably elsewhere. Records are append-only: no API or statement
 //! changes or deletes them.
 
-use std::{sync::Arc, time::Duration};
+pub mod anonymous;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::mpsc;
 
 use crate::{
-    domain::{Clock, SystemClock, Timestamp},
+    domain::{Actor, Clock, SystemClock, Timestamp},
     store::{AuditFilter, AuditRecord, AuditTrail, StoreError},
 };
 
@@ -53,7 +62,9 @@ impl AuditLog {
         self.trail.audit(filter).await
     }
 
-    /// Queue a record (waiting only if the writer is far behind).
+    /// Queue a record (waiting only if the writer is far behind). Records
+    /// of [`Actor::Unauthenticated`] are sampled and counted, not written
+    /// one by one (see [`anonymous`]).
     pub async fn record(&self, row: AuditRecord) {
         if self.sender.send(row).await.is_err() {
             tracing::error!("the audit writer has stopped; a record was not written");
@@ -62,16 +73,45 @@ impl AuditLog {
 }
 
 async fn write_batches(store: Arc<dyn AuditTrail>, mut receiver: mpsc::Receiver<AuditRecord>) {
+    let mut received = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = store.append_audit(&batch).await {
-            // Keep the batch and retry: audit records are not dropped.
-            tracing::warn!(error = %e, records = batch.len(), "cannot write audit records; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+    let mut tally = anonymous::Tally::default();
+    loop {
+        // Wake at least once a window to write the counts that are due.
+        let closed =
+            match tokio::time::timeout(anonymous::WINDOW, receiver.recv_many(&mut received, BATCH))
+                .await
+            {
+                Ok(0) => true,
+                Ok(_) | Err(_) => false,
+            };
+        let now = Instant::now();
+        for record in received.drain(..) {
+            if record.actor == Actor::Unauthenticated {
+                batch.extend(tally.take(record, now));
+            } else {
+                batch.push(record);
+            }
         }
-        batch.clear();
+        batch.extend(tally.close(now, &self::now(), closed));
+        if !batch.is_empty() {
+            write(store.as_ref(), &batch).await;
+            batch.clear();
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Write `batch`, retrying until it is written: audit records are not
+/// dropped.
+async fn write(store: &dyn AuditTrail, batch: &[AuditRecord]) {
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = store.append_audit(batch).await {
+        tracing::warn!(error = %e, records = batch.len(), "cannot write audit records; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

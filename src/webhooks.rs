@@ -212,6 +212,49 @@ impl SigningKeys {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<String, VerifyError> {
+        self.verify_body(&SignedHeaders::check(headers, now)?, body, now)
+    }
+
+    /// Whether one of the `signed` headers' signatures is `body`'s, made
+    /// with the current secret or, during the grace period, the previous
+    /// one. Returns the `webhook-id`.
+    pub fn verify_body(
+        &self,
+        signed: &SignedHeaders<'_>,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<String, VerifyError> {
+        let keys = std::iter::once(&self.current).chain(self.previous_in_grace(now));
+        for key in keys {
+            let mac = key.mac(signed.msg_id, signed.timestamp, body);
+            if signed
+                .offered
+                .iter()
+                .any(|tag| mac.clone().verify_slice(tag).is_ok())
+            {
+                return Ok(signed.msg_id.to_owned());
+            }
+        }
+        Err(VerifyError::NoMatchingSignature)
+    }
+}
+
+/// The Standard Webhooks headers of an incoming request, checked as far as
+/// they can be without the body: so that a request that cannot verify is
+/// refused before its body is read.
+#[derive(Debug)]
+pub struct SignedHeaders<'a> {
+    msg_id: &'a str,
+    timestamp: &'a str,
+    /// The `v1` signatures offered, decoded.
+    offered: Vec<Vec<u8>>,
+}
+
+impl<'a> SignedHeaders<'a> {
+    /// `webhook-id` present, `webhook-timestamp` a Unix time within
+    /// [`TOLERANCE`] of `now`, and at least one well-formed `v1,`
+    /// signature (base64 of an HMAC-SHA256) in `webhook-signature`.
+    pub fn check(headers: &'a HeaderMap, now: DateTime<Utc>) -> Result<Self, VerifyError> {
         let msg_id = header_text(headers, HEADER_ID)?;
         let timestamp_text = header_text(headers, HEADER_TIMESTAMP)?;
         let timestamp: i64 = timestamp_text
@@ -225,27 +268,29 @@ impl SigningKeys {
             return Err(VerifyError::MissingHeader(HEADER_SIGNATURE));
         }
         // Decode the offered signatures first; unknown versions are skipped,
-        // as the spec asks.
+        // as the spec asks, and so are tags of the wrong length (none could
+        // match).
         let offered: Vec<Vec<u8>> = signatures
             .filter_map(|value| value.to_str().ok())
             .flat_map(str::split_ascii_whitespace)
             .filter_map(|entry| entry.split_once(','))
             .filter(|(version, _)| *version == SIGNATURE_VERSION)
             .filter_map(|(_, encoded)| LENIENT_BASE64.decode(encoded).ok())
+            .filter(|tag| tag.len() == TAG_LEN)
             .collect();
-        let keys = std::iter::once(&self.current).chain(self.previous_in_grace(now));
-        for key in keys {
-            let mac = key.mac(msg_id, timestamp_text, body);
-            if offered
-                .iter()
-                .any(|tag| mac.clone().verify_slice(tag).is_ok())
-            {
-                return Ok(msg_id.to_owned());
-            }
+        if offered.is_empty() {
+            return Err(VerifyError::NoMatchingSignature);
         }
-        Err(VerifyError::NoMatchingSignature)
+        Ok(SignedHeaders {
+            msg_id,
+            timestamp: timestamp_text,
+            offered,
+        })
     }
 }
+
+/// Bytes in an HMAC-SHA256 tag.
+const TAG_LEN: usize = 32;
 
 /// A header's value as text, trimmed; missing, empty or not visible ASCII
 /// count as missing.
@@ -400,6 +445,32 @@ mod tests {
         assert_eq!(
             spec_keys().verify(&only_other_versions, SPEC_BODY, at(SPEC_TS)),
             Err(VerifyError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn headers_that_cannot_verify_are_refused_without_the_body() {
+        let now = at(SPEC_TS);
+        assert!(SignedHeaders::check(&spec_headers(), now).is_ok());
+        // No `v1` tag of an HMAC-SHA256's length: nothing could match.
+        for signature in ["v1,Zm9yZ2Vk", "v2,Zm9v", "v1,!!!", "garbage"] {
+            let h = headers(SPEC_ID, &SPEC_TS.to_string(), signature);
+            assert_eq!(
+                SignedHeaders::check(&h, now).unwrap_err(),
+                VerifyError::NoMatchingSignature,
+                "{signature}"
+            );
+        }
+        let stale = headers(SPEC_ID, &(SPEC_TS - 301).to_string(), SPEC_SIGNATURE);
+        assert_eq!(
+            SignedHeaders::check(&stale, now).unwrap_err(),
+            VerifyError::TimestampOutsideTolerance
+        );
+        let mut no_id = spec_headers();
+        no_id.remove(HEADER_ID);
+        assert_eq!(
+            SignedHeaders::check(&no_id, now).unwrap_err(),
+            VerifyError::MissingHeader(HEADER_ID)
         );
     }
 

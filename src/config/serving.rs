@@ -26,6 +26,8 @@ pub(super) struct RawLimits {
     pub(super) max_concurrent_requests: Option<usize>,
     pub(super) request_timeout: Option<String>,
     pub(super) header_read_timeout: Option<String>,
+    pub(super) max_unverified_uploads: Option<usize>,
+    pub(super) unverified_body_timeout: Option<String>,
 }
 
 /// Request limits (`[limits]`), beside `max_body_bytes` and
@@ -49,6 +51,14 @@ pub struct Limits {
     /// (`header_read_timeout`). Stops slow-loris clients from holding
     /// connections open.
     pub header_read_timeout: std::time::Duration,
+    /// Requests at once that may be receiving a body before their sender
+    /// is known: provider callbacks, whose signature covers the body
+    /// (`max_unverified_uploads`). More are answered `503`; the rest of
+    /// `max_concurrent_requests` stays for authenticated callers.
+    pub max_unverified_uploads: usize,
+    /// Time allowed to receive such a body; then `408`
+    /// (`unverified_body_timeout`, capped by `request_timeout`).
+    pub unverified_body_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +70,8 @@ impl Default for Limits {
             max_concurrent_requests: 1024,
             request_timeout: std::time::Duration::from_secs(30),
             header_read_timeout: std::time::Duration::from_secs(10),
+            max_unverified_uploads: 64,
+            unverified_body_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -88,6 +100,15 @@ impl RawLimits {
                 defaults.header_read_timeout,
                 problems,
             ),
+            max_unverified_uploads: self
+                .max_unverified_uploads
+                .unwrap_or(defaults.max_unverified_uploads),
+            unverified_body_timeout: limit_duration(
+                "unverified_body_timeout",
+                self.unverified_body_timeout,
+                defaults.unverified_body_timeout,
+                problems,
+            ),
         };
         if limits.max_array_length == 0 {
             problems.push("`limits.max_array_length`: must be at least 1".into());
@@ -100,6 +121,9 @@ impl RawLimits {
         }
         if limits.max_concurrent_requests == 0 {
             problems.push("`limits.max_concurrent_requests`: must be at least 1".into());
+        }
+        if limits.max_unverified_uploads == 0 {
+            problems.push("`limits.max_unverified_uploads`: must be at least 1".into());
         }
         limits
     }

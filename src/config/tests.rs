@@ -50,7 +50,7 @@ fn an_unknown_key_inside_a_provider_table_is_refused() {
 #[test]
 fn limits_are_read_and_checked() {
     let config = load(
-        "[limits]\nmax_array_length = 10\nrequests_per_second = 2.5\nburst = 4\nmax_concurrent_requests = 8\nrequest_timeout = \"5s\"\nheader_read_timeout = \"2s\"\n",
+        "[limits]\nmax_array_length = 10\nrequests_per_second = 2.5\nburst = 4\nmax_concurrent_requests = 8\nrequest_timeout = \"5s\"\nheader_read_timeout = \"2s\"\nmax_unverified_uploads = 3\nunverified_body_timeout = \"1s\"\n",
     )
     .unwrap();
     assert_eq!(
@@ -62,13 +62,15 @@ fn limits_are_read_and_checked() {
             max_concurrent_requests: 8,
             request_timeout: std::time::Duration::from_secs(5),
             header_read_timeout: std::time::Duration::from_secs(2),
+            max_unverified_uploads: 3,
+            unverified_body_timeout: std::time::Duration::from_secs(1),
         }
     );
     assert_eq!(load("").unwrap().limits, Limits::default());
     let err =
-        load("[limits]\nrequests_per_second = 0.0\nburst = 0\nrequest_timeout = \"soon\"\nheader_read_timeout = \"0s\"\n")
+        load("[limits]\nrequests_per_second = 0.0\nburst = 0\nrequest_timeout = \"soon\"\nheader_read_timeout = \"0s\"\nmax_unverified_uploads = 0\nunverified_body_timeout = \"never\"\n")
             .unwrap_err();
-    assert_eq!(err.problems.len(), 4, "{err}");
+    assert_eq!(err.problems.len(), 6, "{err}");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! - [`Admin`]: an admin (the `/admin` API);
 //! - [`Monitor`]: a metrics scraper or an admin (`GET /metrics`);
 //! - [`SignedProvider`]: a provider, by the Standard Webhooks signature of
-//!   its status callback (which needs the body, so it is read here).
+//!   its status callback (which needs the body, so it is read here, after
+//!   every check the headers allow and within a budget of its own).
 //!
 //! A token holder presents `Authorization: Bearer <token>`; without that
 //! header, a referrer may present a client certificate over mutual TLS (a
@@ -33,6 +34,7 @@ use super::{
 use crate::{
     domain::{Actor, Endpoint, ProviderId},
     security::tokens::{AuthError, Caller, Role, authenticate},
+    webhooks::{SignedHeaders, VerifyError},
 };
 
 /// A caller of the FHIR API: a referrer or an admin.
@@ -159,6 +161,13 @@ pub struct SignedProvider {
 impl FromRequest<AppState> for SignedProvider {
     type Rejection = FhirError;
 
+    /// Everything the headers can tell is checked before the body is read
+    /// (the provider, and the signature headers present, well-formed and
+    /// dated now), so a request that cannot verify is refused at once.
+    /// The body is then received within a short deadline and within the
+    /// budget for senders not yet known
+    /// ([`crate::security::rate_limit::Admission::try_unverified`]),
+    /// so slow uploads cannot hold the slots authenticated callers need.
     async fn from_request(request: Request, app: &AppState) -> Result<Self, FhirError> {
         let (mut parts, body) = request.into_parts();
         // The handler has taken the path already (so a malformed one is
@@ -166,7 +175,6 @@ impl FromRequest<AppState> for SignedProvider {
         let Path(id) = Path::<String>::from_request_parts(&mut parts, app)
             .await
             .map_err(|_| FhirError::Internal)?;
-        let body = read_limited(&parts.headers, body, app.config.max_body_bytes).await?;
         let unknown = || FhirError::NotFound(format!("no provider {id}"));
         let id = match app.config.providers.get(id.as_str()) {
             Some(provider) => provider.id.clone(),
@@ -176,21 +184,32 @@ impl FromRequest<AppState> for SignedProvider {
             .keys
             .get(&Endpoint::Provider(id.clone()))
             .ok_or_else(unknown)?;
-        let webhook_id = match keys.verify(
-            &parts.headers,
-            &body,
-            app.referrals.clock().now().to_datetime(),
-        ) {
-            Ok(webhook_id) => webhook_id,
-            Err(e) => {
-                // Guessing is throttled by address, as for bearer tokens.
-                charge_client(&app.limiter, &parts.extensions)?;
-                tracing::warn!(provider_id = %id, reason = %e, "status callback refused: bad signature");
-                return Err(FhirError::Unauthorized(format!(
-                    "the Standard Webhooks signature was not accepted: {e}"
-                )));
+        let now = app.referrals.clock().now().to_datetime();
+        let refused = |e: VerifyError| -> FhirError {
+            // Guessing is throttled by address, as for bearer tokens.
+            if let Err(limited) = charge_client(&app.limiter, &parts.extensions) {
+                return limited;
             }
+            tracing::warn!(provider_id = %id, reason = %e, "status callback refused: bad signature");
+            FhirError::Unauthorized(format!(
+                "the Standard Webhooks signature was not accepted: {e}"
+            ))
         };
+        let signed = SignedHeaders::check(&parts.headers, now).map_err(refused)?;
+        let Some(_receiving) = app.admission.try_unverified() else {
+            tracing::warn!(provider_id = %id, "too many callback bodies being received; answering 503");
+            return Err(FhirError::Busy);
+        };
+        let body = tokio::time::timeout(
+            app.admission.unverified_timeout(),
+            read_limited(&parts.headers, body, app.config.max_body_bytes),
+        )
+        .await
+        .map_err(|_| {
+            tracing::info!(provider_id = %id, "status callback body not received in time");
+            FhirError::Timeout
+        })??;
+        let webhook_id = keys.verify_body(&signed, &body, now).map_err(refused)?;
         if let Err(wait) = app.limiter.check(&Actor::Provider(id.clone()).to_string()) {
             tracing::info!(provider_id = %id, "status callbacks rate limited");
             identity::record(&parts.extensions, Identity::Provider(id));

@@ -158,9 +158,10 @@ impl Referrals {
     }
 
     /// Whether the database answers (a read of the outbox, as the worker
-    /// makes).
+    /// makes) and takes writes (a database that answers reads while
+    /// another process holds its write lock cannot take a referral).
     pub async fn database_ready(&self) -> bool {
-        self.store.next_due().await.is_ok()
+        self.store.next_due().await.is_ok() && self.store.probe_write().await.is_ok()
     }
 
     /// Whether a mapping set with at least one mapping is loaded.

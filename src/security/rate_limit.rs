@@ -72,16 +72,27 @@ impl RateLimiter {
 /// Admission control for every request: at most `max_concurrent_requests`
 /// at once (`503` beyond, rather than queueing without bound), each within
 /// `request_timeout` (`408`).
+///
+/// Within that, a smaller budget for work done before the sender is known
+/// ([`Admission::try_unverified`]): receiving the body of a provider
+/// callback, whose signature covers the body. Everything else learns who
+/// is calling from the headers alone and answers at once when it cannot,
+/// so unauthenticated requests hold at most `max_unverified_uploads` slots
+/// for longer than that, and the rest stay for authenticated callers.
 pub struct Admission {
     slots: Arc<Semaphore>,
+    unverified: Arc<Semaphore>,
     timeout: Duration,
+    unverified_timeout: Duration,
 }
 
 impl Admission {
     pub fn new(limits: &Limits) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            unverified: Arc::new(Semaphore::new(limits.max_unverified_uploads)),
             timeout: limits.request_timeout,
+            unverified_timeout: limits.unverified_body_timeout.min(limits.request_timeout),
         }
     }
 
@@ -94,6 +105,17 @@ impl Admission {
     /// How long a request may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// A slot for receiving one body from a sender not yet known, held
+    /// until the body is checked; `None` when every such slot is taken.
+    pub fn try_unverified(&self) -> Option<OwnedSemaphorePermit> {
+        self.unverified.clone().try_acquire_owned().ok()
+    }
+
+    /// How long receiving a body from a sender not yet known may take.
+    pub fn unverified_timeout(&self) -> Duration {
+        self.unverified_timeout
     }
 }
 

@@ -45,10 +45,19 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
     /// bytes of the rows it changed.
     fn forget(writer: &Pool<Self>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Take the database's write lock on `conn` and release it, writing
+    /// nothing; fail after about [`PROBE_WAIT`] if it is held elsewhere.
+    fn probe_write(
+        conn: &mut sqlx::pool::PoolConnection<Self>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Wake `wake` whenever another process adds outbox messages, where
     /// the backend can tell. Returns the listening task, if any.
     fn watch(writer: &Pool<Self>, wake: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>>;
 }
+
+/// How long a readiness probe waits for the database's write lock.
+pub const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The store over one SQL backend: [`super::SqliteStore`] or
 /// [`super::PostgresStore`].

@@ -12,7 +12,7 @@ use sqlx::Transaction;
 
 use super::{
     NewIntake, NewMessage, Recorded, Referral, ReferralStore, SqlStore, StoreError,
-    backend::{keep_prepared, rows_per_statement},
+    backend::{Backend, PROBE_WAIT, keep_prepared, rows_per_statement},
     group::Write,
     rows::{ReferralRow, referrals},
 };
@@ -83,9 +83,12 @@ macro_rules! impl_referral_store {
                 referrals(rows)
             }
 
-            async fn ping(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1").execute(&self.reader).await?;
-                Ok(())
+            async fn probe_write(&self) -> Result<(), StoreError> {
+                // Waiting for this process's own writes is bounded too.
+                let mut conn = tokio::time::timeout(PROBE_WAIT, self.writer.acquire())
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))??;
+                <$db as Backend>::probe_write(&mut conn).await
             }
         }
 

@@ -65,8 +65,10 @@ pub trait ReferralStore: Send + Sync + 'static {
         value: &str,
     ) -> Result<Vec<Referral>, StoreError>;
 
-    /// Whether the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether the database takes writes now: the write lock is taken and
+    /// released (nothing is written), giving up after about a second. A
+    /// read alone says nothing of a database another process has locked.
+    async fn probe_write(&self) -> Result<(), StoreError>;
 }
 
 /// Tasks, their changes and provider callbacks (`tasks.rs`).

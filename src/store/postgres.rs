@@ -6,10 +6,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::{PgPool, Postgres, postgres::PgPoolOptions};
+use sqlx::{Connection, PgPool, Postgres, pool::PoolConnection, postgres::PgPoolOptions};
 use tokio::sync::Notify;
 
-use super::{SqlStore, StoreError, backend::Backend};
+use super::{
+    SqlStore, StoreError,
+    backend::{Backend, PROBE_WAIT},
+};
 
 /// PostgreSQL storage. Reads and writes share one pool.
 pub type PostgresStore = SqlStore<Postgres>;
@@ -44,6 +47,21 @@ impl SqlStore<Postgres> {
 impl Backend for Postgres {
     const CLAIM_LOCK: &'static str = "FOR UPDATE OF o SKIP LOCKED";
     const ANNOUNCE: Option<&'static str> = Some("SELECT pg_notify('signpost_outbox', '')");
+
+    /// The lock every write to the outbox takes (`ROW EXCLUSIVE`), within
+    /// a `lock_timeout`; the transaction is rolled back.
+    async fn probe_write(conn: &mut PoolConnection<Postgres>) -> Result<(), StoreError> {
+        let mut tx = conn.begin().await?;
+        let wait = format!("SET LOCAL lock_timeout = {}", PROBE_WAIT.as_millis());
+        sqlx::query(sqlx::AssertSqlSafe(wait))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("LOCK TABLE outbox IN ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
 
     /// After an erasure: rewrite the tables touched, so the old row
     /// versions are gone from the table files. (WAL segments and backups

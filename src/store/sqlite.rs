@@ -7,12 +7,19 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    Sqlite, SqlitePool,
+    Connection, Sqlite, SqlitePool,
+    pool::PoolConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use tokio::sync::Notify;
 
-use super::{SqlStore, StoreError, backend::Backend};
+use super::{
+    SqlStore, StoreError,
+    backend::{Backend, PROBE_WAIT},
+};
+
+/// How long a statement waits for another process's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// SQLite storage.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -34,6 +41,26 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    /// `BEGIN IMMEDIATE` takes the write lock (a read would pass while
+    /// another process holds it). Bounded by a short busy timeout rather
+    /// than by cancelling the statement, which would leave the connection
+    /// in an unknown state.
+    async fn probe_write(conn: &mut PoolConnection<Sqlite>) -> Result<(), StoreError> {
+        let wait = format!("PRAGMA busy_timeout = {}", PROBE_WAIT.as_millis());
+        sqlx::query(sqlx::AssertSqlSafe(wait))
+            .execute(&mut **conn)
+            .await?;
+        let probed = match conn.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx.rollback().await,
+            Err(e) => Err(e),
+        };
+        let restore = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
+        sqlx::query(sqlx::AssertSqlSafe(restore))
+            .execute(&mut **conn)
+            .await?;
+        Ok(probed?)
+    }
+
     /// One process owns a SQLite database's worker; it is woken in-process,
     /// and a separate `signpost worker` on the same file polls.
     fn watch(_writer: &SqlitePool, _wake: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>> {
@@ -53,7 +80,7 @@ impl SqlStore<Sqlite> {
             // Freed and overwritten content is zeroed, so erased data does
             // not linger in free pages.
             .pragma("secure_delete", "ON")
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         if let Some(folder) = options.get_filename().parent()
             && !folder.as_os_str().is_empty()
         {

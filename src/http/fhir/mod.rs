@@ -54,23 +54,56 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The absolute base of this server's FHIR endpoint: `public_base_url` when
-/// configured, else from the request's `Host`.
+/// configured; else from the request's `Host`, but only a host this server
+/// is known by (see [`served_host`]); else from the listen address. An
+/// arbitrary `Host` is never reflected into `Location` or a search's links
+/// (a forged one would make them point elsewhere).
 pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
-    match &config.public_base_url {
-        Some(base) => format!("{base}/fhir"),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-                .unwrap_or("localhost");
-            let scheme = if config.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{host}/fhir")
-        }
+    if let Some(base) = &config.public_base_url {
+        return format!("{base}/fhir");
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| served_host(config, h))
+        .map_or_else(|| listen_host(config), str::to_owned);
+    format!("{scheme}://{host}/fhir")
+}
+
+/// Whether `host` (a `Host` header: a name or address and an optional
+/// port) names this server without configuration: `localhost`, a loopback
+/// address, or the address it listens on (when that is not the wildcard).
+/// Any other name needs `public_base_url`.
+fn served_host(config: &Config, host: &str) -> bool {
+    let Ok(authority) = host.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    if host.contains('@') {
+        return false;
+    }
+    let name = authority.host();
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let address = name.trim_start_matches('[').trim_end_matches(']');
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || (ip == config.listen.ip() && !ip.is_unspecified()),
+        Err(_) => false,
+    }
+}
+
+/// The listen address as a host (`localhost` for the wildcard).
+fn listen_host(config: &Config) -> String {
+    let ip = config.listen.ip();
+    if ip.is_unspecified() {
+        format!("localhost:{}", config.listen.port())
+    } else {
+        config.listen.to_string()
     }
 }
 

@@ -1,22 +1,26 @@
 //! One audit record per request, written after the answer (by the
 //! background writer, [`crate::audit::AuditLog`]): when, who, from where,
-//! the action (method and route pattern), the resource, the referral it
-//! concerned, and the status. Only ids: the query string and the body are
-//! never recorded.
+//! the action (method and route pattern, from closed sets), the resource,
+//! the referral it concerned, and the status. Only ids: the query string
+//! and the body are never recorded.
 //!
 //! Who: the [`Caller`] or [`AuditActor`] found on the answer (see
-//! `super::identity`), else `unauthenticated`.
+//! `super::identity`), else `unauthenticated`. The resource (the path, or
+//! the `Location` of what a create made) is recorded for callers who
+//! proved who they are; never for anonymous requests, whose records the
+//! writer samples and counts ([`crate::audit::anonymous`]) and whose path
+//! (an unmatched one above all) is whatever the client chose to send.
 
 use std::net::SocketAddr;
 
 use axum::{
-    extract::{ConnectInfo, MatchedPath, Request, State},
+    extract::{ConnectInfo, Request, State},
     http::header,
     middleware::Next,
     response::Response,
 };
 
-use super::request_id::RequestId;
+use super::{method_label, request_id::RequestId, route_label};
 use crate::{
     audit::AuditLog,
     domain::{Actor, ReferralId},
@@ -47,7 +51,8 @@ pub fn acted_by(mut response: Response, actor: Actor) -> Response {
     response
 }
 
-/// Middleware: one record per request, after the answer.
+/// Middleware: one record per request, after the answer (sampled and
+/// counted by the writer when anonymous).
 pub async fn record_requests(
     State(audit): State<AuditLog>,
     request: Request,
@@ -55,11 +60,8 @@ pub async fn record_requests(
 ) -> Response {
     let action = format!(
         "{} {}",
-        request.method(),
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("(no route)", MatchedPath::as_str)
+        method_label(request.method()),
+        route_label(request.extensions())
     );
     // The path names the resource; the query is left out (it may hold
     // identifiers of people).
@@ -77,12 +79,14 @@ pub async fn record_requests(
         .or_else(|| extensions.get::<AuditActor>().map(|a| a.0.clone()))
         .unwrap_or(Actor::Unauthenticated);
     // A create names its new resource in Location.
-    let resource = response
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|l| l.to_str().ok())
-        .and_then(|l| l.find("/fhir/").map(|at| l[at..].to_owned()))
-        .unwrap_or(path);
+    let resource = (actor != Actor::Unauthenticated).then(|| {
+        response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.find("/fhir/").map(|at| l[at..].to_owned()))
+            .unwrap_or(path)
+    });
     audit
         .record(AuditRecord {
             seq: 0,
@@ -91,7 +95,7 @@ pub async fn record_requests(
             client,
             request_id,
             action,
-            resource: Some(resource),
+            resource,
             referral_id: extensions.get::<AuditReferral>().map(|r| r.0.clone()),
             outcome: response.status().as_u16().to_string(),
         })

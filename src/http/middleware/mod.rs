@@ -11,3 +11,32 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod request_id;
+
+use axum::{extract::MatchedPath, http::Method};
+
+/// The request's method as a label from a closed set: the methods the API
+/// has, else `other` (any token is a valid method; a label or an audit
+/// action made from it would let a client create them without bound).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route pattern the request matched, or one label for every path
+/// that matched none (never the path itself).
+pub fn route_label(extensions: &axum::http::Extensions) -> &str {
+    extensions
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+}
+
+/// The route label of a request that matched no route.
+pub const UNMATCHED: &str = "(no route)";
