@@ -267,13 +267,21 @@ fn a_strict_compile_knows_where_each_variable_is_defined_and_every_directive() {
         .expect("errors");
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["beside", "later", "typo"], "{errors:?}");
-    assert!(errors[2].message.contains("`%outsid` is not defined here"), "{errors:?}");
+    assert!(
+        errors[2].message.contains("`%outsid` is not defined here"),
+        "{errors:?}"
+    );
 
     // A misspelt directive is an error, not a literal key; the lenient
     // (reference) compile keeps it as a key.
     let typo = json!({"a": {"{% iff true %}": 1}});
-    let errors = Template::compile_strict(&typo, &[], &[]).err().expect("errors");
-    assert!(errors[0].message.contains("unknown or malformed directive"), "{errors:?}");
+    let errors = Template::compile_strict(&typo, &[], &[])
+        .err()
+        .expect("errors");
+    assert!(
+        errors[0].message.contains("unknown or malformed directive"),
+        "{errors:?}"
+    );
     assert!(Template::compile(&typo, &[]).is_ok());
     // Without a strict compile, variables are looked up when rendering.
     assert!(Template::compile(&json!({"x": "{{ %nope }}"}), &[]).is_ok());
