@@ -181,12 +181,16 @@ impl Referrals {
                     },
                 ),
                 Err((status, issues)) => {
+                    // Only the kind of refusal: its wording may quote what
+                    // the provider sent (an NHS number, a name), and this
+                    // record is kept, listed and answered again.
                     let why = issues
                         .first()
-                        .map(|i| i.diagnostics.clone())
-                        .unwrap_or_default();
+                        .and_then(|i| serde_json::to_value(i.code).ok())
+                        .and_then(|code| code.as_str().map(|code| format!("refused: {code}")))
+                        .unwrap_or_else(|| "refused".to_owned());
                     (
-                        record(referral_id, status, format!("refused: {why}")),
+                        record(referral_id, status, why),
                         None,
                         CallbackOutcome::Refused { status, issues },
                     )

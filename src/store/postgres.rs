@@ -44,6 +44,7 @@ impl SqlStore<Postgres> {
 impl Backend for Postgres {
     const CLAIM_LOCK: &'static str = "FOR UPDATE OF o SKIP LOCKED";
     const ANNOUNCE: Option<&'static str> = Some("SELECT pg_notify('signpost_outbox', '')");
+    const REFERRAL_LOCK: &'static str = "FOR UPDATE OF r";
 
     /// After an erasure: rewrite the tables touched, so the old row
     /// versions are gone from the table files. (WAL segments and backups

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod attacks_data;
 mod audit;
 mod delivery;
 mod durability;
