@@ -277,6 +277,21 @@ impl Referrals {
             }
         };
         let referral_id = referral.id.clone();
+        // An erased referral is a tombstone: a change (even one the state
+        // machine would let through, such as a business status) would put
+        // what the provider says about the patient back on its Task and in
+        // the referrer's notification. (The store keeps no body for it
+        // either.)
+        if referral.is_erased() {
+            return Ok((
+                Some(referral_id),
+                refuse(
+                    409,
+                    IssueCode::Conflict,
+                    "this referral was erased; it takes no more status changes".into(),
+                ),
+            ));
+        }
         let change = match TaskChange::from_mapping(&status_change.change) {
             Ok(change) => change,
             Err(e) => {

@@ -302,6 +302,36 @@ async fn erasure_wins_the_race_with_a_delivery_in_flight(backend: Backend) {
     }
 }
 
+/// 5(c), after the race: a provider's callback about a referral already
+/// erased is refused, and neither its body nor its detail is kept, on the
+/// Task, in the referrer's notifications or with the callback.
+async fn a_callback_after_erasure_keeps_nothing_of_the_patient(backend: Backend) {
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
+    let id = fleet.refer("activelives-exercise.json").await;
+    fleet.app.deliver_all().await;
+    erase(&fleet.app, A_NHS).await;
+    let late = json!({"referral_ref": id, "event": "declined",
+                      "event_time": "2026-03-04T11:40:00Z", "detail": format!("{A_NAME} declined")});
+    let response = fleet.callback("activelives", "late", &late).await;
+    assert_eq!(response.status(), 409);
+    fleet.app.deliver_all().await;
+    let task = fleet.task(&id).await;
+    let callbacks = json(
+        fleet
+            .app
+            .get(&format!("/admin/callbacks?referral={id}"))
+            .await,
+    )
+    .await;
+    let messages = serde_json::to_string(&messages_shown(&fleet.app, &id).await).unwrap();
+    for held in [task.to_string(), callbacks.to_string(), messages] {
+        assert!(
+            !held.contains(A_NAME),
+            "{A_NAME} kept after erasure: {held}"
+        );
+    }
+}
+
 /// 7: once its referrer is removed from the configuration, a token issued
 /// to it reads nothing, polls no Task and translates nothing; an admin's
 /// token still works.
@@ -435,6 +465,7 @@ on_both_backends!(
     dead_lettered_payloads_are_purged_by_retention,
     replaying_an_erased_message_is_refused,
     erasure_wins_the_race_with_a_delivery_in_flight,
+    a_callback_after_erasure_keeps_nothing_of_the_patient,
     a_removed_referrers_token_is_refused,
 );
 
