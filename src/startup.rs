@@ -48,6 +48,24 @@ async fn purge_periodically(referrals: Arc<Referrals>) {
     }
 }
 
+/// Warn (by token id, never the secret) about tokens whose referrer is no
+/// longer configured: they are refused, and should be revoked.
+async fn warn_about_orphaned_tokens(store: &dyn store::Store, config: &Config) {
+    match store.tokens().await {
+        Ok(tokens) => {
+            let configured = |r: &crate::domain::ReferrerId| config.referrers.contains_key(r);
+            for token in crate::security::tokens::orphaned(&tokens, configured) {
+                tracing::warn!(
+                    token_id = %token.id,
+                    referrer_id = token.referrer_id.as_ref().map(|r| r.as_str()),
+                    "this token's referrer is no longer configured: the token is refused; revoke it (`signpost tokens revoke`)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list the tokens to check their referrers"),
+    }
+}
+
 /// Everything a Signpost process runs on, bound to no port.
 pub struct Components {
     pub state: AppState,
@@ -89,6 +107,7 @@ impl Components {
             store,
         } = domain_with_clock(config, clock.clone()).await?;
         let config = referrals.config().clone();
+        warn_about_orphaned_tokens(store.as_ref(), &config).await;
         let keys = Arc::new(keys);
         let worker_heartbeat = WorkerHeartbeat::new(
             config.delivery.worker,

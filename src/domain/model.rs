@@ -95,6 +95,23 @@ pub struct Referral {
     pub nhs_number: Option<NhsNumber>,
 }
 
+/// The tag an erased referral's or Task's tombstone carries in `meta.tag`.
+pub const ERASED_TAG_SYSTEM: &str = "https://signpost.example/CodeSystem/record-state";
+pub const ERASED_TAG_CODE: &str = "erased";
+
+impl Referral {
+    /// Whether this is the tombstone of an erased referral.
+    pub fn is_erased(&self) -> bool {
+        let Ok(resource) = serde_json::from_str::<serde_json::Value>(&self.resource) else {
+            return false;
+        };
+        resource["meta"]["tag"].as_array().is_some_and(|tags| {
+            tags.iter()
+                .any(|t| t["system"] == ERASED_TAG_SYSTEM && t["code"] == ERASED_TAG_CODE)
+        })
+    }
+}
+
 /// The Task that tracks a referral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {

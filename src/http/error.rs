@@ -69,6 +69,16 @@ pub enum FhirError {
     Internal,
 }
 
+/// What a `408` says: the request may or may not have been stored.
+const OUTCOME_UNKNOWN_TIMEOUT: &str = "the request took longer than allowed; whether it was \
+    stored is not known: send it again unchanged, with the same identifier (a referral is \
+    never stored twice under one identifier)";
+
+/// What a `503` says when storage failed mid-write.
+const OUTCOME_UNKNOWN_UNAVAILABLE: &str = "storage is temporarily unavailable; whether this \
+    request was stored is not known: send it again unchanged, with the same identifier, \
+    shortly (a referral is never stored twice under one identifier)";
+
 impl From<StoreError> for FhirError {
     fn from(e: StoreError) -> Self {
         FhirError::Unavailable(e)
@@ -176,12 +186,12 @@ impl FhirError {
                     "the server is handling as many requests as it may; retry shortly",
                 )],
             ),
+            // The handler is dropped at the deadline, but a write it had
+            // handed to the store may still commit: what happened is not
+            // known here, and the answer must not guess.
             Timeout => (
                 StatusCode::REQUEST_TIMEOUT,
-                vec![Issue::error(
-                    IssueCode::Timeout,
-                    "the request took longer than allowed (a slow upload?); nothing was stored",
-                )],
+                vec![Issue::error(IssueCode::Timeout, OUTCOME_UNKNOWN_TIMEOUT)],
             ),
             Unauthenticated { token_sent } => (
                 StatusCode::UNAUTHORIZED,
@@ -204,12 +214,17 @@ impl FhirError {
                     error.cause_chain = ?error,
                     "storage failed; answering 503"
                 );
+                // Only a write known to have been rolled back (or never
+                // begun) may say so; any other failure (a commit that
+                // errored, a lost connection) leaves the outcome unknown.
+                let said = if error.known_not_written() {
+                    "storage is temporarily unavailable; nothing was stored: retry later"
+                } else {
+                    OUTCOME_UNKNOWN_UNAVAILABLE
+                };
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    vec![Issue::error(
-                        IssueCode::Transient,
-                        "storage is temporarily unavailable; nothing was stored, retry later",
-                    )],
+                    vec![Issue::error(IssueCode::Transient, said)],
                 )
             }
             Internal => (

@@ -121,7 +121,16 @@ async fn identify(parts: &Parts, app: &AppState) -> Result<Caller, AuthError> {
         })
         .map(str::trim)
         .ok_or(AuthError::Invalid)?;
-    authenticate(app.tokens.as_ref(), token).await
+    let caller = authenticate(app.tokens.as_ref(), token).await?;
+    // A token outlives nothing it was issued to: once its referrer is gone
+    // from the configuration it is refused as a revoked token is.
+    if let Role::Referrer(referrer) = &caller.role
+        && !app.config.referrers.contains_key(referrer)
+    {
+        tracing::info!(credential = %caller.credential, "token refused: its referrer is no longer configured");
+        return Err(AuthError::Invalid);
+    }
+    Ok(caller)
 }
 
 fn certificate_caller(parts: &Parts, app: &AppState) -> Option<Caller> {

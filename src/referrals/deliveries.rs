@@ -15,11 +15,15 @@ use super::{
     notification,
 };
 use crate::{
-    domain::model::{Attempt, DisabledEndpoint, InboundCallback, OutboxMessage, Tombstone},
+    domain::model::{
+        Attempt, DisabledEndpoint, ERASED_TAG_CODE, ERASED_TAG_SYSTEM, InboundCallback,
+        OutboxMessage, Tombstone,
+    },
     domain::{
         Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
     },
     store::{MessageFilter, StoreError},
+    validation::NHS_NUMBER_SYSTEM,
 };
 
 /// How a message is replayed.
@@ -123,6 +127,25 @@ impl Referrals {
         if original.state == MessageState::Pending {
             return Err(ChangeError::Conflict(format!(
                 "message {id} is still pending; only a delivered or dead-lettered message can be replayed"
+            )));
+        }
+        // An erased patient's messages have nothing left to send (and
+        // their referral is a tombstone): refuse rather than send an empty
+        // or meaningless signed body.
+        let erased = self
+            .store
+            .referral(&original.referral_id)
+            .await?
+            .is_none_or(|referral| referral.is_erased());
+        if erased {
+            return Err(ChangeError::Conflict(format!(
+                "message {id} is of a referral that was erased: nothing is left to send"
+            )));
+        }
+        if how == Replay::AsSent && original.payload.is_empty() {
+            return Err(ChangeError::Conflict(format!(
+                "message {id} was purged by retention: nothing is left to send as sent; \
+                 a message to a provider can be replayed re-mapped (remap=true)"
             )));
         }
         let payload = match how {
@@ -359,8 +382,23 @@ fn erased_meta(version: i64, now: &str) -> Value {
     json!({
         "versionId": version.to_string(),
         "lastUpdated": now,
-        "tag": [{ "system": "https://signpost.example/CodeSystem/record-state", "code": "erased" }]
+        "tag": [{ "system": ERASED_TAG_SYSTEM, "code": ERASED_TAG_CODE }]
     })
+}
+
+/// Whether `resource` carries `nhs_number` as an NHS-number identifier,
+/// wherever it stands: any entry of any `identifier` list, of the Patient
+/// posted alone or contained, in a Bundle entry, or anywhere else.
+fn names_patient(resource: &Value, nhs_number: &NhsNumber) -> bool {
+    match resource {
+        Value::Object(object) => {
+            let is_it = object.get("system").and_then(Value::as_str) == Some(NHS_NUMBER_SYSTEM)
+                && object.get("value").and_then(Value::as_str) == Some(nhs_number.as_str());
+            is_it || object.values().any(|v| names_patient(v, nhs_number))
+        }
+        Value::Array(items) => items.iter().any(|v| names_patient(v, nhs_number)),
+        _ => false,
+    }
 }
 
 impl Referrals {
@@ -392,7 +430,15 @@ impl Referrals {
         let at = self.clock.now();
         let now = at.to_string();
         let mut tombstones = Vec::new();
-        for referral in self.store.referrals_of_patient(nhs_number.as_str()).await? {
+        for referral in self.store.referrals_of_patient(nhs_number).await? {
+            let by_intake = referral.nhs_number.as_ref() == Some(nhs_number);
+            let names = || {
+                serde_json::from_str::<Value>(&referral.resource)
+                    .is_ok_and(|resource| names_patient(&resource, nhs_number))
+            };
+            if !by_intake && !names() {
+                continue;
+            }
             let task = self
                 .store
                 .tasks_for_referral(&referral.id)
@@ -406,7 +452,7 @@ impl Referrals {
                 referral_resource: json!({
                     "resourceType": "ServiceRequest",
                     "id": referral.id,
-                    "meta": erased_meta(referral.version_id, &now),
+                    "meta": erased_meta(referral.version_id + 1, &now),
                     "status": "entered-in-error",
                     "intent": "order",
                     "subject": { "display": "erased" }
@@ -415,7 +461,7 @@ impl Referrals {
                 task_resource: json!({
                     "resourceType": "Task",
                     "id": task_id,
-                    "meta": erased_meta(task_version, &now),
+                    "meta": erased_meta(task_version + 1, &now),
                     "status": "entered-in-error",
                     "intent": "order",
                     "focus": { "reference": format!("ServiceRequest/{}", referral.id) }
@@ -438,7 +484,7 @@ impl Referrals {
             referral_id: None,
             outcome: format!("{} referral(s) erased: {}", erased.len(), erased.join(", ")),
         };
-        self.store.erase(&tombstones, audit).await?;
+        self.store.erase(nhs_number, &tombstones, audit).await?;
         tracing::info!(referrals = erased.len(), "patient erased");
         Ok(erased)
     }

@@ -181,12 +181,16 @@ impl Referrals {
                     },
                 ),
                 Err((status, issues)) => {
+                    // Only the kind of refusal: its wording may quote what
+                    // the provider sent (an NHS number, a name), and this
+                    // record is kept, listed and answered again.
                     let why = issues
                         .first()
-                        .map(|i| i.diagnostics.clone())
-                        .unwrap_or_default();
+                        .and_then(|i| serde_json::to_value(i.code).ok())
+                        .and_then(|code| code.as_str().map(|code| format!("refused: {code}")))
+                        .unwrap_or_else(|| "refused".to_owned());
                     (
-                        record(referral_id, status, format!("refused: {why}")),
+                        record(referral_id, status, why),
                         None,
                         CallbackOutcome::Refused { status, issues },
                     )
@@ -273,6 +277,21 @@ impl Referrals {
             }
         };
         let referral_id = referral.id.clone();
+        // An erased referral is a tombstone: a change (even one the state
+        // machine would let through, such as a business status) would put
+        // what the provider says about the patient back on its Task and in
+        // the referrer's notification. (The store keeps no body for it
+        // either.)
+        if referral.is_erased() {
+            return Ok((
+                Some(referral_id),
+                refuse(
+                    409,
+                    IssueCode::Conflict,
+                    "this referral was erased; it takes no more status changes".into(),
+                ),
+            ));
+        }
         let change = match TaskChange::from_mapping(&status_change.change) {
             Ok(change) => change,
             Err(e) => {

@@ -160,6 +160,16 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
     }
 }
 
+/// Unrevoked referrer tokens whose referrer is not `configured` (any
+/// more): they are refused, and start-up warns about each, by id.
+pub fn orphaned(tokens: &[Token], configured: impl Fn(&ReferrerId) -> bool) -> Vec<&Token> {
+    tokens
+        .iter()
+        .filter(|t| t.revoked_at.is_none())
+        .filter(|t| t.referrer_id.as_ref().is_some_and(|r| !configured(r)))
+        .collect()
+}
+
 /// Revoke a token by id.
 pub async fn revoke(store: &dyn TokenStore, id: &str) -> Result<bool, StoreError> {
     store
@@ -189,5 +199,17 @@ mod tests {
         let other = issue(&Role::Admin);
         assert_ne!(other.row.id, issued.row.id);
         assert_ne!(other.row.salt, issued.row.salt);
+    }
+
+    #[test]
+    fn tokens_of_referrers_no_longer_configured_are_found_unless_revoked() {
+        let kept = issue(&Role::Referrer("kept".parse().unwrap())).row;
+        let gone = issue(&Role::Referrer("gone".parse().unwrap())).row;
+        let mut revoked = issue(&Role::Referrer("gone".parse().unwrap())).row;
+        revoked.revoked_at = Some("2026-01-01T00:00:00Z".into());
+        let admin = issue(&Role::Admin).row;
+        let tokens = [kept, gone.clone(), revoked, admin];
+        let found = orphaned(&tokens, |r| r.as_str() == "kept");
+        assert_eq!(found, vec![&gone]);
     }
 }

@@ -41,6 +41,14 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
     /// (`pg_notify` on PostgreSQL); `None` where there is no such channel.
     const ANNOUNCE: Option<&'static str>;
 
+    /// Appended to the read of a referral's erasure mark (`referrals r`)
+    /// by a transaction that records what came of work in flight (a
+    /// delivery's answer, a callback, a Task change): `FOR UPDATE OF r` on
+    /// PostgreSQL. An erasure changes that row first, so the two cannot
+    /// interleave: whichever comes second sees the other committed. SQLite
+    /// has one writer, which serialises them already.
+    const REFERRAL_LOCK: &'static str;
+
     /// After an erasure has committed: make the database forget the old
     /// bytes of the rows it changed.
     fn forget(writer: &Pool<Self>) -> impl Future<Output = Result<(), StoreError>> + Send;

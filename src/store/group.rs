@@ -59,6 +59,14 @@ impl Write {
         }
     }
 
+    /// Whether its caller stopped waiting for the answer.
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Write::Intake(_, reply) => reply.is_closed(),
+            Write::Finish(_, reply) => reply.is_closed(),
+        }
+    }
+
     /// Answer with the copy's result, now committed.
     pub fn answer(self, done: Done) {
         match (self, done) {
@@ -68,13 +76,14 @@ impl Write {
             (Write::Finish(_, reply), Done::Finish(result)) => {
                 let _ = reply.send(result);
             }
-            (write, _) => write.refuse("internal error: a write and its result differ"),
+            (write, _) => write.refuse(|| {
+                StoreError::OutcomeUnknown("internal error: a write and its result differ".into())
+            }),
         }
     }
 
-    /// Answer without writing: nothing was stored, for `why`.
-    pub fn refuse(self, why: &str) {
-        let lost = || StoreError::NotCommitted(why.to_owned());
+    /// Answer with an error (made by `lost`), without writing.
+    pub fn refuse(self, lost: impl Fn() -> StoreError) {
         match self {
             Write::Intake(_, reply) => {
                 let _ = reply.send(Err(lost()));
@@ -110,9 +119,10 @@ pub async fn submit<T>(
         .send(write(reply))
         .await
         .map_err(|_| StoreError::NotCommitted("the writer has stopped".into()))?;
+    // (Handed over, then the writer went: it may have committed it.)
     answer
         .await
-        .map_err(|_| StoreError::NotCommitted("the writer has stopped".into()))?
+        .map_err(|_| StoreError::OutcomeUnknown("the writer has stopped".into()))?
 }
 
 /// The two kinds of grouped write, inside a transaction: the areas' SQL
@@ -179,7 +189,7 @@ impl<B: Jobs> SqlStore<B> {
                 commit_alone(&self.writer, write(reply)).await;
                 answer
                     .await
-                    .map_err(|_| StoreError::NotCommitted("the write was dropped".into()))?
+                    .map_err(|_| StoreError::OutcomeUnknown("the write was dropped".into()))?
             }
         }
     }
@@ -192,6 +202,20 @@ impl<B: Jobs> SqlStore<B> {
 /// nothing half-done stays. (Every write is plain data, so it can be run
 /// twice.)
 async fn commit_group<B: Jobs>(writer: &Pool<B>, group: Vec<Write>) {
+    // A write whose caller has gone (its request timed out, answered that
+    // the outcome is not known) is not run: better not stored than stored
+    // unbeknown to the client.
+    let (group, abandoned): (Vec<Write>, Vec<Write>) =
+        group.into_iter().partition(|write| !write.is_abandoned());
+    if !abandoned.is_empty() {
+        tracing::info!(
+            writes = abandoned.len(),
+            "writes whose callers had gone were not run"
+        );
+    }
+    if group.is_empty() {
+        return;
+    }
     let mut tx = match writer.begin().await {
         Ok(tx) => Some(tx),
         Err(e) => {
@@ -236,7 +260,7 @@ async fn commit_alone<B: Jobs>(writer: &Pool<B>, write: Write) {
     let mut tx = match writer.begin().await {
         Ok(tx) => tx,
         Err(e) => {
-            write.refuse(&e.to_string());
+            write.refuse(|| StoreError::NotCommitted(e.to_string()));
             return;
         }
     };
@@ -295,7 +319,7 @@ async fn jobs_in<B: Jobs>(
             true => Done::Intake(
                 recorded
                     .next()
-                    .ok_or_else(|| StoreError::NotCommitted("an intake went unanswered".into())),
+                    .ok_or_else(|| StoreError::OutcomeUnknown("an intake went unanswered".into())),
             ),
             false => Done::Finish(Ok(())),
         })

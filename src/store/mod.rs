@@ -18,6 +18,7 @@
 mod audit;
 mod backend;
 mod deliveries;
+mod file_modes;
 mod group;
 mod intake;
 mod outbox;
@@ -37,7 +38,7 @@ pub use crate::domain::model::{
     InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
     Referral, Task, TaskUpdate, Token, Tombstone,
 };
-use crate::domain::{Endpoint, MessageId, ProviderId, ReferralId, ReferrerId, TaskId};
+use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, ReferrerId, TaskId};
 
 pub use self::{
     backend::{Backend, SqlStore},
@@ -222,16 +223,27 @@ pub trait Retention: Send + Sync + 'static {
     /// before then; ids, states and times stay. Returns how many rows.
     async fn purge_before(&self, before: &str) -> Result<u64, StoreError>;
 
-    /// The referrals of the patient with this NHS number.
-    async fn referrals_of_patient(&self, nhs_number: &str) -> Result<Vec<Referral>, StoreError>;
+    /// Every unerased referral that may be of the patient with this NHS
+    /// number: the one read at intake, or the number anywhere in the stored
+    /// resource (a superset: the caller checks where it stands).
+    async fn referrals_of_patient(
+        &self,
+        nhs_number: &NhsNumber,
+    ) -> Result<Vec<Referral>, StoreError>;
 
     /// Erasure: replace each referral and its Task with the tombstones
     /// given, drop the reasons of its Task events, the payloads of its
     /// messages, the response excerpts of their attempts and the bodies of
     /// its callbacks, and record `audit`; then make the database forget the
     /// old bytes (SQLite: VACUUM and WAL truncation; PostgreSQL: VACUUM
-    /// FULL of the tables touched).
-    async fn erase(&self, tombstones: &[Tombstone], audit: AuditRecord) -> Result<(), StoreError>;
+    /// FULL of the tables touched). Callbacks that named no referral but
+    /// carry the NHS number lose their bodies too.
+    async fn erase(
+        &self,
+        nhs_number: &NhsNumber,
+        tombstones: &[Tombstone],
+        audit: AuditRecord,
+    ) -> Result<(), StoreError>;
 }
 
 /// Every area: what the application is wired with (each consumer keeps
@@ -259,10 +271,25 @@ pub enum StoreError {
     /// The Task or referral changed since it was read: read again and retry.
     #[error("the resource changed concurrently")]
     Conflict,
-    /// The group commit a write was part of failed (or the writer is gone):
-    /// nothing of it was stored.
+    /// The write was rolled back or never begun: nothing of it was
+    /// stored.
     #[error("the database did not commit the write: {0}")]
     NotCommitted(String),
+    /// The write was handed over but its answer was lost (the writer
+    /// stopped): it may or may not have been committed.
+    #[error("the outcome of the write is not known: {0}")]
+    OutcomeUnknown(String),
+}
+
+impl StoreError {
+    /// Whether it is known that nothing was written. A database error may
+    /// come from a commit that went through, or half through to a lost
+    /// connection: only [`StoreError::NotCommitted`] and
+    /// [`StoreError::Conflict`] (checked before anything is written) say
+    /// so for certain.
+    pub fn known_not_written(&self) -> bool {
+        matches!(self, StoreError::NotCommitted(_) | StoreError::Conflict)
+    }
 }
 
 /// Open the store named by `database_url` (`sqlite:` or `postgres://`),

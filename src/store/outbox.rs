@@ -13,8 +13,8 @@ use sqlx::Transaction;
 use tokio::sync::Notify;
 
 use super::{
-    Attempt, AttemptRecord, AuditRecord, MessageUpdate, NewMessage, Outbox, OutboxMessage,
-    SqlStore, StoreError,
+    Attempt, AttemptRecord, AuditRecord, MessageId, MessageUpdate, NewMessage, Outbox,
+    OutboxMessage, SqlStore, StoreError,
     backend::{Backend, keep_prepared, rows_per_statement},
     group::Write,
     rows::MessageRow,
@@ -162,6 +162,20 @@ macro_rules! impl_outbox {
             ) -> Result<(), StoreError> {
                 if finished.is_empty() {
                     return Ok(());
+                }
+                // An answer to a message whose referral was erased while it
+                // was in flight may echo the patient's data: keep only
+                // that it came (see `retention.rs`).
+                let ids: Vec<&MessageId> = finished.iter().map(|f| &f.attempt.message_id).collect();
+                let erased = Self::messages_erased(tx, &ids).await?;
+                let mut finished = finished;
+                for f in finished
+                    .iter_mut()
+                    .filter(|f| erased.contains(&f.attempt.message_id))
+                {
+                    f.attempt.error = None;
+                    f.attempt.response_excerpt = None;
+                    f.last_error = None;
                 }
                 let attempts: Vec<&Attempt> = finished.iter().map(|f| &f.attempt).collect();
                 Self::insert_rows(tx, INSERT_ATTEMPTS, 9, &attempts, |mut row, a| {

@@ -47,6 +47,7 @@ impl SqlStore<Postgres> {
 impl Backend for Postgres {
     const CLAIM_LOCK: &'static str = "FOR UPDATE OF o SKIP LOCKED";
     const ANNOUNCE: Option<&'static str> = Some("SELECT pg_notify('signpost_outbox', '')");
+    const REFERRAL_LOCK: &'static str = "FOR UPDATE OF r";
 
     /// The lock every write to the outbox takes (`ROW EXCLUSIVE`), within
     /// a `lock_timeout`; the transaction is rolled back.

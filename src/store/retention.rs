@@ -5,25 +5,49 @@
 //! all in one transaction, and then has the backend forget the old bytes
 //! ([`Backend::forget`]: SQLite VACUUM and WAL truncation; PostgreSQL
 //! VACUUM FULL after older transactions end).
+//!
+//! Erasure wins every race with work in flight: it marks the referral
+//! (`erased_at`) in its first statement, and every transaction that records
+//! what came of in-flight work (a delivery's answer, a provider's callback,
+//! a Task change) first reads that mark holding the referral's row
+//! ([`Backend::REFERRAL_LOCK`]) and, for an erased referral, keeps nothing
+//! that could hold patient data. Whichever of the two commits second sees
+//! the other: an erasure after such a write empties what it wrote, and
+//! such a write after an erasure writes nothing of the patient.
+
+use std::{collections::HashSet, sync::LazyLock};
 
 use async_trait::async_trait;
+use sqlx::Transaction;
 
 use super::{
     AuditRecord, Referral, Retention, SqlStore, StoreError, Tombstone,
-    backend::Backend,
+    backend::{Backend, rows_per_statement},
     rows::{ReferralRow, referrals},
 };
+use crate::domain::{MessageId, NhsNumber, ReferralId};
 
+/// Delivered and dead-lettered messages alike: nothing will send either
+/// again (a replay is a new message, refused once its payload is gone).
 const PURGE_PAYLOADS: &str = "UPDATE outbox SET payload = '' \
-    WHERE state = 'delivered' AND created_at < $1 AND payload <> ''";
+    WHERE state IN ('delivered', 'dead') AND created_at < $1 AND payload <> ''";
 const PURGE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NULL \
     WHERE started_at < $1 AND response_excerpt IS NOT NULL";
 const PURGE_CALLBACKS: &str = "UPDATE inbound_events SET body = '' \
     WHERE received_at < $1 AND body <> ''";
-const SELECT_REFERRALS_OF_PATIENT: &str =
-    "SELECT * FROM referrals WHERE nhs_number = $1 ORDER BY id";
-const ERASE_REFERRAL: &str = "UPDATE referrals SET resource = $2, nhs_number = NULL WHERE id = $1";
-const ERASE_TASK: &str = "UPDATE tasks SET resource = $2 WHERE referral_id = $1";
+/// Every referral that may name the patient: by the NHS number read at
+/// intake, or anywhere in the stored resource (a second NHS number, an
+/// identifier in any position). A superset: the domain keeps those whose
+/// resource really carries the number as an NHS-number identifier.
+const SELECT_REFERRALS_OF_PATIENT: &str = "SELECT * FROM referrals \
+    WHERE erased_at IS NULL AND (nhs_number = $1 OR resource LIKE $2) ORDER BY id";
+/// First statement of an erasure (see the module's comment). The version
+/// moves on, so that a change prepared from the erased version (a
+/// cancellation read before) finds it changed and is prepared again.
+const ERASE_REFERRAL: &str = "UPDATE referrals SET resource = $2, nhs_number = NULL, \
+    erased_at = $3, version_id = version_id + 1 WHERE id = $1";
+const ERASE_TASK: &str =
+    "UPDATE tasks SET resource = $2, version_id = version_id + 1 WHERE referral_id = $1";
 const ERASE_TASK_EVENTS: &str = "UPDATE task_events SET reason = NULL \
     WHERE task_id IN (SELECT id FROM tasks WHERE referral_id = $1)";
 const ERASE_MESSAGES: &str =
@@ -32,6 +56,20 @@ const ERASE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NU
     WHERE message_id IN (SELECT id FROM outbox WHERE referral_id = $1)";
 const ERASE_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '', outcome = 'erased' WHERE referral_id = $1";
+/// Callbacks that named no referral (refused) but carry the number.
+const ERASE_STRAY_CALLBACKS: &str =
+    "UPDATE inbound_events SET body = '' WHERE referral_id IS NULL AND body LIKE $1";
+/// Whether a referral is erased, holding its row (the backend's
+/// [`Backend::REFERRAL_LOCK`] follows).
+const REFERRAL_ERASED: &str = "SELECT r.erased_at FROM referrals r WHERE r.id = $1";
+/// The referrals of messages, holding their rows: followed by the ids and
+/// `)` and the lock.
+const MESSAGES_ERASED: &str = "SELECT o.id, r.erased_at FROM outbox o \
+    JOIN referrals r ON r.id = o.referral_id WHERE o.id IN (";
+
+fn locked<B: Backend>(select: &str) -> String {
+    format!("{select} {}", B::REFERRAL_LOCK)
+}
 
 macro_rules! impl_retention {
     ($db:ty) => {
@@ -53,10 +91,12 @@ macro_rules! impl_retention {
 
             async fn referrals_of_patient(
                 &self,
-                nhs_number: &str,
+                nhs_number: &NhsNumber,
             ) -> Result<Vec<Referral>, StoreError> {
+                // (Ten digits: nothing in them is special to LIKE.)
                 let rows: Vec<ReferralRow> = sqlx::query_as(SELECT_REFERRALS_OF_PATIENT)
-                    .bind(nhs_number)
+                    .bind(nhs_number.as_str())
+                    .bind(format!("%\"{}\"%", nhs_number.as_str()))
                     .fetch_all(&self.writer)
                     .await?;
                 referrals(rows)
@@ -64,6 +104,7 @@ macro_rules! impl_retention {
 
             async fn erase(
                 &self,
+                nhs_number: &NhsNumber,
                 tombstones: &[Tombstone],
                 audit: AuditRecord,
             ) -> Result<(), StoreError> {
@@ -72,6 +113,7 @@ macro_rules! impl_retention {
                     sqlx::query(ERASE_REFERRAL)
                         .bind(&t.referral_id)
                         .bind(&t.referral_resource)
+                        .bind(audit.at.to_string())
                         .execute(&mut *tx)
                         .await?;
                     sqlx::query(ERASE_TASK)
@@ -91,9 +133,55 @@ macro_rules! impl_retention {
                             .await?;
                     }
                 }
+                sqlx::query(ERASE_STRAY_CALLBACKS)
+                    .bind(format!("%{}%", nhs_number.as_str()))
+                    .execute(&mut *tx)
+                    .await?;
                 Self::insert_audit(&mut tx, &[&audit]).await?;
                 tx.commit().await?;
                 <$db as Backend>::forget(&self.writer).await
+            }
+        }
+
+        impl SqlStore<$db> {
+            /// Whether the referral is erased, holding its row until `tx`
+            /// ends (see the module's comment).
+            pub(super) async fn referral_erased(
+                tx: &mut Transaction<'static, $db>,
+                referral_id: &ReferralId,
+            ) -> Result<bool, StoreError> {
+                static SQL: LazyLock<String> = LazyLock::new(|| locked::<$db>(REFERRAL_ERASED));
+                let erased: Option<(Option<String>,)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+                        .bind(referral_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                Ok(matches!(erased, Some((Some(_),))))
+            }
+
+            /// Which of these messages belong to an erased referral, holding
+            /// their referrals' rows until `tx` ends.
+            pub(super) async fn messages_erased(
+                tx: &mut Transaction<'static, $db>,
+                ids: &[&MessageId],
+            ) -> Result<HashSet<MessageId>, StoreError> {
+                let mut erased = HashSet::new();
+                for chunk in ids.chunks(rows_per_statement(1)) {
+                    let mut select = sqlx::QueryBuilder::<$db>::new(MESSAGES_ERASED);
+                    let mut listed = select.separated(", ");
+                    for id in chunk {
+                        listed.push_bind(*id);
+                    }
+                    select.push(") ").push(<$db as Backend>::REFERRAL_LOCK);
+                    let rows: Vec<(MessageId, Option<String>)> =
+                        select.build_query_as().fetch_all(&mut **tx).await?;
+                    erased.extend(
+                        rows.into_iter()
+                            .filter(|(_, at)| at.is_some())
+                            .map(|(id, _)| id),
+                    );
+                }
+                Ok(erased)
             }
         }
     };

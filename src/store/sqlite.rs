@@ -29,6 +29,8 @@ impl Backend for Sqlite {
     const CLAIM_LOCK: &'static str = "";
     /// No channel between processes.
     const ANNOUNCE: Option<&'static str> = None;
+    /// One writer: transactions never interleave.
+    const REFERRAL_LOCK: &'static str = "";
 
     /// After an erasure: rebuild the file without free pages and empty the
     /// write-ahead log, so no old copy of the erased rows remains on disk.
@@ -69,7 +71,8 @@ impl Backend for Sqlite {
 }
 
 impl SqlStore<Sqlite> {
-    /// Open (creating the file and its folder if needed) and migrate.
+    /// Open (creating the file and its folder if needed, owner-only) and
+    /// migrate.
     pub async fn open(url: &str, max_readers: u32) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Open(e.to_string()))?
@@ -81,13 +84,7 @@ impl SqlStore<Sqlite> {
             // not linger in free pages.
             .pragma("secure_delete", "ON")
             .busy_timeout(BUSY_TIMEOUT);
-        if let Some(folder) = options.get_filename().parent()
-            && !folder.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(folder).map_err(|e| {
-                StoreError::Open(format!("cannot create {}: {e}", folder.display()))
-            })?;
-        }
+        super::file_modes::prepare(options.get_filename())?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))

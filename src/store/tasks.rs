@@ -93,6 +93,14 @@ macro_rules! impl_task_events {
                 update: Option<TaskUpdate>,
             ) -> Result<CallbackApplied, StoreError> {
                 let mut tx = self.writer.begin().await?;
+                // A callback about an erased referral keeps no body (it may
+                // carry the patient's data): see `retention.rs`.
+                let mut inbound = inbound;
+                if let Some(referral_id) = &inbound.referral_id
+                    && Self::referral_erased(&mut tx, referral_id).await?
+                {
+                    inbound.body = String::new();
+                }
                 let inserted = sqlx::query(INSERT_INBOUND)
                     .bind(&inbound.provider_id)
                     .bind(&inbound.webhook_id)
@@ -159,8 +167,14 @@ macro_rules! impl_task_events {
             /// the referral, and the messages.
             pub(super) async fn apply_update(
                 tx: &mut Transaction<'static, $db>,
-                update: TaskUpdate,
+                mut update: TaskUpdate,
             ) -> Result<(), StoreError> {
+                // First, the referral's row (see `retention.rs`): the
+                // reason given for a change to an erased referral's Task
+                // is not kept.
+                if Self::referral_erased(tx, &update.task.referral_id).await? {
+                    update.reason = None;
+                }
                 let t = &update.task;
                 let changed = sqlx::query(UPDATE_TASK)
                     .bind(&t.status)

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod attacks_data;
 mod attacks_http;
 mod audit;
 mod delivery;

@@ -39,6 +39,8 @@ pub struct Scripted {
     /// A `Retry-After` header, as written (`"120"` or an HTTP date).
     pub retry_after: Option<String>,
     pub body: Option<String>,
+    /// Hold the answer until the test opens this gate (`notify_one`).
+    pub gate: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Scripted {
@@ -48,6 +50,7 @@ impl Scripted {
             delay: None,
             retry_after: None,
             body: None,
+            gate: None,
         }
     }
 
@@ -64,6 +67,12 @@ impl Scripted {
 
     pub fn retry_after(mut self, value: impl Into<String>) -> Scripted {
         self.retry_after = Some(value.into());
+        self
+    }
+
+    /// Answer only once `gate` is opened (`gate.notify_one()`).
+    pub fn held_until(mut self, gate: Arc<tokio::sync::Notify>) -> Scripted {
+        self.gate = Some(gate);
         self
     }
 
@@ -287,6 +296,9 @@ async fn handle(
 
     if let Some(delay) = answer.delay {
         tokio::time::sleep(delay).await;
+    }
+    if let Some(gate) = answer.gate {
+        gate.notified().await;
     }
     shared.state.lock().unwrap().received[index].answered = answer.status;
 
