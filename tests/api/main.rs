@@ -4,6 +4,7 @@
 mod support;
 
 mod audit;
+mod bars;
 mod delivery;
 mod durability;
 mod erasure;
