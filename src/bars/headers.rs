@@ -137,7 +137,7 @@ fn malformed(name: &str, what: &str) -> Refusal {
     )
 }
 
-/// The ODS code of an Organization.
+/// The ODS code of an Organization (its identifier of the ODS system).
 pub fn ods_code(organisation: &Value) -> Option<String> {
     if organisation.get("resourceType").and_then(Value::as_str) != Some("Organization") {
         return None;
@@ -146,7 +146,12 @@ pub fn ods_code(organisation: &Value) -> Option<String> {
         .get("identifier")?
         .as_array()?
         .iter()
-        .find(|i| i.get("system").and_then(Value::as_str) == Some(ODS_CODE_SYSTEM))
+                // Quirk Q9: the official examples spell the system `…/id/…`.
+        .find(|i| {
+            i.get("system")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.eq_ignore_ascii_case(ODS_CODE_SYSTEM))
+        })
         .and_then(|i| i.get("value")?.as_str())
         .filter(|v| !v.is_empty())
         .map(str::to_owned)

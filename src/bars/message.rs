@@ -3,6 +3,20 @@
 //! definition), then the workflow the MessageHeader and the ServiceRequest
 //! select (the decision table, [`decide`]), then the cardinalities of the
 //! MessageDefinition. Nothing here stores anything or knows about HTTP.
+//!
+//! Known quirks of the official BaRS examples, tolerated (the conformance
+//! kit, `tests/api/bars_conformance.rs`, lists them with the examples):
+//! - Q1: `eventCoding` in two code systems ([`EVENT_SYSTEMS`]);
+//! - Q2: `destination.endpoint` spelt `…/Id/dos-service-id|N` (`http` or
+//!   `https`), `[ODSCode]:[DoSId]` or the bare id ([`names_service`]);
+//! - Q4: a cancellation to `entered-in-error` with reason `delete` and no
+//!   `definition` (SERVREQ02);
+//! - Q6: a `destination.receiver` Organization with no ODS code (then the
+//!   service id alone names the receiver);
+//! - Q7: `Bundle.meta.versionId` spelt `1.0.0-alpha`, `1.1.0-alpha`,
+//!   `1.0.0-beta`: every version 1 is understood;
+//! - Q9: the ODS identifier system spelt `https://fhir.nhs.uk/id/…`
+//!   (lower-case `id`; [`super::headers::ods_code`]).
 
 use std::collections::HashMap;
 
@@ -146,11 +160,19 @@ pub fn read(bundle: &Value, receiver: &BarsConfig) -> Result<Message, Refusal> {
         .map(Vec::as_slice)
         .unwrap_or_default();
     let for_us = destinations.iter().any(|d| {
-        let receiver_ods =
-            resolve_organisation(d.pointer("/receiver/reference").and_then(Value::as_str));
+        let organisation = d
+            .pointer("/receiver/reference")
+            .and_then(Value::as_str)
+            .and_then(|reference| submission.resolve(&submission.service_request(), reference))
+            .filter(|target| target.resource_type() == "Organization");
+        // Quirk Q6: the official examples' receiver Organization carries
+        // no ODS code; then the service id alone names the receiver.
+        let ods_matches = organisation.is_some_and(|target| {
+            ods_code(target.resource)
+                .is_none_or(|ods| ods.eq_ignore_ascii_case(&receiver.receiver_ods))
+        });
         let endpoint = d.get("endpoint").and_then(Value::as_str).unwrap_or("");
-        receiver_ods.is_some_and(|ods| ods.eq_ignore_ascii_case(&receiver.receiver_ods))
-            && names_service(endpoint, &receiver.service_id)
+        ods_matches && names_service(endpoint, &receiver.service_id)
     });
     if !for_us {
         return Err(Refusal::at(
@@ -331,7 +353,7 @@ pub fn names_service(endpoint: &str, service_id: &str) -> bool {
         Some((system, id)) if system.ends_with("/Id/dos-service-id") => id,
         Some(_) => return false,
         None => match endpoint.rsplit_once(':') {
-            Some((prefix, id)) if !prefix.contains('/') && prefix != "urn" => id,
+            Some((ods, id)) if ods.chars().all(|c| c.is_ascii_alphanumeric()) => id,
             Some(_) => return false,
             None => endpoint,
         },

@@ -5,6 +5,7 @@ mod support;
 
 mod audit;
 mod bars;
+mod bars_conformance;
 mod delivery;
 mod durability;
 mod erasure;
