@@ -146,7 +146,7 @@ pub fn ods_code(organisation: &Value) -> Option<String> {
         .get("identifier")?
         .as_array()?
         .iter()
-                // Quirk Q9: the official examples spell the system `…/id/…`.
+        // Quirk Q9: the official examples spell the system `…/id/…`.
         .find(|i| {
             i.get("system")
                 .and_then(Value::as_str)

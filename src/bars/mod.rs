@@ -146,6 +146,19 @@ impl Bars {
                             "ServiceRequest.identifier",
                         )
                     })?;
+                // Only an active referral can be cancelled; the Task's
+                // state machine refuses a finished one.
+                let current = serde_json::from_str::<Value>(&referral.resource)
+                    .ok()
+                    .and_then(|r| r.get("status").and_then(Value::as_str).map(str::to_owned));
+                if current.as_deref() != Some("active") {
+                    return Err(Refusal::at(
+                        Rec::Conflict,
+                        IssueCode::Conflict,
+                        "local data updates conflict with the updates in the message: the referral is no longer active",
+                        "ServiceRequest.status",
+                    ));
+                }
                 let revised = self
                     .referrals
                     .withdraw(&referral.id, status)

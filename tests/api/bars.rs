@@ -352,7 +352,155 @@ async fn the_message_definitions_are_listed(backend: Backend) {
     );
 }
 
+/// The cancellation of the referral `message` carries: the same
+/// ServiceRequest (same `fullUrl`), `update` and the new status, in a new
+/// Bundle.
+pub fn cancellation(message: &Value, status: &str) -> Value {
+    let mut cancel = message.clone();
+    cancel["id"] = json!(uuid::Uuid::new_v4().to_string());
+    let header = &mut cancel["entry"][0]["resource"];
+    header["reason"]["coding"][0]["code"] = json!("update");
+    header["definition"] = json!(
+        "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-cancelled"
+    );
+    cancel["entry"][1]["resource"]["status"] = json!(status);
+    cancel
+}
+
+async fn a_bars_cancellation_withdraws_the_referral_only_while_it_is_active(backend: Backend) {
+    // Arrange: ActiveLives' mapping with a cancellation template.
+    let mappings = crate::status::mappings_with_cancel();
+    let dir = mappings.path().to_owned();
+    let fleet = Fleet::start_with(backend, move |config| config.mappings_dir = dir).await;
+    let (message, _) = fresh(bars_referral());
+    let accepted = process(&fleet.app, &message, &Ids::new()).await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let id = referral_id(&accepted);
+    fleet.settled(&id).await;
+
+    // Act
+    let ids = Ids::new();
+    let response = process(&fleet.app, &cancellation(&message, "revoked"), &ids).await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["x-correlation-id"],
+        ids.correlation.as_str()
+    );
+    assert_eq!(referral_id(&response), id);
+    let stored = json(fleet.app.get(&format!("/fhir/ServiceRequest/{id}")).await).await;
+    assert_eq!(stored["status"], "revoked");
+    assert_eq!(stored["meta"]["versionId"], "2");
+    let task = fleet.task(&id).await;
+    assert_eq!(task["status"], "cancelled");
+    // The provider is told through its mapping, after the referral.
+    let deadline = std::time::Instant::now() + crate::support::fleet::PATIENCE;
+    let delivered = loop {
+        let delivered = fleet.provider("activelives").delivered();
+        if delivered.len() >= 2 || std::time::Instant::now() > deadline {
+            break delivered;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(
+        delivered[1].body,
+        json!({"referral_ref": id, "cancelled": true, "reason": "revoked"})
+    );
+    // The referral is no longer active: a second cancellation (a new
+    // request) is a conflict, not a success; entered-in-error too.
+    for (status, reason) in [("revoked", None), ("entered-in-error", Some("delete"))] {
+        let mut again = cancellation(&message, status);
+        if let Some(reason) = reason {
+            again["entry"][0]["resource"]["reason"]["coding"][0]["code"] = json!(reason);
+        }
+        assert_eq!(
+            rec_answer(process(&fleet.app, &again, &Ids::new()).await).await,
+            (409, "conflict".into(), "REC_CONFLICT".into()),
+            "{status}"
+        );
+    }
+}
+
+async fn a_referral_can_be_marked_entered_in_error_the_bars_way(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let (message, _) = fresh(bars_referral());
+    let accepted = process(&app, &message, &Ids::new()).await;
+    let id = referral_id(&accepted);
+
+    // Act: SERVREQ02's spelling (quirk Q4): reason delete, no definition.
+    let mut cancel = cancellation(&message, "entered-in-error");
+    cancel["entry"][0]["resource"]["reason"]["coding"][0]["code"] = json!("delete");
+    cancel["entry"][0]["resource"]
+        .as_object_mut()
+        .unwrap()
+        .remove("definition");
+    let response = process(&app, &cancel, &Ids::new()).await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK);
+    let tasks = json(
+        app.get(&format!("/fhir/Task?focus=ServiceRequest/{id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(tasks["entry"][0]["resource"]["status"], "entered-in-error");
+}
+
+async fn another_referrer_cannot_cancel_by_naming_the_same_service_request(backend: Backend) {
+    // Arrange: the referral exists; a message naming it comes from a
+    // sender the caller does not own.
+    let app = TestApp::spawn(backend).await;
+    let (message, _) = fresh(bars_referral());
+    let id = referral_id(&process(&app, &message, &Ids::new()).await);
+    let mut cancel = cancellation(&message, "revoked");
+    cancel["entry"][5]["resource"]["identifier"][0]["value"] = json!("Z99999");
+
+    // Act
+    let answer = rec_answer(process(&app, &cancel, &Ids::new()).await).await;
+
+    // Assert
+    assert_eq!(answer, (403, "forbidden".into(), "REC_FORBIDDEN".into()));
+    let tasks = json(
+        app.get(&format!("/fhir/Task?focus=ServiceRequest/{id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(tasks["entry"][0]["resource"]["status"], "requested");
+}
+
+async fn a_finished_referral_cannot_be_cancelled(backend: Backend) {
+    // Arrange: the provider has completed the referral.
+    let fleet = Fleet::start(backend).await;
+    let (message, _) = fresh(bars_referral());
+    let id = referral_id(&process(&fleet.app, &message, &Ids::new()).await);
+    fleet.settled(&id).await;
+    for (n, event) in ["booked", "completed"].iter().enumerate() {
+        let body =
+            json!({"referral_ref": id, "event": event, "event_time": "2026-06-02T11:00:00Z"});
+        let response = fleet
+            .callback("activelives", &format!("done-{n}"), &body)
+            .await;
+        assert_eq!(response.status(), 200, "{event}");
+    }
+
+    // Act
+    let answer =
+        rec_answer(process(&fleet.app, &cancellation(&message, "revoked"), &Ids::new()).await)
+            .await;
+
+    // Assert
+    assert_eq!(answer, (409, "conflict".into(), "REC_CONFLICT".into()));
+    assert_eq!(fleet.task(&id).await["status"], "completed");
+}
+
 on_both_backends!(
+    a_finished_referral_cannot_be_cancelled,
+    a_bars_cancellation_withdraws_the_referral_only_while_it_is_active,
+    a_referral_can_be_marked_entered_in_error_the_bars_way,
+    another_referrer_cannot_cancel_by_naming_the_same_service_request,
     a_bars_referral_is_accepted_with_its_reference_and_the_ids_echoed,
     a_retried_request_id_is_a_duplicate_even_after_a_restart,
     concurrent_retries_store_one_referral_and_answer_one_success,

@@ -92,50 +92,331 @@ fn same(_: &mut Value) {}
 
 /// The decision table and the envelope checks around it, in BaRS's order.
 const MATRIX: &[Row] = &[
-    Row { name: "standard new referral", headers: &[], edit: same, expect: ACCEPTED },
-    Row { name: "no X-Request-Id", headers: &[("x-request-id", None)], edit: same, expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "X-Request-Id not a GUID", headers: &[("x-request-id", Some(BAD_GUID))], edit: same, expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "no X-Correlation-Id", headers: &[("x-correlation-id", None)], edit: same, expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "X-Correlation-Id not a GUID", headers: &[("x-correlation-id", Some(BAD_GUID))], edit: same, expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "no versionId", headers: &[], edit: |m| { m["meta"].as_object_mut().unwrap().remove("versionId"); }, expect: (400, "invariant", "REC_BAD_REQUEST") },
-    Row { name: "versionId 2.0.0", headers: &[], edit: |m| m["meta"]["versionId"] = json!("2.0.0"), expect: (422, "not-supported", "REC_UNPROCESSABLE_ENTITY") },
-    Row { name: "versionId 1.1.0-alpha (Q7)", headers: &[], edit: |m| m["meta"]["versionId"] = json!("1.1.0-alpha"), expect: ACCEPTED },
-    Row { name: "not a message Bundle", headers: &[], edit: |m| m["type"] = json!("transaction"), expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "MessageHeader not first", headers: &[], edit: |m| m["entry"].as_array_mut().unwrap().swap(0, 1), expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "destination another service", headers: &[], edit: |m| header(m)["destination"][0]["endpoint"] = json!("https://fhir.nhs.uk/Id/dos-service-id|111111111"), expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "destination [ODSCode]:[DoSId] (Q2)", headers: &[], edit: |m| header(m)["destination"][0]["endpoint"] = json!("X9S1P:2000099001"), expect: ACCEPTED },
-    Row { name: "destination http dos-service-id (Q2)", headers: &[], edit: |m| header(m)["destination"][0]["endpoint"] = json!("http://fhir.nhs.uk/Id/dos-service-id|2000099001"), expect: ACCEPTED },
-    Row { name: "destination urn:uuid (Q2)", headers: &[], edit: |m| header(m)["destination"][0]["endpoint"] = json!("urn:uuid:2000099001"), expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "destination another receiver ODS", headers: &[], edit: |m| { let last = m["entry"].as_array().unwrap().len() - 1; m["entry"][last]["resource"]["identifier"][0]["value"] = json!("RND"); }, expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "receiver without ODS code (Q6)", headers: &[], edit: |m| { let last = m["entry"].as_array().unwrap().len() - 1; m["entry"][last]["resource"].as_object_mut().unwrap().remove("identifier"); }, expect: ACCEPTED },
-    Row { name: "no source.endpoint", headers: &[], edit: |m| { header(m)["source"].as_object_mut().unwrap().remove("endpoint"); }, expect: (400, "required", "REC_BAD_REQUEST") },
-    Row { name: "sender of another referrer", headers: &[], edit: |m| m["entry"][5]["resource"]["identifier"][0]["value"] = json!("Z99999"), expect: (403, "forbidden", "REC_FORBIDDEN") },
-    Row { name: "NHSD-End-User-Organisation of another referrer", headers: &[("nhsd-end-user-organisation", Some(OTHER_ORG))], edit: same, expect: (403, "forbidden", "REC_FORBIDDEN") },
-    Row { name: "NHSD-End-User-Organisation of the sender", headers: &[("nhsd-end-user-organisation", Some(OWN_ORG))], edit: same, expect: ACCEPTED },
-    Row { name: "NHSD-End-User-Organisation not Base64 JSON", headers: &[("nhsd-end-user-organisation", Some("e30K%%"))], edit: same, expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "NHSD-Target-Identifier another service", headers: &[("nhsd-target-identifier", Some(OTHER_TARGET))], edit: same, expect: (400, "invalid", "REC_BAD_REQUEST") },
-    Row { name: "NHSD-Target-Identifier this service", headers: &[("nhsd-target-identifier", Some(OWN_TARGET))], edit: same, expect: ACCEPTED },
-    Row { name: "definition unknown", headers: &[], edit: |m| header(m)["definition"] = json!("https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-validation"), expect: (400, "not-supported", "REC_BAD_REQUEST") },
-    Row { name: "definition missing on a new referral", headers: &[], edit: |m| { header(m).as_object_mut().unwrap().remove("definition"); }, expect: (400, "required", "REC_BAD_REQUEST") },
-    Row { name: "BaRS referral definition", headers: &[], edit: |m| header(m)["definition"] = json!("https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-referral"), expect: ACCEPTED },
-    Row { name: "event message-event-servicerequest system (Q1)", headers: &[], edit: |m| header(m)["eventCoding"]["system"] = json!("https://fhir.nhs.uk/CodeSystem/message-event-servicerequest"), expect: ACCEPTED },
-    Row { name: "event in another system", headers: &[], edit: |m| header(m)["eventCoding"]["system"] = json!("https://example.org/events"), expect: WORKFLOW },
-    Row { name: "event booking-request", headers: &[], edit: |m| header(m)["eventCoding"]["code"] = json!("booking-request"), expect: WORKFLOW },
-    Row { name: "event servicerequest-response", headers: &[], edit: |m| header(m)["eventCoding"]["code"] = json!("servicerequest-response"), expect: WORKFLOW },
-    Row { name: "reason update, status active", headers: &[], edit: |m| header(m)["reason"]["coding"][0]["code"] = json!("update"), expect: WORKFLOW },
-    Row { name: "reason new, status revoked", headers: &[], edit: |m| service_request(m)["status"] = json!("revoked"), expect: WORKFLOW },
-    Row { name: "reason new, status draft", headers: &[], edit: |m| service_request(m)["status"] = json!("draft"), expect: WORKFLOW },
-    Row { name: "category validation", headers: &[], edit: |m| category(m, "validation"), expect: WORKFLOW },
-    Row { name: "category booking", headers: &[], edit: |m| category(m, "booking"), expect: WORKFLOW },
-    Row { name: "no BaRS category", headers: &[], edit: |m| { service_request(m)["category"].as_array_mut().unwrap().truncate(1); }, expect: WORKFLOW },
-    Row { name: "update, revoked, cancellation definition: unknown referral", headers: &[], edit: |m| { header(m)["reason"]["coding"][0]["code"] = json!("update"); header(m)["definition"] = json!(CANCELLED); service_request(m)["status"] = json!("revoked"); }, expect: (404, "not-found", "REC_NOT_FOUND") },
-    Row { name: "update, revoked, referral definition", headers: &[], edit: |m| { header(m)["reason"]["coding"][0]["code"] = json!("update"); service_request(m)["status"] = json!("revoked"); }, expect: (400, "invariant", "REC_BAD_REQUEST") },
-    Row { name: "delete, entered-in-error, no definition (Q4): unknown referral", headers: &[], edit: |m| { header(m)["reason"]["coding"][0]["code"] = json!("delete"); header(m).as_object_mut().unwrap().remove("definition"); service_request(m)["status"] = json!("entered-in-error"); }, expect: (404, "not-found", "REC_NOT_FOUND") },
-    Row { name: "no Consent (MessageDefinition 1..*)", headers: &[], edit: |m| { m["entry"].as_array_mut().unwrap().remove(6); service_request(m).as_object_mut().unwrap().remove("supportingInfo"); }, expect: (400, "required", "REC_BAD_REQUEST") },
-    Row { name: "two Patients (MessageDefinition 1..1)", headers: &[], edit: |m| { let mut extra = m["entry"][2].clone(); extra["fullUrl"] = json!("urn:uuid:0b8f4d1e-6a51-4c3e-9f0a-5d2c7e1b9aff"); m["entry"].as_array_mut().unwrap().push(extra); }, expect: (400, "invariant", "REC_BAD_REQUEST") },
-    Row { name: "not valid R4 (birthDate)", headers: &[], edit: |m| m["entry"][2]["resource"]["birthDate"] = json!("14/06/1958"), expect: (400, "value", "REC_BAD_REQUEST") },
-    Row { name: "NHS number with a wrong check digit (referral profile)", headers: &[], edit: |m| m["entry"][2]["resource"]["identifier"][0]["value"] = json!("9990124834"), expect: (400, "value", "REC_BAD_REQUEST") },
-    Row { name: "no provider takes the service", headers: &[], edit: |m| service_request(m)["code"]["coding"][0]["code"] = json!("183524004"), expect: (422, "not-supported", "REC_UNPROCESSABLE_ENTITY") },
+    Row {
+        name: "standard new referral",
+        headers: &[],
+        edit: same,
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "no X-Request-Id",
+        headers: &[("x-request-id", None)],
+        edit: same,
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "X-Request-Id not a GUID",
+        headers: &[("x-request-id", Some(BAD_GUID))],
+        edit: same,
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "no X-Correlation-Id",
+        headers: &[("x-correlation-id", None)],
+        edit: same,
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "X-Correlation-Id not a GUID",
+        headers: &[("x-correlation-id", Some(BAD_GUID))],
+        edit: same,
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "no versionId",
+        headers: &[],
+        edit: |m| {
+            m["meta"].as_object_mut().unwrap().remove("versionId");
+        },
+        expect: (400, "invariant", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "versionId 2.0.0",
+        headers: &[],
+        edit: |m| m["meta"]["versionId"] = json!("2.0.0"),
+        expect: (422, "not-supported", "REC_UNPROCESSABLE_ENTITY"),
+    },
+    Row {
+        name: "versionId 1.1.0-alpha (Q7)",
+        headers: &[],
+        edit: |m| m["meta"]["versionId"] = json!("1.1.0-alpha"),
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "not a message Bundle",
+        headers: &[],
+        edit: |m| m["type"] = json!("transaction"),
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "MessageHeader not first",
+        headers: &[],
+        edit: |m| m["entry"].as_array_mut().unwrap().swap(0, 1),
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "destination another service",
+        headers: &[],
+        edit: |m| {
+            header(m)["destination"][0]["endpoint"] =
+                json!("https://fhir.nhs.uk/Id/dos-service-id|111111111")
+        },
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "destination [ODSCode]:[DoSId] (Q2)",
+        headers: &[],
+        edit: |m| header(m)["destination"][0]["endpoint"] = json!("X9S1P:2000099001"),
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "destination http dos-service-id (Q2)",
+        headers: &[],
+        edit: |m| {
+            header(m)["destination"][0]["endpoint"] =
+                json!("http://fhir.nhs.uk/Id/dos-service-id|2000099001")
+        },
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "destination urn:uuid (Q2)",
+        headers: &[],
+        edit: |m| header(m)["destination"][0]["endpoint"] = json!("urn:uuid:2000099001"),
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "destination another receiver ODS",
+        headers: &[],
+        edit: |m| {
+            let last = m["entry"].as_array().unwrap().len() - 1;
+            m["entry"][last]["resource"]["identifier"][0]["value"] = json!("RND");
+        },
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "receiver without ODS code (Q6)",
+        headers: &[],
+        edit: |m| {
+            let last = m["entry"].as_array().unwrap().len() - 1;
+            m["entry"][last]["resource"]
+                .as_object_mut()
+                .unwrap()
+                .remove("identifier");
+        },
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "no source.endpoint",
+        headers: &[],
+        edit: |m| {
+            header(m)["source"]
+                .as_object_mut()
+                .unwrap()
+                .remove("endpoint");
+        },
+        expect: (400, "required", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "sender of another referrer",
+        headers: &[],
+        edit: |m| m["entry"][5]["resource"]["identifier"][0]["value"] = json!("Z99999"),
+        expect: (403, "forbidden", "REC_FORBIDDEN"),
+    },
+    Row {
+        name: "NHSD-End-User-Organisation of another referrer",
+        headers: &[("nhsd-end-user-organisation", Some(OTHER_ORG))],
+        edit: same,
+        expect: (403, "forbidden", "REC_FORBIDDEN"),
+    },
+    Row {
+        name: "NHSD-End-User-Organisation of the sender",
+        headers: &[("nhsd-end-user-organisation", Some(OWN_ORG))],
+        edit: same,
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "NHSD-End-User-Organisation not Base64 JSON",
+        headers: &[("nhsd-end-user-organisation", Some("e30K%%"))],
+        edit: same,
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "NHSD-Target-Identifier another service",
+        headers: &[("nhsd-target-identifier", Some(OTHER_TARGET))],
+        edit: same,
+        expect: (400, "invalid", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "NHSD-Target-Identifier this service",
+        headers: &[("nhsd-target-identifier", Some(OWN_TARGET))],
+        edit: same,
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "definition unknown",
+        headers: &[],
+        edit: |m| {
+            header(m)["definition"] = json!(
+                "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-validation"
+            )
+        },
+        expect: (400, "not-supported", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "definition missing on a new referral",
+        headers: &[],
+        edit: |m| {
+            header(m).as_object_mut().unwrap().remove("definition");
+        },
+        expect: (400, "required", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "BaRS referral definition",
+        headers: &[],
+        edit: |m| {
+            header(m)["definition"] = json!(
+                "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-referral"
+            )
+        },
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "event message-event-servicerequest system (Q1)",
+        headers: &[],
+        edit: |m| {
+            header(m)["eventCoding"]["system"] =
+                json!("https://fhir.nhs.uk/CodeSystem/message-event-servicerequest")
+        },
+        expect: ACCEPTED,
+    },
+    Row {
+        name: "event in another system",
+        headers: &[],
+        edit: |m| header(m)["eventCoding"]["system"] = json!("https://example.org/events"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "event booking-request",
+        headers: &[],
+        edit: |m| header(m)["eventCoding"]["code"] = json!("booking-request"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "event servicerequest-response",
+        headers: &[],
+        edit: |m| header(m)["eventCoding"]["code"] = json!("servicerequest-response"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "reason update, status active",
+        headers: &[],
+        edit: |m| header(m)["reason"]["coding"][0]["code"] = json!("update"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "reason new, status revoked",
+        headers: &[],
+        edit: |m| service_request(m)["status"] = json!("revoked"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "reason new, status draft",
+        headers: &[],
+        edit: |m| service_request(m)["status"] = json!("draft"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "category validation",
+        headers: &[],
+        edit: |m| category(m, "validation"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "category booking",
+        headers: &[],
+        edit: |m| category(m, "booking"),
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "no BaRS category",
+        headers: &[],
+        edit: |m| {
+            service_request(m)["category"]
+                .as_array_mut()
+                .unwrap()
+                .truncate(1);
+        },
+        expect: WORKFLOW,
+    },
+    Row {
+        name: "update, revoked, cancellation definition: unknown referral",
+        headers: &[],
+        edit: |m| {
+            header(m)["reason"]["coding"][0]["code"] = json!("update");
+            header(m)["definition"] = json!(CANCELLED);
+            service_request(m)["status"] = json!("revoked");
+        },
+        expect: (404, "not-found", "REC_NOT_FOUND"),
+    },
+    Row {
+        name: "update, revoked, referral definition",
+        headers: &[],
+        edit: |m| {
+            header(m)["reason"]["coding"][0]["code"] = json!("update");
+            service_request(m)["status"] = json!("revoked");
+        },
+        expect: (400, "invariant", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "delete, entered-in-error, no definition (Q4): unknown referral",
+        headers: &[],
+        edit: |m| {
+            header(m)["reason"]["coding"][0]["code"] = json!("delete");
+            header(m).as_object_mut().unwrap().remove("definition");
+            service_request(m)["status"] = json!("entered-in-error");
+        },
+        expect: (404, "not-found", "REC_NOT_FOUND"),
+    },
+    Row {
+        name: "no Consent (MessageDefinition 1..*)",
+        headers: &[],
+        edit: |m| {
+            m["entry"].as_array_mut().unwrap().remove(6);
+            service_request(m)
+                .as_object_mut()
+                .unwrap()
+                .remove("supportingInfo");
+        },
+        expect: (400, "required", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "two Patients (MessageDefinition 1..1)",
+        headers: &[],
+        edit: |m| {
+            let mut extra = m["entry"][2].clone();
+            extra["fullUrl"] = json!("urn:uuid:0b8f4d1e-6a51-4c3e-9f0a-5d2c7e1b9aff");
+            m["entry"].as_array_mut().unwrap().push(extra);
+        },
+        expect: (400, "invariant", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "not valid R4 (birthDate)",
+        headers: &[],
+        edit: |m| m["entry"][2]["resource"]["birthDate"] = json!("14/06/1958"),
+        expect: (400, "value", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "NHS number with a wrong check digit (referral profile)",
+        headers: &[],
+        edit: |m| m["entry"][2]["resource"]["identifier"][0]["value"] = json!("9990124834"),
+        expect: (400, "value", "REC_BAD_REQUEST"),
+    },
+    Row {
+        name: "no provider takes the service",
+        headers: &[],
+        edit: |m| service_request(m)["code"]["coding"][0]["code"] = json!("183524004"),
+        expect: (422, "not-supported", "REC_UNPROCESSABLE_ENTITY"),
+    },
 ];
 
 /// Send a row; `(status, issue code, REC code)`.
@@ -230,14 +511,21 @@ async fn the_decision_table_matrix_answers_every_row_as_bars_says(backend: Backe
         } else {
             // A refusal is answered the same again, and nothing is stored.
             if retry != first {
-                wrong.push(format!("{}: retry answered {retry:?}, first {first:?}", row.name));
+                wrong.push(format!(
+                    "{}: retry answered {retry:?}, first {first:?}",
+                    row.name
+                ));
             }
             if stored != 0 {
                 wrong.push(format!("{}: refused but {stored} stored", row.name));
             }
         }
     }
-    assert!(wrong.is_empty(), "rows answered wrongly:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "rows answered wrongly:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// The official examples a referral receiver must refuse, with the answer
@@ -305,7 +593,10 @@ async fn the_official_examples_are_answered_as_a_receiver_must(backend: Backend)
             wrong.push(format!("{file} ({why}): {answer:?}, expected {expected:?}"));
         }
     }
-    let quirks: Vec<String> = QUIRKS.iter().map(|(q, how)| format!("{q}: {how}")).collect();
+    let quirks: Vec<String> = QUIRKS
+        .iter()
+        .map(|(q, how)| format!("{q}: {how}"))
+        .collect();
     assert!(
         wrong.is_empty(),
         "{}\n(known quirks of the official examples:\n{})",
