@@ -344,6 +344,46 @@ async fn the_message_definitions_are_listed(backend: Backend) {
             "https://signpost.example/MessageDefinition/bars-message-servicerequest-request-social-prescribing",
         ]
     );
+    // The CapabilityStatement declares the same, as messaging.
+    let statement = json(
+        app.anonymous
+            .get(app.url("/fhir/metadata"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let messaging = &statement["messaging"][0];
+    assert_eq!(
+        messaging["endpoint"][0]["address"],
+        format!("{}/fhir/$process-message", app.address)
+    );
+    let supported: Vec<&str> = messaging["supportedMessage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["definition"].as_str().unwrap())
+        .collect();
+    assert_eq!(supported, urls);
+    // Both pass the official R4 schema.
+    let validator = signpost::validation::Validator::load(
+        &std::path::Path::new(crate::support::helpers::MANIFEST_DIR).join("schemas"),
+    )
+    .unwrap();
+    for resource in found["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .chain([&statement])
+    {
+        let issues = validator.check_structure(resource);
+        assert!(
+            issues.is_empty(),
+            "{}: {issues:?}",
+            resource["resourceType"]
+        );
+    }
     let proposal = &found["entry"][2]["resource"];
     assert_eq!(proposal["status"], "draft");
     assert_eq!(
