@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod addresses;
 pub mod audit;
+pub mod bars;
 pub mod cli;
 pub mod config;
 pub mod delivery;

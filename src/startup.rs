@@ -123,10 +123,16 @@ impl Components {
             clock,
         )?;
         let (audit, audit_writer) = AuditLog::start(store.clone());
+        let bars = Arc::new(crate::bars::Bars::new(
+            config.clone(),
+            referrals.clone(),
+            store.clone(),
+        ));
         Ok(Components {
             state: AppState {
                 config: config.clone(),
                 referrals,
+                bars,
                 mappings,
                 keys,
                 audit,

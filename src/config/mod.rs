@@ -23,18 +23,20 @@ use url::Url;
 
 use crate::domain::{ProviderId, ReferrerId};
 
+mod bars;
 mod delivery;
 mod endpoints;
 mod secrets;
 mod serving;
 
 pub use self::{
+    bars::BarsConfig,
     delivery::DeliveryConfig,
     endpoints::{Provider, Referrer},
     secrets::SecretSource,
     serving::{Limits, Tls},
 };
-use self::{delivery::*, endpoints::*, secrets::*, serving::*};
+use self::{bars::RawBars, delivery::*, endpoints::*, secrets::*, serving::*};
 
 /// Default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/signpost.toml";
@@ -63,6 +65,7 @@ struct RawConfig {
     limits: Option<RawLimits>,
     retention_days: Option<u32>,
     tls: Option<RawTls>,
+    bars: Option<RawBars>,
 }
 
 /// The checked configuration.
@@ -102,6 +105,8 @@ pub struct Config {
     /// Serve HTTPS, optionally with client certificates (`[tls]`); plain
     /// HTTP without it.
     pub tls: Option<Tls>,
+    /// Signpost as a BaRS receiver (`[bars]`); `None`: BaRS is not enabled.
+    pub bars: Option<BarsConfig>,
 }
 
 /// Every problem found in a configuration file.
@@ -262,7 +267,7 @@ impl RawConfig {
                 problems.push(format!("`{key}.ods_codes`: list at least one ODS code"));
             }
             for code in &raw.ods_codes {
-                if code.is_empty() || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+                if !is_ods_code(code) {
                     problems.push(format!("`{key}.ods_codes`: {code:?} is not an ODS code"));
                 }
                 if let Some(other) = ods_owner.insert(code.clone(), id.clone()) {
@@ -317,6 +322,7 @@ impl RawConfig {
             .unwrap_or_default();
 
         let tls = self.tls.and_then(|raw| raw.check(&mut problems));
+        let bars = self.bars.and_then(|raw| raw.check(&mut problems));
         let mut certificate_owner: HashMap<&str, &str> = HashMap::new();
         for referrer in referrers.values() {
             for name in &referrer.client_certificate_names {
@@ -353,6 +359,7 @@ impl RawConfig {
             limits,
             retention_days: self.retention_days.unwrap_or(30),
             tls,
+            bars,
         })
     }
 }
@@ -370,6 +377,11 @@ impl Config {
             .values()
             .find(|r| r.ods_codes.iter().any(|c| c.eq_ignore_ascii_case(ods_code)))
     }
+}
+
+/// An ODS organisation code as configured: letters and digits.
+fn is_ods_code(code: &str) -> bool {
+    !code.is_empty() && code.len() <= 16 && code.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

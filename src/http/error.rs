@@ -94,6 +94,7 @@ impl From<IntakeError> for FhirError {
                 FhirError::PreconditionFailed("If-None-Exist matched more than one referral".into())
             }
             IntakeError::Forbidden(what) => FhirError::Forbidden(what),
+            IntakeError::Unroutable(issues) => FhirError::Unprocessable(issues),
             IntakeError::Store(e) => FhirError::Unavailable(e),
         }
     }
@@ -129,7 +130,9 @@ impl From<BadFilter> for FhirError {
 }
 
 impl FhirError {
-    fn status_and_issues(self) -> (StatusCode, Vec<Issue>) {
+    /// The status and issues this failure is answered with (the BaRS
+    /// receiver re-shapes them into its own answers).
+    pub fn status_and_issues(self) -> (StatusCode, Vec<Issue>) {
         use FhirError::*;
         match self {
             BadRequest(issues) => (StatusCode::BAD_REQUEST, issues),

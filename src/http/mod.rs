@@ -58,6 +58,8 @@ use crate::{
 pub struct AppState {
     pub config: Arc<Config>,
     pub referrals: Arc<Referrals>,
+    /// The BaRS receiver (`$process-message`).
+    pub bars: Arc<crate::bars::Bars>,
     pub mappings: Arc<Mappings>,
     /// Signing keys by endpoint (`provider:<id>`, `referrer:<id>`).
     pub keys: Arc<BTreeMap<Endpoint, Arc<SigningKeys>>>,

@@ -84,6 +84,9 @@ pub enum IntakeError {
     /// The caller may not send referrals for this organisation.
     #[error("{0}")]
     Forbidden(String),
+    /// Valid, but no provider's mapping takes it (or its mapping refused it).
+    #[error("no provider takes the referral")]
+    Unroutable(Vec<Issue>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -222,6 +225,53 @@ impl Referrals {
         self.accept(referrer_id, referral?, body, None).await
     }
 
+    /// The structural layer alone (the official FHIR R4 schema), for any
+    /// resource: what a BaRS message Bundle is checked against whole.
+    pub fn check_structure(&self, document: &Value) -> Vec<Issue> {
+        self.validator.check_structure(document)
+    }
+
+    /// Accept the referral of a message Bundle (BaRS) that has passed
+    /// [`check_structure`](Self::check_structure): `service_request` is the
+    /// index of its ServiceRequest entry. It is checked against the
+    /// referral profile and stored in the same canonical shape as every
+    /// other referral (the entries it references contained), but
+    /// attributed to `sender_ods`, the message's sending organisation,
+    /// rather than to the requester's organisation.
+    pub async fn submit_message(
+        &self,
+        referrer_id: &str,
+        body: Value,
+        service_request: usize,
+        sender_ods: &str,
+    ) -> Result<Receipt, IntakeError> {
+        let started = std::time::Instant::now();
+        let referral = self
+            .validator
+            .check_profile(Submission::Bundle {
+                bundle: &body,
+                service_request,
+            })
+            .map(Validated::new)
+            .map(|mut referral| {
+                referral.ods_code = sender_ods.to_owned();
+                referral
+            })
+            .map_err(IntakeError::Rejected);
+        self.metrics.validation(started.elapsed());
+        self.accept(referrer_id, referral?, body, None).await
+    }
+
+    /// The referral `referrer_id` sent under this business identifier.
+    pub async fn sent_by(
+        &self,
+        referrer_id: &str,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<model::Referral>, StoreError> {
+        self.already_accepted(referrer_id, system, value).await
+    }
+
     fn validate<'a>(
         &self,
         submission: Submission<'a>,
@@ -316,7 +366,7 @@ impl Referrals {
                         created: false,
                         referral: existing,
                     }),
-                    None => Err(refuse(issues)),
+                    None => Err(IntakeError::Unroutable(issues)),
                 };
             }
         };

@@ -13,10 +13,12 @@
 //! `domain::model`; [`SqlStore`] and what differs per backend in
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
-//! `outbox.rs`, `deliveries.rs`, `audit.rs`, `tokens.rs`, `retention.rs`).
+//! `outbox.rs`, `deliveries.rs`, `audit.rs`, `tokens.rs`, `retention.rs`,
+//! `bars.rs`).
 
 mod audit;
 mod backend;
+mod bars;
 mod deliveries;
 mod file_modes;
 mod group;
@@ -42,6 +44,7 @@ use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, Refe
 
 pub use self::{
     backend::{Backend, SqlStore},
+    bars::{BarsExchange, BarsMessages},
     postgres::PostgresStore,
     rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
@@ -249,12 +252,26 @@ pub trait Retention: Send + Sync + 'static {
 /// Every area: what the application is wired with (each consumer keeps
 /// only the slice it needs).
 pub trait Store:
-    ReferralStore + TaskEvents + Outbox + Deliveries + AuditTrail + TokenStore + Retention
+    ReferralStore
+    + TaskEvents
+    + Outbox
+    + Deliveries
+    + AuditTrail
+    + TokenStore
+    + Retention
+    + BarsMessages
 {
 }
 
 impl<T> Store for T where
-    T: ReferralStore + TaskEvents + Outbox + Deliveries + AuditTrail + TokenStore + Retention
+    T: ReferralStore
+        + TaskEvents
+        + Outbox
+        + Deliveries
+        + AuditTrail
+        + TokenStore
+        + Retention
+        + BarsMessages
 {
 }
 

@@ -271,7 +271,7 @@ async fn the_capability_statement_lists_exactly_what_is_supported(backend: Backe
         .iter()
         .map(|r| r["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["ServiceRequest", "Task"]);
+    assert_eq!(types, ["ServiceRequest", "Task", "MessageDefinition"]);
     let task_interactions: Vec<&str> = resources[1]["interaction"]
         .as_array()
         .unwrap()

@@ -6,6 +6,8 @@ mod support;
 mod attacks_data;
 mod attacks_http;
 mod audit;
+mod bars;
+mod bars_conformance;
 mod delivery;
 mod durability;
 mod erasure;

@@ -379,7 +379,7 @@ async fn pollers_find_changed_tasks_by_last_updated(backend: Backend) {
 }
 
 /// A copy of the mappings in which ActiveLives has a cancellation message.
-fn mappings_with_cancel() -> tempfile::TempDir {
+pub fn mappings_with_cancel() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&Path::new(MANIFEST_DIR).join("mappings"), dir.path());
     let file = dir.path().join("activelives.yaml");

@@ -1,14 +1,25 @@
 //! `GET /fhir/metadata`: a CapabilityStatement of exactly what this server
 //! supports, no more.
 
-use axum::http::StatusCode;
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
 use serde_json::json;
 
-use crate::http::FhirResponse;
+use super::base_url;
+use crate::{
+    bars::definitions,
+    http::{AppState, FhirResponse},
+};
 
-/// The CapabilityStatement.
-pub(super) async fn capability_statement() -> FhirResponse {
-    let statement = json!({
+/// The CapabilityStatement; it declares BaRS messaging when `[bars]` is
+/// configured.
+pub(super) async fn capability_statement(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> FhirResponse {
+    let mut statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": "2026-11-22",
@@ -51,6 +62,14 @@ pub(super) async fn capability_statement() -> FhirResponse {
                         { "name": "focus", "type": "reference", "documentation": "ServiceRequest/{id}" },
                         { "name": "_lastUpdated", "type": "date", "documentation": "gt or ge an instant: the Tasks changed since" }
                     ]
+                },
+                {
+                    "type": "MessageDefinition",
+                    "documentation": "the BaRS messages this receiver supports (see messaging)",
+                    "interaction": [
+                        { "code": "read" },
+                        { "code": "search-type" }
+                    ]
                 }
             ],
             "interaction": [
@@ -58,5 +77,28 @@ pub(super) async fn capability_statement() -> FhirResponse {
             ]
         }]
     });
+    if app.config.bars.is_some() {
+        let base = base_url(&app.config, &headers);
+        statement["rest"][0]["operation"] = json!([{
+            "name": "process-message",
+            "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+            "documentation": "NHS BaRS receiver: a message Bundle with X-Request-Id and X-Correlation-Id (GUIDs); answers are BaRS receiver errors (REC_*) or 200 with Signpost's referral reference"
+        }]);
+        statement["messaging"] = json!([{
+            "endpoint": [{
+                "protocol": {
+                    "system": "http://terminology.hl7.org/CodeSystem/message-transport",
+                    "code": "http"
+                },
+                "address": format!("{base}/$process-message")
+            }],
+            "reliableCache": 0,
+            "documentation": "NHS Booking and Referral Standard (BaRS) 1.x receiver: new referrals and their cancellation; a processed X-Request-Id is answered 409 REC_CONFLICT duplicate",
+            "supportedMessage": definitions::ALL.iter().map(|d| json!({
+                "mode": "receiver",
+                "definition": d.url
+            })).collect::<Vec<_>>()
+        }]);
+    }
     FhirResponse::new(StatusCode::OK, statement.to_string())
 }

@@ -3,7 +3,9 @@
 //! their handlers share (base URL, stored-resource answers, searchsets,
 //! resource ids from the path).
 
+mod message_definition;
 mod metadata;
+mod process_message;
 mod service_request;
 mod task;
 mod transaction;
@@ -51,6 +53,9 @@ pub fn router() -> Router<AppState> {
         .route("/Task", get(task::search))
         .route("/Task/{id}", get(task::read))
         .route("/metadata", get(metadata::capability_statement))
+        .route("/$process-message", post(process_message::process_message))
+        .route("/MessageDefinition", get(message_definition::search))
+        .route("/MessageDefinition/{id}", get(message_definition::read))
 }
 
 /// The absolute base of this server's FHIR endpoint: `public_base_url` when

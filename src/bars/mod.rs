@@ -1,0 +1,327 @@
+//! NHS Booking and Referral Standard (BaRS): Signpost as a BaRS receiver.
+//!
+//! A BaRS sender posts a message Bundle to `$process-message`. It is
+//! checked in BaRS's published order (headers, version, MessageHeader,
+//! workflow, payload: [`headers`], [`message`]) and then handed to the one
+//! referral pipeline ([`crate::referrals`]): a new referral is validated,
+//! routed, mapped and stored in the same canonical shape as every other;
+//! a cancellation is the referrer's withdrawal. Every refusal is a receiver
+//! error from BaRS's catalogue ([`answer`]). A request id that was
+//! processed is recorded in the database (`bars_messages`), so a sender's
+//! retry is answered `409 REC_CONFLICT` `duplicate`, which BaRS senders
+//! treat as success, however much later it comes and whichever instance it
+//! reaches. Nothing here knows about HTTP.
+
+pub mod answer;
+pub mod definitions;
+pub mod headers;
+pub mod message;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use self::{
+    answer::{Rec, Refusal},
+    headers::RequestHeaders,
+    message::{Message, URI_SYSTEM, Workflow},
+};
+use crate::{
+    config::{BarsConfig, Config},
+    domain::ReferralId,
+    outcome::IssueCode,
+    referrals::{IntakeError, Referrals, lifecycle::ChangeError},
+    store::{BarsExchange, BarsMessages, StoreError},
+    validation::Rejection,
+};
+
+/// The BaRS receiver.
+pub struct Bars {
+    config: Arc<Config>,
+    referrals: Arc<Referrals>,
+    store: Arc<dyn BarsMessages>,
+}
+
+/// A processed message.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub workflow: Workflow,
+    pub referral_id: ReferralId,
+    /// The referral's ServiceRequest version after the message.
+    pub version_id: i64,
+}
+
+impl Bars {
+    pub fn new(
+        config: Arc<Config>,
+        referrals: Arc<Referrals>,
+        store: Arc<dyn BarsMessages>,
+    ) -> Bars {
+        Bars {
+            config,
+            referrals,
+            store,
+        }
+    }
+
+    /// `[bars]`, when BaRS is enabled.
+    pub fn receiver(&self) -> Option<&BarsConfig> {
+        self.config.bars.as_ref()
+    }
+
+    /// Process one message from `referrer_id` (the authenticated caller).
+    pub async fn process(
+        &self,
+        referrer_id: &str,
+        headers: RequestHeaders,
+        mut body: Value,
+    ) -> Result<Processed, Refusal> {
+        let Some(receiver) = self.receiver() else {
+            return Err(Refusal::new(
+                Rec::NotImplemented,
+                IssueCode::NotSupported,
+                "this gateway is not configured as a BaRS receiver",
+            ));
+        };
+        if let Some(earlier) = self
+            .store
+            .bars_message(&headers.request_id)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(duplicate(&earlier));
+        }
+        if let Some(target) = &headers.target_service
+            && target != &receiver.service_id
+        {
+            return Err(Refusal::new(
+                Rec::BadRequest,
+                IssueCode::Invalid,
+                "the NHSD-Target-Identifier header names another service",
+            ));
+        }
+        let message = message::read(&body, receiver)?;
+        self.check_sender(referrer_id, &headers, &message)?;
+        let structural = self.referrals.check_structure(&body);
+        if !structural.is_empty() {
+            return Err(Refusal::bad_payload(structural));
+        }
+        let (system, value) = business_identifier(&mut body, message.service_request)?;
+        tracing::info!(
+            bars.request_id = %headers.request_id,
+            bars.workflow = message.workflow.as_str(),
+            bars.definition = message.definition.map_or("none", |d| d.name),
+            bars.requesting_software = headers.requesting_software.as_deref().unwrap_or("-"),
+            "BaRS message checked"
+        );
+        let processed = match &message.workflow {
+            Workflow::NewReferral => {
+                let receipt = self
+                    .referrals
+                    .submit_message(
+                        referrer_id,
+                        body,
+                        message.service_request,
+                        &message.sender_ods,
+                    )
+                    .await
+                    .map_err(refused_intake)?;
+                Processed {
+                    workflow: Workflow::NewReferral,
+                    referral_id: receipt.referral.id,
+                    version_id: receipt.referral.version_id,
+                }
+            }
+            Workflow::Cancellation(status) => {
+                let referral = self
+                    .referrals
+                    .sent_by(referrer_id, &system, &value)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| {
+                        Refusal::at(
+                            Rec::NotFound,
+                            IssueCode::NotFound,
+                            "the ServiceRequest to cancel is not known: no referral from this sender has its identifier",
+                            "ServiceRequest.identifier",
+                        )
+                    })?;
+                // Only an active referral can be cancelled; the Task's
+                // state machine refuses a finished one.
+                let current = serde_json::from_str::<Value>(&referral.resource)
+                    .ok()
+                    .and_then(|r| r.get("status").and_then(Value::as_str).map(str::to_owned));
+                if current.as_deref() != Some("active") {
+                    return Err(Refusal::at(
+                        Rec::Conflict,
+                        IssueCode::Conflict,
+                        "local data updates conflict with the updates in the message: the referral is no longer active",
+                        "ServiceRequest.status",
+                    ));
+                }
+                let revised = self
+                    .referrals
+                    .withdraw(&referral.id, status)
+                    .await
+                    .map_err(refused_change)?;
+                Processed {
+                    workflow: message.workflow.clone(),
+                    referral_id: revised.id,
+                    version_id: revised.version_id,
+                }
+            }
+        };
+        let exchange = BarsExchange {
+            request_id: headers.request_id.clone(),
+            correlation_id: headers.correlation_id.clone(),
+            bundle_id: message.bundle_id.clone(),
+            workflow: message.workflow.as_str().to_owned(),
+            referral_id: processed.referral_id.clone(),
+            referrer_id: referrer_id.parse().map_err(|_| {
+                Refusal::new(Rec::Forbidden, IssueCode::Forbidden, "not a referrer")
+            })?,
+            source_endpoint: message.source_endpoint.clone(),
+            received_at: self.referrals.clock().now().to_string(),
+        };
+        // Another request with the same id may have won the race: the
+        // primary key decides, and the loser is the duplicate.
+        if !self
+            .store
+            .record_bars_message(&exchange)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(duplicate(&exchange));
+        }
+        Ok(processed)
+    }
+
+    /// The sending organisation must be one the authenticated referrer
+    /// lists, and so must `NHSD-End-User-Organisation` when sent.
+    fn check_sender(
+        &self,
+        referrer_id: &str,
+        headers: &RequestHeaders,
+        message: &Message,
+    ) -> Result<(), Refusal> {
+        let owned = |ods: &str| {
+            self.config
+                .referrer_for_ods(ods)
+                .is_some_and(|r| r.id.as_str() == referrer_id)
+        };
+        if !owned(&message.sender_ods) {
+            return Err(Refusal::at(
+                Rec::Forbidden,
+                IssueCode::Forbidden,
+                "the sending organisation (MessageHeader.sender) is not one this caller's credentials may send for",
+                "Bundle.entry[0].resource.sender",
+            ));
+        }
+        if let Some(ods) = &headers.end_user_ods
+            && !owned(ods)
+        {
+            return Err(Refusal::new(
+                Rec::Forbidden,
+                IssueCode::Forbidden,
+                "the NHSD-End-User-Organisation header names an organisation this caller's credentials may not send for",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The ServiceRequest's business identifier; BaRS identifies a
+/// ServiceRequest without one by its entry's `fullUrl` (`urn:uuid:…`,
+/// repeated by a cancellation), which then becomes its identifier (system
+/// [`URI_SYSTEM`]) so that the referral is filed, found and deduplicated
+/// like every other.
+fn business_identifier(body: &mut Value, index: usize) -> Result<(String, String), Refusal> {
+    let entry = &mut body["entry"][index];
+    let full_url = entry
+        .get("fullUrl")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let service_request = &mut entry["resource"];
+    let given = service_request
+        .get("identifier")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|i| {
+            Some((
+                i.get("system")?.as_str()?.to_owned(),
+                i.get("value")?.as_str()?.to_owned(),
+            ))
+        });
+    if let Some(identifier) = given {
+        return Ok(identifier);
+    }
+    match full_url.filter(|u| u.starts_with("urn:uuid:")) {
+        Some(url) => {
+            service_request["identifier"] = json!([{ "system": URI_SYSTEM, "value": url }]);
+            Ok((URI_SYSTEM.to_owned(), url))
+        }
+        None => Err(Refusal::at(
+            Rec::BadRequest,
+            IssueCode::Required,
+            "the ServiceRequest needs an identifier, or a urn:uuid fullUrl that identifies it",
+            "ServiceRequest.identifier",
+        )),
+    }
+}
+
+fn duplicate(earlier: &BarsExchange) -> Refusal {
+    Refusal::new(
+        Rec::Conflict,
+        IssueCode::Duplicate,
+        format!(
+            "the message has been identified as having already been processed (Signpost referral reference {})",
+            answer::referral_reference(earlier.referral_id.as_str())
+        ),
+    )
+}
+
+fn unavailable(error: StoreError) -> Refusal {
+    tracing::error!(error.message = %error, error.cause_chain = ?error, "storage failed; answering 503");
+    Refusal::new(
+        Rec::ServiceUnavailable,
+        IssueCode::Transient,
+        "storage is temporarily unavailable; nothing was stored, retry later",
+    )
+}
+
+fn refused_intake(error: IntakeError) -> Refusal {
+    match error {
+        IntakeError::Rejected(Rejection::Structure(issues) | Rejection::Profile(issues)) => {
+            Refusal::bad_payload(issues)
+        }
+        IntakeError::Unroutable(issues) => Refusal {
+            rec: Rec::UnprocessableEntity,
+            issues: issues
+                .into_iter()
+                .map(|mut issue| {
+                    issue.code = IssueCode::NotSupported;
+                    issue
+                })
+                .collect(),
+        },
+        IntakeError::Forbidden(text) => Refusal::new(Rec::Forbidden, IssueCode::Forbidden, text),
+        IntakeError::Ambiguous => Refusal::new(
+            Rec::Conflict,
+            IssueCode::Conflict,
+            "the referral's identifier matches more than one referral",
+        ),
+        IntakeError::Store(e) => unavailable(e),
+    }
+}
+
+fn refused_change(error: ChangeError) -> Refusal {
+    match error {
+        ChangeError::NotFound(text) => Refusal::new(Rec::NotFound, IssueCode::NotFound, text),
+        ChangeError::Conflict(text) => Refusal::new(Rec::Conflict, IssueCode::Conflict, text),
+        ChangeError::Unprocessable(text) => {
+            Refusal::new(Rec::UnprocessableEntity, IssueCode::NotSupported, text)
+        }
+        ChangeError::Store(e) => unavailable(e),
+    }
+}
