@@ -10,6 +10,7 @@ pub mod deliveries;
 pub mod lifecycle;
 pub mod notification;
 pub mod sameness;
+pub mod subscription;
 pub mod task;
 
 use std::sync::Arc;

@@ -13,11 +13,12 @@
 //! `domain::model`; [`SqlStore`] and what differs per backend in
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
-//! `outbox.rs`, `deliveries.rs`, `audit.rs`, `tokens.rs`, `retention.rs`).
+//! `outbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`, `tokens.rs`, `retention.rs`).
 
 mod audit;
 mod backend;
 mod deliveries;
+mod events;
 mod group;
 mod intake;
 mod outbox;
@@ -182,6 +183,27 @@ pub trait Deliveries: Send + Sync + 'static {
     async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError>;
 }
 
+/// A referrer's numbered events, for its Subscription's `$status` and
+/// `$events` (`events.rs`).
+#[async_trait]
+pub trait SubscriptionEvents: Send + Sync + 'static {
+    /// The referrer's notifications numbered `first` to `last` (inclusive),
+    /// as first queued (not replays), by number, at most `limit`.
+    async fn events(
+        &self,
+        referrer: &ReferrerId,
+        first: i64,
+        last: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// How many events the referrer has had (the last number given).
+    async fn events_since_start(&self, referrer: &ReferrerId) -> Result<i64, StoreError>;
+
+    /// Whether the endpoint is disabled (it answered `410 Gone`).
+    async fn endpoint_disabled(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
+}
+
 /// The audit trail (`audit.rs`).
 #[async_trait]
 pub trait AuditTrail: Send + Sync + 'static {
@@ -231,12 +253,26 @@ pub trait Retention: Send + Sync + 'static {
 /// Every area: what the application is wired with (each consumer keeps
 /// only the slice it needs).
 pub trait Store:
-    ReferralStore + TaskEvents + Outbox + Deliveries + AuditTrail + TokenStore + Retention
+    ReferralStore
+    + TaskEvents
+    + Outbox
+    + Deliveries
+    + SubscriptionEvents
+    + AuditTrail
+    + TokenStore
+    + Retention
 {
 }
 
 impl<T> Store for T where
-    T: ReferralStore + TaskEvents + Outbox + Deliveries + AuditTrail + TokenStore + Retention
+    T: ReferralStore
+        + TaskEvents
+        + Outbox
+        + Deliveries
+        + SubscriptionEvents
+        + AuditTrail
+        + TokenStore
+        + Retention
 {
 }
 

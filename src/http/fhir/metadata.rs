@@ -42,6 +42,16 @@ pub(super) async fn capability_statement() -> FhirResponse {
                     ]
                 },
                 {
+                    "type": "Subscription",
+                    "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
+                    "documentation": "One per referrer (id: the referrer's id), read-only, made from its configuration; a referrer sees its own.",
+                    "interaction": [{ "code": "read" }],
+                    "operation": [
+                        { "name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status" },
+                        { "name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events", "documentation": "eventsSinceNumber, eventsUntilNumber (inclusive), content; at most 100 events per answer" }
+                    ]
+                },
+                {
                     "type": "Task",
                     "interaction": [
                         { "code": "read" },

@@ -1,10 +1,12 @@
 //! The FHIR R4 REST surface under `/fhir`: `ServiceRequest`, `Task`,
+//! `Subscription` (each referrer's, with `$status` and `$events`),
 //! transaction Bundles and the CapabilityStatement, with the helpers
 //! their handlers share (base URL, stored-resource answers, searchsets,
 //! resource ids from the path).
 
 mod metadata;
 mod service_request;
+mod subscription;
 mod task;
 mod transaction;
 
@@ -47,6 +49,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/ServiceRequest/{id}/_history/{version}",
             get(service_request::vread),
+        )
+        .route("/Subscription/{id}", get(subscription::read))
+        .route(
+            "/Subscription/{id}/$status",
+            get(subscription::status).post(subscription::status),
+        )
+        .route(
+            "/Subscription/{id}/$events",
+            get(subscription::events_get).post(subscription::events_post),
         )
         .route("/Task", get(task::search))
         .route("/Task/{id}", get(task::read))
