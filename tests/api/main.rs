@@ -4,10 +4,12 @@
 mod support;
 
 mod audit;
+mod clients;
 mod delivery;
 mod durability;
 mod erasure;
 mod errors;
+mod examples;
 mod idempotency;
 mod intake;
 mod limits;
