@@ -322,11 +322,18 @@ async fn a_gone_referrer_shows_as_an_errored_subscription_until_enabled(backend:
     let referral = fleet.refer("activelives-exercise.json").await;
     let body = json!({"referral_ref": referral, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
     assert_eq!(fleet.callback("activelives", "e1", &body).await.status(), 200);
-    fleet.referrer.wait_for(1, PATIENCE).await;
-    fleet.settled(&referral).await;
-
-    let subscription = json(app.get(&format!("/fhir/Subscription/{REFERRER}")).await).await;
-    assert_eq!(subscription["status"], "error");
+    // Until the 410 is recorded, the subscription is still active.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let subscription = json(app.get(&format!("/fhir/Subscription/{REFERRER}")).await).await;
+        if subscription["status"] == "error" {
+            break;
+        }
+        assert_eq!(subscription["status"], "active");
+        assert!(std::time::Instant::now() < deadline, "never disabled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(fleet.referrer.received()[0].answered, 410);
     let status = json(app.get(&format!("/fhir/Subscription/{REFERRER}/$status")).await).await;
     assert_eq!(parameter(status_of(&status), "status")["valueCode"], "error");
 
@@ -340,7 +347,7 @@ async fn a_gone_referrer_shows_as_an_errored_subscription_until_enabled(backend:
     let subscription = json(app.get(&format!("/fhir/Subscription/{REFERRER}")).await).await;
     assert_eq!(subscription["status"], "active");
     // The notification that met the 410 waited, and now arrives.
-    fleet.referrer.wait_for(2, PATIENCE).await;
+    fleet.referrer.wait_for(1, PATIENCE).await;
 }
 
 on_both_backends!(
