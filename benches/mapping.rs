@@ -75,5 +75,7 @@ fn validate_route_and_map(bencher: divan::Bencher, input: &str) {
     // Intake owns the parsed body; copying it is not part of the work.
     bencher
         .with_inputs(|| referral.clone())
-        .bench_values(|referral| dry_run(&VALIDATOR, &MAPPINGS, None, None, referral, None).unwrap());
+        .bench_values(|referral| {
+            dry_run(&VALIDATOR, &MAPPINGS, None, None, referral, None).unwrap()
+        });
 }

@@ -207,7 +207,10 @@ fn validate_routes_and_with_a_referrer_attributes_as_intake_does() {
     let output = signpost(&["validate", valid]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("routed to provider activelives"), "{stdout}");
+    assert!(
+        stdout.contains("routed to provider activelives"),
+        "{stdout}"
+    );
 
     // From an ODS code no referrer has: valid without a referrer named,
     // refused for the referrer (the sample configuration's).

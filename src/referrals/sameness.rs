@@ -47,7 +47,12 @@ fn material(resource: &Value) -> Value {
             }
         }
         contained.sort_by_cached_key(|r| {
-            let text = |key: &str| r.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let text = |key: &str| {
+                r.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             (text("resourceType"), text("id"))
         });
     }

@@ -31,8 +31,12 @@ fn with_other_referrer(config: &mut Config) {
 
 /// The referral with its requester organisation's ODS code replaced.
 fn from_organisation(referral: &Value, ods_code: &str) -> Value {
-    serde_json::from_str(&referral.to_string().replace("\"A81001\"", &format!("\"{ods_code}\"")))
-        .unwrap()
+    serde_json::from_str(
+        &referral
+            .to_string()
+            .replace("\"A81001\"", &format!("\"{ods_code}\"")),
+    )
+    .unwrap()
 }
 
 async fn every_fhir_path_answers_in_its_trailing_slash_form(backend: Backend) {
@@ -55,7 +59,12 @@ async fn every_fhir_path_answers_in_its_trailing_slash_form(backend: Backend) {
     ] {
         assert_eq!(app.get(&path).await.status(), StatusCode::OK, "GET {path}");
     }
-    let metadata = app.anonymous.get(app.url("/fhir/metadata/")).send().await.unwrap();
+    let metadata = app
+        .anonymous
+        .get(app.url("/fhir/metadata/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metadata.status(), StatusCode::OK);
     let translated = app
         .post_json("/fhir/ServiceRequest/$translate/", &referral)
@@ -86,7 +95,9 @@ async fn a_business_identifier_reused_for_a_different_referral_is_a_conflict(bac
         .rev()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let resent = app.post_json("/fhir/ServiceRequest", &Value::Object(reordered)).await;
+    let resent = app
+        .post_json("/fhir/ServiceRequest", &Value::Object(reordered))
+        .await;
     assert_eq!(resent.status(), StatusCode::OK);
     assert_eq!(json(resent).await, first);
 
@@ -172,7 +183,9 @@ async fn translate_refuses_what_intake_refuses(backend: Backend) {
 
 /// The parameter list of a Bundle's first entry (a subscription status).
 fn status_of(bundle: &Value) -> &Vec<Value> {
-    bundle["entry"][0]["resource"]["parameter"].as_array().unwrap()
+    bundle["entry"][0]["resource"]["parameter"]
+        .as_array()
+        .unwrap()
 }
 
 fn parameter<'a>(status: &'a [Value], name: &str) -> &'a Value {
@@ -210,7 +223,11 @@ async fn the_subscription_serves_its_status_and_recovers_events(backend: Backend
         format!("/fhir/Subscription/{OTHER}/$events"),
         "/fhir/Subscription/nobody".to_owned(),
     ] {
-        assert_eq!(app.get(&path).await.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            app.get(&path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
     }
     let as_admin = app
         .admin
@@ -222,14 +239,22 @@ async fn the_subscription_serves_its_status_and_recovers_events(backend: Backend
 
     // Three events: accepted, in progress, completed.
     let referral = fleet.refer("activelives-exercise.json").await;
-    for (n, event) in ["booked", "first_session_attended", "completed"].iter().enumerate() {
-        let body = json!({"referral_ref": referral, "event": event, "event_time": "2026-03-04T10:15:00Z"});
+    for (n, event) in ["booked", "first_session_attended", "completed"]
+        .iter()
+        .enumerate()
+    {
+        let body =
+            json!({"referral_ref": referral, "event": event, "event_time": "2026-03-04T10:15:00Z"});
         let response = fleet.callback("activelives", &format!("e{n}"), &body).await;
         assert_eq!(response.status(), 200, "{event}");
     }
     let sent = fleet.referrer.wait_for(3, PATIENCE).await;
 
-    let status = json(app.get(&format!("/fhir/Subscription/{REFERRER}/$status")).await).await;
+    let status = json(
+        app.get(&format!("/fhir/Subscription/{REFERRER}/$status"))
+            .await,
+    )
+    .await;
     assert_eq!(status["type"], "searchset");
     let parameters = status_of(&status);
     assert_eq!(parameter(parameters, "type")["valueCode"], "query-status");
@@ -248,7 +273,10 @@ async fn the_subscription_serves_its_status_and_recovers_events(backend: Backend
     )
     .await;
     assert_eq!(events["type"], "history");
-    assert_eq!(parameter(status_of(&events), "type")["valueCode"], "query-event");
+    assert_eq!(
+        parameter(status_of(&events), "type")["valueCode"],
+        "query-event"
+    );
     assert_eq!(event_numbers(&events), ["2", "3"]);
     let sent_tasks: Vec<&Value> = sent
         .iter()
@@ -279,8 +307,10 @@ async fn the_subscription_serves_its_status_and_recovers_events(backend: Backend
         format!("Task/{}", got_tasks[0]["id"].as_str().unwrap())
     );
     let empty = json(
-        app.get(&format!("/fhir/Subscription/{REFERRER}/$events?content=empty"))
-            .await,
+        app.get(&format!(
+            "/fhir/Subscription/{REFERRER}/$events?content=empty"
+        ))
+        .await,
     )
     .await;
     assert_eq!(event_numbers(&empty), ["1", "2", "3"]);
@@ -305,7 +335,12 @@ async fn the_subscription_serves_its_status_and_recovers_events(backend: Backend
     assert_eq!(event_numbers(&posted), ["3"]);
     assert_eq!(posted["entry"][1]["resource"], *got_tasks[1]);
 
-    for bad in ["eventsSinceNumber=two", "eventsUntilNumber=0", "content=all", "since=1"] {
+    for bad in [
+        "eventsSinceNumber=two",
+        "eventsUntilNumber=0",
+        "content=all",
+        "since=1",
+    ] {
         let response = app
             .get(&format!("/fhir/Subscription/{REFERRER}/$events?{bad}"))
             .await;
@@ -320,8 +355,12 @@ async fn a_gone_referrer_shows_as_an_errored_subscription_until_enabled(backend:
     let app = &fleet.app;
     fleet.referrer.script(vec![Scripted::status(410)]);
     let referral = fleet.refer("activelives-exercise.json").await;
-    let body = json!({"referral_ref": referral, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
-    assert_eq!(fleet.callback("activelives", "e1", &body).await.status(), 200);
+    let body =
+        json!({"referral_ref": referral, "event": "booked", "event_time": "2026-03-04T10:15:00Z"});
+    assert_eq!(
+        fleet.callback("activelives", "e1", &body).await.status(),
+        200
+    );
     // Until the 410 is recorded, the subscription is still active.
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
@@ -334,8 +373,15 @@ async fn a_gone_referrer_shows_as_an_errored_subscription_until_enabled(backend:
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(fleet.referrer.received()[0].answered, 410);
-    let status = json(app.get(&format!("/fhir/Subscription/{REFERRER}/$status")).await).await;
-    assert_eq!(parameter(status_of(&status), "status")["valueCode"], "error");
+    let status = json(
+        app.get(&format!("/fhir/Subscription/{REFERRER}/$status"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        parameter(status_of(&status), "status")["valueCode"],
+        "error"
+    );
 
     let enabled = app
         .admin

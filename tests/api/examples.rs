@@ -43,14 +43,18 @@ async fn receiver_recovers_a_missed_event(backend: Backend, runtime: Runtime, te
     })
     .await;
     let referral = fleet.refer("activelives-exercise.json").await;
-    let response = fleet.callback("activelives", "e1", &booked(&referral)).await;
+    let response = fleet
+        .callback("activelives", "e1", &booked(&referral))
+        .await;
     assert_eq!(response.status(), 200);
     // Event 1 was tried once, met no listener and was dead-lettered.
     fleet.settled(&referral).await;
     let dead = json(
         fleet
             .app
-            .get(&format!("/admin/deliveries?endpoint=referrer:{REFERRER}&state=dead"))
+            .get(&format!(
+                "/admin/deliveries?endpoint=referrer:{REFERRER}&state=dead"
+            ))
             .await,
     )
     .await;
@@ -76,7 +80,9 @@ async fn receiver_recovers_a_missed_event(backend: Backend, runtime: Runtime, te
         .line_where(&mut seen, PATIENCE, |l| l.starts_with("listening on"))
         .await;
 
-    let response = fleet.callback("activelives", "e2", &attended(&referral)).await;
+    let response = fleet
+        .callback("activelives", "e2", &attended(&referral))
+        .await;
     assert_eq!(response.status(), 200);
     let task = fleet.task(&referral).await;
     let task_ref = format!("Task/{}", task["id"].as_str().unwrap());
@@ -92,7 +98,10 @@ async fn receiver_recovers_a_missed_event(backend: Backend, runtime: Runtime, te
         ],
         "{seen:#?}"
     );
-    assert!(seen.iter().any(|l| l.starts_with("gap: events 1..1")), "{seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("gap: events 1..1")),
+        "{seen:#?}"
+    );
 
     // A forged notification (signed with another secret) is refused.
     let body = r#"{"resourceType":"Bundle"}"#;
@@ -102,7 +111,10 @@ async fn receiver_recovers_a_missed_event(backend: Backend, runtime: Runtime, te
         .post(format!("http://{address}/notifications"))
         .header("webhook-id", "msg_forged")
         .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", sign(&wrong, "msg_forged", now, body.as_bytes()))
+        .header(
+            "webhook-signature",
+            sign(&wrong, "msg_forged", now, body.as_bytes()),
+        )
         .body(body)
         .send()
         .await
@@ -162,7 +174,9 @@ async fn fhirclient_sends_a_transaction_bundle_referral(backend: Backend) {
 
     let found = fleet.app.search_identifier(&value).await;
     assert_eq!(found["total"], 1, "{found}");
-    let contained = found["entry"][0]["resource"]["contained"].as_array().unwrap();
+    let contained = found["entry"][0]["resource"]["contained"]
+        .as_array()
+        .unwrap();
     assert!(contained.iter().any(|r| r["resourceType"] == "Patient"));
 }
 

@@ -149,9 +149,9 @@ pub(super) async fn translate(
     Query(params): Query<TranslateParams>,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
-    let (provider, payload) = app
-        .referrals
-        .translate(caller.referrer(), body, params.provider.as_deref())?;
+    let (provider, payload) =
+        app.referrals
+            .translate(caller.referrer(), body, params.provider.as_deref())?;
     let mut response = (
         StatusCode::OK,
         [(

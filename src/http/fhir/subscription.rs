@@ -82,9 +82,8 @@ async fn events(
             "eventsSinceNumber" => range.since = Some(event_number(name, value)?),
             "eventsUntilNumber" => range.until = Some(event_number(name, value)?),
             "content" => {
-                content = Content::parse(value).ok_or_else(|| {
-                    bad("content must be empty, id-only or full-resource".into())
-                })?;
+                content = Content::parse(value)
+                    .ok_or_else(|| bad("content must be empty, id-only or full-resource".into()))?;
             }
             other => {
                 return Err(bad(format!(
@@ -146,14 +145,19 @@ fn parameters(body: &Value) -> Result<HashMap<String, String>, FhirError> {
         .flatten()
     {
         let name = parameter.get("name").and_then(Value::as_str).unwrap_or("");
-        let value = ["valueString", "valueCode", "valueInteger", "valuePositiveInt"]
-            .iter()
-            .find_map(|key| parameter.get(*key))
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .ok_or_else(|| bad(format!("parameter {name:?} has no string or code value")))?;
+        let value = [
+            "valueString",
+            "valueCode",
+            "valueInteger",
+            "valuePositiveInt",
+        ]
+        .iter()
+        .find_map(|key| parameter.get(*key))
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .ok_or_else(|| bad(format!("parameter {name:?} has no string or code value")))?;
         params.insert(name.to_owned(), value);
     }
     Ok(params)

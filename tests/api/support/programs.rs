@@ -63,7 +63,10 @@ impl Runtime {
             ),
         };
         let mut command = Command::new(program);
-        command.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+        command
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         if let Runtime::Node = self {
             command.current_dir(PathBuf::from(MANIFEST_DIR).join("examples/node"));
         }
@@ -96,12 +99,7 @@ pub struct Program {
 
 impl Program {
     /// Start `script` with these arguments and environment variables.
-    pub fn start(
-        runtime: Runtime,
-        script: &str,
-        args: &[&str],
-        env: &[(&str, String)],
-    ) -> Program {
+    pub fn start(runtime: Runtime, script: &str, args: &[&str], env: &[(&str, String)]) -> Program {
         let mut command = runtime.command(script);
         command.args(args);
         command.stdout(Stdio::piped()).stderr(Stdio::inherit());
