@@ -42,16 +42,6 @@ pub(super) async fn capability_statement() -> FhirResponse {
                     ]
                 },
                 {
-                    "type": "Subscription",
-                    "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
-                    "documentation": "One per referrer (id: the referrer's id), read-only, made from its configuration; a referrer sees its own.",
-                    "interaction": [{ "code": "read" }],
-                    "operation": [
-                        { "name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status" },
-                        { "name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events", "documentation": "eventsSinceNumber, eventsUntilNumber (inclusive), content; at most 100 events per answer" }
-                    ]
-                },
-                {
                     "type": "Task",
                     "interaction": [
                         { "code": "read" },
@@ -60,6 +50,16 @@ pub(super) async fn capability_statement() -> FhirResponse {
                     "searchParam": [
                         { "name": "focus", "type": "reference", "documentation": "ServiceRequest/{id}" },
                         { "name": "_lastUpdated", "type": "date", "documentation": "gt or ge an instant: the Tasks changed since" }
+                    ]
+                },
+                {
+                    "type": "Subscription",
+                    "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
+                    "documentation": "One per referrer (id: the referrer's id), read-only, made from its configuration; a referrer sees its own.",
+                    "interaction": [{ "code": "read" }],
+                    "operation": [
+                        { "name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status" },
+                        { "name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events", "documentation": "eventsSinceNumber, eventsUntilNumber (inclusive), content; at most 100 events per answer" }
                     ]
                 }
             ],
