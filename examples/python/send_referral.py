@@ -15,19 +15,18 @@ import os
 import sys
 
 from fhirclient import client
+from fhirclient.auth import FHIROAuth2Auth
 from fhirclient.models.bundle import Bundle
 
+# Configured the ordinary way: fhirclient keeps the base URL with a trailing
+# slash, and posts a transaction Bundle to that base itself (POST /fhir/).
 smart = client.FHIRClient(
-    state={
-        "app_id": "practice-system",
-        "server": {
-            "base_uri": os.environ["SIGNPOST_FHIR_BASE"],
-            # A token obtained beforehand, as a SMART backend service holds it.
-            "auth_type": "oauth2",
-            "auth": {"access_token": os.environ["SIGNPOST_TOKEN"]},
-        },
-    }
+    settings={"app_id": "practice-system", "api_base": os.environ["SIGNPOST_FHIR_BASE"]}
 )
+# A token obtained beforehand (as a SMART backend service holds one), given to
+# fhirclient's own OAuth2 auth, which sends it as a bearer token.
+smart.server.auth = FHIROAuth2Auth(state={"access_token": os.environ["SIGNPOST_TOKEN"]})
+assert smart.server.base_uri.endswith("/")
 
 with open(sys.argv[1], encoding="utf-8") as f:
     bundle = Bundle(json.load(f))  # checked against fhirclient's R4 models
