@@ -191,3 +191,44 @@ fn erase_refuses_a_number_that_is_not_a_valid_nhs_number() {
         assert!(!database.exists(), "nothing was opened");
     }
 }
+
+/// `signpost validate` makes intake's checks: a referral no provider takes
+/// is invalid (exit 1, the routing issue), and with `--referrer` so is one
+/// from an organisation that is not that referrer's.
+#[test]
+fn validate_routes_and_with_a_referrer_attributes_as_intake_does() {
+    let unroutable = "tests/fixtures/referrals/refused/no-provider-matches.json";
+    let output = signpost(&["validate", unroutable]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("\"code\": \"business-rule\""), "{stdout}");
+
+    let valid = "tests/fixtures/referrals/valid/activelives-exercise.json";
+    let output = signpost(&["validate", valid]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("routed to provider activelives"),
+        "{stdout}"
+    );
+
+    // From an ODS code no referrer has: valid without a referrer named,
+    // refused for the referrer (the sample configuration's).
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.json");
+    let text = std::fs::read_to_string(format!("{MANIFEST_DIR}/{valid}")).unwrap();
+    std::fs::write(&foreign, text.replace("\"A81001\"", "\"Y99999\"")).unwrap();
+    let foreign = foreign.to_str().unwrap();
+    let output = signpost(&["validate", foreign]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let output = signpost(&["validate", foreign, "--referrer", "riverside-surgery"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("not registered"), "{stdout}");
+    assert!(
+        stdout.contains("ServiceRequest.contained[3].identifier"),
+        "{stdout}"
+    );
+}

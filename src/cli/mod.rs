@@ -100,6 +100,10 @@ enum Command {
         /// Map for this provider instead of routing.
         #[arg(long)]
         provider: Option<String>,
+        /// Check too that this referrer (`[referrers.<id>]` of `--config`)
+        /// may send the referral, as intake does.
+        #[arg(long)]
+        referrer: Option<String>,
         file: PathBuf,
         #[arg(long, default_value = "mappings")]
         mappings: PathBuf,
@@ -132,6 +136,14 @@ enum Command {
         /// Folder holding the schemas.
         #[arg(long, default_value = "schemas")]
         schemas: PathBuf,
+        /// Folder holding the mapping files a referral is routed and mapped
+        /// with.
+        #[arg(long, default_value = "mappings")]
+        mappings: PathBuf,
+        /// Check too that this referrer (`[referrers.<id>]` of `--config`)
+        /// may send the referral, as intake does.
+        #[arg(long)]
+        referrer: Option<String>,
     },
 }
 
@@ -278,14 +290,31 @@ pub fn run(cli: Cli) -> ExitCode {
             with_runtime(operations::erase(config, nhs_number, yes))
         }
         Command::Purge { days } => with_runtime(operations::purge(config, days)),
-        Command::Validate { file, schemas } => tools::validate(&file, &schemas),
+        Command::Validate {
+            file,
+            schemas,
+            mappings,
+            referrer,
+        } => tools::validate(
+            &file,
+            &schemas,
+            &mappings,
+            referrer.as_deref().map(|r| (r, config.as_path())),
+        ),
         Command::Mappings { command } => tools::mappings(command, &config),
         Command::Translate {
             provider,
+            referrer,
             file,
             mappings,
             schemas,
-        } => tools::translate(provider.as_deref(), &file, &mappings, &schemas),
+        } => tools::translate(
+            provider.as_deref(),
+            referrer.as_deref().map(|r| (r, config.as_path())),
+            &file,
+            &mappings,
+            &schemas,
+        ),
         Command::Fhirpath { expression, file } => tools::fhirpath(&expression, file.as_deref()),
         Command::Fpml {
             template,

@@ -1,6 +1,6 @@
 //! The integrators' offline tools: `validate`, `mappings check|test`,
-//! `translate`, `fhirpath` and `fpml`. They need no configuration or
-//! database.
+//! `translate`, `fhirpath` and `fpml`. They need no database, and no
+//! configuration unless `--referrer` asks for the attribution check.
 
 use std::{path::Path, process::ExitCode};
 
@@ -8,12 +8,17 @@ use serde_json::Value;
 
 use super::{MappingsCommand, fail, print_json};
 use crate::{
+    config::Config,
     mapping::{MappingError, MappingSet, fixtures, fpml::Template, set_check},
     outcome::{Issue, IssueCode, Severity, operation_outcome},
-    validation::{Rejection, Submission, Validator},
+    referrals::{IntakeError, checks},
+    validation::{Rejection, Validator},
 };
 
-pub(super) fn validate(file: &Path, schemas: &Path) -> ExitCode {
+/// `--referrer ID` with the configuration file naming it.
+pub(super) type Sender<'a> = Option<(&'a str, &'a Path)>;
+
+pub(super) fn validate(file: &Path, schemas: &Path, mappings: &Path, sender: Sender) -> ExitCode {
     let document: Value = match std::fs::read_to_string(file)
         .map_err(|e| e.to_string())
         .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("malformed JSON: {e}")))
@@ -31,7 +36,33 @@ pub(super) fn validate(file: &Path, schemas: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let issues = check_document(&validator, &document);
+    let issues = if is_referral(&document) {
+        // Every check intake makes (see `referrals::checks`).
+        let Ok(set) = load_mapping_set(mappings, schemas) else {
+            return ExitCode::from(2);
+        };
+        let Ok(config) = sender.map(|(_, path)| Config::load(path)).transpose() else {
+            eprintln!("signpost: --referrer needs a valid --config; see `signpost serve`");
+            return ExitCode::from(2);
+        };
+        let referrer = sender.map(|(id, _)| id);
+        match checks::dry_run(&validator, &set, config.as_ref(), referrer, document, None) {
+            Ok((provider, _)) => vec![Issue {
+                severity: Severity::Information,
+                code: IssueCode::Informational,
+                diagnostics: format!("valid: routed to provider {provider}"),
+                expression: None,
+            }],
+            Err(IntakeError::Rejected(Rejection::Structure(i) | Rejection::Profile(i))) => i,
+            Err(IntakeError::Forbidden(what)) => vec![Issue::error(IssueCode::Forbidden, what)],
+            Err(e) => {
+                eprintln!("signpost: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        validator.check_structure(&document)
+    };
     let valid = issues.iter().all(|i| i.severity != Severity::Error);
     let issues = if issues.is_empty() {
         vec![Issue {
@@ -54,36 +85,13 @@ pub(super) fn validate(file: &Path, schemas: &Path) -> ExitCode {
     }
 }
 
-/// Every layer that applies to `document`.
-fn check_document(validator: &Validator, document: &Value) -> Vec<Issue> {
-    let resource_type = document.get("resourceType").and_then(Value::as_str);
-    let transaction_sr = (resource_type == Some("Bundle")
-        && document.get("type").and_then(Value::as_str) == Some("transaction"))
-    .then(|| {
-        document["entry"].as_array().and_then(|entries| {
-            let found: Vec<usize> = entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| {
-                    e.pointer("/resource/resourceType") == Some(&"ServiceRequest".into())
-                })
-                .map(|(i, _)| i)
-                .collect();
-            (found.len() == 1).then(|| found[0])
-        })
-    })
-    .flatten();
-    let submission = match (resource_type, transaction_sr) {
-        (Some("ServiceRequest"), _) => Submission::ServiceRequest(document),
-        (_, Some(service_request)) => Submission::Bundle {
-            bundle: document,
-            service_request,
-        },
-        _ => return validator.check_structure(document),
-    };
-    match validator.check_referral(submission) {
-        Ok(_) => Vec::new(),
-        Err(Rejection::Structure(issues) | Rejection::Profile(issues)) => issues,
+/// A referral is a ServiceRequest or a transaction Bundle; any other
+/// resource is only checked against the FHIR R4 schema.
+fn is_referral(document: &Value) -> bool {
+    match document.get("resourceType").and_then(Value::as_str) {
+        Some("ServiceRequest") => true,
+        Some("Bundle") => document.get("type").and_then(Value::as_str) == Some("transaction"),
+        _ => false,
     }
 }
 
@@ -207,6 +215,7 @@ pub(super) fn mappings(command: MappingsCommand, config: &Path) -> ExitCode {
 
 pub(super) fn translate(
     provider: Option<&str>,
+    sender: Sender,
     file: &Path,
     mappings: &Path,
     schemas: &Path,
@@ -223,16 +232,26 @@ pub(super) fn translate(
         Ok(set) => set,
         Err(code) => return code,
     };
-    match crate::referrals::translate(&validator, &set, body, provider) {
+    let config = match sender.map(|(_, path)| Config::load(path)).transpose() {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let referrer = sender.map(|(id, _)| id);
+    match checks::dry_run(&validator, &set, config.as_ref(), referrer, body, provider) {
         Ok((provider, payload)) => {
             eprintln!("provider: {provider}");
             print_json(&payload);
             ExitCode::SUCCESS
         }
-        Err(crate::referrals::IntakeError::Rejected(
-            Rejection::Structure(issues) | Rejection::Profile(issues),
-        )) => {
+        Err(IntakeError::Rejected(Rejection::Structure(issues) | Rejection::Profile(issues))) => {
             print_json(&operation_outcome(&issues));
+            ExitCode::FAILURE
+        }
+        Err(IntakeError::Forbidden(what)) => {
+            print_json(&operation_outcome(&[Issue::error(
+                IssueCode::Forbidden,
+                what,
+            )]));
             ExitCode::FAILURE
         }
         Err(e) => fail(e),

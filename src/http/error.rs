@@ -95,6 +95,15 @@ impl From<IntakeError> for FhirError {
             }
             IntakeError::Forbidden(what) => FhirError::Forbidden(what),
             IntakeError::Unroutable(issues) => FhirError::Unprocessable(issues),
+            IntakeError::IdentifierReused(original) => FhirError::Refused(
+                StatusCode::CONFLICT,
+                vec![Issue::error(
+                    IssueCode::Duplicate,
+                    format!(
+                        "this business identifier (ServiceRequest.identifier) was already used by this referrer for a different referral, ServiceRequest/{original}; a referral cannot be changed by sending it again. To replace it, cancel ServiceRequest/{original} (PUT or PATCH with status revoked) and send the new referral under a new identifier; to resend the original, send it unchanged"
+                    ),
+                )],
+            ),
             IntakeError::Store(e) => FhirError::Unavailable(e),
         }
     }

@@ -110,8 +110,19 @@ impl FromRef<AppState> for Arc<Metrics> {
 /// referrer's or an admin's bearer token (a referrer sees only its own
 /// referrals); `/admin` needs an admin token; `/metrics` a monitor or an
 /// admin token; `/providers/{id}/status` is authenticated by the
-/// provider's webhook signature instead.
+/// provider's webhook signature instead. Every FHIR path also answers in
+/// its trailing-slash form (`POST /fhir/`), which is rewritten before
+/// routing.
 pub fn router(state: AppState) -> Router {
+    Router::new()
+        .fallback_service(routes(state))
+        .layer(axum::middleware::map_request(
+            middleware::trailing_slash::trim,
+        ))
+}
+
+/// The routes and the layers every request passes through.
+fn routes(state: AppState) -> Router {
     Router::new()
         .nest("/fhir", fhir::router())
         .nest("/admin", admin::router())

@@ -5,15 +5,20 @@
 
 pub mod attempts;
 pub mod canonical;
+pub mod checks;
 pub mod deliveries;
 pub mod lifecycle;
 pub mod notification;
+pub mod sameness;
+pub mod subscription;
 pub mod task;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use self::checks::{Form, refuse};
 
 use crate::domain::model::{self, NewIntake, Recorded};
 use crate::{
@@ -24,7 +29,7 @@ use crate::{
     mapping::MappingSet,
     outcome::{Issue, IssueCode},
     store::{Store, StoreError},
-    validation::{Rejection, Submission, Validator},
+    validation::{Rejection, Validator},
 };
 
 /// The referral service: configuration, schemas and storage. Its parts
@@ -87,34 +92,12 @@ pub enum IntakeError {
     /// Valid, but no provider's mapping takes it (or its mapping refused it).
     #[error("no provider takes the referral")]
     Unroutable(Vec<Issue>),
+    /// The referrer already used this business identifier for a
+    /// materially different referral (see [`sameness`]): the one stored.
+    #[error("the business identifier was already used for a different referral")]
+    IdentifierReused(ReferralId),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What intake keeps of a validated referral once the referral's borrow of
-/// the submitted document ends: what it is filed under, and how to turn the
-/// document into canonical form without copying it.
-struct Validated {
-    identifier_system: String,
-    identifier_value: String,
-    nhs_number: String,
-    /// The requester Organization's ODS code, and where it sits.
-    ods_code: String,
-    organization_path: String,
-    canonical: canonical::Plan,
-}
-
-impl Validated {
-    fn new(referral: crate::validation::Referral<'_>) -> Validated {
-        Validated {
-            canonical: canonical::plan(&referral),
-            identifier_system: referral.identifier_system,
-            identifier_value: referral.identifier_value,
-            nhs_number: referral.nhs_number,
-            ods_code: referral.ods_code,
-            organization_path: referral.organization.path,
-        }
-    }
 }
 
 /// An accepted referral.
@@ -181,15 +164,8 @@ impl Referrals {
         if_none_exist: Option<&str>,
     ) -> Result<Receipt, IntakeError> {
         let criteria = if_none_exist.map(parse_if_none_exist).transpose()?;
-        expect_resource_type(
-            &body,
-            "ServiceRequest",
-            "this endpoint takes a ServiceRequest; post a transaction Bundle to the base URL",
-        )?;
         let started = std::time::Instant::now();
-        let referral = self
-            .validate(Submission::ServiceRequest(&body))
-            .map(Validated::new);
+        let referral = checks::validate(&self.validator, Form::ServiceRequest, &body);
         self.metrics.validation(started.elapsed());
         self.accept(referrer_id, referral?, body, criteria).await
     }
@@ -201,26 +177,8 @@ impl Referrals {
         referrer_id: &str,
         body: Value,
     ) -> Result<Receipt, IntakeError> {
-        expect_resource_type(
-            &body,
-            "Bundle",
-            "the base URL takes a transaction Bundle; post a bare ServiceRequest to /fhir/ServiceRequest",
-        )?;
         let started = std::time::Instant::now();
-        let structural = self.validator.check_structure(&body);
-        if !structural.is_empty() {
-            self.metrics.validation(started.elapsed());
-            return Err(IntakeError::Rejected(Rejection::Structure(structural)));
-        }
-        let service_request = find_service_request_entry(&body)?;
-        let referral = self
-            .validator
-            .check_profile(Submission::Bundle {
-                bundle: &body,
-                service_request,
-            })
-            .map(Validated::new)
-            .map_err(IntakeError::Rejected);
+        let referral = checks::validate(&self.validator, Form::Transaction, &body);
         self.metrics.validation(started.elapsed());
         self.accept(referrer_id, referral?, body, None).await
     }
@@ -246,18 +204,12 @@ impl Referrals {
         sender_ods: &str,
     ) -> Result<Receipt, IntakeError> {
         let started = std::time::Instant::now();
-        let referral = self
-            .validator
-            .check_profile(Submission::Bundle {
-                bundle: &body,
-                service_request,
-            })
-            .map(Validated::new)
-            .map(|mut referral| {
+        let referral = checks::validate_message(&self.validator, &body, service_request).map(
+            |mut referral| {
                 referral.ods_code = sender_ods.to_owned();
                 referral
-            })
-            .map_err(IntakeError::Rejected);
+            },
+        );
         self.metrics.validation(started.elapsed());
         self.accept(referrer_id, referral?, body, None).await
     }
@@ -272,43 +224,17 @@ impl Referrals {
         self.already_accepted(referrer_id, system, value).await
     }
 
-    fn validate<'a>(
-        &self,
-        submission: Submission<'a>,
-    ) -> Result<crate::validation::Referral<'a>, IntakeError> {
-        self.validator
-            .check_referral(submission)
-            .map_err(IntakeError::Rejected)
-    }
-
     /// Accept a validated referral (`document` is the submission it was
     /// validated from) from `referrer_id` (the caller's token), which must
     /// be the referrer whose ODS codes include the requesting organisation.
     async fn accept(
         &self,
         referrer_id: &str,
-        referral: Validated,
+        referral: checks::Validated,
         document: Value,
         if_none_exist: Option<(Option<String>, String)>,
     ) -> Result<Receipt, IntakeError> {
-        let Some(referrer) = self.config.referrer_for_ods(&referral.ods_code) else {
-            return Err(IntakeError::Rejected(Rejection::Profile(vec![
-                Issue::error(
-                    IssueCode::BusinessRule,
-                    format!(
-                        "the requesting organisation (ODS code {}) is not registered with this gateway as a referrer",
-                        referral.ods_code
-                    ),
-                )
-                .at(format!("{}.identifier", referral.organization_path)),
-            ])));
-        };
-        if referrer.id != referrer_id {
-            return Err(IntakeError::Forbidden(format!(
-                "this token may send referrals only for {referrer_id}; the requesting organisation (ODS code {}) belongs to another referrer",
-                referral.ods_code
-            )));
-        }
+        let referrer = checks::attribute(&self.config, &referral, referrer_id)?;
 
         if let Some((system, value)) = if_none_exist {
             let mut matches = self
@@ -332,20 +258,17 @@ impl Referrals {
         let task_id = TaskId::generate();
         let at = self.clock.now();
         let now = at.to_string();
-        let resource = with_server_identity(
-            referral.canonical.apply(document),
-            referral_id.as_str(),
-            &now,
-        );
+        let identifier_system = referral.identifier_system.clone();
+        let identifier_value = referral.identifier_value.clone();
+        let nhs_number = referral.nhs_number.clone();
+        let ods_code = referral.ods_code.clone();
+        let resource = referral.canonical(document, referral_id.as_str(), &now);
 
         // Route and map now, so that a referral the provider could not take
         // is refused here rather than accepted and never delivered.
         let started = std::time::Instant::now();
         let mappings = self.mappings.load();
-        let mapped = mappings.route(&resource).and_then(|mapping| {
-            let payload = mapping.translate(&resource)?;
-            Ok((mapping, payload))
-        });
+        let mapped = checks::route_and_map(&mappings, &resource, None);
         self.metrics.mapping(started.elapsed());
         let (mapping, payload) = match mapped {
             Ok(mapped) => mapped,
@@ -355,17 +278,10 @@ impl Referrals {
             // answers it with the stored referral.
             Err(issues) => {
                 let existing = self
-                    .already_accepted(
-                        referrer_id,
-                        &referral.identifier_system,
-                        &referral.identifier_value,
-                    )
+                    .already_accepted(referrer_id, &identifier_system, &identifier_value)
                     .await?;
                 return match existing {
-                    Some(existing) => Ok(Receipt {
-                        created: false,
-                        referral: existing,
-                    }),
+                    Some(existing) => resent(existing, &resource),
                     None => Err(IntakeError::Unroutable(issues)),
                 };
             }
@@ -389,8 +305,8 @@ impl Referrals {
         let task = task::new_task(&task::NewTask {
             id: task_id.as_str(),
             referral_id: referral_id.as_str(),
-            nhs_number: &referral.nhs_number,
-            requester_ods: &referral.ods_code,
+            nhs_number: &nhs_number,
+            requester_ods: &ods_code,
             owner: Some(task::Owner {
                 provider_id: &mapping.provider,
                 name: provider_name.as_deref(),
@@ -401,14 +317,14 @@ impl Referrals {
             referral: model::Referral {
                 id: referral_id.clone(),
                 referrer_id: referrer_id_typed,
-                identifier_system: referral.identifier_system.clone(),
-                identifier_value: referral.identifier_value.clone(),
+                identifier_system,
+                identifier_value,
                 provider_id: Some(provider_id.clone()),
                 version_id: 1,
                 last_updated: at,
                 resource: resource.to_string(),
                 // (Validation refused any NHS number with a bad check digit.)
-                nhs_number: NhsNumber::parse(&referral.nhs_number).ok(),
+                nhs_number: NhsNumber::parse(&nhs_number).ok(),
             },
             task: model::Task {
                 id: task_id,
@@ -433,10 +349,7 @@ impl Referrals {
                 created: true,
                 referral,
             },
-            Recorded::Existing(referral) => Receipt {
-                created: false,
-                referral,
-            },
+            Recorded::Existing(referral) => return resent(referral, &resource),
         })
     }
 
@@ -456,17 +369,23 @@ impl Referrals {
             .find(|r| r.referrer_id == referrer_id))
     }
 
-    /// Dry run: validate a referral (bare or transaction Bundle), put it in
-    /// canonical form, route it (or use `provider`) and map it. Nothing is
-    /// stored and no referrer check is made; Signpost's id for the referral
-    /// shows as `DRY-RUN`. Returns the provider and the payload it would
-    /// receive.
+    /// Dry run (see [`checks::dry_run`]): every check intake makes, with
+    /// attribution to `sender` when a referrer sends it, and nothing stored.
+    /// Returns the provider and the payload it would receive.
     pub fn translate(
         &self,
+        sender: Option<&str>,
         body: Value,
         provider: Option<&str>,
     ) -> Result<(String, Value), IntakeError> {
-        translate(&self.validator, &self.mappings.load(), body, provider)
+        checks::dry_run(
+            &self.validator,
+            &self.mappings.load(),
+            Some(&self.config),
+            sender,
+            body,
+            provider,
+        )
     }
 
     /// One referral by id.
@@ -510,30 +429,6 @@ impl Referrals {
     }
 }
 
-/// The resource with the server's `id` and `meta.versionId`/`lastUpdated`,
-/// placed right after `resourceType` as FHIR JSON customarily has them;
-/// the client's other `meta` (profiles, tags) is kept.
-fn with_server_identity(resource: Value, id: &str, now: &str) -> Value {
-    let Value::Object(mut fields) = resource else {
-        return resource;
-    };
-    let mut meta = match fields.shift_remove("meta") {
-        Some(Value::Object(meta)) => meta,
-        _ => serde_json::Map::new(),
-    };
-    meta.insert("versionId".into(), json!("1"));
-    meta.insert("lastUpdated".into(), json!(now));
-    fields.shift_remove("id");
-    let mut ordered = serde_json::Map::with_capacity(fields.len() + 2);
-    if let Some(resource_type) = fields.shift_remove("resourceType") {
-        ordered.insert("resourceType".into(), resource_type);
-    }
-    ordered.insert("id".into(), json!(id));
-    ordered.insert("meta".into(), Value::Object(meta));
-    ordered.extend(fields);
-    Value::Object(ordered)
-}
-
 /// A FHIR token search value: `system|value`, `|value` (no system) or `value`
 /// (any system). An empty system (`|value`) is treated as "any" too, since
 /// referrals always carry a system.
@@ -559,114 +454,18 @@ fn parse_if_none_exist(header: &str) -> Result<(Option<String>, String), IntakeE
     Ok((system.map(str::to_owned), value.to_owned()))
 }
 
-/// The one ServiceRequest entry of a transaction Bundle.
-fn find_service_request_entry(bundle: &Value) -> Result<usize, IntakeError> {
-    let unprocessable = |at: String, text: &str| {
-        IntakeError::Rejected(Rejection::Profile(vec![
-            Issue::error(IssueCode::NotSupported, text).at(at),
-        ]))
-    };
-    if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
-        return Err(unprocessable(
-            "Bundle.type".into(),
-            "only a transaction Bundle can be posted here (a referral and the resources it references)",
-        ));
+/// The answer to a resend of a referral already `stored` under the same
+/// business identifier, `resource` being the resend in canonical form: the
+/// stored referral when it is the same referral, otherwise a conflict.
+fn resent(stored: model::Referral, resource: &Value) -> Result<Receipt, IntakeError> {
+    let same = serde_json::from_str::<Value>(&stored.resource)
+        .is_ok_and(|original| sameness::same_referral(&original, resource));
+    if same {
+        Ok(Receipt {
+            created: false,
+            referral: stored,
+        })
+    } else {
+        Err(IntakeError::IdentifierReused(stored.id))
     }
-    let entries = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut service_requests = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let method = entry.pointer("/request/method").and_then(Value::as_str);
-        if method != Some("POST") {
-            return Err(unprocessable(
-                format!("Bundle.entry[{index}].request.method"),
-                "each entry must be created with request.method POST",
-            ));
-        }
-        if entry
-            .pointer("/resource/resourceType")
-            .and_then(Value::as_str)
-            == Some("ServiceRequest")
-        {
-            service_requests.push(index);
-        }
-    }
-    match service_requests.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(unprocessable(
-            "Bundle.entry".into(),
-            "the Bundle holds no ServiceRequest: a referral Bundle holds exactly one",
-        )),
-        _ => Err(unprocessable(
-            "Bundle.entry".into(),
-            "the Bundle holds several ServiceRequests: send one referral per Bundle",
-        )),
-    }
-}
-
-/// See [`Referrals::translate`]; usable offline (`signpost translate`).
-pub fn translate(
-    validator: &Validator,
-    mappings: &MappingSet,
-    body: Value,
-    provider: Option<&str>,
-) -> Result<(String, Value), IntakeError> {
-    let checked = match body.get("resourceType").and_then(Value::as_str) {
-        Some("Bundle") => {
-            let structural = validator.check_structure(&body);
-            if !structural.is_empty() {
-                return Err(IntakeError::Rejected(Rejection::Structure(structural)));
-            }
-            validator.check_profile(Submission::Bundle {
-                bundle: &body,
-                service_request: find_service_request_entry(&body)?,
-            })
-        }
-        _ => {
-            expect_resource_type(
-                &body,
-                "ServiceRequest",
-                "a referral is a ServiceRequest or a transaction Bundle",
-            )?;
-            validator.check_referral(Submission::ServiceRequest(&body))
-        }
-    };
-    let canonical = checked
-        .map(|referral| canonical::plan(&referral))
-        .map_err(IntakeError::Rejected)?;
-    // Signpost's id is assigned on acceptance; a dry run shows a placeholder.
-    let resource = with_server_identity(canonical.apply(body), "DRY-RUN", "");
-    let mapping = match provider {
-        Some(id) => mappings.mappings.get(id).cloned().ok_or_else(|| {
-            refuse(vec![Issue::error(
-                IssueCode::NotFound,
-                format!("no mapping for provider {id}"),
-            )])
-        })?,
-        None => mappings.route(&resource).map_err(refuse)?,
-    };
-    let payload = mapping.translate(&resource).map_err(refuse)?;
-    Ok((mapping.provider.clone(), payload))
-}
-
-fn refuse(issues: Vec<Issue>) -> IntakeError {
-    IntakeError::Rejected(Rejection::Profile(issues))
-}
-
-/// `400` unless `body` is a `expected` resource.
-fn expect_resource_type(body: &Value, expected: &str, hint: &str) -> Result<(), IntakeError> {
-    let found = body.get("resourceType").and_then(Value::as_str);
-    if found == Some(expected) {
-        return Ok(());
-    }
-    let found = found.map_or("a document without resourceType".into(), |t| {
-        format!("a {t}")
-    });
-    Err(IntakeError::Rejected(Rejection::Structure(vec![
-        Issue::error(IssueCode::Invalid, format!("{hint}, not {found}"))
-            .at(format!("{expected}.resourceType")),
-    ])))
 }

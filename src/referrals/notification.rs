@@ -1,10 +1,11 @@
 //! Notifications to referrers: FHIR R4 Subscriptions-backport
 //! `full-resource` notification Bundles carrying the updated Task.
 //!
-//! Each referrer has one implicit subscription (its `callback_url` in the
-//! configuration) to the topic below; `event-number` counts its events from
-//! 1, so a referrer can tell whether it missed one and then catch up with
-//! `GET /fhir/Task?_lastUpdated=gt…`.
+//! Each referrer has one subscription, `Subscription/<referrer id>`, made
+//! from its configuration (its `callback_url`), to the topic below;
+//! `event-number` counts its events from 1, so a referrer can tell whether
+//! it missed one and then recover it with `Subscription/{id}/$events`
+//! (`subscription.rs`), built by the same functions as the notification.
 
 use serde_json::{Value, json};
 
@@ -65,43 +66,148 @@ pub fn bundle(
     now: &str,
     id: uuid::Uuid,
 ) -> Value {
-    let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+    let event = Event {
+        number: event_number,
+        timestamp: now.to_owned(),
+        task: Some(task.clone()),
+    };
+    let status = Status {
+        referrer_id,
+        state: "active",
+        kind: "event-notification",
+        events_since_start: event_number,
+    };
+    notification_bundle(&status, &[event], Content::FullResource, base, now, id)
+}
+
+/// One event of a referrer's subscription: a change of one of its Tasks.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub number: i64,
+    /// When it happened.
+    pub timestamp: String,
+    /// The Task as changed; `None` once retention or erasure emptied it.
+    pub task: Option<Value>,
+}
+
+impl Event {
+    /// The event a numbered notification carries (see [`body`]), if it is
+    /// one.
+    pub fn of(message: &OutboxMessage) -> Option<Event> {
+        let number = message.event_number?;
+        let task = serde_json::from_str::<Value>(&message.payload).ok();
+        let timestamp = task
+            .as_ref()
+            .and_then(|t| t.pointer("/meta/lastUpdated"))
+            .and_then(Value::as_str)
+            .unwrap_or(&message.created_at)
+            .to_owned();
+        Some(Event {
+            number,
+            timestamp,
+            task,
+        })
+    }
+}
+
+/// What a subscription status says of the subscription.
+pub struct Status<'a> {
+    pub referrer_id: &'a str,
+    /// `active`, or `error` while its endpoint is disabled.
+    pub state: &'a str,
+    /// `event-notification`, `query-event` or `query-status`.
+    pub kind: &'a str,
+    pub events_since_start: i64,
+}
+
+/// How much of each event a Bundle carries (the backport IG's payload
+/// content codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// The event numbers alone.
+    Empty,
+    /// And a reference to each changed Task.
+    IdOnly,
+    /// And each Task as changed.
+    FullResource,
+}
+
+impl Content {
+    pub fn parse(code: &str) -> Option<Content> {
+        match code {
+            "empty" => Some(Content::Empty),
+            "id-only" => Some(Content::IdOnly),
+            "full-resource" => Some(Content::FullResource),
+            _ => None,
+        }
+    }
+}
+
+/// The subscription status Parameters (`backport-subscription-status-r4`)
+/// of `status`, listing `events`.
+pub fn status_parameters(
+    status: &Status<'_>,
+    events: &[Event],
+    content: Content,
+    base: Option<&str>,
+    id: &str,
+) -> Value {
     let at = |path: &str| match base {
         Some(base) => format!("{base}/{path}"),
         None => path.to_owned(),
     };
-    let status_id = id.to_string();
-    let number = event_number.to_string();
+    let mut parameters = vec![
+        json!({ "name": "subscription", "valueReference": { "reference": at(&format!("Subscription/{}", status.referrer_id)) } }),
+        json!({ "name": "topic", "valueCanonical": TOPIC }),
+        json!({ "name": "status", "valueCode": status.state }),
+        json!({ "name": "type", "valueCode": status.kind }),
+        json!({ "name": "events-since-subscription-start", "valueString": status.events_since_start.to_string() }),
+    ];
+    for event in events {
+        let mut part = vec![
+            json!({ "name": "event-number", "valueString": event.number.to_string() }),
+            json!({ "name": "timestamp", "valueInstant": event.timestamp }),
+        ];
+        if let (true, Some(task_id)) = (content != Content::Empty, task_id(event)) {
+            part.push(json!({ "name": "focus", "valueReference": { "reference": at(&format!("Task/{task_id}")) } }));
+        }
+        parameters.push(json!({ "name": "notification-event", "part": part }));
+    }
     json!({
-        "resourceType": "Bundle",
-        "id": status_id,
-        "meta": { "profile": [NOTIFICATION_PROFILE] },
-        "type": "history",
-        "timestamp": now,
-        "entry": [
-            {
-                "fullUrl": format!("urn:uuid:{status_id}"),
-                "resource": {
-                    "resourceType": "Parameters",
-                    "id": status_id,
-                    "meta": { "profile": [STATUS_PROFILE] },
-                    "parameter": [
-                        { "name": "subscription", "valueReference": { "reference": at(&format!("Subscription/{referrer_id}")) } },
-                        { "name": "topic", "valueCanonical": TOPIC },
-                        { "name": "status", "valueCode": "active" },
-                        { "name": "type", "valueCode": "event-notification" },
-                        { "name": "events-since-subscription-start", "valueString": number },
-                        { "name": "notification-event", "part": [
-                            { "name": "event-number", "valueString": number },
-                            { "name": "timestamp", "valueInstant": now },
-                            { "name": "focus", "valueReference": { "reference": at(&format!("Task/{task_id}")) } }
-                        ]}
-                    ]
-                },
-                "request": { "method": "GET", "url": at(&format!("Subscription/{referrer_id}/$status")) },
-                "response": { "status": "200" }
-            },
-            {
+        "resourceType": "Parameters",
+        "id": id,
+        "meta": { "profile": [STATUS_PROFILE] },
+        "parameter": parameters
+    })
+}
+
+/// A notification Bundle (`history`, as sent and as `$events` answers):
+/// the status, then each event's Task when `content` is full-resource.
+pub fn notification_bundle(
+    status: &Status<'_>,
+    events: &[Event],
+    content: Content,
+    base: Option<&str>,
+    now: &str,
+    id: uuid::Uuid,
+) -> Value {
+    let status_id = id.to_string();
+    let at = |path: &str| match base {
+        Some(base) => format!("{base}/{path}"),
+        None => path.to_owned(),
+    };
+    let mut entries = vec![json!({
+        "fullUrl": format!("urn:uuid:{status_id}"),
+        "resource": status_parameters(status, events, content, base, &status_id),
+        "request": { "method": "GET", "url": at(&format!("Subscription/{}/$status", status.referrer_id)) },
+        "response": { "status": "200" }
+    })];
+    if content == Content::FullResource {
+        for event in events {
+            let (Some(task), Some(task_id)) = (&event.task, task_id(event)) else {
+                continue;
+            };
+            entries.push(json!({
                 "fullUrl": match base {
                     Some(base) => format!("{base}/Task/{task_id}"),
                     None => format!("urn:uuid:{task_id}"),
@@ -109,9 +215,21 @@ pub fn bundle(
                 "resource": task,
                 "request": { "method": "PUT", "url": format!("Task/{task_id}") },
                 "response": { "status": "200" }
-            }
-        ]
+            }));
+        }
+    }
+    json!({
+        "resourceType": "Bundle",
+        "id": status_id,
+        "meta": { "profile": [NOTIFICATION_PROFILE] },
+        "type": "history",
+        "timestamp": now,
+        "entry": entries
     })
+}
+
+fn task_id(event: &Event) -> Option<&str> {
+    event.task.as_ref()?.get("id").and_then(Value::as_str)
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@
 //! `domain::model`; [`SqlStore`] and what differs per backend in
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
-//! `outbox.rs`, `deliveries.rs`, `audit.rs`, `tokens.rs`, `retention.rs`,
-//! `bars.rs`).
+//! `outbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`, `tokens.rs`,
+//! `retention.rs`, `bars.rs`).
 
 mod audit;
 mod backend;
 mod bars;
 mod deliveries;
+mod events;
 mod file_modes;
 mod group;
 mod intake;
@@ -192,6 +193,27 @@ pub trait Deliveries: Send + Sync + 'static {
     async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError>;
 }
 
+/// A referrer's numbered events, for its Subscription's `$status` and
+/// `$events` (`events.rs`).
+#[async_trait]
+pub trait SubscriptionEvents: Send + Sync + 'static {
+    /// The referrer's notifications numbered `first` to `last` (inclusive),
+    /// as first queued (not replays), by number, at most `limit`.
+    async fn events(
+        &self,
+        referrer: &ReferrerId,
+        first: i64,
+        last: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// How many events the referrer has had (the last number given).
+    async fn events_since_start(&self, referrer: &ReferrerId) -> Result<i64, StoreError>;
+
+    /// Whether the endpoint is disabled (it answered `410 Gone`).
+    async fn endpoint_disabled(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
+}
+
 /// The audit trail (`audit.rs`).
 #[async_trait]
 pub trait AuditTrail: Send + Sync + 'static {
@@ -256,6 +278,7 @@ pub trait Store:
     + TaskEvents
     + Outbox
     + Deliveries
+    + SubscriptionEvents
     + AuditTrail
     + TokenStore
     + Retention
@@ -268,6 +291,7 @@ impl<T> Store for T where
         + TaskEvents
         + Outbox
         + Deliveries
+        + SubscriptionEvents
         + AuditTrail
         + TokenStore
         + Retention

@@ -159,7 +159,27 @@ async fn an_erased_patient_leaves_no_trace_in_the_database_files(backend: Backen
             );
             for (path, bytes) in &files {
                 for needle in [A_NHS, A_NAME, "resting BP too high"] {
-                    assert!(!holds(bytes, needle), "{needle} is still in {path}");
+                    if holds(bytes, needle) {
+                        // Name the relation (table, index or TOAST) the file
+                        // belongs to: `<relfilenode>[.<segment>|_fsm|_vm]`.
+                        let node: i64 = Path::new(path)
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .and_then(|n| n.split(['.', '_']).next())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(-1);
+                        let relation: Option<(String,)> = sqlx::query_as(
+                            "SELECT relname::text FROM pg_class WHERE relfilenode = $1::oid",
+                        )
+                        .bind(node)
+                        .fetch_optional(&mut conn)
+                        .await
+                        .unwrap();
+                        panic!(
+                            "{needle} is still in {path} (relation {})",
+                            relation.map_or("unknown: an old file not yet unlinked".into(), |r| r.0)
+                        );
+                    }
                 }
             }
             drop(app);

@@ -124,9 +124,10 @@ async fn fifty_concurrent_identical_posts_create_exactly_one_referral(backend: B
     assert_eq!(task_count(&app, ids.iter().next().unwrap()).await, 1);
 }
 
-/// Resending answers from storage, not from today's routing: a resend that
-/// no provider would now take still gets the referral accepted first.
-async fn a_resend_no_provider_would_now_take_returns_the_original(backend: Backend) {
+/// A used business identifier on a referral no provider would take is
+/// answered as what it is, a reused identifier (`409`), not with the
+/// routing refusal (`422`): resending under a new identifier would not help.
+async fn a_used_identifier_on_an_unroutable_referral_is_a_conflict(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (referral, value) = with_new_identifier(valid("community-connect-minimal.json"));
     let first = app.post_json("/fhir/ServiceRequest", &referral).await;
@@ -138,13 +139,15 @@ async fn a_resend_no_provider_would_now_take_returns_the_original(backend: Backe
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     unroutable["identifier"] = referral["identifier"].clone();
     let resent = app.post_json("/fhir/ServiceRequest", &unroutable).await;
-    assert_eq!(resent.status(), StatusCode::OK);
-    assert_eq!(json(resent).await, first);
+    assert_eq!(resent.status(), StatusCode::CONFLICT);
+    let outcome = json(resent).await;
+    let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(text.contains(first["id"].as_str().unwrap()), "{text}");
     assert_eq!(app.search_identifier(value).await["total"], 1);
 }
 
 on_both_backends!(
-    a_resend_no_provider_would_now_take_returns_the_original,
+    a_used_identifier_on_an_unroutable_referral_is_a_conflict,
     a_resent_referral_returns_200_with_the_original_and_no_second_task,
     a_resent_transaction_bundle_is_recognised,
     if_none_exist_returns_the_existing_referral,

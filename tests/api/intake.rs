@@ -271,7 +271,10 @@ async fn the_capability_statement_lists_exactly_what_is_supported(backend: Backe
         .iter()
         .map(|r| r["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["ServiceRequest", "Task", "MessageDefinition"]);
+    assert_eq!(
+        types,
+        ["ServiceRequest", "Task", "MessageDefinition", "Subscription"]
+    );
     let task_interactions: Vec<&str> = resources[1]["interaction"]
         .as_array()
         .unwrap()
@@ -279,6 +282,13 @@ async fn the_capability_statement_lists_exactly_what_is_supported(backend: Backe
         .map(|i| i["code"].as_str().unwrap())
         .collect();
     assert_eq!(task_interactions, ["read", "search-type"]);
+    let operations: Vec<&str> = resources[2]["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations, ["status", "events"]);
     // What it does not claim, it does not do.
     let create_task = app
         .post_json("/fhir/Task", &serde_json::json!({"resourceType": "Task"}))

@@ -70,6 +70,16 @@ pub(super) async fn capability_statement(
                         { "code": "read" },
                         { "code": "search-type" }
                     ]
+                },
+                {
+                    "type": "Subscription",
+                    "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
+                    "documentation": "One per referrer (id: the referrer's id), read-only, made from its configuration; a referrer sees its own.",
+                    "interaction": [{ "code": "read" }],
+                    "operation": [
+                        { "name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status" },
+                        { "name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events", "documentation": "eventsSinceNumber, eventsUntilNumber (inclusive), content; at most 100 events per answer" }
+                    ]
                 }
             ],
             "interaction": [

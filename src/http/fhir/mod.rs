@@ -1,4 +1,5 @@
 //! The FHIR R4 REST surface under `/fhir`: `ServiceRequest`, `Task`,
+//! `Subscription` (each referrer's, with `$status` and `$events`),
 //! transaction Bundles and the CapabilityStatement, with the helpers
 //! their handlers share (base URL, stored-resource answers, searchsets,
 //! resource ids from the path).
@@ -7,6 +8,7 @@ mod message_definition;
 mod metadata;
 mod process_message;
 mod service_request;
+mod subscription;
 mod task;
 mod transaction;
 
@@ -49,6 +51,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/ServiceRequest/{id}/_history/{version}",
             get(service_request::vread),
+        )
+        .route("/Subscription/{id}", get(subscription::read))
+        .route(
+            "/Subscription/{id}/$status",
+            get(subscription::status).post(subscription::status),
+        )
+        .route(
+            "/Subscription/{id}/$events",
+            get(subscription::events_get).post(subscription::events_post),
         )
         .route("/Task", get(task::search))
         .route("/Task/{id}", get(task::read))

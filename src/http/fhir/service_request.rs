@@ -144,12 +144,14 @@ pub struct TranslateParams {
 /// provider in `X-Signpost-Provider`), or the OperationOutcome refusing it.
 /// Nothing is stored or sent.
 pub(super) async fn translate(
-    _: FhirCaller,
+    FhirCaller(caller): FhirCaller,
     State(app): State<AppState>,
     Query(params): Query<TranslateParams>,
     FhirJson(body): FhirJson,
 ) -> Result<Response, FhirError> {
-    let (provider, payload) = app.referrals.translate(body, params.provider.as_deref())?;
+    let (provider, payload) =
+        app.referrals
+            .translate(caller.referrer(), body, params.provider.as_deref())?;
     let mut response = (
         StatusCode::OK,
         [(

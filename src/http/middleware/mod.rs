@@ -3,6 +3,8 @@
 //! ([`metrics`]), the audit record ([`audit`]), admission control
 //! ([`limits`]), and [`identity`], which carries who the authentication
 //! extractors found the caller to be out to the metrics and audit layers.
+//! Outside them all, [`trailing_slash`] rewrites `/fhir/…/` paths before
+//! routing.
 //! Authentication itself is not a layer: it is the extractors in
 //! `http::extract`, so a handler's signature says who may call it.
 
@@ -11,6 +13,7 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod request_id;
+pub mod trailing_slash;
 
 use axum::{extract::MatchedPath, http::Method};
 

@@ -8,4 +8,5 @@ pub mod kit;
 
 pub mod fleet;
 pub mod helpers;
+pub mod programs;
 pub mod receiver;
