@@ -286,7 +286,7 @@ fn unavailable(error: StoreError) -> Refusal {
     Refusal::new(
         Rec::ServiceUnavailable,
         IssueCode::Transient,
-        "storage is temporarily unavailable; nothing was stored, retry later",
+        "storage is temporarily unavailable and the outcome is unknown; retry with the same X-Request-Id (a message already processed is answered 409 duplicate)",
     )
 }
 
@@ -310,6 +310,15 @@ fn refused_intake(error: IntakeError) -> Refusal {
             Rec::Conflict,
             IssueCode::Conflict,
             "the referral's identifier matches more than one referral",
+        ),
+        // Not `duplicate`: senders take that as success, and this referral
+        // was not accepted.
+        IntakeError::IdentifierReused(original) => Refusal::new(
+            Rec::Conflict,
+            IssueCode::Conflict,
+            format!(
+                "the ServiceRequest's identifier was already used by this sender for a different referral, ServiceRequest/{original}; to replace it, cancel that referral and send the new one under a new identifier"
+            ),
         ),
         IntakeError::Store(e) => unavailable(e),
     }
