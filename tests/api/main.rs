@@ -3,6 +3,7 @@
 
 mod support;
 
+mod attacks_input;
 mod audit;
 mod delivery;
 mod durability;
