@@ -25,6 +25,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod display;
 pub mod domain;
 pub mod fhirpath;
 pub mod http;

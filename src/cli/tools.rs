@@ -10,7 +10,7 @@ use super::{MappingsCommand, fail, print_json};
 use crate::{
     mapping::{MappingSet, fixtures, fpml::Template},
     outcome::{Issue, IssueCode, Severity, operation_outcome},
-    validation::{Rejection, Submission, Validator},
+    validation::{Rejection, Validator},
 };
 
 pub(super) fn validate(file: &Path, schemas: &Path) -> ExitCode {
@@ -31,7 +31,7 @@ pub(super) fn validate(file: &Path, schemas: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let issues = check_document(&validator, &document);
+    let issues = crate::validation::document::check(&validator, &document);
     let valid = issues.iter().all(|i| i.severity != Severity::Error);
     let issues = if issues.is_empty() {
         vec![Issue {
@@ -51,39 +51,6 @@ pub(super) fn validate(file: &Path, schemas: &Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// Every layer that applies to `document`.
-fn check_document(validator: &Validator, document: &Value) -> Vec<Issue> {
-    let resource_type = document.get("resourceType").and_then(Value::as_str);
-    let transaction_sr = (resource_type == Some("Bundle")
-        && document.get("type").and_then(Value::as_str) == Some("transaction"))
-    .then(|| {
-        document["entry"].as_array().and_then(|entries| {
-            let found: Vec<usize> = entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| {
-                    e.pointer("/resource/resourceType") == Some(&"ServiceRequest".into())
-                })
-                .map(|(i, _)| i)
-                .collect();
-            (found.len() == 1).then(|| found[0])
-        })
-    })
-    .flatten();
-    let submission = match (resource_type, transaction_sr) {
-        (Some("ServiceRequest"), _) => Submission::ServiceRequest(document),
-        (_, Some(service_request)) => Submission::Bundle {
-            bundle: document,
-            service_request,
-        },
-        _ => return validator.check_structure(document),
-    };
-    match validator.check_referral(submission) {
-        Ok(_) => Vec::new(),
-        Err(Rejection::Structure(issues) | Rejection::Profile(issues)) => issues,
     }
 }
 

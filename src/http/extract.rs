@@ -167,7 +167,7 @@ impl FromRequest<AppState> for SignedProvider {
             .await
             .map_err(|_| FhirError::Internal)?;
         let body = read_limited(&parts.headers, body, app.config.max_body_bytes).await?;
-        let unknown = || FhirError::NotFound(format!("no provider {id}"));
+        let unknown = || FhirError::NotFound("no provider has this id".into());
         let id = match app.config.providers.get(id.as_str()) {
             Some(provider) => provider.id.clone(),
             None => return Err(unknown()),

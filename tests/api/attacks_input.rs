@@ -44,9 +44,7 @@ fn provider_table(url: &str, extra: &str) -> String {
 /// The configuration file refuses each spelling unless the table allows a
 /// private network, and so does start-up for a configuration built in code
 /// (the same rule, whoever made the configuration).
-async fn every_spelling_of_a_non_public_address_needs_the_allowance_at_start_up(
-    backend: Backend,
-) {
+async fn every_spelling_of_a_non_public_address_needs_the_allowance_at_start_up(backend: Backend) {
     let env = std::collections::HashMap::new();
     let file = std::path::Path::new("attack.toml");
     for url in NON_PUBLIC_SPELLINGS {
@@ -101,7 +99,13 @@ async fn every_spelling_of_loopback_is_refused_per_connection(backend: Backend) 
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let names = ["localhost", "LOCALHOST", "127.0.0.1", "127.0.0.2", host.as_str()];
+    let names = [
+        "localhost",
+        "LOCALHOST",
+        "127.0.0.1",
+        "127.0.0.2",
+        host.as_str(),
+    ];
     let mut config = test_config(&db.url);
     for provider in config.providers.values_mut() {
         provider.allow_private_network = false;
@@ -111,6 +115,10 @@ async fn every_spelling_of_loopback_is_refused_per_connection(backend: Backend) 
         referrer.allow_private_network = false;
         referrer.callback_url = "https://referrer.example/cb".parse().unwrap();
     }
+    // A target that names loopback outright is no exception (it was: the
+    // URL's own host was exempt from the check).
+    config.providers.get_mut("activelives").unwrap().intake_url =
+        "https://localhost/intake".parse().unwrap();
     let guarded = signpost::security::egress::resolver(&config);
     for name in names.iter().filter(|n| !n.is_empty()) {
         let resolved = guarded.resolve(Name::from_str(name).unwrap()).await;
@@ -121,7 +129,6 @@ async fn every_spelling_of_loopback_is_refused_per_connection(backend: Backend) 
         );
     }
     let provider = config.providers.get_mut("activelives").unwrap();
-    provider.intake_url = "https://localhost/intake".parse().unwrap();
     provider.allow_private_network = true;
     let allowed = signpost::security::egress::resolver(&config);
     let addrs: Vec<_> = allowed
@@ -199,8 +206,11 @@ fn leaf_mutations(value: &Value, markers: &mut Markers) -> Vec<(Value, String)> 
             let mut copy = value.clone();
             let pointer: String = path.iter().map(|p| format!("/{p}")).collect();
             match copy.pointer_mut(&pointer) {
+                // A key not shaped like an element name (FHIR's unknown
+                // elements are named when they look like element names:
+                // their name is their location).
                 Some(Value::Object(map)) => {
-                    map.insert(marker.clone(), json!(marker));
+                    map.insert(format!("{marker} as key"), json!(marker));
                 }
                 Some(leaf) => *leaf = json!(marker),
                 None => unreachable!("{pointer}"),
@@ -240,7 +250,11 @@ fn probes(id: &str, task: &str, message: &str, markers: &mut Markers) -> Vec<Pro
         (Referrer, Method::PUT, "/fhir/ServiceRequest/{m}"),
         (Referrer, Method::PATCH, "/fhir/ServiceRequest/{m}"),
         (Referrer, Method::GET, "/fhir/ServiceRequest/{m}/_history/1"),
-        (Referrer, Method::GET, "/fhir/ServiceRequest/{id}/_history/{m}"),
+        (
+            Referrer,
+            Method::GET,
+            "/fhir/ServiceRequest/{id}/_history/{m}",
+        ),
         (Referrer, Method::GET, "/fhir/Task/{m}"),
         (Referrer, Method::GET, "/fhir/{m}"),
         (Referrer, Method::GET, "/fhir/{m}/{m}"),
@@ -301,7 +315,12 @@ fn probes(id: &str, task: &str, message: &str, markers: &mut Markers) -> Vec<Pro
         ] {
             let marker = markers.next();
             let query = params.replace("{m}", &marker);
-            all.push(probe(who, method.clone(), format!("{path}?{query}"), marker));
+            all.push(probe(
+                who,
+                method.clone(),
+                format!("{path}?{query}"),
+                marker,
+            ));
         }
     }
 
@@ -310,7 +329,11 @@ fn probes(id: &str, task: &str, message: &str, markers: &mut Markers) -> Vec<Pro
         get(Referrer, &format!("/fhir/ServiceRequest/{id}")),
         (Referrer, Method::POST, "/fhir/ServiceRequest".to_owned()),
         (Referrer, Method::PUT, format!("/fhir/ServiceRequest/{id}")),
-        (Provider, Method::POST, "/providers/activelives/status".into()),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status".into(),
+        ),
         get(Admin, "/admin/deliveries"),
     ] {
         for name in [
@@ -412,41 +435,251 @@ fn probes(id: &str, task: &str, message: &str, markers: &mut Markers) -> Vec<Pro
 
     // Whole bodies that are wrong in themselves.
     for (who, method, path, content_type, template) in [
-        (Referrer, Method::POST, "/fhir/ServiceRequest", "application/fhir+json", r#"{"resourceType": "{m}"}"#),
-        (Referrer, Method::POST, "/fhir", "application/fhir+json", r#"{"resourceType": "{m}"}"#),
-        (Referrer, Method::POST, "/fhir/ServiceRequest/$translate", "application/fhir+json", r#"{"resourceType": "{m}"}"#),
-        (Referrer, Method::POST, "/fhir/ServiceRequest", "application/fhir+json", r#"{"resourceType": "ServiceRequest", "{m}": "{m}"#),
-        (Referrer, Method::POST, "/fhir/ServiceRequest", "application/fhir+json", r#"["{m}"]"#),
-        (Referrer, Method::POST, "/fhir/ServiceRequest", "application/{m}", r#"{"resourceType": "ServiceRequest"}"#),
-        (Referrer, Method::POST, "/fhir/ServiceRequest", "application/fhir+json", "{m}"),
-        (Referrer, Method::POST, "/fhir/ServiceRequest", "application/fhir+json", r#"{"resourceType": "ServiceRequest", "status": {m}}"#),
-        (Referrer, Method::PUT, "/fhir/ServiceRequest/{id}", "application/fhir+json", r#"{"resourceType": "{m}", "id": "{m}"}"#),
-        (Referrer, Method::PUT, "/fhir/ServiceRequest/{id}", "application/fhir+json", r#"{"resourceType": "ServiceRequest", "id": "{m}", "status": "{m}"}"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"[{"op": "{m}", "path": "/status", "value": "revoked"}]"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"[{"op": "replace", "path": "/{m}", "value": "revoked"}]"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"[{"op": "replace", "path": "/status", "value": "{m}"}]"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"[{"op": "add", "path": "/note", "value": [{"text": "{m}"}]}]"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"[{"op": "test", "path": "/status", "value": "{m}"}]"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"[{"op": "move", "from": "/{m}", "path": "/status"}]"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"{"{m}": "{m}"}"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/json-patch+json", r#"[{"op": "replace", "path": "/status", "value": "{m}"#),
-        (Referrer, Method::PATCH, "/fhir/ServiceRequest/{id}", "application/{m}", "[]"),
-        (Admin, Method::POST, "/admin/erase", "application/json", r#"{"nhsNumber": "{m}"}"#),
-        (Admin, Method::POST, "/admin/erase", "application/json", r#"{"nhs_number": "{m}"}"#),
-        (Admin, Method::POST, "/admin/erase", "application/json", r#"{"nhs_number": 1, "{m}": "{m}"}"#),
-        (Admin, Method::POST, "/admin/erase", "application/json", r#"{"{m}": "{m}"}"#),
-        (Admin, Method::POST, "/admin/erase", "application/json", r#"{"nhsNumber": {m}"#),
-        (Admin, Method::POST, "/admin/erase", "application/json", r#"{"nhsNumber": ["{m}"]}"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", r#"{"referral_ref": "{m}", "event": "booked"}"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", r#"{"referral_ref": "{id}", "event": "{m}"}"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", r#"{"referral_ref": "{id}", "event": "booked", "{m}": "{m}"}"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", r#"{"referral_ref": "{id}", "event": "booked", "event_time": "{m}"}"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", r#"{"referral_ref": ["{m}"], "event": "booked"}"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", r#"{"referral_ref": "{m}"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", r#"["{m}"]"#),
-        (Provider, Method::POST, "/providers/activelives/status", "application/json", "{m}"),
-        (Provider, Method::POST, "/providers/community-connect/status", "application/json", r#"{"case_id": "{m}", "state": "{m}"}"#),
-        (Provider, Method::POST, "/providers/grow-together/status", "application/json", r#"{"ref": "{m}", "status": "{m}"}"#),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir/ServiceRequest",
+            "application/fhir+json",
+            r#"{"resourceType": "{m}"}"#,
+        ),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir",
+            "application/fhir+json",
+            r#"{"resourceType": "{m}"}"#,
+        ),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir/ServiceRequest/$translate",
+            "application/fhir+json",
+            r#"{"resourceType": "{m}"}"#,
+        ),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir/ServiceRequest",
+            "application/fhir+json",
+            r#"{"resourceType": "ServiceRequest", "{m}": "{m}"#,
+        ),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir/ServiceRequest",
+            "application/fhir+json",
+            r#"["{m}"]"#,
+        ),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir/ServiceRequest",
+            "application/{m}",
+            r#"{"resourceType": "ServiceRequest"}"#,
+        ),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir/ServiceRequest",
+            "application/fhir+json",
+            "{m}",
+        ),
+        (
+            Referrer,
+            Method::POST,
+            "/fhir/ServiceRequest",
+            "application/fhir+json",
+            r#"{"resourceType": "ServiceRequest", "status": {m}}"#,
+        ),
+        (
+            Referrer,
+            Method::PUT,
+            "/fhir/ServiceRequest/{id}",
+            "application/fhir+json",
+            r#"{"resourceType": "{m}", "id": "{m}"}"#,
+        ),
+        (
+            Referrer,
+            Method::PUT,
+            "/fhir/ServiceRequest/{id}",
+            "application/fhir+json",
+            r#"{"resourceType": "ServiceRequest", "id": "{m}", "status": "{m}"}"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"[{"op": "{m}", "path": "/status", "value": "revoked"}]"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "/{m}", "value": "revoked"}]"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "/status", "value": "{m}"}]"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"[{"op": "add", "path": "/note", "value": [{"text": "{m}"}]}]"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"[{"op": "test", "path": "/status", "value": "{m}"}]"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"[{"op": "move", "from": "/{m}", "path": "/status"}]"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"{"{m}": "{m}"}"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "/status", "value": "{m}"#,
+        ),
+        (
+            Referrer,
+            Method::PATCH,
+            "/fhir/ServiceRequest/{id}",
+            "application/{m}",
+            "[]",
+        ),
+        (
+            Admin,
+            Method::POST,
+            "/admin/erase",
+            "application/json",
+            r#"{"nhsNumber": "{m}"}"#,
+        ),
+        (
+            Admin,
+            Method::POST,
+            "/admin/erase",
+            "application/json",
+            r#"{"nhs_number": "{m}"}"#,
+        ),
+        (
+            Admin,
+            Method::POST,
+            "/admin/erase",
+            "application/json",
+            r#"{"nhs_number": 1, "{m}": "{m}"}"#,
+        ),
+        (
+            Admin,
+            Method::POST,
+            "/admin/erase",
+            "application/json",
+            r#"{"{m}": "{m}"}"#,
+        ),
+        (
+            Admin,
+            Method::POST,
+            "/admin/erase",
+            "application/json",
+            r#"{"nhsNumber": {m}"#,
+        ),
+        (
+            Admin,
+            Method::POST,
+            "/admin/erase",
+            "application/json",
+            r#"{"nhsNumber": ["{m}"]}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            r#"{"referral_ref": "{m}", "event": "booked"}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            r#"{"referral_ref": "{id}", "event": "{m}"}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            r#"{"referral_ref": "{id}", "event": "booked", "{m}": "{m}"}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            r#"{"referral_ref": "{id}", "event": "booked", "event_time": "{m}"}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            r#"{"referral_ref": ["{m}"], "event": "booked"}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            r#"{"referral_ref": "{m}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            r#"["{m}"]"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/activelives/status",
+            "application/json",
+            "{m}",
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/community-connect/status",
+            "application/json",
+            r#"{"case_id": "{m}", "state": "{m}"}"#,
+        ),
+        (
+            Provider,
+            Method::POST,
+            "/providers/grow-together/status",
+            "application/json",
+            r#"{"ref": "{m}", "status": "{m}"}"#,
+        ),
     ] {
         let marker = markers.next();
         let mut p = probe(who, method, path.replace("{id}", id), marker.clone());
@@ -494,8 +727,7 @@ async fn send_probe(app: &TestApp, probe: &Probe) -> (StatusCode, String) {
             request = request.header("webhook-timestamp", ts.to_string());
         }
         if !given("webhook-signature") {
-            request =
-                request.header("webhook-signature", sign(&secret, "echo-probe", ts, &bytes));
+            request = request.header("webhook-signature", sign(&secret, "echo-probe", ts, &bytes));
         }
     }
     let response = request.send().await.expect("request sent");
@@ -507,9 +739,24 @@ async fn send_probe(app: &TestApp, probe: &Probe) -> (StatusCode, String) {
         if name == "x-request-id" || name == "x-correlation-id" {
             continue;
         }
-        answer.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        answer.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
-    answer.push_str(&String::from_utf8_lossy(&response.bytes().await.unwrap()));
+    let body = response.bytes().await.unwrap();
+    match serde_json::from_slice::<Value>(&body) {
+        // A searchset's self link is the search as performed (FHIR R4
+        // 3.1.1.4.2 asks for it): the one place an answer repeats a
+        // request, by contract. Everything else in the Bundle is searched.
+        Ok(mut bundle) if status.is_success() && bundle["resourceType"] == "Bundle" => {
+            if let Some(links) = bundle["link"].as_array_mut() {
+                links.retain(|l| l["relation"] != "self");
+            }
+            answer.push_str(&bundle.to_string());
+        }
+        _ => answer.push_str(&String::from_utf8_lossy(&body)),
+    }
     (status, answer)
 }
 
@@ -526,8 +773,15 @@ async fn no_answer_quotes_a_submitted_value(backend: Backend) {
     let (referral, _) = with_new_identifier(valid("activelives-exercise.json"));
     let created = json(app.post_json("/fhir/ServiceRequest", &referral).await).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let tasks = json(app.get(&format!("/fhir/Task?focus=ServiceRequest/{id}")).await).await;
-    let task = tasks["entry"][0]["resource"]["id"].as_str().unwrap().to_owned();
+    let tasks = json(
+        app.get(&format!("/fhir/Task?focus=ServiceRequest/{id}"))
+            .await,
+    )
+    .await;
+    let task = tasks["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let deliveries = json(app.get("/admin/deliveries").await).await;
     let message = deliveries["messages"][0]["id"]
         .as_str()
@@ -582,14 +836,25 @@ async fn a_non_ascii_if_match_is_refused_and_nothing_changes(backend: Backend) {
     let mut revoked = created.clone();
     revoked["status"] = json!("revoked");
     let patch = json!([{"op": "replace", "path": "/status", "value": "revoked"}]);
-    for if_match in [&b"W/\"1\xc3\xa9\""[..], b"W/\"\xff\"", b"\xe2\x80\x9c1\xe2\x80\x9d"] {
+    for if_match in [
+        &b"W/\"1\xc3\xa9\""[..],
+        b"W/\"\xff\"",
+        b"\xe2\x80\x9c1\xe2\x80\x9d",
+    ] {
         for (method, media, body) in [
             (Method::PUT, "application/fhir+json", revoked.to_string()),
-            (Method::PATCH, "application/json-patch+json", patch.to_string()),
+            (
+                Method::PATCH,
+                "application/json-patch+json",
+                patch.to_string(),
+            ),
         ] {
             let answer = app
                 .client
-                .request(method.clone(), app.url(&format!("/fhir/ServiceRequest/{id}")))
+                .request(
+                    method.clone(),
+                    app.url(&format!("/fhir/ServiceRequest/{id}")),
+                )
                 .header("content-type", media)
                 .header("if-match", if_match)
                 .body(body)
@@ -635,7 +900,10 @@ async fn a_non_ascii_if_match_is_refused_and_nothing_changes(backend: Backend) {
 async fn c1_control_characters_are_refused_like_other_controls(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for (pointer, expression) in [
-        ("/contained/0/name/0/family", "ServiceRequest.contained[0].name[0].family"),
+        (
+            "/contained/0/name/0/family",
+            "ServiceRequest.contained[0].name[0].family",
+        ),
         ("/note/0/text", "ServiceRequest.note[0].text"),
         ("/identifier/0/value", "ServiceRequest.identifier[0].value"),
     ] {
