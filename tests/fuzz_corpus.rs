@@ -124,8 +124,23 @@ fn run(target: &str, entry: fn(&[u8])) {
         entry(seed);
     }
     let mut rng = Rng(0x5157_4e50_4f53_5400 ^ target.len() as u64);
-    for _ in 0..MUTATIONS {
+    // `SIGNPOST_FUZZ_SECONDS=600` turns the bounded run into a long one
+    // (blind mutation, for where the coverage-guided fuzzer cannot run).
+    let budget = std::env::var("SIGNPOST_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs);
+    let started = std::time::Instant::now();
+    let mut runs = 0usize;
+    while match budget {
+        Some(budget) => started.elapsed() < budget,
+        None => runs < MUTATIONS,
+    } {
         entry(&mutate(&mut rng, &seeds));
+        runs += 1;
+    }
+    if budget.is_some() {
+        eprintln!("{target}: {runs} mutated inputs in {:?}", started.elapsed());
     }
 }
 
