@@ -26,6 +26,7 @@ pub mod bars;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod display;
 pub mod domain;
 pub mod fhirpath;
 pub mod http;

@@ -127,7 +127,7 @@ impl SignpostProcess {
             };
             let _ = write!(
                 config,
-                "[{}]\n{ods}{} = \"{}\"\nallow_insecure_http = true\nsecret_file = \"{}\"\n",
+                "[{}]\n{ods}{} = \"{}\"\nallow_insecure_http = true\nallow_private_network = true\nsecret_file = \"{}\"\n",
                 stand_in.table,
                 stand_in.url_key,
                 stand_in.url,

@@ -346,9 +346,8 @@ pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Print JSON for a person: bidirectional controls and zero-width
+/// characters are shown escaped (see [`crate::display`]).
 pub(super) fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", crate::display::visible_json(value));
 }

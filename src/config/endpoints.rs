@@ -1,7 +1,7 @@
 //! Providers and referrers (`[providers.<id>]`, `[referrers.<id>]`): their
 //! ids, and the outbound URLs Signpost sends patient data to.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -144,20 +144,19 @@ pub(super) fn outbound_url(
             return None;
         }
     };
-    // A literal address needs no lookup to know it is private (host names
-    // are resolved and checked at start-up and on every connection).
-    let literal = match url.host() {
-        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-        _ => None,
+    // A literal address needs no lookup to know it is not public, however
+    // it is spelt (the URL parser reads `127.1` and `0x7f000001` as
+    // 127.0.0.1; `addresses` unwraps IPv4 inside IPv6). Loopback is not
+    // public either: one rule, the same as for a host name that resolves to
+    // it (`security::egress`).
+    let non_public = match crate::addresses::literal(&url) {
+        Some(ip) => !crate::addresses::is_public(ip),
+        None => url.host_str().is_some_and(crate::addresses::is_localhost),
     };
-    if let Some(ip) = literal
-        && !ip.is_loopback()
-        && !crate::addresses::is_public(ip)
-        && !allow_private_network
-    {
+    if non_public && !allow_private_network {
         problems.push(format!(
-            "`{table}.{field}`: {ip} is a private, link-local or reserved address; set `allow_private_network = true` if that is intended"
+            "`{table}.{field}`: {} is a loopback, private, link-local or reserved address; set `allow_private_network = true` if that is intended",
+            url.host_str().unwrap_or_default()
         ));
         return None;
     }
@@ -185,11 +184,11 @@ pub(super) fn outbound_url(
     }
 }
 
+/// Plain HTTP is allowed only to this machine: `localhost` or a loopback
+/// address.
 pub(super) fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
+        Some(url::Host::Domain(d)) => crate::addresses::is_localhost(d),
+        _ => crate::addresses::literal(url).is_some_and(crate::addresses::is_loopback),
     }
 }

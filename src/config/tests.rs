@@ -118,6 +118,15 @@ fn private_and_metadata_addresses_need_an_explicit_allowance() {
         "https://169.254.169.254/latest/meta-data",
         "https://10.0.0.5/intake",
         "https://[fd00:ec2::254]/",
+        "https://127.0.0.1/intake",
+        "https://0x7f000001/intake",
+        "https://127.1/intake",
+        "https://[::1]/intake",
+        "https://[::127.0.0.1]/intake",
+        "https://[::ffff:169.254.169.254]/intake",
+        "https://[64:ff9b::a9fe:a9fe]/intake",
+        "https://[2002:a9fe:a9fe::]/intake",
+        "https://[fec0::1]/intake",
     ] {
         let err = load(&table(url, "")).unwrap_err();
         assert!(
@@ -139,9 +148,17 @@ fn plain_http_to_loopback_needs_an_explicit_allowance() {
             "[providers.a]\nintake_url = \"http://127.0.0.1:9/x\"\nsecret_env = \"A\"\n{extra}\n"
         )
     };
-    let err = load(&table("")).unwrap_err();
+    let err = load(&table("allow_private_network = true")).unwrap_err();
     assert!(err.to_string().contains("allow_insecure_http"), "{err}");
-    assert!(load(&table("allow_insecure_http = true")).is_ok());
+    assert!(
+        load(&table(
+            "allow_insecure_http = true\nallow_private_network = true"
+        ))
+        .is_ok()
+    );
+    // Loopback is not public: plain http or not, it needs the allowance.
+    let err = load(&table("allow_insecure_http = true")).unwrap_err();
+    assert!(err.to_string().contains("allow_private_network"), "{err}");
     let err = load(
         "[providers.a]\nintake_url = \"http://provider.example/x\"\nsecret_env = \"A\"\nallow_insecure_http = true\n",
     )

@@ -7,14 +7,16 @@
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{Path, Query, State},
     http::StatusCode,
     routing::{get, post},
 };
 use serde_json::{Value, json};
 
-use super::{AppState, FhirError, extract::Admin, request::LimitedBody};
+use super::{
+    AppState, FhirError, extract::Admin, request::LimitedBody, response::VisibleJson as Json,
+};
 use crate::{
     audit::AuditLog,
     domain::{NhsNumber, ProviderId, ReferralId},
@@ -42,7 +44,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /admin/mappings`.
-async fn mappings(_: Admin, State(mappings): State<Arc<Mappings>>) -> Json<Value> {
+async fn mappings(_: Admin, State(mappings): State<Arc<Mappings>>) -> Json {
     Json(mappings.report())
 }
 
@@ -51,7 +53,7 @@ async fn list(
     _: Admin,
     State(referrals): State<Arc<Referrals>>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, FhirError> {
+) -> Result<Json, FhirError> {
     let filter = message_filter(&params)?;
     let messages = referrals.messages(&filter).await?;
     Ok(Json(json!({
@@ -64,11 +66,11 @@ async fn show(
     _: Admin,
     State(referrals): State<Arc<Referrals>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, FhirError> {
+) -> Result<Json, FhirError> {
     let (message, attempts) = referrals
         .message(&id)
         .await?
-        .ok_or_else(|| FhirError::NotFound(format!("no message {id}")))?;
+        .ok_or_else(|| FhirError::NotFound("no message has this id".into()))?;
     let base = referrals.config().public_fhir_base();
     Ok(Json(message_json(
         &message,
@@ -96,7 +98,7 @@ async fn replay(
     State(referrals): State<Arc<Referrals>>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<(StatusCode, Json<Value>), FhirError> {
+) -> Result<(StatusCode, Json), FhirError> {
     let how = match params.get("remap").map(String::as_str) {
         None | Some("false") => Replay::AsSent,
         Some("true") => Replay::Remapped,
@@ -121,16 +123,16 @@ async fn callbacks(
     _: Admin,
     State(referrals): State<Arc<Referrals>>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, FhirError> {
+) -> Result<Json, FhirError> {
     let mut limit = 100;
     for (key, value) in &params {
         match key.as_str() {
             "provider" | "referral" => {}
             "limit" => limit = parse_limit(value)?,
-            other => {
-                return Err(bad(format!(
-                    "unknown parameter {other:?}; use provider, referral or limit"
-                )));
+            _ => {
+                return Err(bad(
+                    "unknown parameter; use provider, referral or limit".into()
+                ));
             }
         }
     }
@@ -168,7 +170,7 @@ async fn audit(
     _: Admin,
     State(audit): State<AuditLog>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, FhirError> {
+) -> Result<Json, FhirError> {
     let mut filter = crate::store::AuditFilter {
         limit: 100,
         ..Default::default()
@@ -197,10 +199,10 @@ async fn audit(
                     })?);
             }
             "limit" => filter.limit = parse_limit(value)?,
-            other => {
-                return Err(bad(format!(
-                    "unknown parameter {other:?}; use referral, actor, since or limit"
-                )));
+            _ => {
+                return Err(bad(
+                    "unknown parameter; use referral, actor, since or limit".into(),
+                ));
             }
         }
     }
@@ -229,7 +231,7 @@ async fn erase(
     Admin(caller): Admin,
     State(referrals): State<Arc<Referrals>>,
     LimitedBody(body): LimitedBody,
-) -> Result<Json<Value>, FhirError> {
+) -> Result<Json, FhirError> {
     // A number failing its check digit was refused at intake, so nobody
     // with it can be held.
     let nhs_number = serde_json::from_slice::<Value>(&body)
@@ -254,10 +256,7 @@ async fn erase(
 }
 
 /// `GET /admin/endpoints`: endpoints disabled by a `410 Gone`.
-async fn endpoints(
-    _: Admin,
-    State(referrals): State<Arc<Referrals>>,
-) -> Result<Json<Value>, FhirError> {
+async fn endpoints(_: Admin, State(referrals): State<Arc<Referrals>>) -> Result<Json, FhirError> {
     let disabled = referrals.disabled_endpoints().await?;
     Ok(Json(json!({
         "disabled": disabled.iter().map(|d| json!({
@@ -272,12 +271,12 @@ async fn enable(
     _: Admin,
     State(referrals): State<Arc<Referrals>>,
     Path(endpoint): Path<String>,
-) -> Result<Json<Value>, FhirError> {
+) -> Result<Json, FhirError> {
     match referrals.enable_endpoint(&endpoint).await? {
         Some(enabled) => Ok(Json(
             json!({ "endpoint": enabled.to_string(), "enabled": true }),
         )),
-        None => Err(FhirError::NotFound(format!("{endpoint} is not disabled"))),
+        None => Err(FhirError::NotFound("no such endpoint is disabled".into())),
     }
 }
 

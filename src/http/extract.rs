@@ -184,7 +184,7 @@ impl FromRequest<AppState> for SignedProvider {
         let Path(id) = Path::<String>::from_request_parts(&mut parts, app)
             .await
             .map_err(|_| FhirError::Internal)?;
-        let unknown = || FhirError::NotFound(format!("no provider {id}"));
+        let unknown = || FhirError::NotFound("no provider has this id".into());
         let id = match app.config.providers.get(id.as_str()) {
             Some(provider) => provider.id.clone(),
             None => return Err(unknown()),

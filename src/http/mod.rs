@@ -31,7 +31,7 @@ pub use self::{
     error::FhirError,
     extract::{Admin, FhirCaller, Monitor, SignedProvider},
     middleware::request_id::{X_CORRELATION_ID, X_REQUEST_ID},
-    request::{FhirJson, nesting_depth},
+    request::FhirJson,
     response::{FHIR_JSON, FhirResponse},
     serve::Server,
 };

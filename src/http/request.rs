@@ -23,25 +23,12 @@ impl FromRequest<AppState> for FhirJson {
             return Err(FhirError::UnsupportedMediaType);
         }
         let LimitedBody(bytes) = LimitedBody::from_request(request, state).await?;
-        let max_depth = state.config.max_json_depth;
-        if nesting_depth(&bytes) > max_depth {
-            return Err(bad_request(format!(
-                "JSON nested deeper than {max_depth} levels"
-            )));
-        }
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| bad_request(format!("malformed JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(bad_request(
-                "the body must be a JSON object (a FHIR resource)".into(),
-            ));
-        }
-        let max_array = state.config.limits.max_array_length;
-        if longest_array(&value) > max_array {
-            return Err(bad_request(format!(
-                "a JSON array is longer than {max_array} elements"
-            )));
-        }
+        let value = crate::validation::document::parse(
+            &bytes,
+            state.config.max_json_depth,
+            state.config.limits.max_array_length,
+        )
+        .map_err(|e| bad_request(e.to_string()))?;
         Ok(FhirJson(value))
     }
 }
@@ -120,59 +107,4 @@ fn is_fhir_json(headers: &HeaderMap) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/fhir+json")
         || essence.eq_ignore_ascii_case("application/json")
-}
-
-/// The length of the longest array anywhere in `value`.
-fn longest_array(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => items
-            .iter()
-            .map(longest_array)
-            .max()
-            .unwrap_or(0)
-            .max(items.len()),
-        Value::Object(fields) => fields.values().map(longest_array).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-/// The deepest nesting of arrays and objects in a JSON text, found without
-/// parsing it (so that a hostile document cannot exhaust the parser's stack).
-/// Brackets inside strings are skipped.
-pub fn nesting_depth(json: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in json {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-#[cfg(test)]
-mod tests {
-    use super::nesting_depth;
-
-    #[test]
-    fn nesting_depth_counts_brackets_outside_strings() {
-        assert_eq!(nesting_depth(b"{}"), 1);
-        assert_eq!(nesting_depth(br#"{"a":[{"b":"[[[[{{"}]}"#), 3);
-        assert_eq!(nesting_depth(br#"{"a":"\"[[["}"#), 1);
-        assert_eq!(nesting_depth(b"1"), 0);
-    }
 }

@@ -34,3 +34,21 @@ impl IntoResponse for FhirResponse {
             .into_response()
     }
 }
+
+/// An admin view's JSON answer, for people: bidirectional controls and
+/// zero-width characters in it are JSON escapes, visible (see
+/// [`crate::display`]); the data is the same.
+pub struct VisibleJson(pub serde_json::Value);
+
+impl IntoResponse for VisibleJson {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            crate::display::visible_json(&self.0),
+        )
+            .into_response()
+    }
+}

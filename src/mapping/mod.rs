@@ -396,11 +396,13 @@ impl Mapping {
             .status_schema
             .iter_errors(callback)
             .map(|e| {
+                // jsonschema's own message quotes the callback's values.
                 Issue::error(
                     IssueCode::Invalid,
                     format!(
-                        "the status callback breaks the {} schema: {e}",
-                        self.provider
+                        "the status callback breaks the {} schema: {}",
+                        self.provider,
+                        describe_callback_error(e.kind())
                     ),
                 )
                 .at(dotted(e.instance_path().as_str()))
@@ -527,6 +529,20 @@ impl Mapping {
             Some(expression) => issue.at(expression),
             None => issue,
         }
+    }
+}
+
+/// What is wrong with a status callback, never quoting it (a field the
+/// schema does not define is not named: the name is the provider's text).
+fn describe_callback_error(kind: &jsonschema::error::ValidationErrorKind) -> String {
+    use jsonschema::error::ValidationErrorKind as K;
+    match kind {
+        K::Required { property } => format!(
+            "the required field {} is missing",
+            property.as_str().unwrap_or("")
+        ),
+        K::AdditionalProperties { .. } => "a field is not defined by the schema".into(),
+        other => describe_kind(other),
     }
 }
 

@@ -120,18 +120,14 @@ pub fn attribute<'c>(
         return Err(refuse(vec![
             Issue::error(
                 IssueCode::BusinessRule,
-                format!(
-                    "the requesting organisation (ODS code {}) is not registered with this gateway as a referrer",
-                    referral.ods_code
-                ),
+                "the requesting organisation's ODS code is not registered with this gateway as a referrer",
             )
             .at(format!("{}.identifier", referral.organization_path)),
         ]));
     };
     if referrer.id != sender {
         return Err(IntakeError::Forbidden(format!(
-            "this token may send referrals only for {sender}; the requesting organisation (ODS code {}) belongs to another referrer",
-            referral.ods_code
+            "this token may send referrals only for {sender}; the requesting organisation's ODS code belongs to another referrer"
         )));
     }
     Ok(referrer)
@@ -259,9 +255,12 @@ fn expect_resource_type(body: &Value, expected: &str, hint: &str) -> Result<(), 
     if found == Some(expected) {
         return Ok(());
     }
-    let found = found.map_or("a document without resourceType".into(), |t| {
-        format!("a {t}")
-    });
+    // What was found is not quoted: resourceType is the client's text.
+    let found = if found.is_some() {
+        "another resource type"
+    } else {
+        "a document without resourceType"
+    };
     Err(IntakeError::Rejected(Rejection::Structure(vec![
         Issue::error(IssueCode::Invalid, format!("{hint}, not {found}"))
             .at(format!("{expected}.resourceType")),

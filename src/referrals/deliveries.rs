@@ -72,10 +72,10 @@ pub fn message_filter(params: &HashMap<String, String>) -> Result<MessageFilter,
                 filter.referral_id = Some(id.to_owned());
             }
             "limit" => filter.limit = parse_limit(value)?,
-            other => {
-                return Err(BadFilter(format!(
-                    "unknown parameter {other:?}; use state, provider, endpoint, referral or limit"
-                )));
+            _ => {
+                return Err(BadFilter(
+                    "unknown parameter; use state, provider, endpoint, referral or limit".into(),
+                ));
             }
         }
     }
@@ -117,7 +117,7 @@ impl Referrals {
     /// (its own `webhook-id`, `replay_of` naming the original) after any
     /// message still pending for the same referral and endpoint.
     pub async fn replay(&self, id: &str, how: Replay) -> Result<OutboxMessage, ChangeError> {
-        let not_found = || ChangeError::NotFound(format!("no message {id}"));
+        let not_found = || ChangeError::NotFound("no message has this id".into());
         let message_id: MessageId = id.parse().map_err(|_| not_found())?;
         let original = self
             .store

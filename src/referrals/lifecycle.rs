@@ -230,7 +230,10 @@ impl Referrals {
                     refuse(
                         400,
                         IssueCode::Invalid,
-                        format!("the body is not JSON: {e}"),
+                        format!(
+                            "the body is not JSON: {}",
+                            crate::validation::document::place(&e)
+                        ),
                     ),
                 ));
             }
@@ -271,7 +274,9 @@ impl Referrals {
                     refuse(
                         404,
                         IssueCode::NotFound,
-                        format!("no referral {named} was sent to {provider_id}"),
+                        format!(
+                            "no referral with the callback's reference was sent to {provider_id}"
+                        ),
                     ),
                 ));
             }
@@ -358,16 +363,19 @@ impl Referrals {
         let task_status = match new_status {
             "revoked" => TaskStatus::Cancelled,
             "entered-in-error" => TaskStatus::EnteredInError,
-            other => {
-                return Err(ChangeError::Unprocessable(format!(
-                    "a referral's status can only be changed to revoked (cancel) or entered-in-error, not {other:?}"
-                )));
+            _ => {
+                return Err(ChangeError::Unprocessable(
+                    "a referral's status can only be changed to revoked (cancel) or entered-in-error"
+                        .into(),
+                ));
             }
         };
         retry_on_conflict(|| async move {
-            let referral = self.store.referral(referral_id).await?.ok_or_else(|| {
-                ChangeError::NotFound(format!("ServiceRequest/{referral_id} is not known"))
-            })?;
+            let referral = self
+                .store
+                .referral(referral_id)
+                .await?
+                .ok_or_else(|| ChangeError::NotFound("no ServiceRequest has this id".into()))?;
             let mut resource: Value = serde_json::from_str(&referral.resource).map_err(|e| {
                 ChangeError::Unprocessable(format!("stored referral unreadable: {e}"))
             })?;

@@ -40,24 +40,29 @@ impl TaskChange {
             match change.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) if s.is_empty() => Ok(None),
+                Some(Value::String(s)) if crate::validation::structure::is_controlled(s) => Err(
+                    format!("`{key}` holds control characters other than tab, CR and LF"),
+                ),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(format!("`{key}` must be a string, not {other}")),
+                Some(_) => Err(format!("`{key}` must be a string")),
             }
         };
-        if let Some(key) = change.as_object().and_then(|o| {
-            o.keys().find(|k| {
+        // A field's name may come from the callback through the mapping:
+        // never quoted (nor are values, below).
+        if change.as_object().is_some_and(|o| {
+            o.keys().any(|k| {
                 !["status", "businessStatus", "statusReason", "note", "output"]
                     .contains(&k.as_str())
             })
         }) {
-            return Err(format!("`{key}` is not a Task change field"));
+            return Err("a field is not a Task change field (status, businessStatus, statusReason, note, output)".into());
         }
         let status = text("status")?
             .map(|code| {
                 code.parse::<TaskStatus>()
                     .ok()
                     .filter(|s| s.provider_may_set())
-                    .ok_or_else(|| format!("`status` {code:?} is not a status a provider can set"))
+                    .ok_or_else(|| "`status` is not a status a provider can set".to_owned())
             })
             .transpose()?;
         let output = match change.get("output") {
@@ -69,10 +74,8 @@ impl TaskChange {
             })],
             Some(Value::Object(o)) => vec![Value::Object(o.clone())],
             Some(Value::Array(items)) if items.iter().all(Value::is_object) => items.clone(),
-            Some(other) => {
-                return Err(format!(
-                    "`output` must be text, an object or a list of objects, not {other}"
-                ));
+            Some(_) => {
+                return Err("`output` must be text, an object or a list of objects".into());
             }
         };
         Ok(TaskChange {

@@ -19,7 +19,8 @@ use crate::{
 pub enum Denied {
     /// No such referral, or not one the caller may see (not told apart).
     /// Holds what was asked for, e.g. `ServiceRequest/<id>`.
-    #[error("{0} is not known")]
+    /// Names the resource type only: the id is the caller's, not quoted.
+    #[error("no {0} has this id")]
     NotFound(String),
     /// Only a referrer may do this (an admin's token may not).
     #[error("referrals are sent with a referrer's token, not an admin's")]
@@ -75,7 +76,7 @@ pub async fn visible_referral(
         .referral(id)
         .await?
         .filter(|r| visible(caller).includes(r.referrer_id.as_str()))
-        .ok_or_else(|| Denied::NotFound(format!("ServiceRequest/{id}")))
+        .ok_or_else(|| Denied::NotFound("ServiceRequest".into()))
 }
 
 /// Referral `id` if `caller` may withdraw it: only the referrer that sent

@@ -1,31 +1,28 @@
 //! Where Signpost may send patient data: the outbound address policy
 //! (a guard against server-side request forgery).
 //!
-//! Targets come only from the configuration. Beyond that, a target named
-//! by a host name must not resolve to a private, loopback, link-local
-//! (cloud metadata at 169.254.169.254 included), carrier-grade NAT or
-//! otherwise non-public address, unless its configuration table says
-//! `allow_private_network = true` (an endpoint on an internal network such
-//! as HSCN) or the URL itself names loopback. This is checked at start-up
-//! and again on every connection, by the HTTP client's resolver, so a DNS
-//! answer that changes later (DNS rebinding) cannot redirect a delivery.
+//! Targets come only from the configuration. A target must be an ordinary
+//! public Internet address, however it is written (a literal address in
+//! any spelling, or a host name that resolves to one), unless its
+//! configuration table says `allow_private_network = true` (an endpoint on
+//! an internal network such as HSCN, or a stand-in on this machine).
+//! Loopback is no exception: `https://127.0.0.1`, `https://[::1]` and
+//! `https://localhost` need the allowance as a name that resolves to
+//! 127.0.0.1 does. [`crate::addresses`] is the rule. It is checked at
+//! start-up for every target, and again on every connection by the HTTP
+//! client's resolver for host names, so a DNS answer that changes later
+//! (DNS rebinding) cannot redirect a delivery. (A literal address is never
+//! resolved, and cannot change: the start-up check is its check.)
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 
-use crate::{addresses::is_public, config::Config};
-
-/// Whether the URL's host is loopback by name or address.
-pub fn names_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
+use crate::{
+    addresses::{is_public, literal},
+    config::Config,
+};
 
 /// Every configured target: (config key, URL, allow_private_network).
 fn targets(config: &Config) -> Vec<(String, &Url, bool)> {
@@ -47,39 +44,49 @@ fn targets(config: &Config) -> Vec<(String, &Url, bool)> {
 }
 
 /// The resolver for delivery: host names resolve only to public addresses,
-/// except the hosts of targets that are loopback or allowed private.
+/// except the hosts of targets allowed a private network.
 pub fn resolver(config: &Config) -> Arc<GuardedResolver> {
     let exempt = targets(config)
         .into_iter()
-        .filter(|(_, url, allowed)| *allowed || names_loopback(url))
+        .filter(|(_, _, allowed)| *allowed)
         .filter_map(|(_, url, _)| url.host_str().map(|h| h.to_ascii_lowercase()))
         .collect();
     Arc::new(GuardedResolver { exempt })
 }
 
-/// Resolve every guarded target's host now and report those that lead only
-/// to non-public addresses. A host that does not resolve at all is only
-/// logged: the endpoint may be down, and every attempt is checked anyway.
+/// Check every target not allowed a private network: a literal address must
+/// be public, and a host name must resolve to a public address now. A host
+/// that does not resolve at all is only logged: the endpoint may be down,
+/// and every attempt is checked anyway.
 pub async fn check_targets(config: &Config) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
+    let refused = |key: &str, what: &str| {
+        format!(
+            "`{key}`: {what} a loopback, private, link-local or reserved address; set `allow_private_network = true` in its table if that is intended"
+        )
+    };
     for (key, url, allowed) in targets(config) {
-        let Some(url::Host::Domain(host)) = url.host() else {
-            continue; // literal addresses are checked with the configuration
-        };
-        if allowed || names_loopback(url) {
+        if allowed {
             continue;
         }
+        if let Some(ip) = literal(url) {
+            if !is_public(ip) {
+                problems.push(refused(&key, &format!("{ip} is")));
+            }
+            continue;
+        }
+        let Some(host) = url.host_str() else {
+            continue;
+        };
         match tokio::net::lookup_host((host, 0)).await {
             Ok(addrs) => {
                 let addrs: Vec<SocketAddr> = addrs.collect();
                 if !addrs.is_empty() && !addrs.iter().any(|a| is_public(a.ip())) {
-                    problems.push(format!(
-                        "`{key}`: {host} resolves only to private, loopback or link-local addresses; set `allow_private_network = true` in its table if that is intended"
-                    ));
+                    problems.push(refused(&key, &format!("{host} resolves only to")));
                 }
             }
             Err(e) => {
-                tracing::warn!(target_key = %key, host, error = %e, "cannot resolve an endpoint's host at start-up");
+                tracing::warn!(target_key = %key, error = %e, "cannot resolve an endpoint's host at start-up");
             }
         }
     }

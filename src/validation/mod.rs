@@ -13,6 +13,7 @@
 //! Schemas are compiled once, at start-up; a [`Validator`] is `Send + Sync`
 //! and cheap to share.
 
+pub mod document;
 pub mod profile;
 pub mod references;
 pub mod structure;

@@ -295,6 +295,18 @@ fn drop_descriptions(schema: &mut Value) {
     }
 }
 
+/// Whether `key` is shaped like a FHIR element name (`birthDate`,
+/// `_birthDate`, `valueString`): ASCII letters and digits, at most 64.
+/// Unknown elements are named in issues only if they are (the element's
+/// name is then its location); anything else sent as a key is a value and
+/// is never quoted.
+fn is_element_name(key: &str) -> bool {
+    let name = key.strip_prefix('_').unwrap_or(key);
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// Turn one schema error into issues, without quoting the instance.
 fn describe(error: &ValidationError<'_>, location: &str) -> Vec<Issue> {
     use ValidationErrorKind as K;
@@ -302,12 +314,19 @@ fn describe(error: &ValidationError<'_>, location: &str) -> Vec<Issue> {
     match error.kind() {
         K::AdditionalProperties { unexpected } => unexpected
             .iter()
-            .map(|name| {
-                Issue::error(
+            .map(|name| match name.as_str() {
+                name if is_element_name(name) => Issue::error(
                     IssueCode::Structure,
                     format!("unknown element '{name}': FHIR R4 does not define it here"),
                 )
-                .at(format!("{location}.{name}"))
+                .at(format!("{location}.{name}")),
+                // Not even shaped like an element name: a value sent as a
+                // key, not quoted.
+                _ => Issue::error(
+                    IssueCode::Structure,
+                    "an element here has a name that is not a FHIR element name",
+                )
+                .at(location),
             })
             .collect(),
         K::Required { property } => {
@@ -374,11 +393,12 @@ fn type_name(kind: &jsonschema::error::TypeKind) -> String {
     }
 }
 
-/// Whether `text` holds a character below U+0020 other than tab, CR and LF.
-/// (Bytes suffice: no byte of a multi-byte UTF-8 character is below 0x80.)
-fn is_controlled(text: &str) -> bool {
-    text.bytes()
-        .any(|b| b < b' ' && !matches!(b, b'\t' | b'\r' | b'\n'))
+/// Whether `text` holds a control character other than tab, CR and LF:
+/// C0 (below U+0020), DEL and C1 (U+0080-U+009F), which a terminal or a
+/// log reader may act on (U+009B is a one-character escape sequence).
+pub fn is_controlled(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
 }
 
 fn holds_control_characters(value: &Value) -> bool {
@@ -392,7 +412,8 @@ fn holds_control_characters(value: &Value) -> bool {
 
 /// FHIR strings may not hold characters below U+0020 other than tab, CR and
 /// LF (R4 2.6.2, "string"); the JSON schema cannot say so, and a NUL would
-/// otherwise reach the database.
+/// otherwise reach the database. DEL and C1 controls are refused with them
+/// (see [`is_controlled`]).
 fn control_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>) {
     let len = path.len();
     match value {
@@ -416,7 +437,7 @@ fn control_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>)
         Value::Object(map) => {
             for (key, item) in map {
                 path.push('.');
-                path.push_str(key);
+                path.push_str(if is_element_name(key) { key } else { "*" });
                 control_characters(item, path, issues);
                 path.truncate(len);
             }

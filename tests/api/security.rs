@@ -30,7 +30,7 @@ fn with_hilltop(config: &mut Config) {
             secret: SecretSource::Inline(Secret::generate()),
             previous_secret: None,
             previous_secret_until: None,
-            allow_private_network: false,
+            allow_private_network: true,
         },
     );
 }
@@ -441,8 +441,9 @@ async fn a_target_whose_name_leads_to_a_private_address_is_refused_at_start_up()
     );
     let db = TestDb::fresh(Backend::Sqlite).await;
     let mut config = crate::support::helpers::test_config(&db.url);
-    config.providers.get_mut("activelives").unwrap().intake_url =
-        format!("https://{host}/intake").parse().unwrap();
+    let provider = config.providers.get_mut("activelives").unwrap();
+    provider.intake_url = format!("https://{host}/intake").parse().unwrap();
+    provider.allow_private_network = false;
     let refused = signpost::startup::Application::build(config.clone()).await;
     let message = format!("{:#}", refused.err().expect("start-up is refused"));
     assert!(

@@ -127,7 +127,11 @@ async fn the_wrong_resource_type_is_refused_with_a_clear_diagnostic(backend: Bac
     let response = app.post_json("/fhir/ServiceRequest", &patient).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let outcome = json(response).await;
-    assert!(outcome.to_string().contains("not a Patient"), "{outcome}");
+    // The type sent is not quoted (issue 14, finding 8).
+    assert!(
+        outcome.to_string().contains("not another resource type"),
+        "{outcome}"
+    );
 
     let response = app.post_json("/fhir", &patient).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -184,7 +188,9 @@ async fn a_referral_from_an_unregistered_organisation_is_refused(backend: Backen
         expressions(&outcome),
         ["ServiceRequest.contained[3].identifier"]
     );
-    assert!(outcome.to_string().contains("Z99999"));
+    // The code is named by its place, never quoted (issue 14, finding 8).
+    assert!(outcome.to_string().contains("ODS code"), "{outcome}");
+    assert!(!outcome.to_string().contains("Z99999"), "{outcome}");
 }
 
 on_both_backends!(

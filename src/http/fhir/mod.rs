@@ -170,8 +170,9 @@ pub fn resource_id<'a>(resource_type: &str, id: &'a str) -> Result<&'a str, Fhir
     if valid {
         Ok(id)
     } else {
+        // The id is the client's: not quoted.
         Err(FhirError::NotFound(format!(
-            "{resource_type}/{id} is not known"
+            "no {resource_type} has this id"
         )))
     }
 }
@@ -182,7 +183,7 @@ pub fn resource_id<'a>(resource_type: &str, id: &'a str) -> Result<&'a str, Fhir
 pub fn path_id<T: std::str::FromStr>(resource_type: &str, id: &str) -> Result<T, FhirError> {
     resource_id(resource_type, id)?
         .parse()
-        .map_err(|_| FhirError::NotFound(format!("{resource_type}/{id} is not known")))
+        .map_err(|_| FhirError::NotFound(format!("no {resource_type} has this id")))
 }
 
 /// A search parameter value: no control characters.

@@ -90,9 +90,7 @@ pub(super) async fn vread(
     let referral_id: ReferralId = path_id("ServiceRequest", &id)?;
     let referral = Some(visible_referral(&app, &caller, &referral_id).await?)
         .filter(|r| r.version_id.to_string() == version)
-        .ok_or_else(|| {
-            FhirError::NotFound(format!("ServiceRequest/{id} has no version {version}"))
-        })?;
+        .ok_or_else(|| FhirError::NotFound("the ServiceRequest has no such version".into()))?;
     let response = resource_response(StatusCode::OK, referral.version_id, referral.resource);
     Ok(about_referral(response, &referral.id))
 }
@@ -218,8 +216,12 @@ pub(super) async fn patch(
     }
     let id: ReferralId = path_id("ServiceRequest", &id)?;
     let stored = current(&app, &caller, &id, &headers).await?;
-    let operations: Vec<Value> = serde_json::from_slice(&body)
-        .map_err(|e| bad_request(format!("not a JSON Patch document: {e}")))?;
+    let operations: Vec<Value> = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(format!(
+            "not a JSON Patch document ({})",
+            crate::validation::document::place(&e)
+        ))
+    })?;
     let mut patched = stored.clone();
     for (index, operation) in operations.iter().enumerate() {
         let op = operation.get("op").and_then(Value::as_str);
@@ -262,16 +264,45 @@ async fn current(
     headers: &HeaderMap,
 ) -> Result<Value, FhirError> {
     let referral = authz::withdrawable_referral(&app.referrals, caller, id).await?;
-    if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        let version = expected.trim().trim_start_matches("W/").trim_matches('"');
-        if version != referral.version_id.to_string() {
-            return Err(FhirError::PreconditionFailed(format!(
-                "If-Match {expected} does not match the current version {}",
-                referral.version_id
-            )));
-        }
+    if let Some(expected) = if_match(headers)?
+        && expected != referral.version_id.to_string()
+    {
+        return Err(FhirError::PreconditionFailed(format!(
+            "If-Match does not match the current version {}",
+            referral.version_id
+        )));
     }
     serde_json::from_str(&referral.resource).map_err(|_| FhirError::Internal)
+}
+
+/// The version an `If-Match` header asks for (`W/"3"`, `"3"` or `3`), if
+/// one was sent. A header that cannot be read (not visible ASCII, or not a
+/// version) is refused: ignoring it would apply the change unconditionally,
+/// the opposite of what the client asked. The value is never quoted.
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, FhirError> {
+    let mut values = headers.get_all(header::IF_MATCH).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let unreadable =
+        || bad_request("If-Match must be one entity tag such as W/\"1\" (visible ASCII)".into());
+    if values.next().is_some() {
+        return Err(unreadable());
+    }
+    let text = value.to_str().map_err(|_| unreadable())?.trim();
+    if text == "*" {
+        return Ok(None); // any current version
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let version = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(unreadable());
+    }
+    let version: u64 = version.parse().map_err(|_| unreadable())?;
+    Ok(Some(version.to_string()))
 }
 
 /// The new `status`, if that is all `revised` changes (server-managed
@@ -316,7 +347,7 @@ async fn withdraw(
             .referrals
             .referral(id)
             .await?
-            .ok_or_else(|| FhirError::NotFound(format!("ServiceRequest/{id} is not known")))?;
+            .ok_or_else(|| FhirError::NotFound("no ServiceRequest has this id".into()))?;
         return Ok(resource_response(
             StatusCode::OK,
             referral.version_id,

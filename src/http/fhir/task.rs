@@ -28,7 +28,7 @@ pub(super) async fn read(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
-    let not_found = || FhirError::NotFound(format!("Task/{id} is not known"));
+    let not_found = || FhirError::NotFound("no Task has this id".into());
     let task = app
         .referrals
         .task(&path_id::<TaskId>("Task", &id)?)
@@ -52,13 +52,13 @@ pub(super) async fn search(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
     let bad = |text: &str| FhirError::BadRequest(vec![Issue::error(IssueCode::NotSupported, text)]);
-    if let Some(other) = params
+    if params
         .keys()
-        .find(|k| !["focus", "_lastUpdated"].contains(&k.as_str()))
+        .any(|k| !["focus", "_lastUpdated"].contains(&k.as_str()))
     {
-        return Err(bad(&format!(
-            "search parameter {other:?} is not supported; use focus and/or _lastUpdated"
-        )));
+        return Err(bad(
+            "a search parameter is not supported; use focus and/or _lastUpdated",
+        ));
     }
     let focus = params.get("focus").filter(|v| !v.is_empty());
     let updated = params

@@ -78,7 +78,7 @@ pub fn write_config(
         let secret = dir.join(format!("{id}.whsec"));
         std::fs::write(&secret, test_secret(&format!("provider:{id}"))).unwrap();
         text.push_str(&format!(
-            "[providers.{id}]\nintake_url = \"{}\"\nallow_insecure_http = true\nsecret_file = \"{}\"\n",
+            "[providers.{id}]\nintake_url = \"{}\"\nallow_insecure_http = true\nallow_private_network = true\nsecret_file = \"{}\"\n",
             receiver.url_for(&format!("/{id}/intake")),
             secret.display()
         ));
@@ -86,7 +86,7 @@ pub fn write_config(
     let secret = dir.join("referrer.whsec");
     std::fs::write(&secret, test_secret(&format!("referrer:{REFERRER}"))).unwrap();
     text.push_str(&format!(
-        "[referrers.{REFERRER}]\nods_codes = [\"A81001\"]\ncallback_url = \"{}\"\nallow_insecure_http = true\nsecret_file = \"{}\"\n",
+        "[referrers.{REFERRER}]\nods_codes = [\"A81001\"]\ncallback_url = \"{}\"\nallow_insecure_http = true\nallow_private_network = true\nsecret_file = \"{}\"\n",
         referrer.url_for("/notifications"),
         secret.display()
     ));
