@@ -84,7 +84,7 @@ async fn retry(
     _: Admin,
     State(referrals): State<Arc<Referrals>>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), FhirError> {
+) -> Result<(StatusCode, Json), FhirError> {
     let message = referrals.retry_now(&id).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -177,7 +177,8 @@ async fn an_erased_patient_leaves_no_trace_in_the_database_files(backend: Backen
                         .unwrap();
                         panic!(
                             "{needle} is still in {path} (relation {})",
-                            relation.map_or("unknown: an old file not yet unlinked".into(), |r| r.0)
+                            relation
+                                .map_or("unknown: an old file not yet unlinked".into(), |r| r.0)
                         );
                     }
                 }

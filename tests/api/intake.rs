@@ -273,7 +273,12 @@ async fn the_capability_statement_lists_exactly_what_is_supported(backend: Backe
         .collect();
     assert_eq!(
         types,
-        ["ServiceRequest", "Task", "MessageDefinition", "Subscription"]
+        [
+            "ServiceRequest",
+            "Task",
+            "MessageDefinition",
+            "Subscription"
+        ]
     );
     let task_interactions: Vec<&str> = resources[1]["interaction"]
         .as_array()
