@@ -287,7 +287,7 @@ async fn the_capability_statement_lists_exactly_what_is_supported(backend: Backe
         .map(|i| i["code"].as_str().unwrap())
         .collect();
     assert_eq!(task_interactions, ["read", "search-type"]);
-    let operations: Vec<&str> = resources[2]["operation"]
+    let operations: Vec<&str> = resources[3]["operation"]
         .as_array()
         .unwrap()
         .iter()

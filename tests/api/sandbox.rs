@@ -40,6 +40,7 @@ fn sandbox_config(dir: &std::path::Path) -> std::path::PathBuf {
     ] {
         text.push_str(&format!(
             "[providers.{id}]\nintake_url = \"http://{}{path}\"\nallow_insecure_http = true\n\
+             allow_private_network = true\n\
              secret_file = \"{}\"\n",
             Receiver::unused_addr(),
             dir.join(format!("{id}.whsec")).display()
@@ -47,7 +48,7 @@ fn sandbox_config(dir: &std::path::Path) -> std::path::PathBuf {
     }
     text.push_str(&format!(
         "[referrers.{REFERRER}]\nods_codes = [\"A81001\"]\ncallback_url = \"http://{}/notifications\"\n\
-         allow_insecure_http = true\nsecret_file = \"{}\"\n",
+         allow_insecure_http = true\nallow_private_network = true\nsecret_file = \"{}\"\n",
         Receiver::unused_addr(),
         dir.join("referrer.whsec").display()
     ));
