@@ -452,22 +452,10 @@ impl Referrals {
         let Some(referral) = self.store.referral(referral_id).await? else {
             return Ok(None);
         };
-        let change = TaskChange {
-            business_status: Some(DELIVERY_FAILED.into()),
-            ..TaskChange::default()
-        };
-        match self
-            .prepare_update(&referral, &change, Actor::DELIVERY, false)
+        self.delivery_business_status(&referral, DELIVERY_FAILED)
             .await
-        {
-            Ok(update) => Ok(Some(update)),
-            Err(ChangeError::Store(e)) => Err(e),
-            Err(_) => Ok(None),
-        }
     }
-}
 
-impl Referrals {
     /// The update that replaces the Task's "delivery failed" with
     /// "delivered" once a replayed message has reached the provider, with
     /// the notification telling the referrer; `None` when the Task does not
@@ -500,12 +488,23 @@ impl Referrals {
         if !failed {
             return Ok(None);
         }
+        self.delivery_business_status(&referral, DELIVERED).await
+    }
+
+    /// The delivery worker's update setting the Task's business status to
+    /// `text`, keeping its status; `None` when the Task can no longer change
+    /// (finished, or erased).
+    async fn delivery_business_status(
+        &self,
+        referral: &Referral,
+        text: &str,
+    ) -> Result<Option<TaskUpdate>, StoreError> {
         let change = TaskChange {
-            business_status: Some(DELIVERED.into()),
+            business_status: Some(text.into()),
             ..TaskChange::default()
         };
         match self
-            .prepare_update(&referral, &change, Actor::DELIVERY, false)
+            .prepare_update(referral, &change, Actor::DELIVERY, false)
             .await
         {
             Ok(update) => Ok(Some(update)),
