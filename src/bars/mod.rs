@@ -89,7 +89,7 @@ impl Bars {
             .await
             .map_err(unavailable)?
         {
-            return Err(duplicate(&earlier));
+            return Err(duplicate(&earlier, referrer_id));
         }
         if let Some(target) = &headers.target_service
             && target != &receiver.service_id
@@ -191,7 +191,7 @@ impl Bars {
             .await
             .map_err(unavailable)?
         {
-            return Err(duplicate(&exchange));
+            return Err(duplicate(&exchange, referrer_id));
         }
         Ok(processed)
     }
@@ -270,15 +270,20 @@ fn business_identifier(body: &mut Value, index: usize) -> Result<(String, String
     }
 }
 
-fn duplicate(earlier: &BarsExchange) -> Refusal {
-    Refusal::new(
-        Rec::Conflict,
-        IssueCode::Duplicate,
+/// The answer to a request id already processed. The referral's reference
+/// is given only to the referrer that sent it: a request id is a GUID, so
+/// another caller presenting it is guessing or misconfigured, and learns
+/// nothing from the answer.
+fn duplicate(earlier: &BarsExchange, referrer_id: &str) -> Refusal {
+    let diagnostics = if earlier.referrer_id.as_str() == referrer_id {
         format!(
             "the message has been identified as having already been processed (Signpost referral reference {})",
             answer::referral_reference(earlier.referral_id.as_str())
-        ),
-    )
+        )
+    } else {
+        "the message has been identified as having already been processed".to_owned()
+    };
+    Refusal::new(Rec::Conflict, IssueCode::Duplicate, diagnostics)
 }
 
 fn unavailable(error: StoreError) -> Refusal {

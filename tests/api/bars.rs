@@ -4,12 +4,13 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use signpost::security::tokens::Role;
 
 use crate::{
     on_both_backends,
     support::{
         fleet::Fleet,
-        helpers::{Backend, TestApp, fixture, json},
+        helpers::{Backend, TestApp, TestDb, client_with, fixture, issue_token, json},
     },
 };
 
@@ -511,6 +512,42 @@ async fn another_referrer_cannot_cancel_by_naming_the_same_service_request(backe
     assert_eq!(tasks["entry"][0]["resource"]["status"], "requested");
 }
 
+async fn a_request_id_from_another_referrer_learns_nothing_of_the_first(backend: Backend) {
+    // Arrange: Riverside's message is processed; Hilltop presents its
+    // request id.
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, crate::security::with_hilltop).await;
+    let (message, _) = fresh(bars_referral());
+    let ids = Ids::new();
+    let first = process(&app, &message, &ids).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let reference = first.text().await.unwrap();
+    let reference = reference
+        .split("SP-")
+        .nth(1)
+        .map(|tail| format!("SP-{}", &tail[..14]))
+        .expect("the success carries the referral reference");
+    let hilltop =
+        client_with(&issue_token(&app.db.url, Role::Referrer("hilltop".parse().unwrap())).await);
+
+    // Act
+    let again = hilltop
+        .post(app.url("/fhir/$process-message"))
+        .header("content-type", "application/fhir+json")
+        .header("x-request-id", &ids.request)
+        .header("x-correlation-id", &ids.correlation)
+        .body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    // Assert: still a duplicate (the id is spent), without Riverside's
+    // reference.
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let text = again.text().await.unwrap();
+    assert!(text.contains("duplicate"), "{text}");
+    assert!(!text.contains(&reference), "{text}");
+}
+
 async fn a_finished_referral_cannot_be_cancelled(backend: Backend) {
     // Arrange: the provider has completed the referral.
     let fleet = Fleet::start(backend).await;
@@ -543,6 +580,7 @@ on_both_backends!(
     another_referrer_cannot_cancel_by_naming_the_same_service_request,
     a_bars_referral_is_accepted_with_its_reference_and_the_ids_echoed,
     a_retried_request_id_is_a_duplicate_even_after_a_restart,
+    a_request_id_from_another_referrer_learns_nothing_of_the_first,
     concurrent_retries_store_one_referral_and_answer_one_success,
     a_bars_referral_reaches_the_provider_as_the_same_service_request_would,
     bars_is_answered_not_implemented_when_not_configured,

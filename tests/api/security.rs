@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// A second referrer, Hilltop Practice (ODS B82002), beside Riverside.
-fn with_hilltop(config: &mut Config) {
+pub fn with_hilltop(config: &mut Config) {
     config.referrers.insert(
         "hilltop".parse().unwrap(),
         Referrer {
