@@ -289,10 +289,15 @@ pub(super) fn read_secret(
 }
 
 /// Write a new secret to `path`, which must not exist, readable by the
-/// owner only; parent folders are created.
+/// owner only; missing parent folders are created owner-only too (on a
+/// fresh clone this creates `data/`, where the database then goes).
 pub(super) fn create_secret_file(path: &Path) -> std::io::Result<Secret> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        let mut folders = std::fs::DirBuilder::new();
+        folders.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut folders, 0o700);
+        folders.create(parent)?;
     }
     let secret = Secret::generate();
     let mut options = std::fs::OpenOptions::new();
@@ -322,4 +327,22 @@ pub(super) fn warn_if_readable_by_others(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::create_secret_file;
+
+    #[test]
+    fn a_new_secret_and_the_folders_made_for_it_are_owner_only() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("data/secrets/provider.whsec");
+        create_secret_file(&file).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&root.path().join("data/secrets")), 0o700);
+        assert_eq!(mode(&root.path().join("data")), 0o700);
+    }
 }
