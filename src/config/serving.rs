@@ -15,6 +15,9 @@ pub(super) struct RawTls {
     pub(super) client_ca: Option<PathBuf>,
     #[serde(default)]
     pub(super) require_client_certificate: bool,
+    pub(super) client_crl: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) admin_certificate_names: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +31,13 @@ pub(super) struct RawLimits {
     pub(super) header_read_timeout: Option<String>,
     pub(super) max_unverified_uploads: Option<usize>,
     pub(super) unverified_body_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) http2_keep_alive_interval: Option<String>,
+    pub(super) http2_keep_alive_timeout: Option<String>,
+    pub(super) http2_max_concurrent_streams: Option<u32>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_client: Option<usize>,
+    pub(super) max_requests_per_client: Option<usize>,
 }
 
 /// Request limits (`[limits]`), beside `max_body_bytes` and
@@ -59,6 +69,29 @@ pub struct Limits {
     /// Time allowed to receive such a body; then `408`
     /// (`unverified_body_timeout`, capped by `request_timeout`).
     pub unverified_body_timeout: std::time::Duration,
+    /// A connection with no request in progress for this long is closed,
+    /// HTTP/1.1 or HTTP/2 (`idle_timeout`).
+    pub idle_timeout: Duration,
+    /// An HTTP/2 connection is pinged when it has been silent this long
+    /// (`http2_keep_alive_interval`)...
+    pub http2_keep_alive_interval: Duration,
+    /// ...and closed when the ping is not answered within this
+    /// (`http2_keep_alive_timeout`).
+    pub http2_keep_alive_timeout: Duration,
+    /// Requests at once on one HTTP/2 connection
+    /// (`http2_max_concurrent_streams`).
+    pub http2_max_concurrent_streams: u32,
+    /// Connections open at once; more are closed as they arrive
+    /// (`max_connections`; lowered at start-up to fit the process's
+    /// descriptor limit).
+    pub max_connections: usize,
+    /// Connections open at once from one client address
+    /// (`max_connections_per_client`).
+    pub max_connections_per_client: usize,
+    /// Requests in progress at once from one client address, out of
+    /// `max_concurrent_requests`; more are answered `503`
+    /// (`max_requests_per_client`).
+    pub max_requests_per_client: usize,
 }
 
 impl Default for Limits {
@@ -72,6 +105,13 @@ impl Default for Limits {
             header_read_timeout: std::time::Duration::from_secs(10),
             max_unverified_uploads: 64,
             unverified_body_timeout: std::time::Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            http2_keep_alive_interval: Duration::from_secs(20),
+            http2_keep_alive_timeout: Duration::from_secs(10),
+            http2_max_concurrent_streams: 32,
+            max_connections: 4096,
+            max_connections_per_client: 128,
+            max_requests_per_client: 256,
         }
     }
 }
@@ -109,6 +149,34 @@ impl RawLimits {
                 defaults.unverified_body_timeout,
                 problems,
             ),
+            idle_timeout: limit_duration(
+                "idle_timeout",
+                self.idle_timeout,
+                defaults.idle_timeout,
+                problems,
+            ),
+            http2_keep_alive_interval: limit_duration(
+                "http2_keep_alive_interval",
+                self.http2_keep_alive_interval,
+                defaults.http2_keep_alive_interval,
+                problems,
+            ),
+            http2_keep_alive_timeout: limit_duration(
+                "http2_keep_alive_timeout",
+                self.http2_keep_alive_timeout,
+                defaults.http2_keep_alive_timeout,
+                problems,
+            ),
+            http2_max_concurrent_streams: self
+                .http2_max_concurrent_streams
+                .unwrap_or(defaults.http2_max_concurrent_streams),
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .unwrap_or(defaults.max_connections_per_client),
+            max_requests_per_client: self
+                .max_requests_per_client
+                .unwrap_or(defaults.max_requests_per_client),
         };
         if limits.max_array_length == 0 {
             problems.push("`limits.max_array_length`: must be at least 1".into());
@@ -122,8 +190,22 @@ impl RawLimits {
         if limits.max_concurrent_requests == 0 {
             problems.push("`limits.max_concurrent_requests`: must be at least 1".into());
         }
-        if limits.max_unverified_uploads == 0 {
-            problems.push("`limits.max_unverified_uploads`: must be at least 1".into());
+        for (key, value) in [
+            ("max_unverified_uploads", limits.max_unverified_uploads),
+            (
+                "http2_max_concurrent_streams",
+                limits.http2_max_concurrent_streams as usize,
+            ),
+            ("max_connections", limits.max_connections),
+            (
+                "max_connections_per_client",
+                limits.max_connections_per_client,
+            ),
+            ("max_requests_per_client", limits.max_requests_per_client),
+        ] {
+            if value == 0 {
+                problems.push(format!("`limits.{key}`: must be at least 1"));
+            }
         }
         limits
     }
@@ -164,6 +246,13 @@ pub struct Tls {
     /// (`require_client_certificate`; needs `client_ca`). Off by default,
     /// so that bearer-token clients can share the port.
     pub require_client_certificate: bool,
+    /// PEM certificate revocation lists from the client CA (`client_crl`;
+    /// needs `client_ca`). Read at start-up: a new list needs a restart.
+    pub client_crl: Option<PathBuf>,
+    /// DNS names of client certificates an admin or monitor token may be
+    /// used with (`admin_certificate_names`; see
+    /// [`crate::security::client_certs`]).
+    pub admin_certificate_names: Vec<String>,
 }
 
 impl RawTls {
@@ -181,11 +270,26 @@ impl RawTls {
                     .into(),
             );
         }
+        if self.client_ca.is_none() {
+            if self.client_crl.is_some() {
+                problems.push(
+                    "`tls.client_crl`: needs `tls.client_ca`, whose certificates it revokes".into(),
+                );
+            }
+            if !self.admin_certificate_names.is_empty() {
+                problems.push(
+                    "`tls.admin_certificate_names`: needs `tls.client_ca` to verify the certificates against"
+                        .into(),
+                );
+            }
+        }
         (problems.len() == before).then(|| Tls {
             certificate: self.certificate.unwrap_or_default(),
             private_key: self.private_key.unwrap_or_default(),
             client_ca: self.client_ca,
             require_client_certificate: self.require_client_certificate,
+            client_crl: self.client_crl,
+            admin_certificate_names: self.admin_certificate_names,
         })
     }
 }

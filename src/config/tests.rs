@@ -50,7 +50,7 @@ fn an_unknown_key_inside_a_provider_table_is_refused() {
 #[test]
 fn limits_are_read_and_checked() {
     let config = load(
-        "[limits]\nmax_array_length = 10\nrequests_per_second = 2.5\nburst = 4\nmax_concurrent_requests = 8\nrequest_timeout = \"5s\"\nheader_read_timeout = \"2s\"\nmax_unverified_uploads = 3\nunverified_body_timeout = \"1s\"\n",
+        "[limits]\nmax_array_length = 10\nrequests_per_second = 2.5\nburst = 4\nmax_concurrent_requests = 8\nrequest_timeout = \"5s\"\nheader_read_timeout = \"2s\"\nmax_unverified_uploads = 3\nunverified_body_timeout = \"1s\"\nidle_timeout = \"9s\"\nhttp2_keep_alive_interval = \"3s\"\nhttp2_keep_alive_timeout = \"1s\"\nhttp2_max_concurrent_streams = 4\nmax_connections = 50\nmax_connections_per_client = 5\nmax_requests_per_client = 6\n",
     )
     .unwrap();
     assert_eq!(
@@ -64,13 +64,20 @@ fn limits_are_read_and_checked() {
             header_read_timeout: std::time::Duration::from_secs(2),
             max_unverified_uploads: 3,
             unverified_body_timeout: std::time::Duration::from_secs(1),
+            idle_timeout: std::time::Duration::from_secs(9),
+            http2_keep_alive_interval: std::time::Duration::from_secs(3),
+            http2_keep_alive_timeout: std::time::Duration::from_secs(1),
+            http2_max_concurrent_streams: 4,
+            max_connections: 50,
+            max_connections_per_client: 5,
+            max_requests_per_client: 6,
         }
     );
     assert_eq!(load("").unwrap().limits, Limits::default());
     let err =
-        load("[limits]\nrequests_per_second = 0.0\nburst = 0\nrequest_timeout = \"soon\"\nheader_read_timeout = \"0s\"\nmax_unverified_uploads = 0\nunverified_body_timeout = \"never\"\n")
+        load("[limits]\nrequests_per_second = 0.0\nburst = 0\nrequest_timeout = \"soon\"\nheader_read_timeout = \"0s\"\nmax_unverified_uploads = 0\nunverified_body_timeout = \"never\"\nidle_timeout = \"0s\"\nmax_connections_per_client = 0\n")
             .unwrap_err();
-    assert_eq!(err.problems.len(), 6, "{err}");
+    assert_eq!(err.problems.len(), 8, "{err}");
 }
 
 #[test]
@@ -642,4 +649,65 @@ fn durations_are_an_integer_and_a_unit() {
         assert_eq!(parse_duration(bad), None, "{bad:?}");
     }
     assert_eq!(parse_duration(&format!("{}h", u64::MAX / 1000)), None);
+}
+
+/// Issue #21 finding 6: certificate names that could never match a client
+/// certificate (a wildcard, an IP address, a trailing dot) and names two
+/// identities share (in any case) stop start-up, each named.
+#[test]
+fn certificate_names_that_cannot_match_or_are_shared_are_refused() {
+    let referrer = |id: &str, ods: &str, names: &str| {
+        format!(
+            "[referrers.{id}]\nods_codes = [\"{ods}\"]\ncallback_url = \"https://{id}.example/cb\"\nsecret_env = \"R\"\nclient_certificate_names = {names}\n"
+        )
+    };
+    let tls = |admins: &str| {
+        format!(
+            "[tls]\ncertificate = \"s.pem\"\nprivate_key = \"s.key\"\nclient_ca = \"ca.pem\"\nadmin_certificate_names = {admins}\n"
+        )
+    };
+    for name in [
+        "*.practice.example.nhs.uk",
+        "127.0.0.1",
+        "gp.example.nhs.uk.",
+        "",
+    ] {
+        let err = load(&referrer("r", "A81001", &format!("[{name:?}]"))).unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.starts_with("`referrers.r.client_certificate_names`")),
+            "{name:?} was accepted: {err}"
+        );
+        let err = load(&tls(&format!("[{name:?}]"))).unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.starts_with("`tls.admin_certificate_names`")),
+            "{name:?} was accepted as an admin name: {err}"
+        );
+    }
+    // The same name in another case, for two referrers.
+    let err = load(&format!(
+        "{}{}",
+        referrer("a", "A81001", "[\"GP.example.nhs.uk\"]"),
+        referrer("b", "A81002", "[\"gp.example.nhs.uk\"]")
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("also listed by"), "{err}");
+    // A referrer's name as an admin's.
+    let err = load(&format!(
+        "{}{}",
+        tls("[\"gp.example.nhs.uk\"]"),
+        referrer("a", "A81001", "[\"gp.example.nhs.uk\"]")
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("also listed by"), "{err}");
+    // Valid names pass.
+    load(&format!(
+        "{}{}",
+        tls("[\"ops.example.nhs.uk\"]"),
+        referrer("a", "A81001", "[\"gp.example.nhs.uk\"]")
+    ))
+    .unwrap();
 }

@@ -74,6 +74,9 @@ async fn stalled_callback_uploads_leave_referrers_their_slots(backend: Backend) 
         config.limits.max_concurrent_requests = SLOTS;
         // A burst large enough that refusals are 401, not the address's 429.
         config.limits.burst = 10_000;
+        // Every upload comes from 127.0.0.1: this test is about slots, not
+        // connections per address.
+        config.limits.max_connections_per_client = 1_000;
     })
     .await;
     let mut uploads = Vec::new();

@@ -5,6 +5,7 @@ mod support;
 
 mod attacks_data;
 mod attacks_http;
+mod attacks_http2;
 mod attacks_input;
 mod audit;
 mod bars;
