@@ -217,6 +217,7 @@ pub(super) async fn audit_command(
             seq: 0,
             at: crate::audit::now(),
             actor: cli_actor(),
+            credential: None,
             client: Some("local".into()),
             request_id: None,
             action: action.into(),

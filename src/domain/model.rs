@@ -260,6 +260,9 @@ pub struct AuditRecord {
     /// `referrer:<id>`, `admin:<token id>`, `provider:<id>`, `cli:<user>`,
     /// `signpost:delivery` or `unauthenticated`.
     pub actor: Actor,
+    /// What authenticated a request: `token:<id>`, `certificate:<name>`,
+    /// or both (see [`crate::security::tokens::Caller::credentials`]).
+    pub credential: Option<String>,
     /// The client's address, for requests.
     pub client: Option<String>,
     pub request_id: Option<String>,

@@ -215,6 +215,7 @@ async fn audit(
         "records": records.iter().map(|r| json!({
             "at": r.at.to_string(),
             "actor": r.actor,
+            "credential": r.credential,
             "client": r.client,
             "request_id": r.request_id,
             "action": r.action,

@@ -9,10 +9,12 @@
 //!   every check the headers allow and within a budget of its own).
 //!
 //! A token holder presents `Authorization: Bearer <token>`; without that
-//! header, a referrer may present a client certificate over mutual TLS (a
-//! bearer token, when sent, takes precedence). The checks run in a fixed
-//! order: who (`401`; or `429` once the client's address has failed too
-//! often), then the role (`403`), then the caller's rate (`429`). Which
+//! header, a referrer may present a client certificate over mutual TLS.
+//! A certificate presented with a token must name the token's holder
+//! (`403` otherwise; the rule is [`crate::security::client_certs`]'). The
+//! checks run in a fixed order: who (`401`; or `429` once the client's
+//! address has failed too often), then whether the certificate agrees
+//! (`403`), then the role (`403`), then the caller's rate (`429`). Which
 //! referrals a caller may then see or change is
 //! [`crate::security::authz`]'s business.
 
@@ -33,7 +35,10 @@ use super::{
 };
 use crate::{
     domain::{Actor, Endpoint, ProviderId},
-    security::tokens::{AuthError, Caller, Role, authenticate},
+    security::{
+        client_certs::{self, Mismatch, Presented},
+        tokens::{AuthError, Caller, Role, authenticate},
+    },
     webhooks::{SignedHeaders, VerifyError},
 };
 
@@ -92,6 +97,25 @@ async fn authorised(
         Ok(caller) => caller,
         Err(error) => return Err(unauthenticated(app, parts, error)),
     };
+    // A token was sent (else the certificate alone named the caller): the
+    // certificate, if any, must name the token's holder.
+    let token_sent = parts.headers.contains_key(header::AUTHORIZATION);
+    let caller = match presented_certificate(parts, app).filter(|_| token_sent) {
+        None => caller,
+        Some(presented) => match client_certs::check_pair(caller.clone(), &presented) {
+            Ok(caller) => caller,
+            Err(Mismatch) => {
+                identity::record(&parts.extensions, Identity::Caller(caller.clone()));
+                tracing::warn!(
+                    credential = %caller.credential,
+                    "client certificate does not name the token's holder; refused"
+                );
+                return Err(FhirError::Forbidden(
+                    "the client certificate does not name the holder of this token".into(),
+                ));
+            }
+        },
+    };
     identity::record(&parts.extensions, Identity::Caller(caller.clone()));
     if !allowed(&caller.role) {
         tracing::info!(credential = %caller.credential, "endpoint refused to this role");
@@ -110,7 +134,14 @@ async fn authorised(
 /// certificate names.
 async fn identify(parts: &Parts, app: &AppState) -> Result<Caller, AuthError> {
     let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
-        return certificate_caller(parts, app).ok_or(AuthError::Missing);
+        return match presented_certificate(parts, app) {
+            Some(Presented::Referrer(referrer, name)) => Ok(Caller {
+                credential: format!("certificate:{name}"),
+                certificate: None,
+                role: Role::Referrer(referrer),
+            }),
+            _ => Err(AuthError::Missing),
+        };
     };
     let token = authorization
         .to_str()
@@ -133,15 +164,14 @@ async fn identify(parts: &Parts, app: &AppState) -> Result<Caller, AuthError> {
     Ok(caller)
 }
 
-fn certificate_caller(parts: &Parts, app: &AppState) -> Option<Caller> {
+/// Whom the connection's verified client certificate names, if it
+/// presented one.
+fn presented_certificate(parts: &Parts, app: &AppState) -> Option<Presented> {
     let tls = parts.extensions.get::<Arc<axum_server::tls::TlsInfo>>()?;
-    let (referrer, name) = app
-        .client_identities
-        .referrer(tls.peer_certificates.first()?)?;
-    Some(Caller {
-        credential: format!("certificate:{name}"),
-        role: Role::Referrer(referrer.clone()),
-    })
+    Some(
+        app.client_identities
+            .presented(tls.peer_certificates.first()?),
+    )
 }
 
 /// `401`; or `429` once the client's address has failed too often (token

@@ -94,6 +94,7 @@ impl Referrals {
             seq: 0,
             at: outcome.started_at,
             actor: Actor::DELIVERY,
+            credential: None,
             client: None,
             request_id: None,
             action: format!("deliver {} to {}", message.kind, message.endpoint),

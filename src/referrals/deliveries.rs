@@ -477,6 +477,7 @@ impl Referrals {
             seq: 0,
             at,
             actor: actor.clone(),
+            credential: None,
             client: None,
             request_id: None,
             action: "erase patient".into(),

@@ -99,6 +99,7 @@ mod tests {
     fn caller(role: Role) -> Caller {
         Caller {
             credential: "token:0123456789abcdef".into(),
+            certificate: None,
             role,
         }
     }

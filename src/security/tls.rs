@@ -4,16 +4,18 @@
 //!
 //! `[tls]` names the server's certificate chain and key. With `client_ca`,
 //! the handshake asks for a client certificate and rustls verifies it
-//! against that CA (chain, validity dates, key usage); a certificate that
-//! does not verify ends the handshake. Which referrer a verified
-//! certificate stands for is [`super::client_certs`]' business.
+//! against that CA (chain, validity dates, key usage) and, with
+//! `client_crl`, against that file's revocation lists (read once at
+//! start-up: a new list takes effect on restart); a certificate that does
+//! not verify, or is revoked, ends the handshake. Whom a verified
+//! certificate names is [`super::client_certs`]' business.
 
 use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use rustls::{
     RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 
@@ -41,7 +43,11 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<ServerConfig> {
                     format!("`tls.client_ca`: {} holds an unusable CA", path.display())
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(path) = &tls.client_crl {
+                verifier = verifier.with_crls(revocation_lists(path)?);
+            }
             let verifier = if tls.require_client_certificate {
                 verifier
             } else {
@@ -59,6 +65,24 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<ServerConfig> {
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+fn revocation_lists(path: &Path) -> anyhow::Result<Vec<CertificateRevocationListDer<'static>>> {
+    let read = || -> Result<Vec<_>, rustls::pki_types::pem::Error> {
+        CertificateRevocationListDer::pem_file_iter(path)?.collect()
+    };
+    let lists = read().with_context(|| {
+        format!(
+            "`tls.client_crl`: cannot read PEM revocation lists from {}",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !lists.is_empty(),
+        "`tls.client_crl`: {} holds no PEM revocation list (X509 CRL)",
+        path.display()
+    );
+    Ok(lists)
 }
 
 fn certificates(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -45,6 +45,9 @@ pub struct Caller {
     /// What authenticated the call, for logs, rate limits and the audit
     /// trail: `token:<id>` (the token's public id) or `certificate:<name>`.
     pub credential: String,
+    /// The client certificate name presented with a token over mutual TLS
+    /// (see [`super::client_certs::check_pair`]).
+    pub certificate: Option<String>,
     pub role: Role,
 }
 
@@ -54,6 +57,16 @@ impl Caller {
         match &self.role {
             Role::Referrer(id) => Some(id.as_str()),
             Role::Admin | Role::Monitor => None,
+        }
+    }
+
+    /// Everything that authenticated the call, for the audit trail:
+    /// `token:<id>`, `certificate:<name>`, or both
+    /// (`token:<id> certificate:<name>`).
+    pub fn credentials(&self) -> String {
+        match &self.certificate {
+            Some(name) => format!("{} certificate:{name}", self.credential),
+            None => self.credential.clone(),
         }
     }
 
@@ -147,6 +160,7 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
         .is_ok();
     match row {
         Some(row) if matches && row.revoked_at.is_none() => Ok(Caller {
+            certificate: None,
             credential: format!("token:{}", row.id),
             role: match row.referrer_id {
                 // (Tokens are issued only to configured referrers.)

@@ -7,7 +7,7 @@ use sqlx::Transaction;
 use super::{AuditFilter, AuditRecord, AuditTrail, SqlStore, StoreError, rows::AuditRow};
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log \
-    (at, actor, client, request_id, action, resource, referral_id, outcome) ";
+    (at, actor, credential, client, request_id, action, resource, referral_id, outcome) ";
 const SELECT_AUDIT: &str = "SELECT * FROM audit_log \
     WHERE (CAST($1 AS TEXT) IS NULL OR referral_id = $1) \
       AND (CAST($2 AS TEXT) IS NULL OR actor = $2) \
@@ -46,9 +46,10 @@ macro_rules! impl_audit_trail {
                 tx: &mut Transaction<'static, $db>,
                 records: &[&AuditRecord],
             ) -> Result<(), StoreError> {
-                Self::insert_rows(tx, INSERT_AUDIT, 8, records, |mut row, r| {
+                Self::insert_rows(tx, INSERT_AUDIT, 9, records, |mut row, r| {
                     row.push_bind(&r.at)
                         .push_bind(&r.actor)
+                        .push_bind(&r.credential)
                         .push_bind(&r.client)
                         .push_bind(&r.request_id)
                         .push_bind(&r.action)

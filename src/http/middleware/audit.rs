@@ -5,7 +5,8 @@
 //! and the body are never recorded.
 //!
 //! Who: the [`Caller`] or [`AuditActor`] found on the answer (see
-//! `super::identity`), else `unauthenticated`. The resource (the path, or
+//! `super::identity`), else `unauthenticated`; and what authenticated the
+//! caller: the token's id, the client certificate's name, or both. The resource (the path, or
 //! the `Location` of what a create made) is recorded for callers who
 //! proved who they are; never for anonymous requests, whose records the
 //! writer samples and counts ([`crate::audit::anonymous`]) and whose path
@@ -73,8 +74,9 @@ pub async fn record_requests(
     let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
     let response = next.run(request).await;
     let extensions = response.extensions();
-    let actor = extensions
-        .get::<Caller>()
+    let caller = extensions.get::<Caller>();
+    let credential = caller.map(Caller::credentials);
+    let actor = caller
         .map(Caller::actor)
         .or_else(|| extensions.get::<AuditActor>().map(|a| a.0.clone()))
         .unwrap_or(Actor::Unauthenticated);
@@ -92,6 +94,7 @@ pub async fn record_requests(
             seq: 0,
             at: crate::audit::now(),
             actor,
+            credential,
             client,
             request_id,
             action,
