@@ -13,6 +13,7 @@
 
 mod admin;
 mod callbacks;
+mod connections;
 mod error;
 mod extract;
 mod fhir;
@@ -118,6 +119,9 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(routes(state))
         .layer(axum::middleware::map_request(
             middleware::trailing_slash::trim,
+        ))
+        .layer(axum::middleware::map_request(
+            middleware::authority::host_from_authority,
         ))
 }
 

@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -79,11 +80,44 @@ impl RateLimiter {
 /// is calling from the headers alone and answers at once when it cannot,
 /// so unauthenticated requests hold at most `max_unverified_uploads` slots
 /// for longer than that, and the rest stay for authenticated callers.
+///
+/// And one client address holds at most `max_requests_per_client` slots:
+/// over HTTP/2 a client opens many requests on one connection, so without
+/// this a few connections could hold every slot (over HTTP/1.1 it takes a
+/// connection per slot, bounded by `max_connections_per_client`).
 pub struct Admission {
     slots: Arc<Semaphore>,
     unverified: Arc<Semaphore>,
     timeout: Duration,
     unverified_timeout: Duration,
+    per_client: Arc<PerClient>,
+}
+
+/// Slots held by each client address.
+struct PerClient {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A request's admission: its slot, and its place in its client's share;
+/// both given back when dropped.
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    client: Option<(Arc<PerClient>, IpAddr)>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((per_client, client)) = &self.client {
+            let mut held = per_client.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = held.get_mut(client) {
+                *count -= 1;
+                if *count == 0 {
+                    held.remove(client);
+                }
+            }
+        }
+    }
 }
 
 impl Admission {
@@ -93,13 +127,38 @@ impl Admission {
             unverified: Arc::new(Semaphore::new(limits.max_unverified_uploads)),
             timeout: limits.request_timeout,
             unverified_timeout: limits.unverified_body_timeout.min(limits.request_timeout),
+            per_client: Arc::new(PerClient {
+                max: limits.max_requests_per_client,
+                held: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
-    /// A slot for one more request, held until the request is answered;
-    /// `None` when every slot is taken.
-    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    /// A slot for one more request from `client`, held until the request
+    /// is answered; `None` when every slot is taken, or the client holds
+    /// its share.
+    pub fn try_admit(&self, client: Option<IpAddr>) -> Option<Admitted> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let Some(client) = client else {
+            return Some(Admitted {
+                _slot: slot,
+                client: None,
+            });
+        };
+        let mut held = self
+            .per_client
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(client).or_insert(0);
+        if *count >= self.per_client.max {
+            return None;
+        }
+        *count += 1;
+        Some(Admitted {
+            _slot: slot,
+            client: Some((self.per_client.clone(), client)),
+        })
     }
 
     /// How long a request may take.

@@ -1,5 +1,6 @@
 //! Admission control for every request (at most `max_concurrent_requests`
-//! at once, `503` beyond rather than queueing without bound; each within
+//! at once, and `max_requests_per_client` from one address, `503` beyond
+//! rather than queueing without bound; each within
 //! `request_timeout`, `408` after), and the rate limit's answers: `429`
 //! with `Retry-After`, for a caller over its rate or for an address that
 //! keeps failing to prove who it is. The limiters themselves are
@@ -25,8 +26,12 @@ pub async fn admit(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(_slot) = admission.try_admit() else {
-        tracing::warn!("too many requests in flight; answering 503");
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let Some(_admitted) = admission.try_admit(client) else {
+        tracing::warn!(client = ?client, "too many requests in flight (in all, or from this client); answering 503");
         return FhirError::Busy.into_response();
     };
     match tokio::time::timeout(admission.timeout(), next.run(request)).await {

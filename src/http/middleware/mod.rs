@@ -4,11 +4,13 @@
 //! ([`limits`]), and [`identity`], which carries who the authentication
 //! extractors found the caller to be out to the metrics and audit layers.
 //! Outside them all, [`trailing_slash`] rewrites `/fhir/…/` paths before
-//! routing.
+//! routing, and [`authority`] gives HTTP/2 requests the `Host` HTTP/1.1
+//! ones have.
 //! Authentication itself is not a layer: it is the extractors in
 //! `http::extract`, so a handler's signature says who may call it.
 
 pub mod audit;
+pub mod authority;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
