@@ -323,23 +323,7 @@ impl RawConfig {
 
         let tls = self.tls.and_then(|raw| raw.check(&mut problems));
         let bars = self.bars.and_then(|raw| raw.check(&mut problems));
-        let mut certificate_owner: HashMap<&str, &str> = HashMap::new();
-        for referrer in referrers.values() {
-            for name in &referrer.client_certificate_names {
-                if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
-                    problems.push(format!(
-                        "`referrers.{}.client_certificate_names`: {name:?} is not a DNS name",
-                        referrer.id
-                    ));
-                }
-                if let Some(other) = certificate_owner.insert(name, referrer.id.as_str()) {
-                    problems.push(format!(
-                        "`referrers.{}.client_certificate_names`: {name:?} is also listed by referrers.{other}",
-                        referrer.id
-                    ));
-                }
-            }
-        }
+        check_certificate_names(&referrers, tls.as_ref(), &mut problems);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -386,3 +370,60 @@ fn is_ods_code(code: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Client certificate names (`referrers.<id>.client_certificate_names`,
+/// `tls.admin_certificate_names`): each must be a DNS name a certificate
+/// can carry and [`crate::security::client_certs`] can match exactly (not
+/// a wildcard, an IP address, or a name with a trailing dot), and no name
+/// may stand for two identities, in any case: a certificate must never
+/// act as whichever identity comes first.
+fn check_certificate_names(
+    referrers: &BTreeMap<ReferrerId, Referrer>,
+    tls: Option<&Tls>,
+    problems: &mut Vec<String>,
+) {
+    let referrers = referrers.values().map(|r| {
+        (
+            format!("referrers.{}", r.id),
+            format!("referrers.{}.client_certificate_names", r.id),
+            &r.client_certificate_names,
+        )
+    });
+    let operators = tls.map(|tls| {
+        (
+            "tls.admin_certificate_names".to_owned(),
+            "tls.admin_certificate_names".to_owned(),
+            &tls.admin_certificate_names,
+        )
+    });
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for (who, key, names) in referrers.chain(operators) {
+        for name in names {
+            if let Some(why) = unmatchable(name) {
+                problems.push(format!(
+                    "`{key}`: {name:?} can never match a client certificate ({why})"
+                ));
+            }
+            if let Some(other) = owner.insert(name.to_ascii_lowercase(), who.clone())
+                && other != who
+            {
+                problems.push(format!("`{key}`: {name:?} is also listed by {other}"));
+            }
+        }
+    }
+}
+
+/// Why a client certificate name could never match, if so.
+fn unmatchable(name: &str) -> Option<&'static str> {
+    if name.contains('*') {
+        Some("wildcards are not matched: list each name")
+    } else if name.parse::<std::net::IpAddr>().is_ok() {
+        Some("certificates are matched by DNS name, not IP address")
+    } else if name.ends_with('.') {
+        Some("certificate names carry no trailing dot")
+    } else if rustls::pki_types::DnsName::try_from(name).is_err() {
+        Some("not a DNS name")
+    } else {
+        None
+    }
+}
