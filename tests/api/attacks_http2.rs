@@ -135,8 +135,8 @@ async fn a_half_header_block_after_a_request_is_cut_off(backend: Backend) {
             received.extend_from_slice(&buffer[..n]);
             let mut at = 0;
             while received.len() >= at + 9 {
-                let length = usize::from(received[at]) << 16
-                    | usize::from(received[at + 1]) << 8
+                let length = (usize::from(received[at]) << 16)
+                    | (usize::from(received[at + 1]) << 8)
                     | usize::from(received[at + 2]);
                 if received[at + 3] == HEADERS && received[at + 8] == 1 {
                     return;
