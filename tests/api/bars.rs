@@ -100,7 +100,7 @@ pub async fn rec_answer(response: reqwest::Response) -> (u16, String, String) {
 }
 
 /// Signpost's id of a referral from the `Location` of a BaRS success.
-fn referral_id(response: &reqwest::Response) -> String {
+pub fn referral_id(response: &reqwest::Response) -> String {
     let location = response.headers()["location"].to_str().unwrap();
     location
         .split("ServiceRequest/")

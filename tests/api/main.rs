@@ -8,6 +8,7 @@ mod attacks_http;
 mod attacks_input;
 mod audit;
 mod bars;
+mod bars_answers;
 mod bars_conformance;
 mod clients;
 mod delivery;
