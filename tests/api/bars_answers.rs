@@ -90,15 +90,14 @@ async fn shared_layers_answer_process_message_in_bars_shape(backend: Backend) {
     );
     assert_eq!(
         rec_answer(turned_away).await,
-        (
-            503,
-            "transient".into(),
-            "REC_SERVICE_UNAVAILABLE".into()
-        )
+        (503, "transient".into(), "REC_SERVICE_UNAVAILABLE".into())
     );
     // 408 REC_TIMEOUT, with the ids.
     assert_eq!(status, 408, "{head}");
-    assert!(head.contains(&format!("x-request-id: {}", slow_ids.request)), "{head}");
+    assert!(
+        head.contains(&format!("x-request-id: {}", slow_ids.request)),
+        "{head}"
+    );
     assert!(
         head.contains(&format!("x-correlation-id: {}", slow_ids.correlation)),
         "{head}"
@@ -142,11 +141,7 @@ async fn a_sender_over_its_rate_is_answered_rec_too_many_requests(backend: Backe
     );
     assert_eq!(
         rec_answer(throttled).await,
-        (
-            429,
-            "throttled".into(),
-            "REC_TOO_MANY_REQUESTS".into()
-        )
+        (429, "throttled".into(), "REC_TOO_MANY_REQUESTS".into())
     );
 }
 

@@ -10,6 +10,7 @@ mod audit;
 mod bars;
 mod bars_answers;
 mod bars_conformance;
+mod bars_responses;
 mod clients;
 mod delivery;
 mod durability;
