@@ -1,7 +1,7 @@
-//! One attempt at one message: find its target, build its body (a
-//! notification Bundle, or a BaRS response for a referrer told the BaRS
-//! way), sign it (Standard Webhooks), POST it, and read the start of the
-//! answer. Nothing here judges the answer (that is `policy.rs`) or records
+//! One attempt at one message: find its target, have the domain build its
+//! body (a notification Bundle, or a BaRS response for a referrer told the
+//! BaRS way: `Referrals::outgoing`), sign it (Standard Webhooks), POST it,
+//! and read the start of the answer. Nothing here judges the answer (that is `policy.rs`) or records
 //! it (the domain does).
 
 use std::time::{Duration, Instant};
@@ -12,10 +12,8 @@ use url::Url;
 
 use super::Worker;
 use crate::{
-    bars,
-    config::Notify,
-    domain::{Endpoint, MessageKind, Timestamp, model::OutboxMessage},
-    referrals::{attempts::AttemptOutcome, notification},
+    domain::{Endpoint, Timestamp, model::OutboxMessage},
+    referrals::{attempts::AttemptOutcome, deliveries::Outgoing},
     webhooks::SigningKeys,
 };
 
@@ -27,13 +25,6 @@ struct Target<'a> {
     url: &'a Url,
     keys: &'a SigningKeys,
     content_type: &'static str,
-}
-
-/// What goes on the wire: the body, and for a BaRS response its
-/// `X-Request-Id` and `X-Correlation-Id`.
-struct Outgoing {
-    body: String,
-    bars_ids: Option<(String, String)>,
 }
 
 /// An answer (or its absence), before it is timed.
@@ -50,7 +41,7 @@ impl Worker {
         let started_at = self.now();
         let started = Instant::now();
         let answer = match self.target(&message.endpoint) {
-            Some(target) => match self.outgoing(message).await {
+            Some(target) => match self.inner.referrals.outgoing(message).await {
                 Ok(outgoing) => self.post(&target, message, outgoing, started_at).await,
                 Err(error) => Answer {
                     status: None,
@@ -92,54 +83,6 @@ impl Worker {
             url,
             keys: self.inner.keys.get(endpoint)?,
             content_type,
-        })
-    }
-
-    /// The body to send: a Task change for a referrer told the BaRS way
-    /// is a BaRS response to the message the referral came by
-    /// ([`bars::response`]); anything else is [`notification::body`]. The
-    /// error says why a BaRS response cannot be built (the attempt fails,
-    /// and is retried until it is dead-lettered).
-    async fn outgoing(&self, message: &OutboxMessage) -> Result<Outgoing, String> {
-        let config = &self.inner.config;
-        let base = config.public_fhir_base();
-        let plain = || Outgoing {
-            body: notification::body(message, base.as_deref()),
-            bars_ids: None,
-        };
-        let told_by_bars = match &message.endpoint {
-            Endpoint::Referrer(id) => config
-                .referrers
-                .get(id)
-                .is_some_and(|r| r.notify == Notify::Bars),
-            Endpoint::Provider(_) => false,
-        };
-        if !told_by_bars
-            || message.kind != MessageKind::Notification
-            || message.event_number.is_none()
-        {
-            return Ok(plain());
-        }
-        let Ok(task) = serde_json::from_str::<serde_json::Value>(&message.payload) else {
-            // (An erased message: nothing is left to carry.)
-            return Ok(plain());
-        };
-        let receiver = config
-            .bars
-            .as_ref()
-            .ok_or("`notify = \"bars\"` without `[bars]`: no BaRS receiver to answer as")?;
-        let origin = self
-            .inner
-            .referrals
-            .bars_origin(&message.referral_id)
-            .await
-            .map_err(|e| format!("reading the BaRS request message: {e}"))?
-            .ok_or("the referral did not come by BaRS: there is no request message to answer")?;
-        let (id, happened) = notification::identity(message, &task);
-        let response = bars::response::message(&task, &origin, receiver, id, &happened);
-        Ok(Outgoing {
-            body: response.body,
-            bars_ids: Some((response.request_id, response.correlation_id)),
         })
     }
 

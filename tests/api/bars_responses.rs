@@ -234,6 +234,18 @@ async fn a_409_duplicate_from_the_bars_receiver_counts_as_delivered(backend: Bac
         .unwrap_or_else(|| panic!("{listed}"));
     assert_eq!(notification["state"], "delivered", "{notification}");
     assert_eq!(notification["attempts"], 2);
+    // Operators see it as it was sent.
+    let shown = json(
+        fleet
+            .app
+            .get(&format!(
+                "/admin/deliveries/{}",
+                notification["id"].as_str().unwrap()
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(shown["payload"], received[1].body);
 }
 
 async fn a_409_that_is_not_a_duplicate_is_not_delivered(backend: Backend) {
