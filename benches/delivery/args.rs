@@ -5,7 +5,7 @@ use crate::*;
 
 pub(crate) const USAGE: &str = "usage: cargo bench --bench delivery -- [--n N | --duration SECS] [--clients C] \
     [--warmup W] [--rate R] [--delivery-concurrency K] [--timeout SECS] [--postgres [URL]] \
-    [--process] [--json FILE]";
+    [--process] [--bars] [--json FILE]";
 
 /// How long the clients send.
 #[derive(Clone, Copy)]
@@ -31,6 +31,8 @@ pub(crate) struct Args {
     /// Run Signpost as its own process (`signpost serve`), so that RSS and
     /// CPU are its own.
     pub(crate) process: bool,
+    /// Send BaRS messages to `$process-message` instead of ServiceRequests.
+    pub(crate) bars: bool,
     /// How long the real binary idles before its RSS is read.
     pub(crate) idle: Duration,
 }
@@ -49,6 +51,7 @@ pub(crate) fn parse_args() -> Result<Args, String> {
         postgres: None,
         json: None,
         process: false,
+        bars: false,
         idle: Duration::from_secs(2),
     };
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
@@ -71,6 +74,7 @@ pub(crate) fn parse_args() -> Result<Args, String> {
                 duration = Some(Duration::from_secs_f64(secs));
             }
             "--process" => parsed.process = true,
+            "--bars" => parsed.bars = true,
             "--clients" => parsed.clients = number("--clients", args.next())?,
             "--warmup" => parsed.warmup = number("--warmup", args.next())?,
             "--rate" => parsed.rate = Some(number("--rate", args.next())? as f64),

@@ -14,11 +14,19 @@ pub(crate) struct Bodies {
     pub(crate) run: u64,
     /// Bodies made so far (warm-ups and both phases).
     pub(crate) made: AtomicU64,
+    /// BaRS messages (`--bars`): the template's marks are replaced, all of
+    /// them (the Bundle id and the ServiceRequest's `fullUrl`, which is
+    /// referred to from several entries).
+    pub(crate) bars: bool,
 }
 
+const MARK: &str = "@@business-identifier@@";
+
 impl Bodies {
-    pub(crate) fn load() -> anyhow::Result<Bodies> {
-        const MARK: &str = "@@business-identifier@@";
+    pub(crate) fn load(bars: bool) -> anyhow::Result<Bodies> {
+        if bars {
+            return Self::load_bars();
+        }
         let mut templates = Vec::new();
         for (name, provider) in FIXTURES {
             let path = Path::new(MANIFEST_DIR)
@@ -39,6 +47,29 @@ impl Bodies {
             templates,
             run: Uuid::new_v4().as_u64_pair().0,
             made: AtomicU64::new(0),
+            bars: false,
+        })
+    }
+
+    /// The BaRS social-prescribing referral message (the tests' fixture),
+    /// its Bundle id and ServiceRequest `fullUrl` marked; it goes to
+    /// ActiveLives.
+    fn load_bars() -> anyhow::Result<Bodies> {
+        let path =
+            Path::new(MANIFEST_DIR).join("tests/fixtures/bars/social-prescribing-referral.json");
+        let mut message: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        let sr_url = message["entry"][1]["fullUrl"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the BaRS fixture's ServiceRequest has no fullUrl"))?
+            .trim_start_matches("urn:uuid:")
+            .to_owned();
+        message["id"] = json!(MARK);
+        let text = message.to_string().replace(&sr_url, MARK);
+        Ok(Bodies {
+            templates: vec![(text, String::new(), "activelives")],
+            run: Uuid::new_v4().as_u64_pair().0,
+            made: AtomicU64::new(0),
+            bars: true,
         })
     }
 
@@ -46,6 +77,9 @@ impl Bodies {
     pub(crate) fn body(&self, i: usize) -> (String, &'static str) {
         let (head, tail, provider) = &self.templates[i % self.templates.len()];
         let id = Uuid::from_u64_pair(self.run, self.made.fetch_add(1, Ordering::Relaxed));
+        if self.bars {
+            return (head.replace(MARK, &id.to_string()), provider);
+        }
         let mut body = String::with_capacity(head.len() + 36 + tail.len());
         body.push_str(head);
         let _ = write!(body, "{id}");
@@ -92,6 +126,8 @@ impl Intake {
 pub(crate) enum Expect {
     /// `201` with Signpost's referral id in the answer.
     Referral,
+    /// A BaRS message accepted: `200` with the referral's `Location`.
+    BarsMessage,
     /// Any `201` (the baseline).
     Created,
 }
@@ -149,12 +185,15 @@ pub(crate) async fn drive(
                 }
                 let (body, provider) = bodies.body(i);
                 let sent = Instant::now();
-                let response = client
+                let mut request = client
                     .post(&url)
-                    .header("content-type", "application/fhir+json")
-                    .body(body)
-                    .send()
-                    .await;
+                    .header("content-type", "application/fhir+json");
+                if matches!(expect, Expect::BarsMessage) {
+                    request = request
+                        .header("x-request-id", Uuid::new_v4().to_string())
+                        .header("x-correlation-id", Uuid::new_v4().to_string());
+                }
+                let response = request.body(body).send().await;
                 let created = Instant::now();
                 let response = match response {
                     Ok(response) => response,
@@ -164,16 +203,28 @@ pub(crate) async fn drive(
                     }
                 };
                 let status = response.status().as_u16();
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| l.split("ServiceRequest/").nth(1))
+                    .and_then(|l| l.split('/').next())
+                    .and_then(|id| Uuid::parse_str(id).ok());
                 let answer = response.bytes().await;
                 let referral_id = match expect {
+                    Expect::BarsMessage => answer.ok().and(location),
                     Expect::Created => answer.ok().map(|_| Uuid::nil()),
                     Expect::Referral => answer
                         .ok()
                         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
                         .and_then(|a| Uuid::parse_str(a["id"].as_str()?).ok()),
                 };
-                match (status, referral_id) {
-                    (201, Some(referral_id)) => {
+                let accepted = match expect {
+                    Expect::BarsMessage => status == 200,
+                    Expect::Referral | Expect::Created => status == 201,
+                };
+                match (accepted, referral_id) {
+                    (true, Some(referral_id)) => {
                         intake.created.push(Created {
                             referral_id,
                             provider,

@@ -181,6 +181,8 @@ pub(crate) struct Context<'a> {
 
 pub(crate) struct Report {
     pub(crate) sent: usize,
+    /// BaRS messages to `$process-message` (`--bars`).
+    pub(crate) bars: bool,
     pub(crate) run: Run,
     pub(crate) clients: usize,
     pub(crate) rate: Option<f64>,
@@ -291,6 +293,7 @@ impl Report {
         };
         Report {
             sent: intake.created.len() + intake.refused(),
+            bars: args.bars,
             run: args.run,
             clients: args.clients,
             rate: args.rate,
@@ -422,6 +425,22 @@ impl Report {
                 startup.map(|s| s.ready_ms),
             ),
         ];
+        // BaRS's non-functional requirement for a receiver's synchronous
+        // answer: 90 % within 2.1 s, all within 5 s.
+        if self.bars {
+            checks.push(at_most(
+                "BaRS: $process-message p90",
+                target::BARS_P90_MS,
+                "ms",
+                Spread::pick(&self.intake.latency_ms, |s| s.p90),
+            ));
+            checks.push(at_most(
+                "BaRS: $process-message max",
+                target::BARS_MAX_MS,
+                "ms",
+                Spread::pick(&self.intake.latency_ms, |s| s.max),
+            ));
+        }
         // Memory growth is Signpost's own only when it runs apart.
         if self.resources.scope == PROCESS_SCOPE {
             checks.push(at_most(

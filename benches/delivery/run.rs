@@ -9,7 +9,7 @@ pub(crate) async fn run(
     startup: Result<Startup, String>,
 ) -> anyhow::Result<Report> {
     let ticks = clock_ticks();
-    let bodies = Arc::new(Bodies::load()?);
+    let bodies = Arc::new(Bodies::load(args.bars)?);
     // Tokens are made up front, so both phases use the same client; they
     // are stored once Signpost's database exists.
     let referrer = signpost::security::tokens::issue(&signpost::security::tokens::Role::Referrer(
@@ -51,7 +51,11 @@ pub(crate) async fn run(
         Serving::InProcess { addr, stop, server }
     };
     let base = format!("http://{}", serving.addr());
-    let url = format!("{base}/fhir/ServiceRequest");
+    let (url, expect) = if args.bars {
+        (format!("{base}/fhir/$process-message"), Expect::BarsMessage)
+    } else {
+        (format!("{base}/fhir/ServiceRequest"), Expect::Referral)
+    };
     let store = signpost::store::open(&db.url, 1).await?;
     store.insert_token(referrer.row).await?;
     store.insert_token(monitor.row).await?;
@@ -73,7 +77,7 @@ pub(crate) async fn run(
             run: Run::Count(args.warmup),
             ..load
         },
-        Expect::Referral,
+        expect,
         &ProgressBar::hidden(),
     )
     .await;
@@ -98,7 +102,7 @@ pub(crate) async fn run(
     let pid = serving.pid();
     let mark = Mark::now(ticks, pid);
     let sampler = RssSampler::start(pid);
-    let intake = drive(&client, &url, &bodies, load, Expect::Referral, &bar).await;
+    let intake = drive(&client, &url, &bodies, load, expect, &bar).await;
     bar.finish_and_clear();
     let bar = progress("delivered", Some(intake.created.len() as u64), "referrals");
     await_deliveries(&received, &intake.created, before, args.timeout, &bar).await;

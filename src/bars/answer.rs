@@ -24,6 +24,7 @@ pub enum Rec {
     Timeout,
     Conflict,
     UnprocessableEntity,
+    TooManyRequests,
     ServerError,
     NotImplemented,
     ServiceUnavailable,
@@ -39,6 +40,7 @@ impl Rec {
             Rec::Timeout => 408,
             Rec::Conflict => 409,
             Rec::UnprocessableEntity => 422,
+            Rec::TooManyRequests => 429,
             Rec::ServerError => 500,
             Rec::NotImplemented => 501,
             Rec::ServiceUnavailable => 503,
@@ -54,6 +56,10 @@ impl Rec {
             Rec::Timeout => "REC_TIMEOUT",
             Rec::Conflict => "REC_CONFLICT",
             Rec::UnprocessableEntity => "REC_UNPROCESSABLE_ENTITY",
+            // Not in the OperationOutcome examples, but in BaRS's
+            // Transactional Integrity page, among the answers a sender
+            // retries.
+            Rec::TooManyRequests => "REC_TOO_MANY_REQUESTS",
             Rec::ServerError => "REC_SERVER_ERROR",
             Rec::NotImplemented => "REC_NOT_IMPLEMENTED",
             Rec::ServiceUnavailable => "REC_SERVICE_UNAVAILABLE",
@@ -70,6 +76,7 @@ impl Rec {
             408 => Rec::Timeout,
             409 => Rec::Conflict,
             413 | 422 => Rec::UnprocessableEntity,
+            429 => Rec::TooManyRequests,
             501 => Rec::NotImplemented,
             503 => Rec::ServiceUnavailable,
             500..=599 => Rec::ServerError,
@@ -129,31 +136,63 @@ impl Refusal {
 
     /// The OperationOutcome, from the receiver with this ODS code.
     pub fn outcome(&self, receiver_ods: &str) -> Value {
-        let issues: Vec<Value> = self
-            .issues
-            .iter()
-            .map(|issue| {
-                let mut fhir = issue.to_fhir();
-                fhir["details"] = json!({ "coding": [{
-                    "system": ERROR_CODE_SYSTEM,
-                    "code": self.rec.code(),
-                }]});
-                fhir["diagnostics"] = json!(format!(
-                    "{receiver_ods} was unable to process the request: {}",
-                    issue.diagnostics
-                ));
-                fhir
-            })
-            .collect();
-        json!({
-            "resourceType": "OperationOutcome",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "meta": { "profile": [
-                "https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome"
-            ]},
-            "issue": issues,
-        })
+        let issues = self.issues.iter().map(Issue::to_fhir).collect();
+        shaped(self.rec, issues, receiver_ods)
     }
+}
+
+/// An OperationOutcome answered with `status` by a layer shared with the
+/// rest of the API (admission control's `408` and `503`, the rate limit's
+/// `429`, authentication, routing), in BaRS's shape: each issue keeps its
+/// code and text, and gains the `REC_*` code and BaRS's diagnostics form.
+/// Anything that is not an OperationOutcome becomes one issue saying what
+/// the status means.
+pub fn reshape(status: u16, outcome: &Value, receiver_ods: &str) -> Value {
+    let rec = Rec::for_status(status);
+    let issues: Vec<Value> = outcome
+        .get("issue")
+        .and_then(Value::as_array)
+        .filter(|issues| !issues.is_empty())
+        .cloned()
+        .unwrap_or_else(|| {
+            vec![json!({
+                "severity": "error",
+                "code": if status >= 500 { "exception" } else { "processing" },
+                "diagnostics": format!("the request was refused with HTTP status {status}"),
+            })]
+        });
+    shaped(rec, issues, receiver_ods)
+}
+
+/// `issues` (`OperationOutcome.issue` elements) as a BaRS receiver's
+/// OperationOutcome.
+fn shaped(rec: Rec, issues: Vec<Value>, receiver_ods: &str) -> Value {
+    let issues: Vec<Value> = issues
+        .into_iter()
+        .map(|mut fhir| {
+            fhir["details"] = json!({ "coding": [{
+                "system": ERROR_CODE_SYSTEM,
+                "code": rec.code(),
+            }]});
+            let said = fhir
+                .get("diagnostics")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            fhir["diagnostics"] = json!(format!(
+                "{receiver_ods} was unable to process the request: {said}"
+            ));
+            fhir
+        })
+        .collect();
+    json!({
+        "resourceType": "OperationOutcome",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": { "profile": [
+            "https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome"
+        ]},
+        "issue": issues,
+    })
 }
 
 /// Signpost's human-readable reference for a referral (BaRS Applications 5

@@ -11,11 +11,17 @@
 //! retry is answered `409 REC_CONFLICT` `duplicate`, which BaRS senders
 //! treat as success, however much later it comes and whichever instance it
 //! reaches. Nothing here knows about HTTP.
+//!
+//! The way back is [`response`]: for a referrer with `notify = "bars"`,
+//! each Task change of a referral it sent by BaRS goes out, through the
+//! outbox like every message, as a `servicerequest-response` answering the
+//! recorded request message.
 
 pub mod answer;
 pub mod definitions;
 pub mod headers;
 pub mod message;
+pub mod response;
 
 use std::sync::Arc;
 

@@ -56,8 +56,8 @@ pub(super) async fn deliveries(config: PathBuf, command: DeliveriesCommand) -> a
                 .message(&id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
-            let base = referrals.config().public_fhir_base();
-            print_json(&message_json(&message, Some(&attempts), base.as_deref()));
+            let body = referrals.body_as_sent(&message).await;
+            print_json(&message_json(&message, Some(&attempts), Some(body)));
         }
         DeliveriesCommand::Retry { id } => {
             let retried = referrals.retry_now(&id).await;

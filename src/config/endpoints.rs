@@ -36,6 +36,8 @@ pub(super) struct RawReferrer {
     #[serde(default)]
     pub(super) ods_codes: Vec<String>,
     pub(super) callback_url: Option<String>,
+    /// How status goes back: `subscription` (the default) or `bars`.
+    pub(super) notify: Option<String>,
     /// DNS names (subject alternative names) of client certificates that
     /// authenticate as this referrer over mutual TLS.
     #[serde(default)]
@@ -87,8 +89,11 @@ pub struct Referrer {
     /// (`ods_codes`). A referral is attributed to the referrer that lists
     /// its requester Organization's ODS code.
     pub ods_codes: Vec<String>,
-    /// Where status notifications are sent (`callback_url`).
+    /// Where status notifications are sent (`callback_url`): for
+    /// [`Notify::Bars`], the referrer's BaRS `$process-message` endpoint.
     pub callback_url: Url,
+    /// How status goes back to it (`notify`).
+    pub notify: Notify,
     /// DNS names of the client certificates that authenticate as this
     /// referrer (`client_certificate_names`; see [`crate::security::client_certs`]).
     pub client_certificate_names: Vec<String>,
@@ -103,6 +108,31 @@ pub struct Referrer {
     /// The target may be on a private network (`allow_private_network`;
     /// see [`crate::security::egress`]).
     pub allow_private_network: bool,
+}
+
+/// How a referrer is told of its referrals' Task changes (`notify`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Notify {
+    /// A Subscriptions-backport notification Bundle per change
+    /// (`subscription`, the default; [`crate::referrals::notification`]).
+    #[default]
+    Subscription,
+    /// A BaRS `servicerequest-response` message per change, for referrals
+    /// that came by BaRS (`bars`; [`crate::bars::response`]).
+    Bars,
+}
+
+impl Notify {
+    /// `notify` as configured, or the problem with it.
+    pub(super) fn parse(key: &str, raw: Option<&str>) -> Result<Notify, String> {
+        match raw {
+            None | Some("subscription") => Ok(Notify::Subscription),
+            Some("bars") => Ok(Notify::Bars),
+            Some(_) => Err(format!(
+                "`{key}.notify`: \"subscription\" (the default) or \"bars\""
+            )),
+        }
+    }
 }
 
 /// Ids appear in URLs and FHIR references: keep them to lower-case letters,

@@ -32,7 +32,7 @@ mod serving;
 pub use self::{
     bars::BarsConfig,
     delivery::DeliveryConfig,
-    endpoints::{Provider, Referrer},
+    endpoints::{Notify, Provider, Referrer},
     secrets::SecretSource,
     serving::{Limits, Tls},
 };
@@ -284,6 +284,14 @@ impl RawConfig {
                 raw.allow_private_network,
                 &mut problems,
             );
+            let notify = Notify::parse(&key, raw.notify.as_deref())
+                .map_err(|problem| problems.push(problem))
+                .ok();
+            if notify == Some(Notify::Bars) && self.bars.is_none() {
+                problems.push(format!(
+                    "`{key}.notify = \"bars\"`: BaRS responses come from this gateway as a BaRS receiver; configure `[bars]`"
+                ));
+            }
             let secrets = RawSecrets {
                 secret_env: raw.secret_env,
                 secret_file: raw.secret_file,
@@ -292,8 +300,8 @@ impl RawConfig {
                 previous_secret_until: raw.previous_secret_until,
             }
             .check(&key, &mut problems);
-            if let (Some(id), Some(callback_url), Some(secrets)) =
-                (checked_id, callback_url, secrets)
+            if let (Some(id), Some(callback_url), Some(notify), Some(secrets)) =
+                (checked_id, callback_url, notify, secrets)
             {
                 referrers.insert(
                     id.clone(),
@@ -302,6 +310,7 @@ impl RawConfig {
                         name: raw.name,
                         ods_codes: raw.ods_codes,
                         callback_url,
+                        notify,
                         client_certificate_names: raw.client_certificate_names,
                         secret: secrets.current,
                         previous_secret: secrets.previous,

@@ -710,4 +710,44 @@ fn certificate_names_that_cannot_match_or_are_shared_are_refused() {
         referrer("a", "A81001", "[\"gp.example.nhs.uk\"]")
     ))
     .unwrap();
+
+#[test]
+fn a_referrer_is_told_by_subscription_unless_it_asks_for_bars_which_needs_a_receiver() {
+    let referrer = |notify: &str| {
+        format!(
+            "[referrers.r]\nods_codes = [\"A81001\"]\ncallback_url = \"https://r.example/fhir/$process-message\"\nsecret_env = \"R\"\n{notify}"
+        )
+    };
+    let bars = "[bars]\nreceiver_ods = \"X9S1P\"\nservice_id = \"2000099001\"\n";
+    let told = |text: &str| {
+        load(text)
+            .unwrap()
+            .referrers
+            .values()
+            .next()
+            .unwrap()
+            .notify
+    };
+    assert_eq!(told(&referrer("")), Notify::Subscription);
+    assert_eq!(
+        told(&referrer("notify = \"subscription\"\n")),
+        Notify::Subscription
+    );
+    assert_eq!(
+        told(&format!("{bars}{}", referrer("notify = \"bars\"\n"))),
+        Notify::Bars
+    );
+    let text = load(&referrer("notify = \"bars\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("`referrers.r.notify = \"bars\"`"), "{text}");
+    assert!(text.contains("configure `[bars]`"), "{text}");
+    let text = load(&format!("{bars}{}", referrer("notify = \"email\"\n")))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("`referrers.r.notify`"), "{text}");
+    assert!(
+        !text.contains("email"),
+        "the value is not quoted back: {text}"
+    );
 }

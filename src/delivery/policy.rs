@@ -1,6 +1,9 @@
 //! What an attempt's answer means for its message: the webhook conventions
 //! (`2xx` delivered; `408`, `429`, `5xx` and no answer retried; `410 Gone`
 //! disables the endpoint; any other answer refuses the message for good),
+//! and BaRS's: a `409` whose OperationOutcome says `duplicate` means the
+//! receiver already processed this message (our retry of one whose answer
+//! was lost), so it is delivered,
 //! and when to try again (the configured schedule with jitter, or the
 //! endpoint's `Retry-After`). Once the schedule is used up the message is
 //! dead-lettered.
@@ -53,6 +56,7 @@ fn judge(outcome: &AttemptOutcome) -> Verdict {
     match outcome.status {
         None => Verdict::Retry { retry_after: None },
         Some(200..=299) => Verdict::Delivered,
+        Some(409) if says_duplicate(outcome.excerpt.as_deref()) => Verdict::Delivered,
         Some(410) => Verdict::Gone,
         Some(408 | 429 | 500..=599) => Verdict::Retry {
             retry_after: outcome.retry_after,
@@ -61,6 +65,23 @@ fn judge(outcome: &AttemptOutcome) -> Verdict {
         // endpoint refuses this message, and will again.
         Some(_) => Verdict::Dead,
     }
+}
+
+/// Whether an answer's body is an OperationOutcome with an issue of code
+/// `duplicate` (BaRS's "already processed": REC_CONFLICT `duplicate`).
+fn says_duplicate(body: Option<&str>) -> bool {
+    let Some(outcome) = body.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()) else {
+        return false;
+    };
+    outcome.get("resourceType").and_then(|t| t.as_str()) == Some("OperationOutcome")
+        && outcome
+            .get("issue")
+            .and_then(|i| i.as_array())
+            .is_some_and(|issues| {
+                issues
+                    .iter()
+                    .any(|i| i.get("code").and_then(|c| c.as_str()) == Some("duplicate"))
+            })
 }
 
 /// The delay before attempt `attempts_made + 1`, or `None` when the
@@ -116,6 +137,27 @@ mod tests {
             assert_eq!(judge(&answer(Some(dead))), Verdict::Dead, "{dead}");
         }
         assert!(matches!(judge(&answer(None)), Verdict::Retry { .. }));
+    }
+
+    #[test]
+    fn a_409_duplicate_is_delivered_and_any_other_409_is_not() {
+        let with = |body: &str| AttemptOutcome {
+            excerpt: Some(body.to_owned()),
+            ..answer(Some(409))
+        };
+        let duplicate =
+            include_str!("../../tests/fixtures/real/bars/oo-rec/409-REC_CONFLICT-duplicate.json");
+        assert_eq!(judge(&with(duplicate)), Verdict::Delivered);
+        let conflict =
+            include_str!("../../tests/fixtures/real/bars/oo-rec/409-REC_CONFLICT-conflict.json");
+        assert_eq!(judge(&with(conflict)), Verdict::Dead);
+        assert_eq!(judge(&with("duplicate")), Verdict::Dead);
+        assert_eq!(
+            judge(&with(
+                r#"{"resourceType":"Bundle","issue":[{"code":"duplicate"}]}"#
+            )),
+            Verdict::Dead
+        );
     }
 
     fn settings(schedule: &[u64]) -> DeliveryConfig {

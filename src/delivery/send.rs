@@ -1,6 +1,8 @@
-//! One attempt at one message: find its target, sign it (Standard
-//! Webhooks), POST it, and read the start of the answer. Nothing here
-//! judges the answer (that is `policy.rs`) or records it (the domain does).
+//! One attempt at one message: find its target, have the domain build its
+//! body (a notification Bundle, or a BaRS response for a referrer told the
+//! BaRS way: `Referrals::outgoing`), sign it (Standard Webhooks), POST it,
+//! and read the start of the answer. Nothing here judges the answer (that is `policy.rs`) or records
+//! it (the domain does).
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use url::Url;
 use super::Worker;
 use crate::{
     domain::{Endpoint, Timestamp, model::OutboxMessage},
-    referrals::{attempts::AttemptOutcome, notification},
+    referrals::{attempts::AttemptOutcome, deliveries::Outgoing},
     webhooks::SigningKeys,
 };
 
@@ -39,7 +41,15 @@ impl Worker {
         let started_at = self.now();
         let started = Instant::now();
         let answer = match self.target(&message.endpoint) {
-            Some(target) => self.post(&target, message, started_at).await,
+            Some(target) => match self.inner.referrals.outgoing(message).await {
+                Ok(outgoing) => self.post(&target, message, outgoing, started_at).await,
+                Err(error) => Answer {
+                    status: None,
+                    error: Some(error),
+                    excerpt: None,
+                    retry_after: None,
+                },
+            },
             None => Answer {
                 status: None,
                 error: Some(format!(
@@ -78,25 +88,34 @@ impl Worker {
 
     /// POST the message, signed as of `now`, and read the start of the
     /// answer.
-    async fn post(&self, target: &Target<'_>, message: &OutboxMessage, now: Timestamp) -> Answer {
+    async fn post(
+        &self,
+        target: &Target<'_>,
+        message: &OutboxMessage,
+        outgoing: Outgoing,
+        now: Timestamp,
+    ) -> Answer {
         let timestamp = now.as_secs();
-        let base = self.inner.config.public_fhir_base();
-        let payload = notification::body(message, base.as_deref());
-        let body = payload.as_bytes();
-        let signature = target
-            .keys
-            .sign(message.id.as_str(), timestamp, body, now.to_datetime());
-        let sent = self
+        let signature = target.keys.sign(
+            message.id.as_str(),
+            timestamp,
+            outgoing.body.as_bytes(),
+            now.to_datetime(),
+        );
+        let mut request = self
             .inner
             .client
             .post(target.url.clone())
             .header(CONTENT_TYPE, target.content_type)
             .header("webhook-id", message.id.as_str())
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(payload)
-            .send()
-            .await;
+            .header("webhook-signature", signature);
+        if let Some((request_id, correlation_id)) = outgoing.bars_ids {
+            request = request
+                .header("x-request-id", request_id)
+                .header("x-correlation-id", correlation_id);
+        }
+        let sent = request.body(outgoing.body).send().await;
         let mut response = match sent {
             Ok(response) => response,
             Err(e) => {

@@ -71,12 +71,8 @@ async fn show(
         .message(&id)
         .await?
         .ok_or_else(|| FhirError::NotFound("no message has this id".into()))?;
-    let base = referrals.config().public_fhir_base();
-    Ok(Json(message_json(
-        &message,
-        Some(&attempts),
-        base.as_deref(),
-    )))
+    let body = referrals.body_as_sent(&message).await;
+    Ok(Json(message_json(&message, Some(&attempts), Some(body))))
 }
 
 /// `POST /admin/deliveries/{id}/retry`: send a pending message now.

@@ -145,6 +145,10 @@ fn routes(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            middleware::bars_answers::shape,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             middleware::audit::record_requests,
         ))
         .layer(axum::middleware::from_fn_with_state(

@@ -330,15 +330,79 @@ impl Referrals {
     }
 }
 
+/// What goes on the wire for a message: the body, and for a BaRS response
+/// its `X-Request-Id` and `X-Correlation-Id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub body: String,
+    pub bars_ids: Option<(String, String)>,
+}
+
+impl Referrals {
+    /// What to send for `message`, as the worker sends it and operators see
+    /// it: a Task change for a referrer told the BaRS way is a BaRS response
+    /// to the message the referral came by ([`crate::bars::response`]);
+    /// anything else is [`notification::body`]. The error says why a BaRS
+    /// response cannot be built (the attempt fails, and is retried until it
+    /// is dead-lettered).
+    pub async fn outgoing(&self, message: &OutboxMessage) -> Result<Outgoing, String> {
+        let config = &self.config;
+        let base = config.public_fhir_base();
+        let plain = || Outgoing {
+            body: notification::body(message, base.as_deref()),
+            bars_ids: None,
+        };
+        let told_by_bars = match &message.endpoint {
+            Endpoint::Referrer(id) => config
+                .referrers
+                .get(id)
+                .is_some_and(|r| r.notify == crate::config::Notify::Bars),
+            Endpoint::Provider(_) => false,
+        };
+        if !told_by_bars
+            || message.kind != MessageKind::Notification
+            || message.event_number.is_none()
+        {
+            return Ok(plain());
+        }
+        let Ok(task) = serde_json::from_str::<Value>(&message.payload) else {
+            // (An erased message: nothing is left to carry.)
+            return Ok(plain());
+        };
+        let receiver = config
+            .bars
+            .as_ref()
+            .ok_or("`notify = \"bars\"` without `[bars]`: no BaRS receiver to answer as")?;
+        let origin = self
+            .bars_origin(&message.referral_id)
+            .await
+            .map_err(|e| format!("reading the BaRS request message: {e}"))?
+            .ok_or("the referral did not come by BaRS: there is no request message to answer")?;
+        let (id, happened) = notification::identity(message, &task);
+        let response = crate::bars::response::message(&task, &origin, receiver, id, &happened);
+        Ok(Outgoing {
+            body: response.body,
+            bars_ids: Some((response.request_id, response.correlation_id)),
+        })
+    }
+
+    /// The body operators see for `message`: as it is sent and would be
+    /// re-sent ([`Referrals::outgoing`]); when it cannot be built, as
+    /// stored.
+    pub async fn body_as_sent(&self, message: &OutboxMessage) -> String {
+        self.outgoing(message)
+            .await
+            .map_or_else(|_| message.payload.clone(), |o| o.body)
+    }
+}
+
 /// A message as operators see it; with its attempts, the payload too
-/// (operators may need it to diagnose a refusal; it is never logged), as it
-/// is sent and would be re-sent: a notification as its Bundle, built as the
-/// worker builds it, `base` being Signpost's public FHIR base URL
-/// ([`Config::public_fhir_base`](crate::config::Config::public_fhir_base)).
+/// (operators may need it to diagnose a refusal; it is never logged): `body`,
+/// as it is sent and would be re-sent ([`Referrals::body_as_sent`]).
 pub fn message_json(
     message: &OutboxMessage,
     attempts: Option<&[Attempt]>,
-    base: Option<&str>,
+    body: Option<String>,
 ) -> Value {
     let mut value = json!({
         "id": message.id,
@@ -355,7 +419,7 @@ pub fn message_json(
         "replay_of": message.replay_of,
     });
     if let Some(attempts) = attempts {
-        let body = notification::body(message, base);
+        let body = body.unwrap_or_else(|| message.payload.clone());
         value["payload"] = serde_json::from_str(&body).unwrap_or(Value::String(body));
         value["attempt_log"] = attempts
             .iter()

@@ -11,6 +11,7 @@ use super::{
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
+    config::Notify,
     domain::{
         Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, Timestamp,
         model::{
@@ -109,8 +110,19 @@ impl Referrals {
         let (next, status) = apply_change(&current, change, by_referrer, &now)
             .map_err(|e| ChangeError::Conflict(format!("{e}; the change was not applied")))?;
         // The Task version it carries; the store numbers it, and the
-        // Bundle is built when it is sent (`notification::body`).
-        let notification = Notification {
+        // Bundle is built when it is sent (`notification::body`, or for a
+        // referrer told the BaRS way `bars::response`). A referrer told
+        // the BaRS way hears only of referrals that came by BaRS: there is
+        // no request message to answer otherwise (it polls the Task).
+        let told = match self.config.referrers.get(&referral.referrer_id) {
+            Some(referrer) if referrer.notify == Notify::Bars => self
+                .store
+                .bars_referral_message(&referral.id)
+                .await?
+                .is_some(),
+            _ => true,
+        };
+        let notification = told.then(|| Notification {
             referrer_id: referral.referrer_id.clone(),
             message: new_message(
                 &referral.id,
@@ -119,7 +131,7 @@ impl Referrals {
                 next.to_string(),
                 at,
             ),
-        };
+        });
         Ok(TaskUpdate {
             task: Task {
                 id: task.id,
@@ -136,7 +148,7 @@ impl Referrals {
                 .status_reason
                 .clone()
                 .or_else(|| change.business_status.clone()),
-            notification: Some(notification),
+            notification,
             referral: None,
             messages: Vec::new(),
         })

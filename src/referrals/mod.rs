@@ -393,6 +393,27 @@ impl Referrals {
         self.store.referral(id).await
     }
 
+    /// The BaRS request message a referral came by, with its business
+    /// identifier: what a BaRS response answers (`bars::response`). `None`
+    /// for a referral that did not come by BaRS.
+    pub async fn bars_origin(
+        &self,
+        id: &ReferralId,
+    ) -> Result<Option<crate::bars::response::Origin>, StoreError> {
+        let Some(exchange) = self.store.bars_referral_message(id).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .referral(id)
+            .await?
+            .map(|referral| crate::bars::response::Origin {
+                exchange,
+                identifier_system: referral.identifier_system,
+                identifier_value: referral.identifier_value,
+            }))
+    }
+
     /// Referrals by business identifier (`system|value`, `|value` or `value`).
     pub async fn search_by_identifier(
         &self,

@@ -39,6 +39,15 @@ pub fn body(message: &OutboxMessage, base: Option<&str>) -> String {
         // (An erased message: nothing is left to carry.)
         return message.payload.clone();
     };
+    let (id, happened) = identity(message, &task);
+    bundle(&task, referrer.as_str(), number, base, &happened, id).to_string()
+}
+
+/// What makes every send of a Task-change message the same bytes: the UUID
+/// of the outbox message first sent (the message's own, or for a replay
+/// the one it replays) and when the change happened (the Task's
+/// `meta.lastUpdated`; else the message's `created_at`).
+pub fn identity(message: &OutboxMessage, task: &Value) -> (uuid::Uuid, String) {
     let first_sent = message.replay_of.as_ref().unwrap_or(&message.id);
     let id = first_sent
         .as_str()
@@ -50,7 +59,7 @@ pub fn body(message: &OutboxMessage, base: Option<&str>) -> String {
         .and_then(Value::as_str)
         .unwrap_or(&message.created_at)
         .to_owned();
-    bundle(&task, referrer.as_str(), number, base, &happened, id).to_string()
+    (id, happened)
 }
 
 /// The notification Bundle for event `event_number` of `referrer_id`'s

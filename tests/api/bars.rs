@@ -100,7 +100,7 @@ pub async fn rec_answer(response: reqwest::Response) -> (u16, String, String) {
 }
 
 /// Signpost's id of a referral from the `Location` of a BaRS success.
-fn referral_id(response: &reqwest::Response) -> String {
+pub fn referral_id(response: &reqwest::Response) -> String {
     let location = response.headers()["location"].to_str().unwrap();
     location
         .split("ServiceRequest/")
@@ -359,13 +359,21 @@ async fn the_message_definitions_are_listed(backend: Backend) {
         messaging["endpoint"][0]["address"],
         format!("{}/fhir/$process-message", app.address)
     );
-    let supported: Vec<&str> = messaging["supportedMessage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["definition"].as_str().unwrap())
-        .collect();
-    assert_eq!(supported, urls);
+    let supported = |mode: &str| -> Vec<&str> {
+        messaging["supportedMessage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["mode"] == mode)
+            .map(|m| m["definition"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(supported("receiver"), urls);
+    // And the responses it sends to a referrer told the BaRS way.
+    assert_eq!(
+        supported("sender"),
+        ["https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-response-referral"]
+    );
     // Both pass the official R4 schema.
     let validator = signpost::validation::Validator::load(
         &std::path::Path::new(crate::support::helpers::MANIFEST_DIR).join("schemas"),

@@ -103,11 +103,14 @@ pub(super) async fn capability_statement(
                 "address": format!("{base}/$process-message")
             }],
             "reliableCache": 0,
-            "documentation": "NHS Booking and Referral Standard (BaRS) 1.x receiver: new referrals and their cancellation; a processed X-Request-Id is answered 409 REC_CONFLICT duplicate",
+            "documentation": "NHS Booking and Referral Standard (BaRS) 1.x receiver: new referrals and their cancellation; a processed X-Request-Id is answered 409 REC_CONFLICT duplicate. To a referrer configured with notify = \"bars\", each Task change of a referral it sent by BaRS is sent as a servicerequest-response message.",
             "supportedMessage": definitions::ALL.iter().map(|d| json!({
                 "mode": "receiver",
                 "definition": d.url
-            })).collect::<Vec<_>>()
+            })).chain(std::iter::once(json!({
+                "mode": "sender",
+                "definition": crate::bars::response::DEFINITION
+            }))).collect::<Vec<_>>()
         }]);
     }
     FhirResponse::new(StatusCode::OK, statement.to_string())

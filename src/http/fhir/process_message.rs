@@ -1,9 +1,10 @@
 //! `POST /fhir/$process-message`: the BaRS receiver's endpoint (see
 //! [`crate::bars`]). This handler only reads the headers and body, calls
-//! the receiver and renders its answer; every answer, a failure to
-//! authenticate or to read the body included, is a BaRS receiver error
-//! (`REC_*`). `X-Request-Id` and `X-Correlation-Id` are echoed by the
-//! request-id layer.
+//! the receiver and renders its answer, marked as BaRS-shaped. A failure
+//! to authenticate or to read the body is answered as anywhere else and
+//! given BaRS's shape (`REC_*`) by the `bars_answers` layer, as are the
+//! shared layers' `408`, `429` and `503`. `X-Request-Id` and
+//! `X-Correlation-Id` are echoed by the request-id layer.
 
 use axum::{
     extract::State,
@@ -14,12 +15,13 @@ use axum::{
 use super::base_url;
 use crate::{
     bars::{
-        answer::{self, Rec, Refusal},
+        answer::{self, Refusal},
         headers::RawHeaders,
         message::Workflow,
     },
     http::{
-        AppState, FhirCaller, FhirError, FhirJson, FhirResponse, middleware::audit::about_referral,
+        AppState, FhirCaller, FhirError, FhirJson, FhirResponse,
+        middleware::{audit::about_referral, bars_answers::Shaped},
     },
     security::authz::sending_referrer,
 };
@@ -36,21 +38,16 @@ pub(super) async fn process_message(
         .map_or("Signpost".to_owned(), |r| r.receiver_ods.clone());
     let refuse = |refusal: Refusal| {
         let status = StatusCode::from_u16(refusal.rec.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        FhirResponse::new(status, refusal.outcome(&receiver_ods).to_string()).into_response()
-    };
-    let from_fhir_error = |error: FhirError| {
-        let (status, issues) = error.status_and_issues();
-        Refusal {
-            rec: Rec::for_status(status.as_u16()),
-            issues,
-        }
+        shaped(
+            FhirResponse::new(status, refusal.outcome(&receiver_ods).to_string()).into_response(),
+        )
     };
     let referrer = match caller {
         Ok(FhirCaller(caller)) => match sending_referrer(&caller) {
             Ok(referrer) => referrer.to_owned(),
-            Err(denied) => return refuse(from_fhir_error(denied.into())),
+            Err(denied) => return FhirError::from(denied).into_response(),
         },
-        Err(error) => return refuse(from_fhir_error(error)),
+        Err(error) => return error.into_response(),
     };
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let raw = RawHeaders {
@@ -66,7 +63,7 @@ pub(super) async fn process_message(
     };
     let body = match body {
         Ok(FhirJson(body)) => body,
-        Err(error) => return refuse(from_fhir_error(error)),
+        Err(error) => return error.into_response(),
     };
     match app.bars.process(&referrer, checked, body).await {
         Ok(processed) => {
@@ -91,8 +88,14 @@ pub(super) async fn process_message(
             if let Ok(location) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
-            about_referral(response, &processed.referral_id)
+            shaped(about_referral(response, &processed.referral_id))
         }
         Err(refusal) => refuse(refusal),
     }
+}
+
+/// Marks an answer as BaRS-shaped already (see `bars_answers`).
+fn shaped(mut response: Response) -> Response {
+    response.extensions_mut().insert(Shaped);
+    response
 }

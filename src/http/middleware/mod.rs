@@ -1,8 +1,10 @@
 //! The layers every request passes through, outermost first: request and
 //! correlation ids with the request's span ([`request_id`]), metrics
 //! ([`metrics`]), the audit record ([`audit`]), admission control
-//! ([`limits`]), and [`identity`], which carries who the authentication
-//! extractors found the caller to be out to the metrics and audit layers.
+//! ([`limits`]; just outside it, [`bars_answers`] gives `$process-message`'s
+//! errors from these shared layers BaRS's shape), and [`identity`], which
+//! carries who the authentication extractors found the caller to be out to
+//! the metrics and audit layers.
 //! Outside them all, [`trailing_slash`] rewrites `/fhir/…/` paths before
 //! routing, and [`authority`] gives HTTP/2 requests the `Host` HTTP/1.1
 //! ones have.
@@ -11,6 +13,7 @@
 
 pub mod audit;
 pub mod authority;
+pub mod bars_answers;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
