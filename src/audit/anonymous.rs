@@ -163,6 +163,32 @@ mod tests {
         );
     }
 
+    /// Review finding 16: the count names the distinct addresses the
+    /// counted requests came from (bounded), not only the sample's.
+    #[test]
+    fn the_count_names_the_distinct_addresses_bounded() {
+        let mut tally = Tally::default();
+        let start = Instant::now();
+        let from = |client: String| AuditRecord {
+            client: Some(client),
+            ..anonymous("GET /fhir/Task", "401")
+        };
+        for n in 0..100 {
+            for _ in 0..3 {
+                tally.take(from(format!("192.0.2.{n}")), start);
+            }
+        }
+        let counts = tally.close(start + WINDOW, &SystemClock.now(), false);
+        assert_eq!(counts.len(), 1);
+        let outcome = &counts[0].outcome;
+        assert!(outcome.starts_with("401: 299 more since "), "{outcome}");
+        // The sample's address again, then the next ones, up to the bound.
+        assert!(outcome.contains("; from 192.0.2.0, 192.0.2.1, "), "{outcome}");
+        assert!(outcome.contains("192.0.2.19"), "{outcome}");
+        assert!(!outcome.contains("192.0.2.20,"), "{outcome}");
+        assert!(outcome.ends_with(" and 80 more addresses"), "{outcome}");
+    }
+
     #[test]
     fn a_request_after_the_window_closes_it_and_a_lone_sample_has_no_count() {
         let mut tally = Tally::default();
