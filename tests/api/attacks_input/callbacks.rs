@@ -35,18 +35,9 @@ fn probes(targets: &Targets, markers: &mut Markers) -> Vec<Probe> {
             "/providers/activelives/status",
             r#"{"referral_ref": ["{m}"], "event": "booked"}"#,
         ),
-        (
-            "/providers/activelives/status",
-            r#"{"referral_ref": "{m}"#,
-        ),
-        (
-            "/providers/activelives/status",
-            r#"["{m}"]"#,
-        ),
-        (
-            "/providers/activelives/status",
-            "{m}",
-        ),
+        ("/providers/activelives/status", r#"{"referral_ref": "{m}"#),
+        ("/providers/activelives/status", r#"["{m}"]"#),
+        ("/providers/activelives/status", "{m}"),
         (
             "/providers/community-connect/status",
             r#"{"case_id": "{m}", "state": "{m}"}"#,

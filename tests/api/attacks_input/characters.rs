@@ -156,7 +156,6 @@ async fn bidi_and_zero_width_characters_are_shown_escaped_in_admin_views(backend
     assert!(parsed.to_string().contains("Fair\u{202E}rehtorb\u{200B}"));
 }
 
-
 on_both_backends!(
     bidi_and_zero_width_characters_are_shown_escaped_in_admin_views,
     a_non_ascii_if_match_is_refused_and_nothing_changes,

@@ -69,9 +69,9 @@ fn probes(targets: &Targets, markers: &mut Markers) -> Vec<Probe> {
         }
     }
     // A provider named in the query of a dry run.
-    let referral = crate::support::helpers::with_new_identifier(
-        crate::support::helpers::valid("activelives-exercise.json"),
-    )
+    let referral = crate::support::helpers::with_new_identifier(crate::support::helpers::valid(
+        "activelives-exercise.json",
+    ))
     .0;
     let marker = markers.next();
     let mut p = probe(
