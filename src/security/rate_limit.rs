@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -78,12 +79,43 @@ impl RateLimiter {
 /// callback, whose signature covers the body. Everything else learns who
 /// is calling from the headers alone and answers at once when it cannot,
 /// so unauthenticated requests hold at most `max_unverified_uploads` slots
-/// for longer than that, and the rest stay for authenticated callers.
+/// for longer than that, and the rest stay for authenticated callers. One
+/// client address holds at most an eighth of those (at least one), so a
+/// single client sending forged signatures cannot take every slot from
+/// the providers.
 pub struct Admission {
     slots: Arc<Semaphore>,
     unverified: Arc<Semaphore>,
+    /// Unverified uploads in progress, by client address (none at zero).
+    unverified_by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    unverified_per_client: usize,
     timeout: Duration,
     unverified_timeout: Duration,
+}
+
+/// A slot of the unverified budget, given back (with its client's share)
+/// when dropped.
+pub struct UnverifiedSlot {
+    _permit: OwnedSemaphorePermit,
+    _client: Option<ClientShare>,
+}
+
+/// One upload counted against a client address.
+struct ClientShare {
+    address: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
 }
 
 impl Admission {
@@ -91,6 +123,8 @@ impl Admission {
         Admission {
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
             unverified: Arc::new(Semaphore::new(limits.max_unverified_uploads)),
+            unverified_by_client: Arc::default(),
+            unverified_per_client: (limits.max_unverified_uploads / 8).max(1),
             timeout: limits.request_timeout,
             unverified_timeout: limits.unverified_body_timeout.min(limits.request_timeout),
         }
@@ -107,10 +141,34 @@ impl Admission {
         self.timeout
     }
 
-    /// A slot for receiving one body from a sender not yet known, held
-    /// until the body is checked; `None` when every such slot is taken.
-    pub fn try_unverified(&self) -> Option<OwnedSemaphorePermit> {
-        self.unverified.clone().try_acquire_owned().ok()
+    /// A slot for receiving one body from a sender not yet known, calling
+    /// from `client`, held until the body is checked; `None` when every
+    /// such slot is taken, or that address holds its share of them.
+    pub fn try_unverified(&self, client: Option<IpAddr>) -> Option<UnverifiedSlot> {
+        let share = match client {
+            Some(address) => {
+                let mut counts = self
+                    .unverified_by_client
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let n = counts.entry(address).or_default();
+                if *n >= self.unverified_per_client {
+                    return None;
+                }
+                *n += 1;
+                Some(ClientShare {
+                    address,
+                    counts: Arc::clone(&self.unverified_by_client),
+                })
+            }
+            None => None,
+        };
+        // (Without a slot, `share` is dropped here and the count undone.)
+        let permit = self.unverified.clone().try_acquire_owned().ok()?;
+        Some(UnverifiedSlot {
+            _permit: permit,
+            _client: share,
+        })
     }
 
     /// How long receiving a body from a sender not yet known may take.

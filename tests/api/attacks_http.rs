@@ -385,7 +385,8 @@ async fn genuine_callback_from(app: &TestApp, local: &str) -> StatusCode {
         .build()
         .unwrap();
     let secret = crate::support::helpers::test_secret("provider:activelives");
-    let body = r#"{"referral_ref": "nobody", "event": "booked", "event_time": "2026-03-04T10:15:00Z"}"#;
+    let body =
+        r#"{"referral_ref": "nobody", "event": "booked", "event_time": "2026-03-04T10:15:00Z"}"#;
     let now = kit::unix_now();
     client
         .post(app.url("/providers/activelives/status"))
