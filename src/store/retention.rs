@@ -44,10 +44,15 @@ const SELECT_REFERRALS_OF_PATIENT: &str = "SELECT * FROM referrals \
 /// First statement of an erasure (see the module's comment). The version
 /// moves on, so that a change prepared from the erased version (a
 /// cancellation read before) finds it changed and is prepared again.
-const ERASE_REFERRAL: &str = "UPDATE referrals SET resource = $2, nhs_number = NULL, \
-    erased_at = $3, version_id = version_id + 1 WHERE id = $1";
+/// It returns the new version, which the tombstone then states
+/// (`meta.versionId`), in the same transaction: one version in the body,
+/// the `ETag` and `_history`, whatever changed since the referral was read.
+const ERASE_REFERRAL: &str = "UPDATE referrals SET nhs_number = NULL, erased_at = $2, \
+    version_id = version_id + 1 WHERE id = $1 RETURNING version_id";
+const ERASE_REFERRAL_RESOURCE: &str = "UPDATE referrals SET resource = $2 WHERE id = $1";
 const ERASE_TASK: &str =
-    "UPDATE tasks SET resource = $2, version_id = version_id + 1 WHERE referral_id = $1";
+    "UPDATE tasks SET version_id = version_id + 1 WHERE referral_id = $1 RETURNING version_id";
+const ERASE_TASK_RESOURCE: &str = "UPDATE tasks SET resource = $2 WHERE referral_id = $1";
 const ERASE_TASK_EVENTS: &str = "UPDATE task_events SET reason = NULL \
     WHERE task_id IN (SELECT id FROM tasks WHERE referral_id = $1)";
 const ERASE_MESSAGES: &str =
@@ -66,6 +71,18 @@ const REFERRAL_ERASED: &str = "SELECT r.erased_at FROM referrals r WHERE r.id = 
 /// `)` and the lock.
 const MESSAGES_ERASED: &str = "SELECT o.id, r.erased_at FROM outbox o \
     JOIN referrals r ON r.id = o.referral_id WHERE o.id IN (";
+
+/// A tombstone `resource` stating `version` (the row's, as the erasure
+/// left it) as its `meta.versionId`.
+fn with_version(resource: &str, version: Option<i64>) -> String {
+    match (serde_json::from_str::<serde_json::Value>(resource), version) {
+        (Ok(mut resource), Some(version)) => {
+            resource["meta"]["versionId"] = serde_json::json!(version.to_string());
+            resource.to_string()
+        }
+        _ => resource.to_owned(),
+    }
+}
 
 fn locked<B: Backend>(select: &str) -> String {
     format!("{select} {}", B::REFERRAL_LOCK)
@@ -110,15 +127,23 @@ macro_rules! impl_retention {
             ) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
                 for t in tombstones {
-                    sqlx::query(ERASE_REFERRAL)
+                    let version: Option<i64> = sqlx::query_scalar(ERASE_REFERRAL)
                         .bind(&t.referral_id)
-                        .bind(&t.referral_resource)
                         .bind(audit.at.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    sqlx::query(ERASE_REFERRAL_RESOURCE)
+                        .bind(&t.referral_id)
+                        .bind(with_version(&t.referral_resource, version))
                         .execute(&mut *tx)
                         .await?;
-                    sqlx::query(ERASE_TASK)
+                    let version: Option<i64> = sqlx::query_scalar(ERASE_TASK)
                         .bind(&t.referral_id)
-                        .bind(&t.task_resource)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    sqlx::query(ERASE_TASK_RESOURCE)
+                        .bind(&t.referral_id)
+                        .bind(with_version(&t.task_resource, version))
                         .execute(&mut *tx)
                         .await?;
                     for statement in [
