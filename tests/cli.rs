@@ -232,3 +232,29 @@ fn validate_routes_and_with_a_referrer_attributes_as_intake_does() {
         "{stdout}"
     );
 }
+
+/// `signpost validate` reads a file under the limits intake reads a body
+/// under: a referral with an array longer than `limits.max_array_length`
+/// (default 1000), which intake refuses, is not reported valid.
+#[test]
+fn validate_reads_under_the_body_limits_intake_applies() {
+    let valid = "tests/fixtures/referrals/valid/activelives-exercise.json";
+    let mut referral: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{MANIFEST_DIR}/{valid}")).unwrap())
+            .unwrap();
+    referral["note"] = serde_json::json!(
+        (0..1001)
+            .map(|i| serde_json::json!({"text": format!("note {i}")}))
+            .collect::<Vec<_>>()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("long.json");
+    std::fs::write(&long, referral.to_string()).unwrap();
+    let output = signpost(&["validate", long.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("longer than 1000"), "{stdout}{stderr}");
+}

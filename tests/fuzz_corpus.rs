@@ -3,13 +3,14 @@
 //! (`fuzz/regressions/<target>/`) is run through the same entry points
 //! libFuzzer runs (`fuzz/src/entries.rs`), then a fixed number of
 //! deterministic mutations of them. A panic, a failed invariant or a hang
-//! fails the test. The long coverage-guided runs are `cargo fuzz` (README,
+//! (one input running longer than [`PER_INPUT`], watched from another
+//! thread) fails the test. The long coverage-guided runs are `cargo fuzz` (README,
 //! Security).
 
 #[path = "../fuzz/src/entries.rs"]
 mod entries;
 
-use std::path::Path;
+use std::{path::Path, sync::mpsc, time::Duration};
 
 /// Mutations per target on every `cargo test`.
 const MUTATIONS: usize = 400;
@@ -117,11 +118,50 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
-fn run(target: &str, entry: fn(&[u8])) {
+/// How long one input may run before the run counts as hung: generous,
+/// for a debug build on a loaded machine (inputs take milliseconds).
+const PER_INPUT: Duration = Duration::from_secs(30);
+
+/// What the thread running the inputs reports to its watchdog.
+enum Progress {
+    /// It starts on this input.
+    Starts(Vec<u8>),
+    Finished,
+}
+
+/// Run the seeds and the mutations of `target` through `entry` on a thread
+/// of their own, watched: a panic fails the test, and so does any one
+/// input running longer than [`PER_INPUT`] (the input is shown).
+fn run(target: &'static str, entry: fn(&[u8])) {
+    let (report, progress) = mpsc::channel();
+    let worker = std::thread::spawn(move || run_inputs(target, entry, &report));
+    let mut current = Vec::new();
+    loop {
+        match progress.recv_timeout(PER_INPUT) {
+            Ok(Progress::Starts(input)) => current = input,
+            Ok(Progress::Finished) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "{target}: an input ran longer than {PER_INPUT:?} (a hang): {:?}",
+                String::from_utf8_lossy(&current)
+            ),
+            // The worker panicked: fail with its panic.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Err(panic) = worker.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn run_inputs(target: &str, entry: fn(&[u8]), report: &mpsc::Sender<Progress>) {
+    let each = |input: &[u8]| {
+        report.send(Progress::Starts(input.to_vec())).ok();
+        entry(input);
+    };
     let seeds = inputs(target);
     assert!(!seeds.is_empty(), "fuzz/seeds/{target} has seeds");
     for seed in &seeds {
-        entry(seed);
+        each(seed);
     }
     let mut rng = Rng(0x5157_4e50_4f53_5400 ^ target.len() as u64);
     // `SIGNPOST_FUZZ_SECONDS=600` turns the bounded run into a long one
@@ -129,19 +169,20 @@ fn run(target: &str, entry: fn(&[u8])) {
     let budget = std::env::var("SIGNPOST_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .map(std::time::Duration::from_secs);
+        .map(Duration::from_secs);
     let started = std::time::Instant::now();
     let mut runs = 0usize;
     while match budget {
         Some(budget) => started.elapsed() < budget,
         None => runs < MUTATIONS,
     } {
-        entry(&mutate(&mut rng, &seeds));
+        each(&mutate(&mut rng, &seeds));
         runs += 1;
     }
     if budget.is_some() {
         eprintln!("{target}: {runs} mutated inputs in {:?}", started.elapsed());
     }
+    report.send(Progress::Finished).ok();
 }
 
 #[test]

@@ -368,3 +368,54 @@ fn each_mapping_mistake_in_the_fixture_sets_is_refused_with_its_message() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A referral whose `performer` names its provider goes to that provider
+/// without any other mapping's `route.accepts` being evaluated: one that
+/// fails at run time (here a unary minus on a string) does not refuse it.
+#[test]
+fn a_performer_match_routes_without_evaluating_other_mappings_accepts() {
+    let root = Path::new(MANIFEST_DIR);
+    let named: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root.join("mappings/tests/grow-together/grow-together-hilltop.input.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("mappings"), dir.path());
+    let file = dir.path().join("activelives.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let start = text.find("  accepts: ").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let failing = format!(
+        "{}  accepts: \"(-code.coding.code.first()).exists()\"{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&file, failing).unwrap();
+    let set = MappingSet::load(dir.path(), &root.join("schemas")).unwrap();
+    // The broken expression does fail when it is evaluated.
+    assert!(
+        set.mappings["activelives"].accepts(&named).is_err(),
+        "the edited route.accepts must fail at run time"
+    );
+    let routed = set.route(&named).map_err(|issues| format!("{issues:?}"));
+    assert_eq!(routed.unwrap().provider, "grow-together");
+}
+
+/// `routing` is the folder of fixtures no provider takes
+/// (`mappings/tests/routing/`), so it cannot be a provider id: `mappings
+/// new routing` is refused and writes nothing.
+#[test]
+fn mappings_new_refuses_the_reserved_id_routing() {
+    let root = Path::new(MANIFEST_DIR);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("mappings"), &dir.path().join("mappings"));
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    let refused = run_in(dir.path(), &["mappings", "new", "routing"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("reserved"), "{stderr}");
+    assert!(!dir.path().join("mappings/routing.yaml").exists());
+}

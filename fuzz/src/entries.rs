@@ -19,14 +19,15 @@ use serde_json::Value;
 use signpost::{
     config::Config,
     fhirpath::{Env, Expr},
-    mapping::fpml::Template,
+    mapping::{MappingSet, fpml::Template},
+    referrals::checks,
     validation::{Validator, document},
     webhooks::{Secret, SigningKeys},
 };
 
 /// The server's default JSON limits (`max_json_depth`, `max_array_length`).
-const MAX_DEPTH: usize = 64;
-const MAX_ARRAY: usize = 1000;
+const MAX_DEPTH: usize = document::DEFAULT_MAX_DEPTH;
+const MAX_ARRAY: usize = document::DEFAULT_MAX_ARRAY;
 
 /// `(first line, rest)`, or `None` when the input is not UTF-8.
 fn two_parts(data: &[u8]) -> Option<(&str, &str)> {
@@ -69,28 +70,38 @@ pub fn fpml(data: &[u8]) {
     let _ = template.render(&resource, &env);
 }
 
-/// Intake: the request body's bytes through the JSON limits and every
-/// validation layer, as `POST /fhir` and `POST /fhir/ServiceRequest` read
-/// them.
+/// Intake: the request body's bytes through the JSON limits and intake's
+/// checks (validation, canonical form, routing, the provider's mapping
+/// with the repository's mapping set), as the pre-flight `$translate` and
+/// `signpost validate` make them.
 pub fn intake(data: &[u8]) {
     let Ok(document) = document::parse(data, MAX_DEPTH, MAX_ARRAY) else {
         return;
     };
-    let _ = document::check(validator(), &document);
+    let _ = checks::dry_run(validator(), mapping_set(), None, None, document, None);
 }
 
 fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
-    VALIDATOR.get_or_init(|| Validator::load(&schemas_dir()).expect("the schemas load"))
+    VALIDATOR.get_or_init(|| Validator::load(&repository_dir("schemas")).expect("the schemas load"))
 }
 
-/// `schemas/` of the repository, from the main crate or from `fuzz/`.
-fn schemas_dir() -> PathBuf {
+fn mapping_set() -> &'static MappingSet {
+    static SET: OnceLock<MappingSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        MappingSet::load(&repository_dir("mappings"), &repository_dir("schemas"))
+            .expect("the mappings load")
+    })
+}
+
+/// A folder of the repository (`schemas/`, `mappings/`), from the main
+/// crate or from `fuzz/`.
+fn repository_dir(name: &str) -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [here.join("schemas"), here.join("../schemas")]
+    [here.join(name), here.join("..").join(name)]
         .into_iter()
         .find(|p| p.is_dir())
-        .expect("schemas/ beside or above the crate")
+        .expect("the folder beside or above the crate")
 }
 
 /// Standard Webhooks verification: lines are `webhook-id`,

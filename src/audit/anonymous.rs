@@ -2,10 +2,13 @@
 //! kind (action and outcome, both from closed sets), the first of each
 //! window as a sample record, and at the window's end one record counting
 //! the rest. However many anonymous requests arrive, the trail grows by at
-//! most two records per kind per window.
+//! most two records per kind per window. The count names the distinct
+//! client addresses the rest came from (the first [`ADDRESSES_NAMED`], and
+//! how many more), so a run from many addresses is not hidden behind its
+//! first.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -16,6 +19,11 @@ use crate::{
 
 /// How long one sample stands for the requests of its kind.
 pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// Distinct client addresses a count names; beyond them it counts them,
+/// up to `ADDRESSES_COUNTED` (memory stays bounded per kind).
+pub const ADDRESSES_NAMED: usize = 20;
+const ADDRESSES_COUNTED: usize = 10_000;
 
 /// The windows open now, by kind.
 #[derive(Default)]
@@ -36,6 +44,27 @@ struct Window {
     since: Timestamp,
     /// Requests after the sample.
     more: u64,
+    /// The distinct client addresses of those requests, the first
+    /// [`ADDRESSES_NAMED`] of them.
+    addresses: Vec<String>,
+    /// The others, to count them, up to [`ADDRESSES_COUNTED`].
+    others: HashSet<String>,
+}
+
+impl Window {
+    fn count_address(&mut self, client: Option<String>) {
+        let Some(client) = client else {
+            return;
+        };
+        if self.addresses.contains(&client) {
+            return;
+        }
+        if self.addresses.len() < ADDRESSES_NAMED {
+            self.addresses.push(client);
+        } else if self.others.len() < ADDRESSES_COUNTED {
+            self.others.insert(client);
+        }
+    }
 }
 
 impl Tally {
@@ -51,6 +80,7 @@ impl Tally {
         if let Some(window) = self.windows.get_mut(&kind) {
             if now.duration_since(window.opened) < WINDOW {
                 window.more += 1;
+                window.count_address(record.client);
                 return written;
             }
             let window = self.windows.remove(&kind).expect("present");
@@ -62,6 +92,8 @@ impl Tally {
                 opened: now,
                 since: record.at,
                 more: 0,
+                addresses: Vec::new(),
+                others: HashSet::new(),
             },
         );
         written.push(record);
@@ -97,10 +129,30 @@ fn count(kind: &Kind, window: &Window, at: Timestamp) -> Option<AuditRecord> {
         resource: None,
         referral_id: None,
         outcome: format!(
-            "{}: {} more since {} (counted, not recorded one by one)",
-            kind.outcome, window.more, window.since
+            "{}: {} more since {} (counted, not recorded one by one){}",
+            kind.outcome,
+            window.more,
+            window.since,
+            from_addresses(window)
         ),
     })
+}
+
+/// Where a window's counted requests came from: `; from a, b` and, past
+/// [`ADDRESSES_NAMED`], `and N more addresses`.
+fn from_addresses(window: &Window) -> String {
+    if window.addresses.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("; from {}", window.addresses.join(", "));
+    match window.others.len() {
+        0 => {}
+        ADDRESSES_COUNTED => {
+            text.push_str(&format!(" and at least {ADDRESSES_COUNTED} more addresses"))
+        }
+        n => text.push_str(&format!(" and {n} more addresses")),
+    }
+    text
 }
 
 #[cfg(test)]
@@ -163,6 +215,35 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Review finding 16: the count names the distinct addresses the
+    /// counted requests came from (bounded), not only the sample's.
+    #[test]
+    fn the_count_names_the_distinct_addresses_bounded() {
+        let mut tally = Tally::default();
+        let start = Instant::now();
+        let from = |client: String| AuditRecord {
+            client: Some(client),
+            ..anonymous("GET /fhir/Task", "401")
+        };
+        for n in 0..100 {
+            for _ in 0..3 {
+                tally.take(from(format!("192.0.2.{n}")), start);
+            }
+        }
+        let counts = tally.close(start + WINDOW, &SystemClock.now(), false);
+        assert_eq!(counts.len(), 1);
+        let outcome = &counts[0].outcome;
+        assert!(outcome.starts_with("401: 299 more since "), "{outcome}");
+        // The sample's address again, then the next ones, up to the bound.
+        assert!(
+            outcome.contains("; from 192.0.2.0, 192.0.2.1, "),
+            "{outcome}"
+        );
+        assert!(outcome.contains("192.0.2.19"), "{outcome}");
+        assert!(!outcome.contains("192.0.2.20,"), "{outcome}");
+        assert!(outcome.ends_with(" and 80 more addresses"), "{outcome}");
     }
 
     #[test]

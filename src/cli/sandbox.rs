@@ -8,7 +8,7 @@ use super::{SimulateCommand, operations::audit_command};
 use crate::{
     config::Config,
     sandbox::{Sandbox, base_url, simulate_status},
-    security::tokens::{Role, issue},
+    security::tokens::{Role, issue, revoke},
 };
 
 /// The referral the welcome suggests sending.
@@ -50,7 +50,7 @@ pub(super) async fn sandbox(config: PathBuf, step: Duration) -> anyhow::Result<(
          callbacks (mappings/tests/<provider>/status/), signed, {} s apart; the\n\
          referrer stand-in prints each notification. Ctrl-C stops everything.\n\
          (The providers' payloads are printed here, never logged: use sample data only.)\n\n\
-         A token for the referrer {referrer} (revoke it with `signpost tokens revoke {}`):\n\n\
+         A token for the referrer {referrer} (token {}, revoked when the sandbox stops):\n\n\
          TOKEN={}\n\n\
          Try, in another terminal, from the repository root:\n\n\
          AUTH=\"Authorization: Bearer $TOKEN\"\n\
@@ -63,7 +63,20 @@ pub(super) async fn sandbox(config: PathBuf, step: Duration) -> anyhow::Result<(
         issued.row.id,
         issued.token,
     );
-    sandbox.run().await
+    let served = sandbox.run().await;
+    // The token was for this session only: it does not outlive it in the
+    // configured database (which `serve` may share).
+    let store = crate::store::open(&database_url, 1).await?;
+    revoke(store.as_ref(), &issued.row.id).await?;
+    audit_command(
+        store.as_ref(),
+        "sandbox: tokens revoke",
+        Some(format!("token/{}", issued.row.id)),
+        None,
+        "revoked",
+    )
+    .await?;
+    served
 }
 
 pub(super) async fn simulate(config: PathBuf, command: SimulateCommand) -> anyhow::Result<()> {

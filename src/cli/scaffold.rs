@@ -45,6 +45,12 @@ pub(super) fn new_provider(provider: &str, mappings: &Path, schemas: &Path) -> E
             "{provider:?} is not a provider id: use a-z, 0-9 and '-' (e.g. walking-club)"
         ));
     }
+    // Its fixtures folder would be the one for referrals no provider takes.
+    if provider == crate::mapping::set_check::UNROUTED {
+        return fail(format!(
+            "{provider:?} is reserved (mappings/tests/{provider}/ holds the referrals no provider takes); choose another id"
+        ));
+    }
     let fill = |text: &str| {
         text.replace("__PROVIDER__", provider).replace(
             "__UPPER__",

@@ -12,18 +12,15 @@ use crate::{
     mapping::{MappingError, MappingSet, fixtures, fpml::Template, set_check},
     outcome::{Issue, IssueCode, Severity, operation_outcome},
     referrals::{IntakeError, checks},
-    validation::{Rejection, Validator},
+    validation::{Rejection, Validator, document},
 };
 
 /// `--referrer ID` with the configuration file naming it.
 pub(super) type Sender<'a> = Option<(&'a str, &'a Path)>;
 
 pub(super) fn validate(file: &Path, schemas: &Path, mappings: &Path, sender: Sender) -> ExitCode {
-    let document: Value = match std::fs::read_to_string(file)
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("malformed JSON: {e}")))
-    {
-        Ok(document) => document,
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
         Err(e) => {
             eprintln!("signpost: {}: {e}", file.display());
             return ExitCode::from(2);
@@ -36,32 +33,41 @@ pub(super) fn validate(file: &Path, schemas: &Path, mappings: &Path, sender: Sen
             return ExitCode::from(2);
         }
     };
-    let issues = if is_referral(&document) {
-        // Every check intake makes (see `referrals::checks`).
-        let Ok(set) = load_mapping_set(mappings, schemas) else {
-            return ExitCode::from(2);
-        };
-        let Ok(config) = sender.map(|(_, path)| Config::load(path)).transpose() else {
-            eprintln!("signpost: --referrer needs a valid --config; see `signpost serve`");
-            return ExitCode::from(2);
-        };
-        let referrer = sender.map(|(id, _)| id);
-        match checks::dry_run(&validator, &set, config.as_ref(), referrer, document, None) {
-            Ok((provider, _)) => vec![Issue {
-                severity: Severity::Information,
-                code: IssueCode::Informational,
-                diagnostics: format!("valid: routed to provider {provider}"),
-                expression: None,
-            }],
-            Err(IntakeError::Rejected(Rejection::Structure(i) | Rejection::Profile(i))) => i,
-            Err(IntakeError::Forbidden(what)) => vec![Issue::error(IssueCode::Forbidden, what)],
-            Err(e) => {
-                eprintln!("signpost: {e}");
+    // Read as intake reads a body, under the server's default limits (and
+    // with texts that never quote the document).
+    let parsed = document::parse(
+        &bytes,
+        document::DEFAULT_MAX_DEPTH,
+        document::DEFAULT_MAX_ARRAY,
+    );
+    let issues = match parsed {
+        Err(e) => vec![Issue::error(IssueCode::Structure, e.to_string())],
+        Ok(document) if is_referral(&document) => {
+            // Every check intake makes (see `referrals::checks`).
+            let Ok(set) = load_mapping_set(mappings, schemas) else {
                 return ExitCode::from(2);
+            };
+            let Ok(config) = sender.map(|(_, path)| Config::load(path)).transpose() else {
+                eprintln!("signpost: --referrer needs a valid --config; see `signpost serve`");
+                return ExitCode::from(2);
+            };
+            let referrer = sender.map(|(id, _)| id);
+            match checks::dry_run(&validator, &set, config.as_ref(), referrer, document, None) {
+                Ok((provider, _)) => vec![Issue {
+                    severity: Severity::Information,
+                    code: IssueCode::Informational,
+                    diagnostics: format!("valid: routed to provider {provider}"),
+                    expression: None,
+                }],
+                Err(IntakeError::Rejected(Rejection::Structure(i) | Rejection::Profile(i))) => i,
+                Err(IntakeError::Forbidden(what)) => vec![Issue::error(IssueCode::Forbidden, what)],
+                Err(e) => {
+                    eprintln!("signpost: {e}");
+                    return ExitCode::from(2);
+                }
             }
         }
-    } else {
-        validator.check_structure(&document)
+        Ok(document) => validator.check_structure(&document),
     };
     let valid = issues.iter().all(|i| i.severity != Severity::Error);
     let issues = if issues.is_empty() {

@@ -213,7 +213,9 @@ impl RawConfig {
         if max_body_bytes < 1024 {
             problems.push("`max_body_bytes`: must be at least 1024".into());
         }
-        let max_json_depth = self.max_json_depth.unwrap_or(64);
+        let max_json_depth = self
+            .max_json_depth
+            .unwrap_or(crate::validation::document::DEFAULT_MAX_DEPTH);
         if !(8..=128).contains(&max_json_depth) {
             problems.push("`max_json_depth`: must be between 8 and 128".into());
         }

@@ -97,7 +97,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_array_length: 1000,
+            max_array_length: crate::validation::document::DEFAULT_MAX_ARRAY,
             requests_per_second: 50.0,
             burst: 100,
             max_concurrent_requests: 1024,

@@ -93,6 +93,9 @@ pub struct Referral {
     /// The patient's NHS number, to find their referrals for erasure
     /// (`None` once erased).
     pub nhs_number: Option<NhsNumber>,
+    /// When the patient's data was erased (the `resource` is then a
+    /// tombstone).
+    pub erased_at: Option<Timestamp>,
 }
 
 /// The tag an erased referral's or Task's tombstone carries in `meta.tag`.
@@ -102,13 +105,7 @@ pub const ERASED_TAG_CODE: &str = "erased";
 impl Referral {
     /// Whether this is the tombstone of an erased referral.
     pub fn is_erased(&self) -> bool {
-        let Ok(resource) = serde_json::from_str::<serde_json::Value>(&self.resource) else {
-            return false;
-        };
-        resource["meta"]["tag"].as_array().is_some_and(|tags| {
-            tags.iter()
-                .any(|t| t["system"] == ERASED_TAG_SYSTEM && t["code"] == ERASED_TAG_CODE)
-        })
+        self.erased_at.is_some()
     }
 }
 
@@ -205,7 +202,8 @@ pub enum CallbackApplied {
     Duplicate(InboundCallback),
 }
 
-/// What is left of an erased referral.
+/// What is left of an erased referral. The store sets each resource's
+/// `meta.versionId` to the version its erasure writes.
 #[derive(Debug, Clone)]
 pub struct Tombstone {
     pub referral_id: ReferralId,

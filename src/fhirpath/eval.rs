@@ -158,25 +158,14 @@ impl<'v> Evaluator<'v, '_> {
     }
 
     fn variable(&self, name: &str) -> Result<Collection<'v>> {
-        let constant = |s: &str| Ok(vec![Item::Str(s.into())]);
-        match name {
-            "resource" | "rootResource" => Ok(self.root.map(Item::node).into_iter().collect()),
-            "context" => Ok(self.context.to_vec()),
-            "ucum" => constant("http://unitsofmeasure.org"),
-            "sct" => constant("http://snomed.info/sct"),
-            "loinc" => constant("http://loinc.org"),
-            _ => {
-                if let Some(values) = self.env.variable(name) {
-                    return Ok(values.iter().map(|v| Item::node(v.as_ref())).collect());
-                }
-                if let Some(vs) = name.strip_prefix("vs-") {
-                    return constant(&format!("http://hl7.org/fhir/ValueSet/{vs}"));
-                }
-                if let Some(ext) = name.strip_prefix("ext-") {
-                    return constant(&format!("http://hl7.org/fhir/StructureDefinition/{ext}"));
-                }
-                Err(EvalError::new(format!("unknown variable '%{name}'")))
-            }
+        match builtin_variable(name) {
+            Some(Builtin::Root) => Ok(self.root.map(Item::node).into_iter().collect()),
+            Some(Builtin::Context) => Ok(self.context.to_vec()),
+            Some(Builtin::Url(url)) => Ok(vec![Item::Str(url.into())]),
+            None => match self.env.variable(name) {
+                Some(values) => Ok(values.iter().map(|v| Item::node(v.as_ref())).collect()),
+                None => Err(EvalError::new(format!("unknown variable '%{name}'"))),
+            },
         }
     }
 
@@ -728,11 +717,39 @@ pub(crate) fn is_type(item: &Item<'_>, spec: &TypeSpec) -> bool {
     }
 }
 
-/// The variables FHIRPath itself defines, which no environment supplies.
+/// A variable FHIRPath itself defines, which no environment supplies.
+enum Builtin {
+    /// `%resource`, `%rootResource`.
+    Root,
+    /// `%context`.
+    Context,
+    /// A constant URL: `%ucum`, `%sct`, `%loinc`, `%vs-*`, `%ext-*`.
+    Url(String),
+}
+
+/// The one table of FHIRPath's own variables: evaluation reads it, and so
+/// does the compile-time check of variable names
+/// ([`is_builtin_variable`]), so the two cannot disagree.
+fn builtin_variable(name: &str) -> Option<Builtin> {
+    Some(match name {
+        "resource" | "rootResource" => Builtin::Root,
+        "context" => Builtin::Context,
+        "ucum" => Builtin::Url("http://unitsofmeasure.org".into()),
+        "sct" => Builtin::Url("http://snomed.info/sct".into()),
+        "loinc" => Builtin::Url("http://loinc.org".into()),
+        _ => {
+            if let Some(vs) = name.strip_prefix("vs-") {
+                Builtin::Url(format!("http://hl7.org/fhir/ValueSet/{vs}"))
+            } else if let Some(ext) = name.strip_prefix("ext-") {
+                Builtin::Url(format!("http://hl7.org/fhir/StructureDefinition/{ext}"))
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+/// Whether `name` is one of the variables FHIRPath itself defines.
 pub(crate) fn is_builtin_variable(name: &str) -> bool {
-    matches!(
-        name,
-        "resource" | "rootResource" | "context" | "ucum" | "sct" | "loinc"
-    ) || name.starts_with("vs-")
-        || name.starts_with("ext-")
+    builtin_variable(name).is_some()
 }

@@ -55,9 +55,14 @@ pub enum FhirError {
     /// Too many requests in flight (`503`).
     #[error("busy")]
     Busy,
-    /// The request took longer than allowed (`408`).
+    /// The request took longer than allowed (`408`); what it did is not
+    /// known.
     #[error("timeout")]
     Timeout,
+    /// The request's body was not received in time (`408`): nothing was
+    /// done with it.
+    #[error("body timeout")]
+    BodyTimeout,
     /// Any other refusal with its status and issues.
     #[error("refused")]
     Refused(StatusCode, Vec<Issue>),
@@ -204,6 +209,14 @@ impl FhirError {
             Timeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 vec![Issue::error(IssueCode::Timeout, OUTCOME_UNKNOWN_TIMEOUT)],
+            ),
+            // Nothing is done before the whole body is in: this one is known.
+            BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                vec![Issue::error(
+                    IssueCode::Timeout,
+                    "the body was not received in time; nothing was done: send it again",
+                )],
             ),
             Unauthenticated { token_sent } => (
                 StatusCode::UNAUTHORIZED,

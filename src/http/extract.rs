@@ -29,7 +29,7 @@ use super::{
     AppState, FhirError,
     middleware::{
         identity::{self, Identity},
-        limits::{charge_client, too_many},
+        limits::{charge_client, client_address, too_many},
     },
     request::read_limited,
 };
@@ -235,7 +235,8 @@ impl FromRequest<AppState> for SignedProvider {
             ))
         };
         let signed = SignedHeaders::check(&parts.headers, now).map_err(refused)?;
-        let Some(_receiving) = app.admission.try_unverified() else {
+        let client = client_address(&parts.extensions);
+        let Some(_receiving) = app.admission.try_unverified(client) else {
             tracing::warn!(provider_id = %id, "too many callback bodies being received; answering 503");
             return Err(FhirError::Busy);
         };
@@ -246,7 +247,11 @@ impl FromRequest<AppState> for SignedProvider {
         .await
         .map_err(|_| {
             tracing::info!(provider_id = %id, "status callback body not received in time");
-            FhirError::Timeout
+            // A slow upload from a sender not yet known counts against its
+            // address like a bad signature.
+            charge_client(&app.limiter, &parts.extensions)
+                .err()
+                .unwrap_or(FhirError::BodyTimeout)
         })??;
         let webhook_id = keys.verify_body(&signed, &body, now).map_err(refused)?;
         if let Err(wait) = app.limiter.check(&Actor::Provider(id.clone()).to_string()) {

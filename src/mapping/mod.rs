@@ -712,9 +712,16 @@ impl MappingSet {
     /// The providers that would take a canonical ServiceRequest: those its
     /// `performer` names by ODS code, and those whose `route.accepts` holds.
     pub fn takers(&self, service_request: &Value) -> Result<Takers, Issue> {
+        Ok(Takers {
+            by_performer: self.named_by_performer(service_request),
+            by_accepts: self.accepting(service_request)?,
+        })
+    }
+
+    /// The providers a ServiceRequest's `performer` names by ODS code.
+    fn named_by_performer(&self, service_request: &Value) -> Vec<Arc<Mapping>> {
         let named = performer_ods_codes(service_request);
-        let by_performer = self
-            .mappings
+        self.mappings
             .values()
             .filter(|m| {
                 m.performer_ods
@@ -722,25 +729,27 @@ impl MappingSet {
                     .any(|code| named.iter().any(|n| n.eq_ignore_ascii_case(code)))
             })
             .cloned()
-            .collect();
-        let mut by_accepts = Vec::new();
+            .collect()
+    }
+
+    /// The providers whose `route.accepts` holds for a ServiceRequest.
+    fn accepting(&self, service_request: &Value) -> Result<Vec<Arc<Mapping>>, Issue> {
+        let mut accepting = Vec::new();
         for mapping in self.mappings.values() {
             if mapping.accepts(service_request)? {
-                by_accepts.push(Arc::clone(mapping));
+                accepting.push(Arc::clone(mapping));
             }
         }
-        Ok(Takers {
-            by_performer,
-            by_accepts,
-        })
+        Ok(accepting)
     }
 
     /// The provider for a canonical ServiceRequest: the one its `performer`
     /// names by ODS code, else the one whose `route.accepts` holds. None or
-    /// several is a `422` issue saying why.
+    /// several is a `422` issue saying why. `route.accepts` is evaluated
+    /// only when `performer` names no provider, so another provider's
+    /// expression failing cannot refuse a referral that names its own.
     pub fn route(&self, service_request: &Value) -> Result<Arc<Mapping>, Vec<Issue>> {
-        let takers = self.takers(service_request).map_err(|issue| vec![issue])?;
-        match takers.by_performer.as_slice() {
+        match self.named_by_performer(service_request).as_slice() {
             [one] => return Ok(Arc::clone(one)),
             [] => {}
             several => {
@@ -756,7 +765,11 @@ impl MappingSet {
                 ]);
             }
         }
-        match takers.by_accepts.as_slice() {
+        match self
+            .accepting(service_request)
+            .map_err(|issue| vec![issue])?
+            .as_slice()
+        {
             [one] => Ok(Arc::clone(one)),
             [] => Err(vec![
                 Issue::error(

@@ -145,7 +145,7 @@ pub fn route_and_map(
         Some(id) => mappings.mappings.get(id).cloned().ok_or_else(|| {
             vec![Issue::error(
                 IssueCode::NotFound,
-                format!("no mapping for provider {id}"),
+                "no provider with a mapping has this id",
             )]
         })?,
         None => mappings.route(resource)?,

@@ -177,7 +177,7 @@ impl Referrals {
     /// after any earlier message for the same referral and endpoint, and
     /// not while its endpoint is disabled (that is refused: enable it).
     pub async fn retry_now(&self, id: &str) -> Result<OutboxMessage, ChangeError> {
-        let not_found = || ChangeError::NotFound(format!("no message {id}"));
+        let not_found = || ChangeError::NotFound("no message has this id".into());
         let message_id: MessageId = id.parse().map_err(|_| not_found())?;
         let message = self
             .store

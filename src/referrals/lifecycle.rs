@@ -94,6 +94,12 @@ impl Referrals {
         actor: Actor,
         by_referrer: bool,
     ) -> Result<TaskUpdate, ChangeError> {
+        let (task, current) = self.current_task(referral).await?;
+        self.update_from(referral, task, &current, change, actor, by_referrer)
+    }
+
+    /// The referral's Task as stored, and its resource.
+    async fn current_task(&self, referral: &Referral) -> Result<(Task, Value), ChangeError> {
         let task = self
             .store
             .tasks_for_referral(&referral.id)
@@ -105,9 +111,24 @@ impl Referrals {
             })?;
         let current: Value = serde_json::from_str(&task.resource)
             .map_err(|e| ChangeError::Unprocessable(format!("stored Task unreadable: {e}")))?;
+        Ok((task, current))
+    }
+
+    /// The update applying `change` to `task` as read (`current` is its
+    /// resource): the write expects that version, so a change stored since
+    /// is a conflict, never overwritten.
+    fn update_from(
+        &self,
+        referral: &Referral,
+        task: Task,
+        current: &Value,
+        change: &TaskChange,
+        actor: Actor,
+        by_referrer: bool,
+    ) -> Result<TaskUpdate, ChangeError> {
         let at = self.clock.now();
         let now = at.to_string();
-        let (next, status) = apply_change(&current, change, by_referrer, &now)
+        let (next, status) = apply_change(current, change, by_referrer, &now)
             .map_err(|e| ChangeError::Conflict(format!("{e}; the change was not applied")))?;
         // The Task version it carries; the store numbers it, and the
         // Bundle is built when it is sent (`notification::body`, or for a
@@ -461,10 +482,7 @@ impl Referrals {
         &self,
         referral_id: &ReferralId,
     ) -> Result<Option<TaskUpdate>, StoreError> {
-        let Some(referral) = self.store.referral(referral_id).await? else {
-            return Ok(None);
-        };
-        self.delivery_business_status(&referral, DELIVERY_FAILED)
+        self.delivery_business_status(referral_id, DELIVERY_FAILED, |_| true)
             .await
     }
 
@@ -477,48 +495,39 @@ impl Referrals {
         &self,
         referral_id: &ReferralId,
     ) -> Result<Option<TaskUpdate>, StoreError> {
-        let Some(referral) = self.store.referral(referral_id).await? else {
-            return Ok(None);
-        };
-        let Some(task) = self
-            .store
-            .tasks_for_referral(referral_id)
-            .await?
-            .into_iter()
-            .next()
-        else {
-            return Ok(None);
-        };
-        let failed = serde_json::from_str::<Value>(&task.resource)
-            .ok()
-            .and_then(|t| {
-                t.pointer("/businessStatus/text")
-                    .and_then(Value::as_str)
-                    .map(|text| text == DELIVERY_FAILED)
-            })
-            .unwrap_or(false);
-        if !failed {
-            return Ok(None);
-        }
-        self.delivery_business_status(&referral, DELIVERED).await
+        self.delivery_business_status(referral_id, DELIVERED, |task| {
+            task.pointer("/businessStatus/text").and_then(Value::as_str) == Some(DELIVERY_FAILED)
+        })
+        .await
     }
 
     /// The delivery worker's update setting the Task's business status to
-    /// `text`, keeping its status; `None` when the Task can no longer change
-    /// (finished, or erased).
+    /// `text`, keeping its status, if the Task as read satisfies `only_if`;
+    /// `None` when it does not, or can no longer change (finished, or
+    /// erased). The check and the update's expected version come from the
+    /// same read, so a provider's change stored in between is a conflict
+    /// (tried again from a new read), never overwritten.
     async fn delivery_business_status(
         &self,
-        referral: &Referral,
+        referral_id: &ReferralId,
         text: &str,
+        only_if: impl Fn(&Value) -> bool,
     ) -> Result<Option<TaskUpdate>, StoreError> {
+        let Some(referral) = self.store.referral(referral_id).await? else {
+            return Ok(None);
+        };
         let change = TaskChange {
             business_status: Some(text.into()),
             ..TaskChange::default()
         };
-        match self
-            .prepare_update(referral, &change, Actor::DELIVERY, false)
-            .await
-        {
+        let update = match self.current_task(&referral).await {
+            Ok((task, current)) if only_if(&current) => {
+                self.update_from(&referral, task, &current, &change, Actor::DELIVERY, false)
+            }
+            Ok(_) => return Ok(None),
+            Err(e) => Err(e),
+        };
+        match update {
             Ok(update) => Ok(Some(update)),
             Err(ChangeError::Store(e)) => Err(e),
             Err(_) => Ok(None),

@@ -325,6 +325,7 @@ impl Referrals {
                 resource: resource.to_string(),
                 // (Validation refused any NHS number with a bad check digit.)
                 nhs_number: NhsNumber::parse(&nhs_number).ok(),
+                erased_at: None,
             },
             task: model::Task {
                 id: task_id,

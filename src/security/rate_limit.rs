@@ -81,40 +81,78 @@ impl RateLimiter {
 /// so unauthenticated requests hold at most `max_unverified_uploads` slots
 /// for longer than that, and the rest stay for authenticated callers.
 ///
-/// And one client address holds at most `max_requests_per_client` slots:
-/// over HTTP/2 a client opens many requests on one connection, so without
-/// this a few connections could hold every slot (over HTTP/1.1 it takes a
-/// connection per slot, bounded by `max_connections_per_client`).
+/// Each client address has a share of both: of the slots at most
+/// `max_requests_per_client` (over HTTP/2 a client opens many requests on
+/// one connection, so without this a few connections could hold every
+/// slot; over HTTP/1.1 it takes a connection per slot, bounded by
+/// `max_connections_per_client`), and of the unverified slots an eighth (at
+/// least one), so a single client sending forged signatures cannot take
+/// every slot from the providers.
 pub struct Admission {
     slots: Arc<Semaphore>,
     unverified: Arc<Semaphore>,
+    slots_by_client: ClientShares,
+    unverified_by_client: ClientShares,
     timeout: Duration,
     unverified_timeout: Duration,
-    per_client: Arc<PerClient>,
-}
-
-/// Slots held by each client address.
-struct PerClient {
-    max: usize,
-    held: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// A request's admission: its slot, and its place in its client's share;
 /// both given back when dropped.
 pub struct Admitted {
     _slot: OwnedSemaphorePermit,
-    client: Option<(Arc<PerClient>, IpAddr)>,
+    _client: Option<ClientShare>,
 }
 
-impl Drop for Admitted {
+/// A slot of the unverified budget, given back (with its client's share)
+/// when dropped.
+pub struct UnverifiedSlot {
+    _permit: OwnedSemaphorePermit,
+    _client: Option<ClientShare>,
+}
+
+/// How many of a budget's slots each client address holds, and at most.
+struct ClientShares {
+    max: usize,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl ClientShares {
+    fn new(max: usize) -> ClientShares {
+        ClientShares {
+            max,
+            counts: Arc::default(),
+        }
+    }
+
+    /// One more for `address`, or `None` when it holds its share.
+    fn take(&self, address: IpAddr) -> Option<ClientShare> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(address).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientShare {
+            address,
+            counts: Arc::clone(&self.counts),
+        })
+    }
+}
+
+/// One slot counted against a client address, given back when dropped.
+struct ClientShare {
+    address: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for ClientShare {
     fn drop(&mut self) {
-        if let Some((per_client, client)) = &self.client {
-            let mut held = per_client.held.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = held.get_mut(client) {
-                *count -= 1;
-                if *count == 0 {
-                    held.remove(client);
-                }
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.address);
             }
         }
     }
@@ -125,12 +163,10 @@ impl Admission {
         Admission {
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
             unverified: Arc::new(Semaphore::new(limits.max_unverified_uploads)),
+            slots_by_client: ClientShares::new(limits.max_requests_per_client),
+            unverified_by_client: ClientShares::new((limits.max_unverified_uploads / 8).max(1)),
             timeout: limits.request_timeout,
             unverified_timeout: limits.unverified_body_timeout.min(limits.request_timeout),
-            per_client: Arc::new(PerClient {
-                max: limits.max_requests_per_client,
-                held: Mutex::new(HashMap::new()),
-            }),
         }
     }
 
@@ -138,26 +174,15 @@ impl Admission {
     /// is answered; `None` when every slot is taken, or the client holds
     /// its share.
     pub fn try_admit(&self, client: Option<IpAddr>) -> Option<Admitted> {
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
-        let Some(client) = client else {
-            return Some(Admitted {
-                _slot: slot,
-                client: None,
-            });
+        let share = match client {
+            Some(address) => Some(self.slots_by_client.take(address)?),
+            None => None,
         };
-        let mut held = self
-            .per_client
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let count = held.entry(client).or_insert(0);
-        if *count >= self.per_client.max {
-            return None;
-        }
-        *count += 1;
+        // (Without a slot, `share` is dropped here and the count undone.)
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
         Some(Admitted {
             _slot: slot,
-            client: Some((self.per_client.clone(), client)),
+            _client: share,
         })
     }
 
@@ -166,10 +191,20 @@ impl Admission {
         self.timeout
     }
 
-    /// A slot for receiving one body from a sender not yet known, held
-    /// until the body is checked; `None` when every such slot is taken.
-    pub fn try_unverified(&self) -> Option<OwnedSemaphorePermit> {
-        self.unverified.clone().try_acquire_owned().ok()
+    /// A slot for receiving one body from a sender not yet known, calling
+    /// from `client`, held until the body is checked; `None` when every
+    /// such slot is taken, or that address holds its share of them.
+    pub fn try_unverified(&self, client: Option<IpAddr>) -> Option<UnverifiedSlot> {
+        let share = match client {
+            Some(address) => Some(self.unverified_by_client.take(address)?),
+            None => None,
+        };
+        // (Without a slot, `share` is dropped here and the count undone.)
+        let permit = self.unverified.clone().try_acquire_owned().ok()?;
+        Some(UnverifiedSlot {
+            _permit: permit,
+            _client: share,
+        })
     }
 
     /// How long receiving a body from a sender not yet known may take.

@@ -6,8 +6,9 @@
 //! ([`Backend::forget`]: SQLite VACUUM and WAL truncation; PostgreSQL
 //! VACUUM FULL after older transactions end).
 //!
-//! Erasure wins every race with work in flight: it marks the referral
-//! (`erased_at`) in its first statement, and every transaction that records
+//! Erasure wins every race with work in flight: holding the referral's row
+//! from its first statement, it marks the referral (`erased_at`), and every
+//! transaction that records
 //! what came of in-flight work (a delivery's answer, a provider's callback,
 //! a Task change) first reads that mark holding the referral's row
 //! ([`Backend::REFERRAL_LOCK`]) and, for an erased referral, keeps nothing
@@ -44,10 +45,16 @@ const SELECT_REFERRALS_OF_PATIENT: &str = "SELECT * FROM referrals \
 /// First statement of an erasure (see the module's comment). The version
 /// moves on, so that a change prepared from the erased version (a
 /// cancellation read before) finds it changed and is prepared again.
+/// The tombstones state the versions read here, holding the referral's row
+/// ([`Backend::REFERRAL_LOCK`], which every Task writer takes first), so
+/// the body, the `ETag` and `_history` agree whatever changed since the
+/// referral was read for the erasure. One UPDATE per row: an intermediate
+/// row version would be one more copy of the patient's data to forget.
+const REFERRAL_VERSION: &str = "SELECT r.version_id FROM referrals r WHERE r.id = $1";
+const TASK_VERSION: &str = "SELECT version_id FROM tasks WHERE referral_id = $1";
 const ERASE_REFERRAL: &str = "UPDATE referrals SET resource = $2, nhs_number = NULL, \
-    erased_at = $3, version_id = version_id + 1 WHERE id = $1";
-const ERASE_TASK: &str =
-    "UPDATE tasks SET resource = $2, version_id = version_id + 1 WHERE referral_id = $1";
+    erased_at = $3, version_id = $4 WHERE id = $1";
+const ERASE_TASK: &str = "UPDATE tasks SET resource = $2, version_id = $3 WHERE referral_id = $1";
 const ERASE_TASK_EVENTS: &str = "UPDATE task_events SET reason = NULL \
     WHERE task_id IN (SELECT id FROM tasks WHERE referral_id = $1)";
 const ERASE_MESSAGES: &str =
@@ -66,6 +73,18 @@ const REFERRAL_ERASED: &str = "SELECT r.erased_at FROM referrals r WHERE r.id = 
 /// `)` and the lock.
 const MESSAGES_ERASED: &str = "SELECT o.id, r.erased_at FROM outbox o \
     JOIN referrals r ON r.id = o.referral_id WHERE o.id IN (";
+
+/// A tombstone `resource` stating `version` (the row's, as the erasure
+/// leaves it) as its `meta.versionId`.
+fn with_version(resource: &str, version: i64) -> String {
+    match serde_json::from_str::<serde_json::Value>(resource) {
+        Ok(mut resource) => {
+            resource["meta"]["versionId"] = serde_json::json!(version.to_string());
+            resource.to_string()
+        }
+        Err(_) => resource.to_owned(),
+    }
+}
 
 fn locked<B: Backend>(select: &str) -> String {
     format!("{select} {}", B::REFERRAL_LOCK)
@@ -108,17 +127,32 @@ macro_rules! impl_retention {
                 tombstones: &[Tombstone],
                 audit: AuditRecord,
             ) -> Result<(), StoreError> {
+                static REFERRAL_VERSION_LOCKED: LazyLock<String> =
+                    LazyLock::new(|| locked::<$db>(REFERRAL_VERSION));
                 let mut tx = self.writer.begin().await?;
                 for t in tombstones {
+                    let version: Option<i64> =
+                        sqlx::query_scalar(sqlx::AssertSqlSafe(REFERRAL_VERSION_LOCKED.as_str()))
+                            .bind(&t.referral_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let version = version.unwrap_or(0) + 1;
                     sqlx::query(ERASE_REFERRAL)
                         .bind(&t.referral_id)
-                        .bind(&t.referral_resource)
+                        .bind(with_version(&t.referral_resource, version))
                         .bind(audit.at.to_string())
+                        .bind(version)
                         .execute(&mut *tx)
                         .await?;
+                    let version: Option<i64> = sqlx::query_scalar(TASK_VERSION)
+                        .bind(&t.referral_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let version = version.unwrap_or(0) + 1;
                     sqlx::query(ERASE_TASK)
                         .bind(&t.referral_id)
-                        .bind(&t.task_resource)
+                        .bind(with_version(&t.task_resource, version))
+                        .bind(version)
                         .execute(&mut *tx)
                         .await?;
                     for statement in [

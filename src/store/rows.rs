@@ -28,6 +28,7 @@ pub(super) struct ReferralRow {
     last_updated: Timestamp,
     resource: String,
     nhs_number: Option<String>,
+    erased_at: Option<Timestamp>,
 }
 
 impl TryFrom<ReferralRow> for Referral {
@@ -48,6 +49,7 @@ impl TryFrom<ReferralRow> for Referral {
             last_updated: r.last_updated,
             resource: r.resource,
             nhs_number,
+            erased_at: r.erased_at,
         })
     }
 }

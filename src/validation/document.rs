@@ -1,13 +1,16 @@
 //! A submitted document from raw bytes: the JSON limits every FHIR body is
-//! read under (nesting depth, longest array, an object at the top), and
-//! every validation layer that applies to it. The HTTP boundary, the
-//! `validate` tool and the intake fuzz target (`fuzz/`) share these, so
-//! the fuzzer reaches exactly what a request body reaches.
+//! read under (nesting depth, longest array, an object at the top). The
+//! HTTP boundary, the `validate` tool and the intake fuzz target (`fuzz/`)
+//! all read through [`parse`], and then make intake's checks
+//! (`referrals::checks`), so the tool and the fuzzer reach exactly what a
+//! request body reaches.
 
 use serde_json::Value;
 
-use super::{Rejection, Submission, Validator};
-use crate::outcome::Issue;
+/// The server's default `max_json_depth`.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+/// The server's default `limits.max_array_length`.
+pub const DEFAULT_MAX_ARRAY: usize = 1000;
 
 /// Why a body is not a JSON object within the limits. The texts never quote
 /// the document.
@@ -51,41 +54,6 @@ pub fn place(e: &serde_json::Error) -> String {
         serde_json::error::Category::Io => "unreadable",
     };
     format!("{what} at line {}, column {}", e.line(), e.column())
-}
-
-/// Every layer that applies to `document`: the referral profile for a
-/// ServiceRequest or a transaction Bundle holding one, the structure alone
-/// for anything else.
-pub fn check(validator: &Validator, document: &Value) -> Vec<Issue> {
-    let resource_type = document.get("resourceType").and_then(Value::as_str);
-    let transaction_sr = (resource_type == Some("Bundle")
-        && document.get("type").and_then(Value::as_str) == Some("transaction"))
-    .then(|| {
-        document["entry"].as_array().and_then(|entries| {
-            let found: Vec<usize> = entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| {
-                    e.pointer("/resource/resourceType") == Some(&"ServiceRequest".into())
-                })
-                .map(|(i, _)| i)
-                .collect();
-            (found.len() == 1).then(|| found[0])
-        })
-    })
-    .flatten();
-    let submission = match (resource_type, transaction_sr) {
-        (Some("ServiceRequest"), _) => Submission::ServiceRequest(document),
-        (_, Some(service_request)) => Submission::Bundle {
-            bundle: document,
-            service_request,
-        },
-        _ => return validator.check_structure(document),
-    };
-    match validator.check_referral(submission) {
-        Ok(_) => Vec::new(),
-        Err(Rejection::Structure(issues) | Rejection::Profile(issues)) => issues,
-    }
 }
 
 /// The length of the longest array anywhere in `value`.

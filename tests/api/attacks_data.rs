@@ -179,7 +179,9 @@ async fn refused_callbacks_keep_no_submitted_values(backend: Backend) {
             "{needle} kept after erasure: {callbacks}"
         );
     }
-    let _ = id;
+    // The referral the callback meant (A's) is a tombstone now.
+    let served = json(fleet.app.get(&format!("/fhir/ServiceRequest/{id}")).await).await;
+    assert_eq!(served["meta"]["tag"][0]["code"], "erased", "{served}");
 }
 
 /// 5: retention purges the payloads of dead letters too (not only of

@@ -379,7 +379,101 @@ async fn a_forged_host_is_never_reflected(backend: Backend) {
     );
 }
 
+/// A signed status callback from `local` (a loopback address of the
+/// client's choosing, so that it is another client than the tests' usual
+/// 127.0.0.1), about a referral that does not exist: its status.
+async fn genuine_callback_from(app: &TestApp, local: &str) -> StatusCode {
+    let client = reqwest::Client::builder()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let secret = crate::support::helpers::test_secret("provider:activelives");
+    let body =
+        r#"{"referral_ref": "nobody", "event": "booked", "event_time": "2026-03-04T10:15:00Z"}"#;
+    let now = kit::unix_now();
+    client
+        .post(app.url("/providers/activelives/status"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_genuine")
+        .header("webhook-timestamp", now.to_string())
+        .header(
+            "webhook-signature",
+            kit::sign(&secret, "msg_genuine", now, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Review finding 7: one client address with forged signatures cannot
+/// hold every slot of the unverified-upload budget (default 64), so a
+/// provider calling from another address is still heard.
+async fn one_address_cannot_hold_the_whole_unverified_upload_budget(backend: Backend) {
+    const BUDGET: usize = 64;
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, |config| {
+        config.limits.burst = 10_000;
+    })
+    .await;
+    let mut uploads = Vec::new();
+    for n in 0..BUDGET {
+        uploads.push(stalled_callback(&app, "activelives", n, true).await);
+    }
+    // Give the server the time to take in every upload's headers (it
+    // reads them at once; their bodies never come).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Verified, about no known referral: 404 (it was 503: every slot held).
+    assert_eq!(
+        genuine_callback_from(&app, "127.0.0.2").await,
+        StatusCode::NOT_FOUND
+    );
+    // Most of the forged uploads were turned away at once.
+    let turned_away = uploads
+        .iter()
+        .filter(|stream| answered(stream).is_some_and(|a| a.starts_with("HTTP/1.1 503")))
+        .count();
+    assert!(turned_away >= BUDGET / 2, "{turned_away} turned away");
+}
+
+/// Review finding 12: a callback whose body does not arrive in time is
+/// answered 408 saying so and that nothing was done, not that its outcome
+/// is unknown nor how to resend a referral.
+async fn a_callback_body_not_received_in_time_says_nothing_was_done(backend: Backend) {
+    let app = TestApp::spawn_on(TestDb::fresh(backend).await, |config| {
+        config.limits.unverified_body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = stalled_callback(&app, "activelives", 0, true).await;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until the whole OperationOutcome has arrived.
+    while !String::from_utf8_lossy(&answer).trim_end().ends_with('}') {
+        let n = tokio::time::timeout_at(
+            deadline.into(),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buffer),
+        )
+        .await
+        .expect("an answer at the body deadline")
+        .unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("nothing was done"), "{answer}");
+    assert!(
+        !answer.contains("not known") && !answer.contains("referral"),
+        "{answer}"
+    );
+}
+
 on_both_backends!(
+    one_address_cannot_hold_the_whole_unverified_upload_budget,
+    a_callback_body_not_received_in_time_says_nothing_was_done,
     stalled_callback_uploads_leave_referrers_their_slots,
     an_anonymous_flood_writes_a_bounded_audit_trail,
     a_method_and_route_flood_adds_no_metrics_series,

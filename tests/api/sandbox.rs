@@ -216,7 +216,42 @@ async fn the_sandbox_takes_a_referral_to_completed_and_notifies_the_referrer(bac
         })
         .await;
 
-    child.kill().await.unwrap();
+    // Stopped as Ctrl-C stops it, the sandbox revokes the token it issued
+    // (review finding 16: it stayed live in the configured database).
+    let pid = child.id().expect("running").to_string();
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let stopped = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the sandbox stops on SIGINT")
+        .unwrap();
+    assert!(stopped.success(), "{stopped:?}");
+    let listed = Command::new(env!("CARGO_BIN_EXE_signpost"))
+        .args(["tokens", "list", "--config"])
+        .arg(&config)
+        .current_dir(MANIFEST_DIR)
+        .env("SIGNPOST_DATABASE_URL", &db.url)
+        .output()
+        .await
+        .unwrap();
+    let tokens: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let tokens = tokens.as_array().unwrap();
+    assert!(!tokens.is_empty());
+    assert!(
+        tokens.iter().all(|t| !t["revoked_at"].is_null()),
+        "{tokens:?}"
+    );
+    assert!(
+        client
+            .get(format!("{address}/fhir/metadata"))
+            .send()
+            .await
+            .is_err(),
+        "the sandbox's Signpost has stopped"
+    );
 }
 
 /// `simulate status` signs a provider's fixture with the provider's

@@ -43,5 +43,5 @@ pub(super) async fn read(Path(id): Path<String>) -> Result<Response, FhirError> 
         .map(|d| d.to_fhir())
         .find(|d| d["id"] == id.as_str())
         .map(|d| FhirResponse::new(StatusCode::OK, d.to_string()).into_response())
-        .ok_or_else(|| FhirError::NotFound(format!("MessageDefinition/{id} is not known")))
+        .ok_or_else(|| FhirError::NotFound("no MessageDefinition has this id".into()))
 }

@@ -85,9 +85,9 @@ async fn events(
                 content = Content::parse(value)
                     .ok_or_else(|| bad("content must be empty, id-only or full-resource".into()))?;
             }
-            other => {
+            _ => {
                 return Err(bad(format!(
-                    "parameter {other:?} is not supported; use eventsSinceNumber, eventsUntilNumber and content (at most {MAX_EVENTS} events per answer)"
+                    "unknown parameter; use eventsSinceNumber, eventsUntilNumber and content (at most {MAX_EVENTS} events per answer)"
                 )));
             }
         }
@@ -107,7 +107,7 @@ fn visible_subscription<'a>(
     caller: &Caller,
     id: &str,
 ) -> Result<&'a Referrer, FhirError> {
-    let not_found = || FhirError::NotFound(format!("Subscription/{id} is not known"));
+    let not_found = || FhirError::NotFound("no Subscription has this id".into());
     let id = resource_id("Subscription", id)?;
     let referrer = app
         .config
@@ -157,7 +157,12 @@ fn parameters(body: &Value) -> Result<HashMap<String, String>, FhirError> {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         })
-        .ok_or_else(|| bad(format!("parameter {name:?} has no string or code value")))?;
+        .ok_or_else(|| {
+            bad(
+                "each parameter needs a valueString, valueCode, valueInteger or valuePositiveInt"
+                    .into(),
+            )
+        })?;
         params.insert(name.to_owned(), value);
     }
     Ok(params)

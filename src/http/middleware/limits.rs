@@ -6,7 +6,11 @@
 //! keeps failing to prove who it is. The limiters themselves are
 //! [`crate::security::rate_limit`].
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     extract::{ConnectInfo, Request, State},
@@ -40,6 +44,13 @@ pub async fn admit(
     }
 }
 
+/// The address the request came from (when served over TCP).
+pub fn client_address(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 /// `429 Too Many Requests` with `Retry-After` for a wait of `wait`.
 pub fn too_many(wait: Duration) -> FhirError {
     FhirError::TooManyRequests {
@@ -52,10 +63,7 @@ pub fn too_many(wait: Duration) -> FhirError {
 /// address's bucket is empty. This throttles guessing without letting
 /// anyone drain a real caller's bucket.
 pub fn charge_client(limiter: &RateLimiter, extensions: &Extensions) -> Result<(), FhirError> {
-    let Some(address) = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    else {
+    let Some(address) = client_address(extensions) else {
         return Ok(());
     };
     limiter
