@@ -19,6 +19,7 @@ mod idempotency;
 mod intake;
 mod limits;
 mod operations;
+mod outages;
 mod privacy;
 mod recovery;
 mod reload;

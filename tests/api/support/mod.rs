@@ -9,4 +9,5 @@ pub mod kit;
 pub mod fleet;
 pub mod helpers;
 pub mod programs;
+pub mod proxy;
 pub mod receiver;
