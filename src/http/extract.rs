@@ -34,6 +34,7 @@ use super::{
 use crate::{
     domain::{Actor, Endpoint, ProviderId},
     security::tokens::{AuthError, Caller, Role, authenticate},
+    store::StoreError,
     webhooks::{SignedHeaders, VerifyError},
 };
 
@@ -146,7 +147,15 @@ fn certificate_caller(parts: &Parts, app: &AppState) -> Option<Caller> {
 
 /// `401`; or `429` once the client's address has failed too often (token
 /// guessing is throttled by address, since there is no token to charge).
+/// A token that could not be looked up is neither: `503` with
+/// `Retry-After`, uncharged (a client must not take an outage for a
+/// revoked credential).
 fn unauthenticated(app: &AppState, parts: &Parts, error: AuthError) -> FhirError {
+    if error == AuthError::Unavailable {
+        return FhirError::Unavailable(StoreError::NotCommitted(
+            "the token could not be looked up".into(),
+        ));
+    }
     if let Err(limited) = charge_client(&app.limiter, &parts.extensions) {
         return limited;
     }

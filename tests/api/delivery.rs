@@ -576,7 +576,7 @@ async fn a_crashed_workers_lease_expires_and_another_worker_delivers(backend: Ba
     let now = signpost::domain::Clock::now(&signpost::domain::SystemClock).as_millis();
     let lease = Duration::from_secs(2);
     let leased = store
-        .claim_due("crashed-worker", now, now + lease.as_millis() as i64, 10)
+        .claim_due("crashed-worker", now, lease.as_millis() as i64, 10)
         .await
         .unwrap();
     assert_eq!(leased.len(), 1);

@@ -368,13 +368,17 @@ async fn an_erasure_on_postgres_keeps_intake_open_and_finishes_its_reclaim_itsel
     let url = db.url.clone();
     let mut inspect = sqlx::PgConnection::connect(&url).await.unwrap();
     let (providers, referrer) = crate::support::fleet::receivers().await;
-    let fleet = Fleet::start_on(db, providers, referrer, |_| {}).await;
+    let reclaim_often = |config: &mut signpost::config::Config| {
+        config.database.reclaim_interval = std::time::Duration::from_millis(200);
+    };
+    let fleet = Fleet::start_on(db, providers, referrer, reclaim_often).await;
     store_uncompressed(&mut inspect).await;
     let second = crate::support::helpers::TestApp::spawn_on(
         crate::support::helpers::TestDb::shared(&url),
         |config| {
             crate::support::fleet::fast_delivery(config);
             crate::support::fleet::aim(config, &fleet.providers, &fleet.referrer);
+            reclaim_often(config);
         },
     )
     .await;

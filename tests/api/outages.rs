@@ -32,6 +32,8 @@ async fn app_behind_proxy(backend: Backend) -> (TestApp, Option<Proxy>) {
     };
     let through = proxy.as_ref().map(|p| p.url_for(&db.url));
     let app = TestApp::spawn_on(db, |config| {
+        // (An unreachable server answers 503 after this, not 10 s.)
+        config.database.acquire_timeout = Duration::from_secs(1);
         if let Some(url) = through {
             config.database_url = url;
         }
@@ -53,7 +55,7 @@ async fn a_database_outage_answers_503_not_401_to_a_valid_token(backend: Backend
         None => {
             use sqlx::Connection;
             let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
-            sqlx::query("ALTER TABLE tokens RENAME TO tokens_away")
+            sqlx::query("ALTER TABLE api_tokens RENAME TO api_tokens_away")
                 .execute(&mut conn)
                 .await
                 .unwrap();
