@@ -62,7 +62,7 @@ async fn reclaim_periodically(referrals: Arc<Referrals>) {
             Ok(crate::store::Reclaim::Pending(why)) => {
                 tracing::info!(why = %why, "erasure reclaim still pending; retrying");
             }
-            Err(e) => tracing::warn!(error = %e, "erasure reclaim failed; retrying"),
+            Err(e) => tracing::warn!(error = %e, cause = ?e, "erasure reclaim failed; retrying"),
         }
     }
 }

@@ -95,7 +95,7 @@ const OLDER_THAN_ERASURE: &str = "SELECT \
 const RECLAIM_LOCK: i64 = 0x5349_474e_504f_5354; // "SIGNPOST"
 
 /// Reclaim what erasures left: once no transaction older than the newest
-/// pending erasure is left, `VACUUM` the erased tables (which removes the
+/// pending erasure is left, `VACUUM (FREEZE)` the erased tables (which removes the
 /// old row versions, their TOAST chunks and their index entries, taking
 /// only a lock that reads and writes pass) and mark those erasures
 /// reclaimed. `bounded`: within the pool's `statement_timeout` (an erasure
@@ -114,10 +114,30 @@ async fn reclaim(pool: &PgPool, bounded: bool) -> Result<Reclaim, StoreError> {
     // Its own session: VACUUM cannot run in a transaction, and the
     // advisory lock belongs to the session.
     let mut conn = pool.connect_options().connect().await?;
-    let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-        .bind(RECLAIM_LOCK)
-        .fetch_one(&mut conn)
-        .await?;
+    // An erasure waiting to answer waits (within `lock_timeout`) for
+    // another instance's reclaim to finish; the background retry does not.
+    let locked = if bounded {
+        match sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(RECLAIM_LOCK)
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                let e = StoreError::from(e);
+                if !e.is_lock_wait() {
+                    return Err(e);
+                }
+                false
+            }
+        }
+    } else {
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(RECLAIM_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        locked
+    };
     if !locked {
         return Ok(Reclaim::Pending(
             "another instance is reclaiming the old row versions now".into(),
@@ -143,19 +163,28 @@ async fn reclaim(pool: &PgPool, bounded: bool) -> Result<Reclaim, StoreError> {
             .execute(&mut conn)
             .await?;
     }
-    let vacuum = format!("VACUUM (INDEX_CLEANUP ON, ANALYZE) {ERASED_TABLES}");
-    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(vacuum))
-        .execute(&mut conn)
-        .await
-    {
-        let e = StoreError::from(e);
-        if e.is_lock_wait() {
-            tracing::warn!(error = %e, "erasure: the reclaim waited too long for a lock; it is retried");
-            return Ok(Reclaim::Pending(
-                "the reclaim of the old row versions waited too long for a lock or time; it is retried automatically".into(),
-            ));
+    // FREEZE makes it aggressive: a page another session has pinned at
+    // that moment is waited for (briefly) rather than skipped with its
+    // dead versions left in place, which a plain VACUUM does and which the
+    // test saw. Pages left all-frozen are skipped by the next one.
+    // Twice: the test saw, about once in ten runs, one old version left
+    // after a single pass (cause not pinned down; see the note of issue
+    // 21); the second pass only visits pages changed since the first.
+    let vacuum = format!("VACUUM (FREEZE, INDEX_CLEANUP ON, ANALYZE) {ERASED_TABLES}");
+    for _ in 0..2 {
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(vacuum.as_str()))
+            .execute(&mut conn)
+            .await
+        {
+            let e = StoreError::from(e);
+            if e.is_lock_wait() {
+                tracing::warn!(error = %e, "erasure: the reclaim waited too long for a lock; it is retried");
+                return Ok(Reclaim::Pending(
+                    "the reclaim of the old row versions waited too long for a lock or time; it is retried automatically".into(),
+                ));
+            }
+            return Err(e);
         }
-        return Err(e);
     }
     sqlx::query(
         "UPDATE erasure_reclaims SET reclaimed_at = to_char(now() AT TIME ZONE 'UTC', \
