@@ -33,7 +33,14 @@ pub struct Registry {
 pub fn fingerprint(set: &MappingSet) -> String {
     set.mappings
         .values()
-        .map(|m| format!("{} {} {}", m.provider, m.version, &m.sha256[..m.sha256.len().min(12)]))
+        .map(|m| {
+            format!(
+                "{} {} {}",
+                m.provider,
+                m.version,
+                &m.sha256[..m.sha256.len().min(12)]
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -206,7 +206,7 @@ pub async fn domain_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow:
         &config.database,
     )
     .await
-        .context("opening the database")?;
+    .context("opening the database")?;
     let referrals = Arc::new(Referrals::new(
         Arc::new(config),
         Arc::new(validator),

@@ -38,7 +38,9 @@ pub use self::{
     secrets::SecretSource,
     serving::{Limits, Tls},
 };
-use self::{bars::RawBars, database::RawDatabase, delivery::*, endpoints::*, secrets::*, serving::*};
+use self::{
+    bars::RawBars, database::RawDatabase, delivery::*, endpoints::*, secrets::*, serving::*,
+};
 
 /// Default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/signpost.toml";

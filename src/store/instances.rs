@@ -5,10 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::{
-    Instances, SqlStore, StoreError,
-    backend::Backend,
-};
+use super::{Instances, SqlStore, StoreError, backend::Backend};
 
 /// One instance, as it last beat.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -37,12 +37,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::DatabaseSettings;
 pub use crate::domain::model::{
     Attempt, AttemptRecord, AuditFilter, AuditRecord, CallbackApplied, DisabledEndpoint,
     InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
     Referral, Task, TaskUpdate, Token, Tombstone,
 };
-use crate::config::DatabaseSettings;
 use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, ReferrerId, TaskId};
 
 pub use self::{

@@ -62,8 +62,7 @@ const ERASE_CALLBACKS: &str =
 const ERASE_STRAY_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '' WHERE referral_id IS NULL AND body LIKE $1";
 /// Erasures whose old row versions are still to be reclaimed.
-const RECLAIMS_PENDING: &str =
-    "SELECT count(*) FROM erasure_reclaims WHERE reclaimed_at IS NULL";
+const RECLAIMS_PENDING: &str = "SELECT count(*) FROM erasure_reclaims WHERE reclaimed_at IS NULL";
 /// Attempts at an erasure's transaction when it waits too long for locks.
 const ERASE_ATTEMPTS: u64 = 3;
 /// Whether a referral is erased, holding its row (the backend's

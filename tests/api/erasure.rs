@@ -43,7 +43,9 @@ async fn an_erased_patient_leaves_no_trace_in_the_database_files(backend: Backen
     .await;
     if backend == Backend::Postgres {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&fleet.app.db.url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&fleet.app.db.url)
+            .await
+            .unwrap();
         store_uncompressed(&mut conn).await;
     }
     let a = fleet.refer("activelives-exercise.json").await;
@@ -155,7 +157,10 @@ async fn an_erased_patient_leaves_no_trace_in_the_database_files(backend: Backen
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            assert!(!copies_of(&mut conn, B_NHS).await.is_empty(), "the checks see data");
+            assert!(
+                !copies_of(&mut conn, B_NHS).await.is_empty(),
+                "the checks see data"
+            );
             forgotten(&mut conn, &[A_NHS, A_NAME, "resting BP too high"]).await;
             drop(app);
         }
@@ -385,7 +390,10 @@ async fn an_erasure_on_postgres_keeps_intake_open_and_finishes_its_reclaim_itsel
     let declined = json!({"referral_ref": a, "event": "declined", "event_time": "2026-03-04T11:40:00Z",
                           "detail": "Fairbrother declined: resting BP too high"});
     assert_eq!(
-        fleet.callback("activelives", "e1", &declined).await.status(),
+        fleet
+            .callback("activelives", "e1", &declined)
+            .await
+            .status(),
         200
     );
     fleet.referrer.wait_for(1, PATIENCE).await;
@@ -457,7 +465,9 @@ async fn an_erasure_on_postgres_keeps_intake_open_and_finishes_its_reclaim_itsel
     // It says what it could not do yet, and the old versions are there.
     assert_eq!(answer["reclaimed"], false, "{answer}");
     assert!(
-        answer["pending"].as_str().is_some_and(|p| p.contains("older transaction")),
+        answer["pending"]
+            .as_str()
+            .is_some_and(|p| p.contains("older transaction")),
         "{answer}"
     );
     let held = copies_of(&mut inspect, A_NAME).await;
@@ -510,7 +520,10 @@ async fn an_admin_erasure_that_times_out_is_audited_as_the_admin(backend: Backen
         }
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
             lite = Some(conn);
         }
     }

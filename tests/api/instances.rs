@@ -15,11 +15,18 @@ use crate::{
 /// (as after an edit and hot reload on one instance).
 fn edited_mappings() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&std::path::Path::new(MANIFEST_DIR).join("mappings"), dir.path());
+    copy_dir(
+        &std::path::Path::new(MANIFEST_DIR).join("mappings"),
+        dir.path(),
+    );
     let file = dir.path().join("activelives.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("version: \"1.0.0\""));
-    std::fs::write(&file, text.replace("version: \"1.0.0\"", "version: \"1.0.1\"")).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("version: \"1.0.0\"", "version: \"1.0.1\""),
+    )
+    .unwrap();
     dir
 }
 
@@ -83,11 +90,20 @@ async fn instances_show_their_mapping_sets_and_flag_a_disagreement(backend: Back
         .iter()
         .map(|i| i["mappings"].as_str().unwrap())
         .collect();
-    assert!(sets.iter().any(|m| m.contains("activelives 1.0.1")), "{both}");
-    assert!(sets.iter().any(|m| m.contains("activelives 1.0.0")), "{both}");
+    assert!(
+        sets.iter().any(|m| m.contains("activelives 1.0.1")),
+        "{both}"
+    );
+    assert!(
+        sets.iter().any(|m| m.contains("activelives 1.0.0")),
+        "{both}"
+    );
     let metrics = first.get_text("/metrics").await;
     assert!(metrics.contains("signpost_instances 2"), "{metrics}");
-    assert!(metrics.contains("signpost_instance_mapping_sets 2"), "{metrics}");
+    assert!(
+        metrics.contains("signpost_instance_mapping_sets 2"),
+        "{metrics}"
+    );
     // The second one stops cleanly: the fleet agrees again.
     second.stop().await;
     let after = instances(&first, 1).await;

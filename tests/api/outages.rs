@@ -15,11 +15,7 @@ use crate::{
 /// The PostgreSQL server the test database lives on (`host:port`).
 fn server_of(url: &str) -> String {
     let url = url::Url::parse(url).unwrap();
-    format!(
-        "{}:{}",
-        url.host_str().unwrap(),
-        url.port().unwrap_or(5432)
-    )
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
 }
 
 /// A Signpost on a fresh database which, on PostgreSQL, it reaches
@@ -131,7 +127,15 @@ async fn readiness_shows_a_lock_that_intake_waits_on(backend: Backend) {
         return; // (SQLite's single write lock is probed already)
     }
     let app = TestApp::spawn(backend).await;
-    assert_eq!(app.anonymous.get(app.url("/health/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.anonymous
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     use sqlx::Connection;
     let mut holder = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
@@ -150,7 +154,12 @@ async fn readiness_shows_a_lock_that_intake_waits_on(backend: Backend) {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["checks"]["database"], "waiting for a lock", "{body}");
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    let response = app.anonymous.get(app.url("/health/ready")).send().await.unwrap();
+    let response = app
+        .anonymous
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 }
 
