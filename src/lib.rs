@@ -30,6 +30,7 @@ pub mod display;
 pub mod domain;
 pub mod fhirpath;
 pub mod http;
+pub mod instances;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;

@@ -47,6 +47,9 @@ pub struct Metrics {
     outbox_oldest_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     dead_letters: Family<Labels, Gauge>,
     endpoints_disabled: Family<Labels, Gauge>,
+    erasure_reclaims_pending: Gauge,
+    instances: Gauge,
+    instance_mapping_sets: Gauge,
 }
 
 /// Buckets from 50 µs to about 26 s (seconds).
@@ -73,6 +76,9 @@ impl Default for Metrics {
             outbox_oldest_seconds: Family::default(),
             dead_letters: Family::default(),
             endpoints_disabled: Family::default(),
+            erasure_reclaims_pending: Gauge::default(),
+            instances: Gauge::default(),
+            instance_mapping_sets: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -149,6 +155,21 @@ impl Default for Metrics {
             "endpoint_disabled",
             "1 for each endpoint disabled after answering 410 Gone, until an operator re-enables it",
             m.endpoints_disabled.clone(),
+        );
+        r.register(
+            "erasure_reclaims_pending",
+            "Erasures whose old row versions the database still holds (PostgreSQL: reclaimed automatically once no older transaction can see them)",
+            m.erasure_reclaims_pending.clone(),
+        );
+        r.register(
+            "instances",
+            "Signpost instances beating into the shared database",
+            m.instances.clone(),
+        );
+        r.register(
+            "instance_mapping_sets",
+            "Different mapping sets live across those instances (alert above 1: they map referrals differently)",
+            m.instance_mapping_sets.clone(),
         );
         m
     }
@@ -242,6 +263,20 @@ impl Metrics {
                 ]))
                 .inc(),
         };
+    }
+
+    /// Set the erasures still to reclaim (read from the database at each
+    /// scrape, before [`Metrics::render`]).
+    pub fn set_reclaims_pending(&self, pending: i64) {
+        self.erasure_reclaims_pending.set(pending);
+    }
+
+    /// Set the instances live on the database and how many mapping sets
+    /// they run (see [`crate::instances`]).
+    pub fn set_instances(&self, live: usize, mapping_sets: usize) {
+        self.instances.set(i64::try_from(live).unwrap_or(i64::MAX));
+        self.instance_mapping_sets
+            .set(i64::try_from(mapping_sets).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text, with the outbox gauges set from `outbox` and

@@ -29,6 +29,7 @@ use crate::{
 /// A built, bound, not yet serving Signpost.
 pub struct Application {
     server: Server,
+    instances: Arc<crate::instances::Registry>,
     mappings: Arc<Mappings>,
     worker: Worker,
     /// `[delivery] worker`: deliver from this process too.
@@ -44,6 +45,24 @@ async fn purge_periodically(referrals: Arc<Referrals>) {
         every.tick().await;
         if let Err(e) = referrals.purge_expired().await {
             tracing::warn!(error = %e, "retention purge failed; trying again in an hour");
+        }
+    }
+}
+
+/// Finish the reclaims erasures left (PostgreSQL: old row versions an
+/// older transaction could still see), every `[database]
+/// reclaim_interval`, so that nobody has to run an erasure again.
+async fn reclaim_periodically(referrals: Arc<Referrals>) {
+    let mut every = tokio::time::interval(referrals.config().database.reclaim_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match referrals.reclaim_pending().await {
+            Ok(crate::store::Reclaim::Done) => {}
+            Ok(crate::store::Reclaim::Pending(why)) => {
+                tracing::info!(why = %why, "erasure reclaim still pending; retrying");
+            }
+            Err(e) => tracing::warn!(error = %e, cause = ?e, "erasure reclaim failed; retrying"),
         }
     }
 }
@@ -123,6 +142,12 @@ impl Components {
             clock,
         )?;
         let (audit, audit_writer) = AuditLog::start(store.clone());
+        let instances = Arc::new(crate::instances::Registry::new(
+            store.clone(),
+            mappings.live.clone(),
+            referrals.metrics(),
+            config.database.heartbeat_interval,
+        ));
         let bars = Arc::new(crate::bars::Bars::new(
             config.clone(),
             referrals.clone(),
@@ -141,6 +166,7 @@ impl Components {
                 client_identities: Arc::new(ClientIdentities::new(&config)),
                 worker_heartbeat,
                 admission: Arc::new(Admission::new(&config.limits)),
+                instances,
             },
             worker,
             audit_writer,
@@ -174,9 +200,13 @@ pub async fn domain_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow:
         Mappings::load(&config, metrics.clone())
             .map_err(|e| anyhow::anyhow!("mappings refused:\n{e}"))?,
     );
-    let store = store::open(&config.database_url, config.database_max_connections)
-        .await
-        .context("opening the database")?;
+    let store = store::open_with(
+        &config.database_url,
+        config.database_max_connections,
+        &config.database,
+    )
+    .await
+    .context("opening the database")?;
     let referrals = Arc::new(Referrals::new(
         Arc::new(config),
         Arc::new(validator),
@@ -217,6 +247,7 @@ impl Application {
         let run_worker = components.state.config.delivery.worker;
         Ok(Application {
             referrals: components.state.referrals.clone(),
+            instances: components.state.instances.clone(),
             run_worker,
             audit_writer: components.audit_writer,
             server: Server::new(listener, components.state, tls),
@@ -257,6 +288,8 @@ impl Application {
             let _ = stopped.wait_for(|s| *s).await;
         };
         let purge = tokio::spawn(purge_periodically(self.referrals.clone()));
+        let reclaim = tokio::spawn(reclaim_periodically(self.referrals.clone()));
+        let beat = tokio::spawn(self.instances.clone().run());
         tracing::info!(address = %self.local_addr(), "signpost listening");
         let worker = self
             .run_worker
@@ -274,6 +307,9 @@ impl Application {
             let _ = worker.await;
         }
         purge.abort();
+        reclaim.abort();
+        beat.abort();
+        self.instances.leave().await;
         served
     }
 }

@@ -116,8 +116,11 @@ pub(super) async fn erase(config: PathBuf, nhs_number: String, yes: bool) -> any
     }
     let crate::startup::Domain { referrals, .. } =
         crate::startup::domain(Config::load(&config)?).await?;
-    let erased = referrals.erase_patient(&nhs_number, &cli_actor()).await?;
+    let (erased, reclaim) = referrals.erase_patient(&nhs_number, &cli_actor()).await?;
     println!("{} referral(s) erased", erased.len());
+    if let crate::store::Reclaim::Pending(why) = reclaim {
+        println!("not yet reclaimed: {why}");
+    }
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use url::Url;
 use crate::domain::{ProviderId, ReferrerId};
 
 mod bars;
+mod database;
 mod delivery;
 mod endpoints;
 mod secrets;
@@ -31,12 +32,15 @@ mod serving;
 
 pub use self::{
     bars::BarsConfig,
+    database::DatabaseSettings,
     delivery::DeliveryConfig,
     endpoints::{Notify, Provider, Referrer},
     secrets::SecretSource,
     serving::{Limits, Tls},
 };
-use self::{bars::RawBars, delivery::*, endpoints::*, secrets::*, serving::*};
+use self::{
+    bars::RawBars, database::RawDatabase, delivery::*, endpoints::*, secrets::*, serving::*,
+};
 
 /// Default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/signpost.toml";
@@ -57,6 +61,7 @@ struct RawConfig {
     max_body_bytes: Option<usize>,
     max_json_depth: Option<usize>,
     database_max_connections: Option<u32>,
+    database: Option<RawDatabase>,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
@@ -91,6 +96,8 @@ pub struct Config {
     pub max_json_depth: usize,
     /// Database connection pool size (`database_max_connections`, default 8).
     pub database_max_connections: u32,
+    /// Waits on the database (`[database]`).
+    pub database: DatabaseSettings,
     /// Community providers by id (`[providers.<id>]`).
     pub providers: BTreeMap<ProviderId, Provider>,
     /// Referring organisations by id (`[referrers.<id>]`).
@@ -327,6 +334,10 @@ impl RawConfig {
             .delivery
             .map(|raw| raw.check(&mut problems))
             .unwrap_or_default();
+        let database = self
+            .database
+            .map(|raw| raw.check(&mut problems))
+            .unwrap_or_default();
         let limits = self
             .limits
             .map(|raw| raw.check(&mut problems))
@@ -348,6 +359,7 @@ impl RawConfig {
             max_body_bytes,
             max_json_depth,
             database_max_connections,
+            database,
             providers,
             referrers,
             delivery,

@@ -45,13 +45,13 @@ impl Worker {
         attempts: &mut JoinSet<()>,
         mut slot: impl FnMut() -> Option<Slot>,
     ) -> Result<Tick, StoreError> {
-        let lease_until = now.after(self.settings().lease);
+        let lease = i64::try_from(self.settings().lease.as_millis()).unwrap_or(i64::MAX);
         let messages = self
             .store()
             .claim_due(
                 &self.inner.id,
                 now.as_millis(),
-                lease_until.as_millis(),
+                lease,
                 i64::try_from(limit).unwrap_or(i64::MAX),
             )
             .await?;

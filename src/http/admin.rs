@@ -26,12 +26,14 @@ use crate::{
         Referrals,
         deliveries::{BadFilter, Replay, message_filter, message_json, parse_limit},
     },
+    store::Reclaim,
 };
 
 /// The routes under `/admin`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/mappings", get(mappings))
+        .route("/instances", get(instances))
         .route("/deliveries", get(list))
         .route("/deliveries/{id}", get(show))
         .route("/deliveries/{id}/replay", post(replay))
@@ -222,6 +224,15 @@ async fn audit(
     })))
 }
 
+/// `GET /admin/instances`: the instances sharing the database and the
+/// mapping set each runs (see [`crate::instances`]).
+async fn instances(
+    _: Admin,
+    State(registry): State<Arc<crate::instances::Registry>>,
+) -> Result<Json, FhirError> {
+    Ok(Json(registry.report().await?))
+}
+
 /// `POST /admin/erase` with `{"nhs_number": "…"}`: erase everything held
 /// about that patient (see [`crate::referrals::Referrals::erase_patient`]).
 async fn erase(
@@ -244,11 +255,19 @@ async fn erase(
                 "send {\"nhs_number\": \"<10 digits, with a valid check digit>\"}",
             )])
         })?;
-    let erased = referrals
+    let (erased, reclaim) = referrals
         .erase_patient(&nhs_number, &caller.actor())
         .await?;
+    // `reclaimed: false` says the database still holds old copies, and
+    // why; they are reclaimed without anyone asking again.
+    let (reclaimed, pending) = match reclaim {
+        Reclaim::Done => (true, None),
+        Reclaim::Pending(why) => (false, Some(why)),
+    };
     Ok(Json(json!({
-        "erased": erased.iter().map(|id| format!("ServiceRequest/{id}")).collect::<Vec<_>>()
+        "erased": erased.iter().map(|id| format!("ServiceRequest/{id}")).collect::<Vec<_>>(),
+        "reclaimed": reclaimed,
+        "pending": pending,
     })))
 }
 

@@ -39,6 +39,7 @@ use crate::{
         client_certs::{self, Mismatch, Presented},
         tokens::{AuthError, Caller, Role, authenticate},
     },
+    store::StoreError,
     webhooks::{SignedHeaders, VerifyError},
 };
 
@@ -176,7 +177,15 @@ fn presented_certificate(parts: &Parts, app: &AppState) -> Option<Presented> {
 
 /// `401`; or `429` once the client's address has failed too often (token
 /// guessing is throttled by address, since there is no token to charge).
+/// A token that could not be looked up is neither: `503` with
+/// `Retry-After`, uncharged (a client must not take an outage for a
+/// revoked credential).
 fn unauthenticated(app: &AppState, parts: &Parts, error: AuthError) -> FhirError {
+    if error == AuthError::Unavailable {
+        return FhirError::Unavailable(StoreError::NotCommitted(
+            "the token could not be looked up".into(),
+        ));
+    }
     if let Err(limited) = charge_client(&app.limiter, &parts.extensions) {
         return limited;
     }

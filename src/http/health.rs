@@ -3,7 +3,9 @@
 //! say only ok or not, never why in detail.
 //!
 //! Live: the process answers. Ready: the database answers (with its
-//! tables), a checked mapping set is loaded, and, where this process
+//! tables) within `[database] ready_timeout` and no session holds a lock
+//! intake would wait on (`"database": "waiting for a lock"`), a checked
+//! mapping set is loaded, and, where this process
 //! delivers, its delivery worker has been round its loop recently (see
 //! [`crate::heartbeat`]).
 
@@ -19,7 +21,10 @@ use axum::{
 use serde_json::json;
 
 use super::AppState;
-use crate::{delivery::WorkerHeartbeat, referrals::Referrals};
+use crate::{
+    delivery::WorkerHeartbeat,
+    referrals::{DatabaseCheck, Referrals},
+};
 
 /// The health routes.
 pub fn router() -> Router<AppState> {
@@ -40,7 +45,8 @@ async fn ready(
 ) -> Response {
     // A real query on the outbox, not `SELECT 1`: the database must answer
     // and hold Signpost's tables.
-    let database = referrals.database_ready().await;
+    let check = referrals.database_ready().await;
+    let database = check == DatabaseCheck::Ready;
     let mappings = referrals.has_mappings();
     let worker = if !heartbeat.expected {
         "elsewhere"
@@ -61,7 +67,11 @@ async fn ready(
         Json(json!({
             "status": if ready { "ready" } else { "not ready" },
             "checks": {
-                "database": ok(database),
+                "database": match check {
+                    DatabaseCheck::Ready => "ok",
+                    DatabaseCheck::WaitingForLock => "waiting for a lock",
+                    DatabaseCheck::Failing => "failing",
+                },
                 "mappings": ok(mappings),
                 "worker": worker,
             },

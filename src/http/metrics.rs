@@ -39,6 +39,13 @@ async fn scrape(_: Monitor, State(referrals): State<Arc<Referrals>>) -> Response
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     };
+    match referrals.reclaims_pending().await {
+        Ok(pending) => referrals.metrics().set_reclaims_pending(pending),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the pending erasure reclaims for /metrics");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
     let disabled: Vec<String> = disabled.iter().map(|d| d.endpoint.to_string()).collect();
     let text = referrals.metrics().render(&outbox, &disabled, Utc::now());
     (

@@ -73,6 +73,8 @@ pub struct AppState {
     /// Referrers by client certificate name (mutual TLS).
     pub client_identities: Arc<ClientIdentities>,
     pub admission: Arc<Admission>,
+    /// The instances sharing the database (`GET /admin/instances`).
+    pub instances: Arc<crate::instances::Registry>,
 }
 
 /// `impl FromRef<AppState> for` each of its parts.
@@ -95,6 +97,7 @@ sub_states! {
     limiter: Arc<RateLimiter>,
     worker_heartbeat: Arc<WorkerHeartbeat>,
     admission: Arc<Admission>,
+    instances: Arc<crate::instances::Registry>,
 }
 
 /// The registry lives with the domain, which records into it too.
@@ -135,14 +138,15 @@ fn routes(state: AppState) -> Router {
         .merge(callbacks::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Layers run outermost last-added. Innermost, within admission
-        // control: carry the caller the extractors found out to the
-        // metrics and audit layers.
-        .layer(axum::middleware::from_fn(middleware::identity::carry))
+        // Layers run outermost last-added. Innermost: admission control.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::limits::admit,
         ))
+        // Outside admission control, so that an answer admission replaced
+        // (a `408` timeout) still carries the caller the extractors found
+        // out to the metrics and audit layers.
+        .layer(axum::middleware::from_fn(middleware::identity::carry))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::bars_answers::shape,

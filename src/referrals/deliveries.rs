@@ -22,7 +22,7 @@ use crate::{
     domain::{
         Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
     },
-    store::{MessageFilter, StoreError},
+    store::{MessageFilter, Reclaim, StoreError},
     validation::NHS_NUMBER_SYSTEM,
 };
 
@@ -485,12 +485,14 @@ impl Referrals {
 
     /// Erasure: remove everything Signpost holds about the patient with this
     /// NHS number, leaving tombstones (ids, an `erased` tag) and an audit
-    /// record by `actor`. Returns the referral ids erased.
+    /// record by `actor`. Returns the referral ids erased, and whether the
+    /// database has forgotten their old copies yet (if not, why: it
+    /// finishes that itself, see [`Referrals::reclaim_pending`]).
     pub async fn erase_patient(
         &self,
         nhs_number: &NhsNumber,
         actor: &Actor,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, Reclaim), StoreError> {
         let at = self.clock.now();
         let now = at.to_string();
         let mut tombstones = Vec::new();
@@ -549,8 +551,24 @@ impl Referrals {
             referral_id: None,
             outcome: format!("{} referral(s) erased: {}", erased.len(), erased.join(", ")),
         };
-        self.store.erase(nhs_number, &tombstones, audit).await?;
-        tracing::info!(referrals = erased.len(), "patient erased");
-        Ok(erased)
+        let reclaim = self.store.erase(nhs_number, &tombstones, audit).await?;
+        tracing::info!(
+            referrals = erased.len(),
+            reclaimed = reclaim == Reclaim::Done,
+            "patient erased"
+        );
+        Ok((erased, reclaim))
+    }
+
+    /// Finish the reclaims erasures could not finish at once (PostgreSQL:
+    /// old row versions an older transaction could still see); every
+    /// instance tries every `[database] reclaim_interval`.
+    pub async fn reclaim_pending(&self) -> Result<Reclaim, StoreError> {
+        self.store.reclaim_pending().await
+    }
+
+    /// How many erasures have old row versions still to reclaim.
+    pub async fn reclaims_pending(&self) -> Result<i64, StoreError> {
+        self.store.reclaims_pending().await
     }
 }

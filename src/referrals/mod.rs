@@ -109,6 +109,16 @@ pub struct Receipt {
     pub referral: model::Referral,
 }
 
+/// What readiness found of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseCheck {
+    Ready,
+    /// Another session holds (or waits for) a lock intake would wait on.
+    WaitingForLock,
+    /// No answer in time, or an error.
+    Failing,
+}
+
 impl Referrals {
     pub fn new(
         config: Arc<Config>,
@@ -145,9 +155,19 @@ impl Referrals {
 
     /// Whether the database answers (a read of the outbox, as the worker
     /// makes) and takes writes (a database that answers reads while
-    /// another process holds its write lock cannot take a referral).
-    pub async fn database_ready(&self) -> bool {
-        self.store.next_due().await.is_ok() && self.store.probe_write().await.is_ok()
+    /// another session holds a lock intake needs cannot take a referral),
+    /// both within `[database] ready_timeout`: a database that hangs is
+    /// not ready, from the first probe to the last of the stall.
+    pub async fn database_ready(&self) -> DatabaseCheck {
+        let probe = async {
+            self.store.next_due().await?;
+            self.store.probe_write().await
+        };
+        match tokio::time::timeout(self.config.database.ready_timeout, probe).await {
+            Ok(Ok(())) => DatabaseCheck::Ready,
+            Ok(Err(e)) if e.is_lock_wait() => DatabaseCheck::WaitingForLock,
+            Ok(Err(_)) | Err(_) => DatabaseCheck::Failing,
+        }
     }
 
     /// Whether a mapping set with at least one mapping is loaded.

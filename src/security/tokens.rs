@@ -126,11 +126,14 @@ fn digest(salt: &[u8], secret: &[u8]) -> HmacSha256 {
 
 /// Why a request is not authenticated. The client is told only "missing"
 /// (no credentials at all) or "invalid": an unknown, wrong and revoked
-/// token look the same.
+/// token look the same. When the token cannot be looked up (the database
+/// is unavailable) nothing is known of it: that is
+/// [`AuthError::Unavailable`], a `503`, never a refusal of the credential.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthError {
     Missing,
     Invalid,
+    Unavailable,
 }
 
 /// The caller presenting `token` (`sp_<id>_<secret>`, as sent in
@@ -143,8 +146,8 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
         .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or(AuthError::Invalid)?;
     let row = store.token(id).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot look up a token");
-        AuthError::Invalid
+        tracing::warn!(error = %e, token_id = id, "cannot look up a token; answering 503");
+        AuthError::Unavailable
     })?;
     // Compute the HMAC whether or not the id exists, so that timing does not
     // tell a wrong secret from an unknown id.

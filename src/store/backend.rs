@@ -20,7 +20,7 @@ use std::{future::Future, sync::Arc};
 use sqlx::Pool;
 use tokio::sync::{Notify, mpsc};
 
-use super::{StoreError, group};
+use super::{Reclaim, StoreError, group};
 
 mod sealed {
     pub trait Sealed {}
@@ -49,9 +49,25 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
     /// has one writer, which serialises them already.
     const REFERRAL_LOCK: &'static str;
 
+    /// Run in an erasure's transaction with its time (`$1`), to record that
+    /// its old row versions are yet to be reclaimed (with the transaction's
+    /// id on PostgreSQL); `None` where [`Backend::forget`] always finishes.
+    const RECORD_RECLAIM: Option<&'static str>;
+
+    /// The database's clock, in Unix milliseconds, as SQL: what leases are
+    /// timed by, so that workers whose clocks disagree cannot take each
+    /// other's leases early.
+    const NOW_MS: &'static str;
+
     /// After an erasure has committed: make the database forget the old
-    /// bytes of the rows it changed.
-    fn forget(writer: &Pool<Self>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// bytes of the rows it changed, or say what is left to do (which
+    /// [`Backend::reclaim_pending`] then finishes).
+    fn forget(writer: &Pool<Self>) -> impl Future<Output = Result<Reclaim, StoreError>> + Send;
+
+    /// Finish what erasures left to reclaim, where it can be done now.
+    fn reclaim_pending(
+        writer: &Pool<Self>,
+    ) -> impl Future<Output = Result<Reclaim, StoreError>> + Send;
 
     /// Take the database's write lock on `conn` and release it, writing
     /// nothing; fail after about [`PROBE_WAIT`] if it is held elsewhere.

@@ -23,6 +23,7 @@ mod deliveries;
 mod events;
 mod file_modes;
 mod group;
+mod instances;
 mod intake;
 mod outbox;
 mod postgres;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::DatabaseSettings;
 pub use crate::domain::model::{
     Attempt, AttemptRecord, AuditFilter, AuditRecord, CallbackApplied, DisabledEndpoint,
     InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
@@ -46,6 +48,7 @@ use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, Refe
 pub use self::{
     backend::{Backend, SqlStore},
     bars::{BarsExchange, BarsMessages},
+    instances::Instance,
     postgres::PostgresStore,
     rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
@@ -126,16 +129,18 @@ pub trait TaskEvents: Send + Sync + 'static {
 /// The outbox as the delivery worker uses it (`outbox.rs`).
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
-    /// Lease up to `limit` due messages to `worker` until `lease_until`
-    /// (Unix ms). A message is due when it is pending, its time has come,
-    /// no other worker holds an unexpired lease on it, its endpoint is not
-    /// disabled, and no earlier message for the same referral and endpoint
-    /// is still pending.
+    /// Lease up to `limit` due messages to `worker` for `lease_ms`
+    /// milliseconds. A message is due when it is pending, its time has come
+    /// by `now` (Unix ms, the worker's clock), no other worker holds an
+    /// unexpired lease on it, its endpoint is not disabled, and no earlier
+    /// message for the same referral and endpoint is still pending. Leases
+    /// are timed by the database's clock, so that workers whose clocks
+    /// disagree cannot take each other's leases early.
     async fn claim_due(
         &self,
         worker: &str,
         now: i64,
-        lease_until: i64,
+        lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<OutboxMessage>, StoreError>;
 
@@ -259,16 +264,47 @@ pub trait Retention: Send + Sync + 'static {
     /// Erasure: replace each referral and its Task with the tombstones
     /// given, drop the reasons of its Task events, the payloads of its
     /// messages, the response excerpts of their attempts and the bodies of
-    /// its callbacks, and record `audit`; then make the database forget the
-    /// old bytes (SQLite: VACUUM and WAL truncation; PostgreSQL: VACUUM
-    /// FULL of the tables touched). Callbacks that named no referral but
-    /// carry the NHS number lose their bodies too.
+    /// its callbacks, and record `audit` (retried when it waited too long
+    /// for a lock); then make the database forget the old bytes (SQLite:
+    /// VACUUM and WAL truncation; PostgreSQL: ANALYZE, and a plain VACUUM
+    /// once no older transaction can see them), saying what is left to do.
+    /// Callbacks that named no referral but carry the NHS number lose their
+    /// bodies too.
     async fn erase(
         &self,
         nhs_number: &NhsNumber,
         tombstones: &[Tombstone],
         audit: AuditRecord,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Reclaim, StoreError>;
+
+    /// Finish what erasures left to reclaim, if it can be done now.
+    async fn reclaim_pending(&self) -> Result<Reclaim, StoreError>;
+
+    /// How many erasures have old row versions still to reclaim.
+    async fn reclaims_pending(&self) -> Result<i64, StoreError>;
+}
+
+/// What an erasure did to the old copies of what it erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reclaim {
+    /// Gone from the database (backups and, on PostgreSQL, WAL archives
+    /// keep them: see the README).
+    Done,
+    /// Not yet, and why; it is finished without anyone asking again.
+    Pending(String),
+}
+
+/// The instances sharing the database (`instances.rs`).
+#[async_trait]
+pub trait Instances: Send + Sync + 'static {
+    /// Record that `instance` is alive now, with its mapping set.
+    async fn beat(&self, instance: &Instance) -> Result<(), StoreError>;
+
+    /// The instances that beat within the last `within_ms`, by id.
+    async fn live_instances(&self, within_ms: i64) -> Result<Vec<Instance>, StoreError>;
+
+    /// Forget an instance that stops.
+    async fn leave(&self, id: &str) -> Result<(), StoreError>;
 }
 
 /// Every area: what the application is wired with (each consumer keeps
@@ -283,6 +319,7 @@ pub trait Store:
     + TokenStore
     + Retention
     + BarsMessages
+    + Instances
 {
 }
 
@@ -296,6 +333,7 @@ impl<T> Store for T where
         + TokenStore
         + Retention
         + BarsMessages
+        + Instances
 {
 }
 
@@ -323,6 +361,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database gave up waiting: for a lock another session
+    /// holds (PostgreSQL `lock_timeout`, a deadlock, or SQLite busy), or on
+    /// a statement (`statement_timeout`). Worth retrying.
+    pub fn is_lock_wait(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        matches!(
+            e.code().as_deref(),
+            // lock_not_available, deadlock_detected, query_canceled
+            // (statement_timeout); SQLITE_BUSY, SQLITE_LOCKED and their
+            // extended codes.
+            Some("55P03" | "40P01" | "57014" | "5" | "6" | "261" | "262" | "517")
+        )
+    }
+
     /// Whether it is known that nothing was written. A database error may
     /// come from a commit that went through, or half through to a lost
     /// connection: only [`StoreError::NotCommitted`] and
@@ -334,15 +388,24 @@ impl StoreError {
 }
 
 /// Open the store named by `database_url` (`sqlite:` or `postgres://`),
-/// applying migrations.
+/// applying migrations, with the default waits.
 pub async fn open(database_url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(database_url, max_connections, &DatabaseSettings::default()).await
+}
+
+/// [`open`] with the waits of `[database]`.
+pub async fn open_with(
+    database_url: &str,
+    max_connections: u32,
+    waits: &DatabaseSettings,
+) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(
-            SqliteStore::open(database_url, max_connections).await?,
+            SqliteStore::open(database_url, max_connections, waits).await?,
         ))
     } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PostgresStore::open(database_url, max_connections).await?,
+            PostgresStore::open(database_url, max_connections, waits).await?,
         ))
     } else {
         Err(StoreError::Open(

@@ -30,16 +30,18 @@ const MESSAGES_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', attempt
     last_error = NULL, lease_owner = NULL, lease_until = NULL, delivered_at = CASE id";
 const MESSAGES_DELIVERED_WHERE: &str = " END WHERE id IN (";
 /// The messages that may be sent now (see [`Outbox::claim_due`]); the
-/// backend's [`Backend::CLAIM_LOCK`] follows it.
+/// backend's [`Backend::CLAIM_LOCK`] follows it. Leases are timed by the
+/// database's clock (`{now}`, [`Backend::NOW_MS`]), not the worker's: a
+/// worker whose clock runs fast must not take a lease still held.
 const DUE: &str = "SELECT o.seq FROM outbox o \
     WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
-      AND (o.lease_until IS NULL OR o.lease_until < $3) \
+      AND (o.lease_until IS NULL OR o.lease_until < {now}) \
       AND o.endpoint NOT IN (SELECT endpoint FROM disabled_endpoints) \
       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.referral_id = o.referral_id \
           AND e.endpoint = o.endpoint AND e.state = 'pending' AND e.seq < o.seq) \
     ORDER BY o.next_attempt_at, o.seq LIMIT $4";
-const CLAIM: &str =
-    "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE seq IN ({due}) RETURNING *";
+const CLAIM: &str = "UPDATE outbox SET lease_owner = $1, lease_until = {now} + $2 \
+    WHERE seq IN ({due}) RETURNING *";
 const NEXT_DUE: &str = "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lease_until > o.next_attempt_at \
         THEN o.lease_until ELSE o.next_attempt_at END) FROM outbox o \
     WHERE o.state = 'pending' \
@@ -58,7 +60,9 @@ const RELEASE_LEASES: &str = "UPDATE outbox SET lease_owner = NULL, lease_until 
 /// The claim statement for backend `B`: the due messages, locked as `B`
 /// locks them, leased.
 fn claim_sql<B: Backend>() -> String {
-    CLAIM.replace("{due}", &format!("{DUE} {}", B::CLAIM_LOCK))
+    CLAIM
+        .replace("{due}", &format!("{DUE} {}", B::CLAIM_LOCK))
+        .replace("{now}", B::NOW_MS)
 }
 
 macro_rules! impl_outbox {
@@ -69,13 +73,13 @@ macro_rules! impl_outbox {
                 &self,
                 worker: &str,
                 now: i64,
-                lease_until: i64,
+                lease_ms: i64,
                 limit: i64,
             ) -> Result<Vec<OutboxMessage>, StoreError> {
                 static CLAIM_SQL: LazyLock<String> = LazyLock::new(claim_sql::<$db>);
                 let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(CLAIM_SQL.as_str()))
                     .bind(worker)
-                    .bind(lease_until)
+                    .bind(lease_ms)
                     .bind(now)
                     .bind(limit)
                     .fetch_all(&self.writer)

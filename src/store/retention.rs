@@ -4,7 +4,9 @@
 //! else that could hold their data, records the erasure in the audit trail,
 //! all in one transaction, and then has the backend forget the old bytes
 //! ([`Backend::forget`]: SQLite VACUUM and WAL truncation; PostgreSQL
-//! VACUUM FULL after older transactions end).
+//! ANALYZE, and a plain VACUUM once no older transaction can see them,
+//! retried by every instance in the background until done: see
+//! `postgres.rs`).
 //!
 //! Erasure wins every race with work in flight: holding the referral's row
 //! from its first statement, it marks the referral (`erased_at`), and every
@@ -22,7 +24,7 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 
 use super::{
-    AuditRecord, Referral, Retention, SqlStore, StoreError, Tombstone,
+    AuditRecord, Reclaim, Referral, Retention, SqlStore, StoreError, Tombstone,
     backend::{Backend, rows_per_statement},
     rows::{ReferralRow, referrals},
 };
@@ -66,6 +68,10 @@ const ERASE_CALLBACKS: &str =
 /// Callbacks that named no referral (refused) but carry the number.
 const ERASE_STRAY_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '' WHERE referral_id IS NULL AND body LIKE $1";
+/// Erasures whose old row versions are still to be reclaimed.
+const RECLAIMS_PENDING: &str = "SELECT count(*) FROM erasure_reclaims WHERE reclaimed_at IS NULL";
+/// Attempts at an erasure's transaction when it waits too long for locks.
+const ERASE_ATTEMPTS: u64 = 3;
 /// Whether a referral is erased, holding its row (the backend's
 /// [`Backend::REFERRAL_LOCK`] follows).
 const REFERRAL_ERASED: &str = "SELECT r.erased_at FROM referrals r WHERE r.id = $1";
@@ -126,6 +132,43 @@ macro_rules! impl_retention {
                 nhs_number: &NhsNumber,
                 tombstones: &[Tombstone],
                 audit: AuditRecord,
+            ) -> Result<Reclaim, StoreError> {
+                // A session holding a row it must change makes it give up
+                // after `lock_timeout` (rolled back): retry a few times
+                // rather than wait without bound.
+                let mut attempt = 1;
+                loop {
+                    match self.erase_once(nhs_number, tombstones, &audit).await {
+                        Err(e) if e.is_lock_wait() && attempt < ERASE_ATTEMPTS => {
+                            tracing::warn!(error = %e, attempt, "erasure waited too long for a lock; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                            attempt += 1;
+                        }
+                        outcome => break outcome?,
+                    }
+                }
+                <$db as Backend>::forget(&self.writer).await
+            }
+
+            async fn reclaim_pending(&self) -> Result<Reclaim, StoreError> {
+                <$db as Backend>::reclaim_pending(&self.writer).await
+            }
+
+            async fn reclaims_pending(&self) -> Result<i64, StoreError> {
+                let (pending,): (i64,) = sqlx::query_as(RECLAIMS_PENDING)
+                    .fetch_one(&self.reader)
+                    .await?;
+                Ok(pending)
+            }
+        }
+
+        impl SqlStore<$db> {
+            /// One attempt at the erasure's transaction.
+            async fn erase_once(
+                &self,
+                nhs_number: &NhsNumber,
+                tombstones: &[Tombstone],
+                audit: &AuditRecord,
             ) -> Result<(), StoreError> {
                 static REFERRAL_VERSION_LOCKED: LazyLock<String> =
                     LazyLock::new(|| locked::<$db>(REFERRAL_VERSION));
@@ -171,9 +214,15 @@ macro_rules! impl_retention {
                     .bind(format!("%{}%", nhs_number.as_str()))
                     .execute(&mut *tx)
                     .await?;
-                Self::insert_audit(&mut tx, &[&audit]).await?;
+                if let Some(record) = <$db as Backend>::RECORD_RECLAIM {
+                    sqlx::query(record)
+                        .bind(audit.at.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Self::insert_audit(&mut tx, &[audit]).await?;
                 tx.commit().await?;
-                <$db as Backend>::forget(&self.writer).await
+                Ok(())
             }
         }
 

@@ -13,8 +13,10 @@ use sqlx::{
 };
 use tokio::sync::Notify;
 
+use crate::config::DatabaseSettings;
+
 use super::{
-    SqlStore, StoreError,
+    Reclaim, SqlStore, StoreError,
     backend::{Backend, PROBE_WAIT},
 };
 
@@ -31,16 +33,24 @@ impl Backend for Sqlite {
     const ANNOUNCE: Option<&'static str> = None;
     /// One writer: transactions never interleave.
     const REFERRAL_LOCK: &'static str = "";
+    /// The erasure's `VACUUM` finishes before it answers.
+    const RECORD_RECLAIM: Option<&'static str> = None;
+    /// (One machine: the database's clock is the worker's.)
+    const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
     /// After an erasure: rebuild the file without free pages and empty the
     /// write-ahead log, so no old copy of the erased rows remains on disk.
-    async fn forget(writer: &SqlitePool) -> Result<(), StoreError> {
+    async fn forget(writer: &SqlitePool) -> Result<Reclaim, StoreError> {
         let mut conn = writer.acquire().await?;
         sqlx::query("VACUUM").execute(&mut *conn).await?;
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&mut *conn)
             .await?;
-        Ok(())
+        Ok(Reclaim::Done)
+    }
+
+    async fn reclaim_pending(_writer: &SqlitePool) -> Result<Reclaim, StoreError> {
+        Ok(Reclaim::Done)
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock (a read would pass while
@@ -73,7 +83,11 @@ impl Backend for Sqlite {
 impl SqlStore<Sqlite> {
     /// Open (creating the file and its folder if needed, owner-only) and
     /// migrate.
-    pub async fn open(url: &str, max_readers: u32) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        max_readers: u32,
+        waits: &DatabaseSettings,
+    ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Open(e.to_string()))?
             .create_if_missing(true)
@@ -87,7 +101,7 @@ impl SqlStore<Sqlite> {
         super::file_modes::prepare(options.get_filename())?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(waits.acquire_timeout)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("src/store/migrations/sqlite")
@@ -95,7 +109,7 @@ impl SqlStore<Sqlite> {
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(max_readers.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(waits.acquire_timeout)
             // READONLY must not be combined with CREATE (SQLite misuse).
             .connect_with(options.create_if_missing(false).read_only(true))
             .await?;

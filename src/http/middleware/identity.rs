@@ -7,8 +7,9 @@
 //! caller is then let through, so a `403` or `429` is recorded against
 //! it); and once the answer is ready, [`carry`] copies it onto the
 //! response as the [`Caller`] (or [`AuditActor`]) those layers read. It
-//! runs inside admission control, so an answer that admission replaced
-//! (a `408` timeout) carries no identity, as before.
+//! runs outside admission control, so an answer that admission replaced
+//! (a `408` timeout) carries the identity proved before the deadline: an
+//! admin's erasure cut off by it is audited as that admin's.
 
 use std::sync::{Arc, OnceLock};
 

@@ -10,4 +10,5 @@ pub mod fleet;
 pub mod helpers;
 pub mod probes;
 pub mod programs;
+pub mod proxy;
 pub mod receiver;
