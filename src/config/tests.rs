@@ -643,3 +643,47 @@ fn durations_are_an_integer_and_a_unit() {
     }
     assert_eq!(parse_duration(&format!("{}h", u64::MAX / 1000)), None);
 }
+
+#[test]
+fn an_inbox_provider_needs_no_intake_url_and_its_clocks_are_checked() {
+    let config = load(
+        "[providers.p]\ndelivery = \"inbox\"\nsecret_env = \"P\"\ninbox_nudge_after = \"2h\"\n",
+    )
+    .unwrap();
+    let provider = &config.providers["p"];
+    assert_eq!(
+        provider.delivery,
+        super::ProviderDelivery::Inbox {
+            nudge_after: Duration::from_secs(2 * 3600),
+            expire_after: Duration::from_secs(5 * 24 * 3600),
+        }
+    );
+    assert_eq!(provider.delivery.intake_url(), None);
+    let defaults = load("[providers.p]\ndelivery = \"inbox\"\nsecret_env = \"P\"\n").unwrap();
+    assert_eq!(
+        defaults.providers["p"].delivery,
+        super::ProviderDelivery::Inbox {
+            nudge_after: super::ProviderDelivery::NUDGE_AFTER,
+            expire_after: super::ProviderDelivery::EXPIRE_AFTER,
+        }
+    );
+    let err = load(
+        "[providers.a]\ndelivery = \"inbox\"\nintake_url = \"https://a.example/\"\nsecret_env = \"A\"\n\
+         [providers.b]\ndelivery = \"pull\"\nsecret_env = \"B\"\n\
+         [providers.c]\ndelivery = \"inbox\"\nsecret_env = \"C\"\ninbox_nudge_after = \"6d\"\n\
+         [providers.d]\nintake_url = \"https://d.example/\"\nsecret_env = \"D\"\ninbox_expire_after = \"1d\"\n\
+         [providers.e]\ndelivery = \"inbox\"\nsecret_env = \"E\"\ninbox_nudge_after = \"soon\"\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "`providers.a.intake_url`: an inbox provider collects",
+        "`providers.b.delivery`: \"pull\" is not",
+        "`providers.c.inbox_expire_after`: must be longer",
+        "`providers.d`: `inbox_nudge_after` and `inbox_expire_after` apply only",
+        "`providers.e.inbox_nudge_after`: \"soon\" is not a duration",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(parse_duration("5d"), Some(Duration::from_secs(5 * 86_400)));
+}

@@ -16,6 +16,7 @@ mod erasure;
 mod errors;
 mod examples;
 mod idempotency;
+mod inbox;
 mod intake;
 mod limits;
 mod operations;
