@@ -142,8 +142,8 @@ pub(crate) fn configure(database_url: &str, stand_ins: &[StandIn]) -> anyhow::Re
                 provider.secret = secret;
                 provider.previous_secret = None;
                 provider.delivery = signpost::config::ProviderDelivery::Webhook {
-            intake_url: stand_in.url.clone(),
-        };
+                    intake_url: stand_in.url.clone(),
+                };
             }
             Some(("referrers", id)) => {
                 let referrer = config.referrers.get_mut(id).ok_or_else(missing)?;

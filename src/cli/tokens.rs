@@ -32,9 +32,9 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
                 },
                 (None, None, true, false) => Role::Admin,
                 (None, None, false, true) => Role::Monitor,
-                _ => anyhow::bail!(
-                    "give one of --referrer ID, --provider ID, --admin and --monitor"
-                ),
+                _ => {
+                    anyhow::bail!("give one of --referrer ID, --provider ID, --admin and --monitor")
+                }
             };
             let issued = issue(&role);
             store.insert_token(issued.row.clone()).await?;

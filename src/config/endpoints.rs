@@ -125,7 +125,11 @@ impl ProviderDelivery {
 
 impl RawProvider {
     /// The checked delivery settings of `[{key}]`, problems noted.
-    pub(super) fn delivery(&mut self, key: &str, problems: &mut Vec<String>) -> Option<ProviderDelivery> {
+    pub(super) fn delivery(
+        &mut self,
+        key: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<ProviderDelivery> {
         let inbox_keys = self.inbox_nudge_after.is_some() || self.inbox_expire_after.is_some();
         match self.delivery.as_deref().unwrap_or("webhook") {
             "webhook" => {
@@ -150,20 +154,29 @@ impl RawProvider {
                         "`{key}.intake_url`: an inbox provider collects its messages; remove `intake_url` or set `delivery = \"webhook\"`"
                     ));
                 }
-                let mut duration = |field: &str, value: &Option<String>, default: Duration| match value {
-                    None => Some(default),
-                    Some(text) => match super::delivery::parse_duration(text) {
-                        Some(d) if !d.is_zero() => Some(d),
-                        _ => {
-                            problems.push(format!(
+                let mut duration =
+                    |field: &str, value: &Option<String>, default: Duration| match value {
+                        None => Some(default),
+                        Some(text) => match super::delivery::parse_duration(text) {
+                            Some(d) if !d.is_zero() => Some(d),
+                            _ => {
+                                problems.push(format!(
                                 "`{key}.{field}`: {text:?} is not a duration such as 30m, 24h or 5d"
                             ));
-                            None
-                        }
-                    },
-                };
-                let nudge_after = duration("inbox_nudge_after", &self.inbox_nudge_after, ProviderDelivery::NUDGE_AFTER);
-                let expire_after = duration("inbox_expire_after", &self.inbox_expire_after, ProviderDelivery::EXPIRE_AFTER);
+                                None
+                            }
+                        },
+                    };
+                let nudge_after = duration(
+                    "inbox_nudge_after",
+                    &self.inbox_nudge_after,
+                    ProviderDelivery::NUDGE_AFTER,
+                );
+                let expire_after = duration(
+                    "inbox_expire_after",
+                    &self.inbox_expire_after,
+                    ProviderDelivery::EXPIRE_AFTER,
+                );
                 let (nudge_after, expire_after) = (nudge_after?, expire_after?);
                 if expire_after <= nudge_after {
                     problems.push(format!(

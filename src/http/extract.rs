@@ -189,8 +189,7 @@ impl FromRequestParts<AppState> for InboxProvider {
         match app.config.providers.get(&provider) {
             Some(p) if p.delivery.is_inbox() => Ok(InboxProvider(provider)),
             _ => Err(FhirError::NotFound(
-                "this provider does not collect from an inbox (its delivery is \"webhook\")"
-                    .into(),
+                "this provider does not collect from an inbox (its delivery is \"webhook\")".into(),
             )),
         }
     }

@@ -68,7 +68,11 @@ async fn poll(
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad(format!("`limit` must be a whole number from 1 to {MAX_LIMIT}")))?,
+            .ok_or_else(|| {
+                bad(format!(
+                    "`limit` must be a whole number from 1 to {MAX_LIMIT}"
+                ))
+            })?,
     };
     let lease = match params.get("lease") {
         None => DEFAULT_LEASE,

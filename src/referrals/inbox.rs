@@ -98,7 +98,9 @@ pub enum CommitError {
     /// The consumer's lease lapsed and the message went to another
     /// consumer (or it was dead-lettered): this consumer no longer holds
     /// it.
-    #[error("offset {0} is no longer held by this consumer (its lease expired and it was handed out again, or it expired)")]
+    #[error(
+        "offset {0} is no longer held by this consumer (its lease expired and it was handed out again, or it expired)"
+    )]
     NotHeld(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -132,8 +134,11 @@ impl Referrals {
                 i64::try_from(limit).unwrap_or(i64::MAX),
             )
             .await?;
-        let done =
-            messages.len() < limit || !self.store.inbox_has_ready(&endpoint, now.as_millis()).await?;
+        let done = messages.len() < limit
+            || !self
+                .store
+                .inbox_has_ready(&endpoint, now.as_millis())
+                .await?;
         let base = self.config.public_fhir_base();
         let data = messages
             .iter()
@@ -363,10 +368,7 @@ impl Referrals {
         } else {
             ("not collected", MessageUpdate::StillWaiting)
         };
-        let why = format!(
-            "not collected within {}",
-            short_duration(waited)
-        );
+        let why = format!("not collected within {}", short_duration(waited));
         retry_on_conflict(|| async {
             let task_update = match (m.kind, expire) {
                 (MessageKind::Notification, _) => None,
@@ -399,7 +401,9 @@ fn short_duration(d: Duration) -> String {
     let (value, unit) = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
         .into_iter()
         .find(|&(per, _)| secs > 0 && secs.is_multiple_of(per))
-        .map_or((d.as_millis() as u64, "ms"), |(per, unit)| (secs / per, unit));
+        .map_or((d.as_millis() as u64, "ms"), |(per, unit)| {
+            (secs / per, unit)
+        });
     format!("{value}{unit}")
 }
 

@@ -106,9 +106,7 @@ pub async fn bind(
         let entry = routes.entry(address).or_default();
         entry.0 =
             std::mem::take(&mut entry.0).route(&path, post(receive_referral).with_state(stand_in));
-        entry
-            .1
-            .push(format!("provider {id} at {intake_url}"));
+        entry.1.push(format!("provider {id} at {intake_url}"));
     }
     for (id, referrer) in &config.referrers {
         let endpoint = Endpoint::Referrer(id.clone());

@@ -123,7 +123,8 @@ async fn every_spelling_of_loopback_is_refused_per_connection(backend: Backend) 
     }
     // A target that names loopback outright is no exception (it was: the
     // URL's own host was exempt from the check).
-    config.providers.get_mut("activelives").unwrap().delivery = signpost::config::ProviderDelivery::Webhook {
+    config.providers.get_mut("activelives").unwrap().delivery =
+        signpost::config::ProviderDelivery::Webhook {
             intake_url: "https://localhost/intake".parse().unwrap(),
         };
     let guarded = signpost::security::egress::resolver(&config);
