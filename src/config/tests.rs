@@ -591,7 +591,7 @@ fn delivery_problems_are_all_reported_naming_the_key() {
     let err = load(
         r#"
         [delivery]
-        retry_schedule = ["5s", "5 minutes", "1d"]
+        retry_schedule = ["5s", "5 minutes", "1w"]
         connect_timeout = "0s"
         request_timeout = "90s"
         max_retry_after = "-1h"
