@@ -604,7 +604,7 @@ fn delivery_problems_are_all_reported_naming_the_key() {
     let text = err.to_string();
     for needle in [
         "`delivery.retry_schedule[1]`: \"5 minutes\" is not a duration",
-        "`delivery.retry_schedule[2]`: \"1d\"",
+        "`delivery.retry_schedule[2]`: \"1w\"",
         "`delivery.connect_timeout`: must be more than zero",
         "`delivery.max_retry_after`: \"-1h\"",
         "`delivery.lease`: must be longer than `delivery.request_timeout` (90s)",
