@@ -42,6 +42,7 @@ pub struct Metrics {
     delivery_attempts: Family<Labels, Counter>,
     attempt_seconds: Timings,
     status_events: Family<Labels, Counter>,
+    inbox_events: Family<Labels, Counter>,
     mapping_reloads: Family<Labels, Counter>,
     outbox_pending: Family<Labels, Gauge>,
     outbox_oldest_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -71,6 +72,7 @@ impl Default for Metrics {
             delivery_attempts: Family::default(),
             attempt_seconds: Family::new_with_constructor(timings),
             status_events: Family::default(),
+            inbox_events: Family::default(),
             mapping_reloads: Family::default(),
             outbox_pending: Family::default(),
             outbox_oldest_seconds: Family::default(),
@@ -130,6 +132,11 @@ impl Default for Metrics {
             "status_events",
             "Provider status callbacks, by provider, outcome (applied, duplicate, refused) and Task status",
             m.status_events.clone(),
+        );
+        r.register(
+            "inbox_events",
+            "Inbox providers' messages, by provider and event: collected, not_collected (a referral waited `inbox_nudge_after`; the referrer was told), expired (dead-lettered after `inbox_expire_after`)",
+            m.inbox_events.clone(),
         );
         r.register(
             "mapping_reloads",
@@ -209,6 +216,14 @@ impl Metrics {
                 ("status", status),
             ]))
             .inc();
+    }
+
+    /// `count` of `provider`'s inbox messages came to `event` (`collected`,
+    /// `not_collected`, `expired`).
+    pub fn inbox_event(&self, provider: &str, event: &str, count: usize) {
+        self.inbox_events
+            .get_or_create(&labels([("provider", provider), ("event", event)]))
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
     pub fn mapping_reload(&self, ok: bool) {

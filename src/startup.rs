@@ -127,6 +127,19 @@ impl Components {
         } = domain_with_clock(config, clock.clone()).await?;
         let config = referrals.config().clone();
         warn_about_orphaned_tokens(store.as_ref(), &config).await;
+        // Inbox providers' messages are collected, not pushed: the
+        // delivery worker (this process's, and any sharing the database)
+        // skips them.
+        let inboxes: Vec<crate::domain::Endpoint> = config
+            .providers
+            .values()
+            .filter(|p| p.delivery.is_inbox())
+            .map(|p| crate::domain::Endpoint::Provider(p.id.clone()))
+            .collect();
+        store
+            .set_inbox_endpoints(&inboxes)
+            .await
+            .context("recording the inbox providers")?;
         let keys = Arc::new(keys);
         let worker_heartbeat = WorkerHeartbeat::new(
             config.delivery.worker,

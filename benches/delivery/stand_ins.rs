@@ -141,7 +141,9 @@ pub(crate) fn configure(database_url: &str, stand_ins: &[StandIn]) -> anyhow::Re
                 let provider = config.providers.get_mut(id).ok_or_else(missing)?;
                 provider.secret = secret;
                 provider.previous_secret = None;
-                provider.intake_url = stand_in.url.clone();
+                provider.delivery = signpost::config::ProviderDelivery::Webhook {
+                    intake_url: stand_in.url.clone(),
+                };
             }
             Some(("referrers", id)) => {
                 let referrer = config.referrers.get_mut(id).ok_or_else(missing)?;

@@ -208,13 +208,17 @@ pub(super) enum TokensCommand {
     Create {
         /// For this referrer (`[referrers.<id>]`): it may send referrals for
         /// its organisations and see only its own.
-        #[arg(long, required_unless_present_any = ["admin", "monitor"])]
+        #[arg(long, required_unless_present_any = ["provider", "admin", "monitor"])]
         referrer: Option<String>,
+        /// For this inbox provider (`[providers.<id>]` with `delivery =
+        /// "inbox"`): its own inbox and status endpoints only.
+        #[arg(long, conflicts_with_all = ["referrer", "admin", "monitor"])]
+        provider: Option<String>,
         /// For an operator: the /admin API and every referral.
-        #[arg(long, conflicts_with_all = ["referrer", "monitor"])]
+        #[arg(long, conflicts_with_all = ["referrer", "provider", "monitor"])]
         admin: bool,
         /// For a metrics scraper (Prometheus): GET /metrics only.
-        #[arg(long, conflicts_with_all = ["referrer", "admin"])]
+        #[arg(long, conflicts_with_all = ["referrer", "provider", "admin"])]
         monitor: bool,
     },
     /// List tokens (ids, roles, dates; never the tokens), as JSON.

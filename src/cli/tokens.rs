@@ -14,17 +14,27 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
     match command {
         TokensCommand::Create {
             referrer,
+            provider,
             admin,
             monitor,
         } => {
-            let role = match (referrer, admin, monitor) {
-                (Some(id), false, false) => match config.referrers.get(id.as_str()) {
+            let role = match (referrer, provider, admin, monitor) {
+                (Some(id), None, false, false) => match config.referrers.get(id.as_str()) {
                     Some(referrer) => Role::Referrer(referrer.id.clone()),
                     None => anyhow::bail!("no [referrers.{id}] in the configuration"),
                 },
-                (None, true, false) => Role::Admin,
-                (None, false, true) => Role::Monitor,
-                _ => anyhow::bail!("give one of --referrer ID, --admin and --monitor"),
+                (None, Some(id), false, false) => match config.providers.get(id.as_str()) {
+                    Some(p) if p.delivery.is_inbox() => Role::Provider(p.id.clone()),
+                    Some(_) => anyhow::bail!(
+                        "[providers.{id}] is a webhook provider: only an inbox provider (delivery = \"inbox\") has a token"
+                    ),
+                    None => anyhow::bail!("no [providers.{id}] in the configuration"),
+                },
+                (None, None, true, false) => Role::Admin,
+                (None, None, false, true) => Role::Monitor,
+                _ => {
+                    anyhow::bail!("give one of --referrer ID, --provider ID, --admin and --monitor")
+                }
             };
             let issued = issue(&role);
             store.insert_token(issued.row.clone()).await?;
@@ -49,7 +59,7 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
                 .iter()
                 .map(|t| {
                     serde_json::json!({
-                        "id": t.id, "role": t.role, "referrer": t.referrer_id,
+                        "id": t.id, "role": t.role, "referrer": t.referrer_id, "provider": t.provider_id,
                         "created_at": t.created_at, "revoked_at": t.revoked_at,
                     })
                 })

@@ -161,8 +161,9 @@ impl RawDelivery {
     }
 }
 
-/// `<integer><unit>` with unit `ms`, `s`, `m` or `h`: `500ms`, `5s`, `5m`, `2h`.
-pub(super) fn parse_duration(text: &str) -> Option<Duration> {
+/// `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`: `500ms`, `5s`,
+/// `5m`, `2h`, `5d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
@@ -174,6 +175,7 @@ pub(super) fn parse_duration(text: &str) -> Option<Duration> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return None,
     };
     n.checked_mul(millis_per_unit).map(Duration::from_millis)

@@ -1,7 +1,7 @@
 //! Providers and referrers (`[providers.<id>]`, `[referrers.<id>]`): their
 //! ids, and the outbound URLs Signpost sends patient data to.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -14,7 +14,16 @@ use crate::domain::{ProviderId, ReferrerId};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProvider {
     pub(super) name: Option<String>,
+    /// `"webhook"` (the default: pushed to `intake_url`) or `"inbox"`
+    /// (collected by the provider: see [`crate::referrals::inbox`]).
+    pub(super) delivery: Option<String>,
     pub(super) intake_url: Option<String>,
+    /// Inbox providers: how long a referral may wait uncollected before
+    /// the referrer is told (default `24h`).
+    pub(super) inbox_nudge_after: Option<String>,
+    /// Inbox providers: how long before an uncollected message is
+    /// dead-lettered (default `5d`).
+    pub(super) inbox_expire_after: Option<String>,
     /// Plain `http://` to a loopback address is refused unless this is set.
     #[serde(default)]
     pub(super) allow_insecure_http: bool,
@@ -62,11 +71,11 @@ pub struct Provider {
     pub id: ProviderId,
     /// Display name.
     pub name: Option<String>,
-    /// Where referrals are delivered (`intake_url`). HTTPS, or plain HTTP to
-    /// a loopback address.
-    pub intake_url: Url,
+    /// How its messages reach it (`delivery`, `intake_url`, `inbox_*`).
+    pub delivery: ProviderDelivery,
     /// The webhook signing secret shared with the provider (`secret_env` or
-    /// `secret_file`).
+    /// `secret_file`): it signs what is pushed, and the provider's status
+    /// callbacks.
     pub secret: SecretSource,
     /// The secret being rotated out (`previous_secret_env` or
     /// `previous_secret_file`).
@@ -76,6 +85,120 @@ pub struct Provider {
     /// The target may be on a private network (`allow_private_network`;
     /// see [`crate::security::egress`]).
     pub allow_private_network: bool,
+}
+
+/// How a provider's messages (referrals, cancellations) reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderDelivery {
+    /// Pushed, signed, to its `intake_url` (HTTPS, or plain HTTP to a
+    /// loopback address) by the delivery worker.
+    Webhook { intake_url: Url },
+    /// Queued in its inbox, for it to collect (`delivery = "inbox"`; see
+    /// [`crate::referrals::inbox`]).
+    Inbox {
+        /// A referral uncollected this long puts "not yet collected by
+        /// provider" on its Task (`inbox_nudge_after`, default 24h).
+        nudge_after: Duration,
+        /// A message uncollected this long is dead-lettered and the
+        /// referrer told (`inbox_expire_after`, default 5d).
+        expire_after: Duration,
+    },
+}
+
+impl ProviderDelivery {
+    /// Default `inbox_nudge_after`.
+    pub const NUDGE_AFTER: Duration = Duration::from_secs(24 * 3600);
+    /// Default `inbox_expire_after`.
+    pub const EXPIRE_AFTER: Duration = Duration::from_secs(5 * 24 * 3600);
+
+    /// The URL messages are pushed to; `None` for an inbox provider.
+    pub fn intake_url(&self) -> Option<&Url> {
+        match self {
+            ProviderDelivery::Webhook { intake_url } => Some(intake_url),
+            ProviderDelivery::Inbox { .. } => None,
+        }
+    }
+
+    /// Whether the provider collects its messages from its inbox.
+    pub fn is_inbox(&self) -> bool {
+        matches!(self, ProviderDelivery::Inbox { .. })
+    }
+}
+
+impl RawProvider {
+    /// The checked delivery settings of `[{key}]`, problems noted.
+    pub(super) fn delivery(
+        &mut self,
+        key: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<ProviderDelivery> {
+        let inbox_keys = self.inbox_nudge_after.is_some() || self.inbox_expire_after.is_some();
+        match self.delivery.as_deref().unwrap_or("webhook") {
+            "webhook" => {
+                if inbox_keys {
+                    problems.push(format!(
+                        "`{key}`: `inbox_nudge_after` and `inbox_expire_after` apply only with `delivery = \"inbox\"`"
+                    ));
+                }
+                outbound_url(
+                    key,
+                    "intake_url",
+                    self.intake_url.take(),
+                    self.allow_insecure_http,
+                    self.allow_private_network,
+                    problems,
+                )
+                .map(|intake_url| ProviderDelivery::Webhook { intake_url })
+            }
+            "inbox" => {
+                if self.intake_url.is_some() {
+                    problems.push(format!(
+                        "`{key}.intake_url`: an inbox provider collects its messages; remove `intake_url` or set `delivery = \"webhook\"`"
+                    ));
+                }
+                let mut duration =
+                    |field: &str, value: &Option<String>, default: Duration| match value {
+                        None => Some(default),
+                        Some(text) => match super::delivery::parse_duration(text) {
+                            Some(d) if !d.is_zero() => Some(d),
+                            _ => {
+                                problems.push(format!(
+                                "`{key}.{field}`: {text:?} is not a duration such as 30m, 24h or 5d"
+                            ));
+                                None
+                            }
+                        },
+                    };
+                let nudge_after = duration(
+                    "inbox_nudge_after",
+                    &self.inbox_nudge_after,
+                    ProviderDelivery::NUDGE_AFTER,
+                );
+                let expire_after = duration(
+                    "inbox_expire_after",
+                    &self.inbox_expire_after,
+                    ProviderDelivery::EXPIRE_AFTER,
+                );
+                let (nudge_after, expire_after) = (nudge_after?, expire_after?);
+                if expire_after <= nudge_after {
+                    problems.push(format!(
+                        "`{key}.inbox_expire_after`: must be longer than `inbox_nudge_after`"
+                    ));
+                    return None;
+                }
+                Some(ProviderDelivery::Inbox {
+                    nudge_after,
+                    expire_after,
+                })
+            }
+            other => {
+                problems.push(format!(
+                    "`{key}.delivery`: {other:?} is not \"webhook\" or \"inbox\""
+                ));
+                None
+            }
+        }
+    }
 }
 
 /// A referring organisation: a practice, a PCN, a hospital team

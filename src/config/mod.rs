@@ -33,8 +33,8 @@ mod serving;
 pub use self::{
     bars::BarsConfig,
     database::DatabaseSettings,
-    delivery::DeliveryConfig,
-    endpoints::{Notify, Provider, Referrer},
+    delivery::{DeliveryConfig, parse_duration},
+    endpoints::{Notify, Provider, ProviderDelivery, Referrer},
     secrets::SecretSource,
     serving::{Limits, Tls},
 };
@@ -232,17 +232,10 @@ impl RawConfig {
         }
 
         let mut providers = BTreeMap::new();
-        for (id, raw) in self.providers {
+        for (id, mut raw) in self.providers {
             let key = format!("providers.{id}");
             let checked_id = check_id::<ProviderId>(&key, &id, &mut problems);
-            let intake_url = outbound_url(
-                &key,
-                "intake_url",
-                raw.intake_url,
-                raw.allow_insecure_http,
-                raw.allow_private_network,
-                &mut problems,
-            );
+            let delivery = raw.delivery(&key, &mut problems);
             let secrets = RawSecrets {
                 secret_env: raw.secret_env,
                 secret_file: raw.secret_file,
@@ -251,13 +244,13 @@ impl RawConfig {
                 previous_secret_until: raw.previous_secret_until,
             }
             .check(&key, &mut problems);
-            if let (Some(id), Some(intake_url), Some(secrets)) = (checked_id, intake_url, secrets) {
+            if let (Some(id), Some(delivery), Some(secrets)) = (checked_id, delivery, secrets) {
                 providers.insert(
                     id.clone(),
                     Provider {
                         id,
                         name: raw.name,
-                        intake_url,
+                        delivery,
                         secret: secrets.current,
                         previous_secret: secrets.previous,
                         previous_secret_until: secrets.previous_until,

@@ -598,7 +598,7 @@ fn delivery_problems_are_all_reported_naming_the_key() {
     let err = load(
         r#"
         [delivery]
-        retry_schedule = ["5s", "5 minutes", "1d"]
+        retry_schedule = ["5s", "5 minutes", "1w"]
         connect_timeout = "0s"
         request_timeout = "90s"
         max_retry_after = "-1h"
@@ -611,7 +611,7 @@ fn delivery_problems_are_all_reported_naming_the_key() {
     let text = err.to_string();
     for needle in [
         "`delivery.retry_schedule[1]`: \"5 minutes\" is not a duration",
-        "`delivery.retry_schedule[2]`: \"1d\"",
+        "`delivery.retry_schedule[2]`: \"1w\"",
         "`delivery.connect_timeout`: must be more than zero",
         "`delivery.max_retry_after`: \"-1h\"",
         "`delivery.lease`: must be longer than `delivery.request_timeout` (90s)",
@@ -710,6 +710,7 @@ fn certificate_names_that_cannot_match_or_are_shared_are_refused() {
         referrer("a", "A81001", "[\"gp.example.nhs.uk\"]")
     ))
     .unwrap();
+}
 
 #[test]
 fn a_referrer_is_told_by_subscription_unless_it_asks_for_bars_which_needs_a_receiver() {
@@ -750,4 +751,48 @@ fn a_referrer_is_told_by_subscription_unless_it_asks_for_bars_which_needs_a_rece
         !text.contains("email"),
         "the value is not quoted back: {text}"
     );
+}
+
+#[test]
+fn an_inbox_provider_needs_no_intake_url_and_its_clocks_are_checked() {
+    let config = load(
+        "[providers.p]\ndelivery = \"inbox\"\nsecret_env = \"P\"\ninbox_nudge_after = \"2h\"\n",
+    )
+    .unwrap();
+    let provider = &config.providers["p"];
+    assert_eq!(
+        provider.delivery,
+        super::ProviderDelivery::Inbox {
+            nudge_after: Duration::from_secs(2 * 3600),
+            expire_after: Duration::from_secs(5 * 24 * 3600),
+        }
+    );
+    assert_eq!(provider.delivery.intake_url(), None);
+    let defaults = load("[providers.p]\ndelivery = \"inbox\"\nsecret_env = \"P\"\n").unwrap();
+    assert_eq!(
+        defaults.providers["p"].delivery,
+        super::ProviderDelivery::Inbox {
+            nudge_after: super::ProviderDelivery::NUDGE_AFTER,
+            expire_after: super::ProviderDelivery::EXPIRE_AFTER,
+        }
+    );
+    let err = load(
+        "[providers.a]\ndelivery = \"inbox\"\nintake_url = \"https://a.example/\"\nsecret_env = \"A\"\n\
+         [providers.b]\ndelivery = \"pull\"\nsecret_env = \"B\"\n\
+         [providers.c]\ndelivery = \"inbox\"\nsecret_env = \"C\"\ninbox_nudge_after = \"6d\"\n\
+         [providers.d]\nintake_url = \"https://d.example/\"\nsecret_env = \"D\"\ninbox_expire_after = \"1d\"\n\
+         [providers.e]\ndelivery = \"inbox\"\nsecret_env = \"E\"\ninbox_nudge_after = \"soon\"\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "`providers.a.intake_url`: an inbox provider collects",
+        "`providers.b.delivery`: \"pull\" is not",
+        "`providers.c.inbox_expire_after`: must be longer",
+        "`providers.d`: `inbox_nudge_after` and `inbox_expire_after` apply only",
+        "`providers.e.inbox_nudge_after`: \"soon\" is not a duration",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(parse_duration("5d"), Some(Duration::from_secs(5 * 86_400)));
 }

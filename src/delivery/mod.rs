@@ -11,6 +11,10 @@
 //! one referral and one endpoint go in order (the store hands out only the
 //! earliest pending one).
 //!
+//! Inbox providers' messages are not sent: they are collected
+//! ([`crate::referrals::inbox`]). The worker holds those providers to
+//! account instead, every minute ([`Worker::sweep_inboxes`]).
+//!
 //! - [`Worker::tick`] (`tick.rs`) is one round: claim what is due, send it,
 //!   have the domain record each outcome, and say whether work remains.
 //!   Tests step delivery with it on a [`crate::domain::ManualClock`].
@@ -42,6 +46,10 @@ use crate::{
     store::Outbox,
     webhooks::SigningKeys,
 };
+
+/// How often a running worker checks the inboxes for messages left
+/// uncollected (the `inbox_*_after` clocks are hours and days).
+const INBOX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A delivery worker. Cheap to clone: clones share everything.
 #[derive(Clone)]
@@ -149,9 +157,16 @@ impl Worker {
         };
         let mut in_flight = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut next_sweep = tokio::time::Instant::now();
         tracing::info!(worker = %self.inner.id, "delivery worker started");
         loop {
             self.inner.heartbeat.beat();
+            if tokio::time::Instant::now() >= next_sweep {
+                if let Err(e) = self.sweep_inboxes().await {
+                    tracing::warn!(error = %e, "cannot check the inboxes for messages not collected");
+                }
+                next_sweep = tokio::time::Instant::now() + INBOX_SWEEP_INTERVAL;
+            }
             while in_flight.try_join_next().is_some() {}
             let free = slots.available_permits();
             let wait = if free == 0 {

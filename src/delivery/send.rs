@@ -73,7 +73,11 @@ impl Worker {
     fn target(&self, endpoint: &Endpoint) -> Option<Target<'_>> {
         let config = &self.inner.config;
         let (url, content_type) = match endpoint {
-            Endpoint::Provider(id) => (&config.providers.get(id)?.intake_url, "application/json"),
+            // (An inbox provider's messages are never claimed: no URL.)
+            Endpoint::Provider(id) => (
+                config.providers.get(id)?.delivery.intake_url()?,
+                "application/json",
+            ),
             Endpoint::Referrer(id) => (
                 &config.referrers.get(id)?.callback_url,
                 "application/fhir+json",

@@ -23,16 +23,25 @@ pub enum Tick {
 }
 
 impl Worker {
-    /// One round at `now`: claim up to `[delivery] concurrency` due
+    /// One round at `now`: hold the inbox providers to account (see
+    /// [`Worker::sweep_inboxes`]), claim up to `[delivery] concurrency` due
     /// messages, send them all, record every outcome, then return. Call it
     /// until it says [`Tick::Idle`] to deliver everything due at `now`.
     pub async fn tick(&self, now: Timestamp) -> Result<Tick, StoreError> {
+        self.sweep_inboxes().await?;
         let mut attempts = JoinSet::new();
         let tick = self
             .start_round(now, self.settings().concurrency, &mut attempts, || None)
             .await?;
         while attempts.join_next().await.is_some() {}
         Ok(tick)
+    }
+
+    /// Nudge the referrals that inbox providers have left uncollected too
+    /// long and dead-letter the messages left longer still, telling their
+    /// referrers (the notifications are queued, for the next round).
+    pub async fn sweep_inboxes(&self) -> Result<(), StoreError> {
+        self.inner.referrals.sweep_inboxes().await.map(|_| ())
     }
 
     /// Claim up to `limit` messages due at `now` and start an attempt at

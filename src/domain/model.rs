@@ -229,6 +229,9 @@ pub enum MessageUpdate {
     PendingUntil(i64),
     /// No more attempts: dead letter.
     Dead,
+    /// An inbox message still uncollected: it stays as it is (pending, its
+    /// lease kept), its attempt recorded (the referrer has been told).
+    StillWaiting,
     /// Still pending (from this Unix millisecond), and its endpoint
     /// disabled, for `reason`, until an operator re-enables it.
     EndpointDisabled { reason: String, pending_until: i64 },
@@ -290,9 +293,10 @@ pub struct AuditFilter {
 pub struct Token {
     /// The public part of the token (`sp_<id>_…`), used to find it.
     pub id: String,
-    /// `referrer`, `admin` or `monitor`.
+    /// `referrer`, `provider`, `admin` or `monitor`.
     pub role: String,
     pub referrer_id: Option<ReferrerId>,
+    pub provider_id: Option<ProviderId>,
     pub salt: String,
     pub hash: String,
     /// RFC 3339 to the second, as stored (not a [`Timestamp`], whose text

@@ -1,7 +1,8 @@
 //! `POST /providers/{provider_id}/status`: a community provider reports
 //! progress in its own JSON. The request must carry a Standard Webhooks
-//! signature made with that provider's secret, dated within five minutes
-//! (checked by the [`SignedProvider`] extractor); the body is then mapped
+//! signature made with that provider's secret, dated within five minutes,
+//! or, for an inbox provider, that provider's own bearer token (checked by
+//! the [`ProviderCallback`] extractor); the body is then mapped
 //! into a Task change (see [`crate::referrals::lifecycle`]). Every answer
 //! is an OperationOutcome.
 
@@ -15,7 +16,7 @@ use axum::{
 
 use super::{
     AppState, FhirError, FhirResponse,
-    extract::SignedProvider,
+    extract::ProviderCallback,
     middleware::audit::{about_referral, acted_by},
 };
 use crate::{
@@ -32,14 +33,14 @@ pub fn router() -> Router<AppState> {
 /// `POST /providers/{provider_id}/status`.
 async fn status(
     State(app): State<AppState>,
-    // Taken here, before the body, as it always was; [`SignedProvider`]
+    // Taken here, before the body, as it always was; [`ProviderCallback`]
     // reads the same id.
     Path(_): Path<String>,
-    SignedProvider {
+    ProviderCallback {
         id: provider_id,
         webhook_id,
         body,
-    }: SignedProvider,
+    }: ProviderCallback,
 ) -> Result<Response, FhirError> {
     let text = std::str::from_utf8(&body).map_err(|_| {
         FhirError::BadRequest(vec![Issue::error(

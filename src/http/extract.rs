@@ -4,9 +4,12 @@
 //! - [`FhirCaller`]: a referrer or an admin (the FHIR API);
 //! - [`Admin`]: an admin (the `/admin` API);
 //! - [`Monitor`]: a metrics scraper or an admin (`GET /metrics`);
-//! - [`SignedProvider`]: a provider, by the Standard Webhooks signature of
-//!   its status callback (which needs the body, so it is read here, after
-//!   every check the headers allow and within a budget of its own).
+//! - [`InboxProvider`]: an inbox provider's own token, on that provider's
+//!   inbox (`/providers/{id}/inbox`);
+//! - [`ProviderCallback`]: a provider's status callback, by its Standard
+//!   Webhooks signature (which needs the body, so it is read here, after
+//!   every check the headers allow and within a budget of its own), or, for
+//!   an inbox provider only, by its own token.
 //!
 //! A token holder presents `Authorization: Bearer <token>`; without that
 //! header, a referrer may present a client certificate over mutual TLS.
@@ -50,7 +53,7 @@ impl FromRequestParts<AppState> for FhirCaller {
     type Rejection = FhirError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
-        let allowed = |role: &Role| role != &Role::Monitor;
+        let allowed = |role: &Role| matches!(role, Role::Referrer(_) | Role::Admin);
         authorised(parts, app, allowed, "a referrer's or an admin's token")
             .await
             .map(FhirCaller)
@@ -154,12 +157,16 @@ async fn identify(parts: &Parts, app: &AppState) -> Result<Caller, AuthError> {
         .map(str::trim)
         .ok_or(AuthError::Invalid)?;
     let caller = authenticate(app.tokens.as_ref(), token).await?;
-    // A token outlives nothing it was issued to: once its referrer is gone
-    // from the configuration it is refused as a revoked token is.
-    if let Role::Referrer(referrer) = &caller.role
-        && !app.config.referrers.contains_key(referrer)
-    {
-        tracing::info!(credential = %caller.credential, "token refused: its referrer is no longer configured");
+    // A token outlives nothing it was issued to: once its referrer (or
+    // provider) is gone from the configuration it is refused as a revoked
+    // token is.
+    let configured = match &caller.role {
+        Role::Referrer(referrer) => app.config.referrers.contains_key(referrer),
+        Role::Provider(provider) => app.config.providers.contains_key(provider),
+        Role::Admin | Role::Monitor => true,
+    };
+    if !configured {
+        tracing::info!(credential = %caller.credential, "token refused: its referrer or provider is no longer configured");
         return Err(AuthError::Invalid);
     }
     Ok(caller)
@@ -195,18 +202,54 @@ fn unauthenticated(app: &AppState, parts: &Parts, error: AuthError) -> FhirError
     }
 }
 
-/// A provider's status callback whose Standard Webhooks signature verified
-/// with that provider's secret, within the provider's rate.
-pub struct SignedProvider {
+/// An inbox provider collecting from its own inbox: the provider named in
+/// the path (`/providers/{id}/…`), authenticated by a token issued to it.
+/// Any other caller is refused `403`; a provider that is not configured,
+/// or is not an inbox provider, is `404`.
+pub struct InboxProvider(pub ProviderId);
+
+impl FromRequestParts<AppState> for InboxProvider {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, app)
+            .await
+            .map_err(|_| FhirError::NotFound("no provider has this id".into()))?;
+        let caller = authorised(
+            parts,
+            app,
+            |role| matches!(role, Role::Provider(p) if p.as_str() == id),
+            "this provider's own token (signpost tokens create --provider ID)",
+        )
+        .await?;
+        let Role::Provider(provider) = caller.role else {
+            return Err(FhirError::Internal);
+        };
+        match app.config.providers.get(&provider) {
+            Some(p) if p.delivery.is_inbox() => Ok(InboxProvider(provider)),
+            _ => Err(FhirError::NotFound(
+                "this provider does not collect from an inbox (its delivery is \"webhook\")".into(),
+            )),
+        }
+    }
+}
+
+/// A provider's status callback, authenticated: its Standard Webhooks
+/// signature verified with that provider's secret, or (inbox providers
+/// only, which may have no server to sign from) the provider's own bearer
+/// token; within the provider's rate.
+pub struct ProviderCallback {
     /// The provider, from the path.
     pub id: ProviderId,
-    /// The callback's `webhook-id` (for deduplication).
+    /// The callback's `webhook-id` (for deduplication). A token-authenticated
+    /// callback may send one; without it, it gets a new one (`tok_…`) and is
+    /// never taken for a resend.
     pub webhook_id: String,
-    /// The body, as signed.
+    /// The body, as sent.
     pub body: Vec<u8>,
 }
 
-impl FromRequest<AppState> for SignedProvider {
+impl FromRequest<AppState> for ProviderCallback {
     type Rejection = FhirError;
 
     /// Everything the headers can tell is checked before the body is read
@@ -224,10 +267,13 @@ impl FromRequest<AppState> for SignedProvider {
             .await
             .map_err(|_| FhirError::Internal)?;
         let unknown = || FhirError::NotFound("no provider has this id".into());
-        let id = match app.config.providers.get(id.as_str()) {
-            Some(provider) => provider.id.clone(),
+        let (id, inbox) = match app.config.providers.get(id.as_str()) {
+            Some(provider) => (provider.id.clone(), provider.delivery.is_inbox()),
             None => return Err(unknown()),
         };
+        if inbox && parts.headers.contains_key(header::AUTHORIZATION) {
+            return token_callback(parts, body, app, id).await;
+        }
         let keys = app
             .keys
             .get(&Endpoint::Provider(id.clone()))
@@ -268,10 +314,47 @@ impl FromRequest<AppState> for SignedProvider {
             identity::record(&parts.extensions, Identity::Provider(id));
             return Err(too_many(wait));
         }
-        Ok(SignedProvider {
+        Ok(ProviderCallback {
             id,
             webhook_id,
             body,
         })
     }
+}
+
+/// An inbox provider's status callback with its own token in place of a
+/// signature: the token first (`401`/`403`, and its rate), then the body.
+async fn token_callback(
+    parts: Parts,
+    body: axum::body::Body,
+    app: &AppState,
+    id: ProviderId,
+) -> Result<ProviderCallback, FhirError> {
+    authorised(
+        &parts,
+        app,
+        |role| role == &Role::Provider(id.clone()),
+        "this provider's own token or a Standard Webhooks signature",
+    )
+    .await?;
+    let webhook_id = match parts.headers.get("webhook-id") {
+        None => format!("tok_{}", uuid::Uuid::now_v7().simple()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|v| !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                FhirError::BadRequest(vec![crate::outcome::Issue::error(
+                    crate::outcome::IssueCode::Value,
+                    "the webhook-id header must be 1 to 256 printable ASCII characters",
+                )])
+            })?
+            .to_owned(),
+    };
+    let body = read_limited(&parts.headers, body, app.config.max_body_bytes).await?;
+    Ok(ProviderCallback {
+        id,
+        webhook_id,
+        body,
+    })
 }

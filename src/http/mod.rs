@@ -2,7 +2,8 @@
 //! every request passes through, the extractors that say who is calling,
 //! and every handler: the FHIR R4 REST API under `/fhir` (`fhir`), the
 //! operators' API under `/admin` (`admin`), providers' status callbacks
-//! under `/providers` (`callbacks`), `/metrics` and `/health`.
+//! and inboxes under `/providers` (`callbacks`, `inbox`), `/metrics` and
+//! `/health`.
 //!
 //! Handlers are thin: they parse, call the referral domain and render.
 //! Nothing outside this module depends on axum; the domain, the store and
@@ -18,6 +19,7 @@ mod error;
 mod extract;
 mod fhir;
 mod health;
+mod inbox;
 mod metrics;
 mod middleware;
 mod request;
@@ -30,7 +32,7 @@ use axum::{Router, extract::FromRef, response::IntoResponse};
 
 pub use self::{
     error::FhirError,
-    extract::{Admin, FhirCaller, Monitor, SignedProvider},
+    extract::{Admin, FhirCaller, InboxProvider, Monitor, ProviderCallback},
     middleware::request_id::{X_CORRELATION_ID, X_REQUEST_ID},
     request::FhirJson,
     response::{FHIR_JSON, FhirResponse},
@@ -114,7 +116,8 @@ impl FromRef<AppState> for Arc<Metrics> {
 /// referrer's or an admin's bearer token (a referrer sees only its own
 /// referrals); `/admin` needs an admin token; `/metrics` a monitor or an
 /// admin token; `/providers/{id}/status` is authenticated by the
-/// provider's webhook signature instead. Every FHIR path also answers in
+/// provider's webhook signature instead (or an inbox provider's own token),
+/// and `/providers/{id}/inbox` by that provider's own token. Every FHIR path also answers in
 /// its trailing-slash form (`POST /fhir/`), which is rewritten before
 /// routing.
 pub fn router(state: AppState) -> Router {
@@ -136,6 +139,7 @@ fn routes(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(health::router())
         .merge(callbacks::router())
+        .merge(inbox::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outermost last-added. Innermost: admission control.

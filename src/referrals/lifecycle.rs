@@ -486,17 +486,31 @@ impl Referrals {
             .await
     }
 
-    /// The update that replaces the Task's "delivery failed" with
-    /// "delivered" once a replayed message has reached the provider, with
-    /// the notification telling the referrer; `None` when the Task does not
-    /// say "delivery failed" (the provider has reported since, or the
-    /// original was never dead-lettered).
+    /// The update recording that an inbox provider has not collected the
+    /// referral in time: businessStatus "not yet collected by provider",
+    /// which the referrer is notified of like any change.
+    pub async fn not_collected_update(
+        &self,
+        referral_id: &ReferralId,
+    ) -> Result<Option<TaskUpdate>, StoreError> {
+        self.delivery_business_status(referral_id, NOT_COLLECTED, |_| true)
+            .await
+    }
+
+    /// The update that replaces the Task's "delivery failed" (or an inbox's
+    /// "not yet collected by provider") with "delivered" once the message
+    /// has reached the provider, with the notification telling the
+    /// referrer; `None` when the Task says neither (the provider has
+    /// reported since, or nothing went wrong).
     pub async fn delivery_recovered_update(
         &self,
         referral_id: &ReferralId,
     ) -> Result<Option<TaskUpdate>, StoreError> {
         self.delivery_business_status(referral_id, DELIVERED, |task| {
-            task.pointer("/businessStatus/text").and_then(Value::as_str) == Some(DELIVERY_FAILED)
+            matches!(
+                task.pointer("/businessStatus/text").and_then(Value::as_str),
+                Some(DELIVERY_FAILED | NOT_COLLECTED)
+            )
         })
         .await
     }
@@ -537,7 +551,10 @@ impl Referrals {
 
 /// The Task's business status while a referral could not be delivered.
 const DELIVERY_FAILED: &str = "delivery failed";
-/// The business status that replaces it once a replay has arrived.
+/// The Task's business status while an inbox provider has let a referral
+/// wait uncollected longer than its `inbox_nudge_after`.
+const NOT_COLLECTED: &str = "not yet collected by provider";
+/// The business status that replaces either once the message has arrived.
 const DELIVERED: &str = "delivered";
 
 fn duplicate(first: InboundCallback) -> CallbackOutcome {

@@ -84,6 +84,10 @@ pub async fn bind(
 ) -> anyhow::Result<Vec<Listener>> {
     let mut routes: BTreeMap<SocketAddr, (Router, Vec<String>)> = BTreeMap::new();
     for (id, provider) in &config.providers {
+        // An inbox provider collects its referrals: nothing to stand in for.
+        let Some(intake_url) = provider.delivery.intake_url() else {
+            continue;
+        };
         let endpoint = Endpoint::Provider(id.clone());
         let keys = keys
             .get(&endpoint)
@@ -98,13 +102,11 @@ pub async fn bind(
             seen: Mutex::new(HashSet::new()),
             gateway: gateway.clone(),
         });
-        let (address, path) = local_address(&provider.intake_url)?;
+        let (address, path) = local_address(intake_url)?;
         let entry = routes.entry(address).or_default();
         entry.0 =
             std::mem::take(&mut entry.0).route(&path, post(receive_referral).with_state(stand_in));
-        entry
-            .1
-            .push(format!("provider {id} at {}", provider.intake_url));
+        entry.1.push(format!("provider {id} at {intake_url}"));
     }
     for (id, referrer) in &config.referrers {
         let endpoint = Endpoint::Referrer(id.clone());

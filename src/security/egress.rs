@@ -26,12 +26,12 @@ use crate::{
 
 /// Every configured target: (config key, URL, allow_private_network).
 fn targets(config: &Config) -> Vec<(String, &Url, bool)> {
-    let providers = config.providers.values().map(|p| {
-        (
+    let providers = config.providers.values().filter_map(|p| {
+        Some((
             format!("providers.{}.intake_url", p.id),
-            &p.intake_url,
+            p.delivery.intake_url()?,
             p.allow_private_network,
-        )
+        ))
     });
     let referrers = config.referrers.values().map(|r| {
         (

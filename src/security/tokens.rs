@@ -1,5 +1,6 @@
 //! Who is calling: bearer tokens for referrers (practice systems),
-//! operators (admins) and metrics scrapers (monitors), and the [`Caller`]
+//! providers that collect from their inbox, operators (admins) and metrics
+//! scrapers (monitors), and the [`Caller`]
 //! they authenticate as. (A referrer may also authenticate with a client
 //! certificate over mutual TLS, see [`super::client_certs`]; the HTTP
 //! layer's extractors decide which applies.)
@@ -21,7 +22,7 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::{
-    domain::{Actor, ReferrerId},
+    domain::{Actor, ProviderId, ReferrerId},
     store::{StoreError, Token, TokenStore},
 };
 
@@ -32,6 +33,9 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 pub enum Role {
     /// A referring organisation: sends referrals, sees only its own.
     Referrer(ReferrerId),
+    /// A community provider collecting its referrals: its own inbox and
+    /// status endpoints only (`signpost tokens create --provider ID`).
+    Provider(ProviderId),
     /// An operator: the `/admin` API and every referral.
     Admin,
     /// A metrics scraper: `GET /metrics` only (so that Prometheus never
@@ -56,7 +60,7 @@ impl Caller {
     pub fn referrer(&self) -> Option<&str> {
         match &self.role {
             Role::Referrer(id) => Some(id.as_str()),
-            Role::Admin | Role::Monitor => None,
+            Role::Provider(_) | Role::Admin | Role::Monitor => None,
         }
     }
 
@@ -76,6 +80,7 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         match &self.role {
             Role::Referrer(id) => Actor::Referrer(id.clone()),
+            Role::Provider(id) => Actor::Provider(id.clone()),
             Role::Admin => Actor::Admin(self.credential.clone()),
             Role::Monitor => Actor::Monitor(self.credential.clone()),
         }
@@ -93,10 +98,11 @@ pub fn issue(role: &Role) -> Issued {
     let id: String = random::<8>().iter().map(|b| format!("{b:02x}")).collect();
     let secret = URL_SAFE_NO_PAD.encode(random::<32>());
     let salt = random::<16>();
-    let (role_name, referrer_id) = match role {
-        Role::Referrer(id) => ("referrer", Some(id.clone())),
-        Role::Admin => ("admin", None),
-        Role::Monitor => ("monitor", None),
+    let (role_name, referrer_id, provider_id) = match role {
+        Role::Referrer(id) => ("referrer", Some(id.clone()), None),
+        Role::Provider(id) => ("provider", None, Some(id.clone())),
+        Role::Admin => ("admin", None, None),
+        Role::Monitor => ("monitor", None, None),
     };
     Issued {
         token: format!("sp_{id}_{secret}"),
@@ -104,6 +110,7 @@ pub fn issue(role: &Role) -> Issued {
             id,
             role: role_name.into(),
             referrer_id,
+            provider_id,
             salt: STANDARD.encode(salt),
             hash: STANDARD.encode(digest(&salt, secret.as_bytes()).finalize().into_bytes()),
             created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -165,9 +172,11 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
         Some(row) if matches && row.revoked_at.is_none() => Ok(Caller {
             certificate: None,
             credential: format!("token:{}", row.id),
-            role: match row.referrer_id {
-                // (Tokens are issued only to configured referrers.)
-                Some(referrer) if row.role == "referrer" => Role::Referrer(referrer),
+            role: match (row.referrer_id, row.provider_id) {
+                // (Tokens are issued only to configured referrers and
+                // providers.)
+                (Some(referrer), _) if row.role == "referrer" => Role::Referrer(referrer),
+                (_, Some(provider)) if row.role == "provider" => Role::Provider(provider),
                 _ if row.role == "admin" => Role::Admin,
                 _ if row.role == "monitor" => Role::Monitor,
                 _ => return Err(AuthError::Invalid),

@@ -13,7 +13,7 @@
 //! `domain::model`; [`SqlStore`] and what differs per backend in
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
-//! `outbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`, `tokens.rs`,
+//! `outbox.rs`, `inbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`, `tokens.rs`,
 //! `retention.rs`, `bars.rs`).
 
 mod audit;
@@ -23,6 +23,7 @@ mod deliveries;
 mod events;
 mod file_modes;
 mod group;
+mod inbox;
 mod instances;
 mod intake;
 mod outbox;
@@ -132,10 +133,11 @@ pub trait Outbox: Send + Sync + 'static {
     /// Lease up to `limit` due messages to `worker` for `lease_ms`
     /// milliseconds. A message is due when it is pending, its time has come
     /// by `now` (Unix ms, the worker's clock), no other worker holds an
-    /// unexpired lease on it, its endpoint is not disabled, and no earlier
-    /// message for the same referral and endpoint is still pending. Leases
-    /// are timed by the database's clock, so that workers whose clocks
-    /// disagree cannot take each other's leases early.
+    /// unexpired lease on it, its endpoint is not disabled nor an inbox
+    /// (whose messages are collected: [`InboxStore`]), and no earlier message
+    /// for the same referral and endpoint is still pending. Leases are timed
+    /// by the database's clock, so that workers whose clocks disagree cannot
+    /// take each other's leases early.
     async fn claim_due(
         &self,
         worker: &str,
@@ -165,6 +167,65 @@ pub trait Outbox: Send + Sync + 'static {
     /// backend can tell (PostgreSQL `LISTEN/NOTIFY`). Returns the listening
     /// task, if any.
     fn watch_outbox(&self) -> Option<tokio::task::JoinHandle<()>>;
+}
+
+/// Inboxes: the outbox messages of providers that collect them (lease,
+/// commit) rather than have them pushed (`inbox.rs`). A message's offset
+/// in its inbox is its outbox `seq`.
+#[async_trait]
+pub trait InboxStore: Send + Sync + 'static {
+    /// The endpoints whose messages are collected, not pushed (replacing
+    /// the set; written from the configuration at start-up). The delivery
+    /// worker skips them.
+    async fn set_inbox_endpoints(&self, endpoints: &[Endpoint]) -> Result<(), StoreError>;
+
+    /// Lease up to `limit` of `endpoint`'s ready messages to `owner` until
+    /// `lease_until` (Unix ms), in offset order. Ready at `now`: pending,
+    /// under no unexpired lease, and no earlier message for its referral
+    /// still pending (leased or not).
+    async fn lease_inbox(
+        &self,
+        endpoint: &Endpoint,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Whether any of `endpoint`'s messages is ready at `now`.
+    async fn inbox_has_ready(&self, endpoint: &Endpoint, now: i64) -> Result<bool, StoreError>;
+
+    /// The message at `offset` in `endpoint`'s inbox, in whatever state.
+    async fn inbox_message(
+        &self,
+        endpoint: &Endpoint,
+        offset: i64,
+    ) -> Result<Option<OutboxMessage>, StoreError>;
+
+    /// `endpoint`'s pending messages leased (at some time) to `owner`, up
+    /// to `offset`, in order.
+    async fn leased_to(
+        &self,
+        endpoint: &Endpoint,
+        owner: &str,
+        offset: i64,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// `endpoint`'s pending messages queued at or before `queued_before`
+    /// (Unix ms), oldest first, at most `limit`: of kind `kind` and never
+    /// nudged (no attempt recorded) when `unnudged_of` is `Some(kind)`.
+    async fn inbox_waiting(
+        &self,
+        endpoint: &Endpoint,
+        queued_before: i64,
+        unnudged_of: Option<crate::domain::MessageKind>,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Record what became of inbox messages (collected, nudged, expired):
+    /// each as an attempt, with its audit record, the message's new state
+    /// and its Task change, in one transaction.
+    async fn record_inbox(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError>;
 }
 
 /// The outbox as operators see it: messages, attempts, replays, disabled
@@ -313,6 +374,7 @@ pub trait Store:
     ReferralStore
     + TaskEvents
     + Outbox
+    + InboxStore
     + Deliveries
     + SubscriptionEvents
     + AuditTrail
@@ -327,6 +389,7 @@ impl<T> Store for T where
     T: ReferralStore
         + TaskEvents
         + Outbox
+        + InboxStore
         + Deliveries
         + SubscriptionEvents
         + AuditTrail

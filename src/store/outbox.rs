@@ -37,6 +37,7 @@ const DUE: &str = "SELECT o.seq FROM outbox o \
     WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
       AND (o.lease_until IS NULL OR o.lease_until < {now}) \
       AND o.endpoint NOT IN (SELECT endpoint FROM disabled_endpoints) \
+      AND o.endpoint NOT IN (SELECT endpoint FROM inbox_endpoints) \
       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.referral_id = o.referral_id \
           AND e.endpoint = o.endpoint AND e.state = 'pending' AND e.seq < o.seq) \
     ORDER BY o.next_attempt_at, o.seq LIMIT $4";
@@ -46,6 +47,7 @@ const NEXT_DUE: &str = "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lea
         THEN o.lease_until ELSE o.next_attempt_at END) FROM outbox o \
     WHERE o.state = 'pending' \
       AND o.endpoint NOT IN (SELECT endpoint FROM disabled_endpoints) \
+      AND o.endpoint NOT IN (SELECT endpoint FROM inbox_endpoints) \
       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.referral_id = o.referral_id \
           AND e.endpoint = o.endpoint AND e.state = 'pending' AND e.seq < o.seq)";
 const MESSAGE_RETRY: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, \
@@ -54,6 +56,9 @@ const MESSAGE_DEAD: &str = "UPDATE outbox SET state = 'dead', attempts = attempt
     last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'";
 const DISABLE_ENDPOINT: &str = "INSERT INTO disabled_endpoints (endpoint, disabled_at, reason) \
     VALUES ($1, $2, $3) ON CONFLICT (endpoint) DO NOTHING";
+/// An inbox message's nudge: counted, its lease kept.
+const MESSAGE_WAITING: &str = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 \
+    WHERE id = $1 AND state = 'pending'";
 const RELEASE_LEASES: &str = "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
     WHERE lease_owner = $1 AND state = 'pending'";
 
@@ -229,6 +234,13 @@ macro_rules! impl_outbox {
                             sqlx::query(MESSAGE_RETRY)
                                 .bind(&a.message_id)
                                 .bind(next_attempt_at)
+                                .bind(error)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                        MessageUpdate::StillWaiting => {
+                            sqlx::query(MESSAGE_WAITING)
+                                .bind(&a.message_id)
                                 .bind(error)
                                 .execute(&mut **tx)
                                 .await?;

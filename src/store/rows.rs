@@ -206,6 +206,7 @@ pub(super) struct TokenRow {
     hash: String,
     created_at: String,
     revoked_at: Option<String>,
+    provider_id: Option<ProviderId>,
 }
 
 impl From<TokenRow> for Token {
@@ -214,6 +215,7 @@ impl From<TokenRow> for Token {
             id: r.id,
             role: r.role,
             referrer_id: r.referrer_id,
+            provider_id: r.provider_id,
             salt: r.salt,
             hash: r.hash,
             created_at: r.created_at,

@@ -19,6 +19,7 @@ mod erasure;
 mod errors;
 mod examples;
 mod idempotency;
+mod inbox;
 mod instances;
 mod intake;
 mod limits;

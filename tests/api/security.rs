@@ -443,7 +443,9 @@ async fn a_target_whose_name_leads_to_a_private_address_is_refused_at_start_up()
     let db = TestDb::fresh(Backend::Sqlite).await;
     let mut config = crate::support::helpers::test_config(&db.url);
     let provider = config.providers.get_mut("activelives").unwrap();
-    provider.intake_url = format!("https://{host}/intake").parse().unwrap();
+    provider.delivery = signpost::config::ProviderDelivery::Webhook {
+        intake_url: format!("https://{host}/intake").parse().unwrap(),
+    };
     provider.allow_private_network = false;
     let refused = signpost::startup::Application::build(config.clone()).await;
     let message = format!("{:#}", refused.err().expect("start-up is refused"));

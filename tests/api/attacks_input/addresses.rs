@@ -59,7 +59,9 @@ async fn every_spelling_of_a_non_public_address_needs_the_allowance_at_start_up(
     for url in NON_PUBLIC_SPELLINGS {
         let mut config = test_config(&db.url);
         let provider = config.providers.get_mut("activelives").unwrap();
-        provider.intake_url = url.parse().unwrap();
+        provider.delivery = signpost::config::ProviderDelivery::Webhook {
+            intake_url: url.parse().unwrap(),
+        };
         provider.allow_private_network = false;
         let refused = signpost::startup::Application::build(config).await;
         let message = format!("{:#}", refused.err().expect("start-up is refused"));
@@ -71,7 +73,9 @@ async fn every_spelling_of_a_non_public_address_needs_the_allowance_at_start_up(
     }
     let mut config = test_config(&db.url);
     for provider in config.providers.values_mut() {
-        provider.intake_url = "https://[::ffff:169.254.169.254]/x".parse().unwrap();
+        provider.delivery = signpost::config::ProviderDelivery::Webhook {
+            intake_url: "https://[::ffff:169.254.169.254]/x".parse().unwrap(),
+        };
         provider.allow_private_network = true;
     }
     assert!(signpost::startup::Application::build(config).await.is_ok());
@@ -99,7 +103,9 @@ async fn every_spelling_of_loopback_is_refused_per_connection(backend: Backend) 
     let mut config = test_config(&db.url);
     for provider in config.providers.values_mut() {
         provider.allow_private_network = false;
-        provider.intake_url = "https://provider.example/intake".parse().unwrap();
+        provider.delivery = signpost::config::ProviderDelivery::Webhook {
+            intake_url: "https://provider.example/intake".parse().unwrap(),
+        };
     }
     for referrer in config.referrers.values_mut() {
         referrer.allow_private_network = false;
@@ -107,8 +113,10 @@ async fn every_spelling_of_loopback_is_refused_per_connection(backend: Backend) 
     }
     // A target that names loopback outright is no exception (it was: the
     // URL's own host was exempt from the check).
-    config.providers.get_mut("activelives").unwrap().intake_url =
-        "https://localhost/intake".parse().unwrap();
+    config.providers.get_mut("activelives").unwrap().delivery =
+        signpost::config::ProviderDelivery::Webhook {
+            intake_url: "https://localhost/intake".parse().unwrap(),
+        };
     let guarded = signpost::security::egress::resolver(&config);
     for name in names.iter().filter(|n| !n.is_empty()) {
         let resolved = guarded.resolve(Name::from_str(name).unwrap()).await;

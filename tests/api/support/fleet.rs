@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
-use signpost::config::Config;
+use signpost::config::{Config, ProviderDelivery};
 use url::Url;
 
 use crate::{
@@ -37,11 +37,17 @@ pub fn fast_delivery(config: &mut Config) {
     config.delivery.poll_interval = ms(100);
 }
 
-/// Point `config`'s endpoints at the receivers.
+/// Point `config`'s endpoints at the receivers: every provider becomes a
+/// webhook provider (the sample's inbox provider too), pushed to its
+/// receiver.
 pub fn aim(config: &mut Config, providers: &BTreeMap<String, Receiver>, referrer: &Receiver) {
     for (id, receiver) in providers {
-        config.providers.get_mut(id.as_str()).unwrap().intake_url =
-            Url::parse(&receiver.url_for(&format!("/{id}/intake"))).unwrap();
+        let provider = config.providers.get_mut(id.as_str()).unwrap();
+        provider.delivery = ProviderDelivery::Webhook {
+            intake_url: Url::parse(&receiver.url_for(&format!("/{id}/intake"))).unwrap(),
+        };
+        // (The receivers are on this machine.)
+        provider.allow_private_network = true;
     }
     config.referrers.get_mut(REFERRER).unwrap().callback_url =
         Url::parse(&referrer.url_for("/notifications")).unwrap();
