@@ -437,6 +437,7 @@ fn record(
             at: now,
             actor,
             client: None,
+            credential: None,
             request_id: None,
             action: format!("deliver {} to {} inbox", m.kind, m.endpoint),
             resource: Some(format!("outbox/{}", m.id)),
