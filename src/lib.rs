@@ -33,6 +33,7 @@ pub mod http;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;
+pub mod portal;
 pub mod referrals;
 pub mod sandbox;
 pub mod security;

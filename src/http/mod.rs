@@ -2,7 +2,8 @@
 //! every request passes through, the extractors that say who is calling,
 //! and every handler: the FHIR R4 REST API under `/fhir` (`fhir`), the
 //! operators' API under `/admin` (`admin`), providers' status callbacks
-//! under `/providers` (`callbacks`), `/metrics` and `/health`.
+//! under `/providers` (`callbacks`), `/metrics` and `/health`, and the
+//! providers' web portal under `/portal` (`portal`, HTML).
 //!
 //! Handlers are thin: they parse, call the referral domain and render.
 //! Nothing outside this module depends on axum; the domain, the store and
@@ -19,6 +20,7 @@ mod fhir;
 mod health;
 mod metrics;
 mod middleware;
+mod portal;
 mod request;
 mod response;
 mod serve;
@@ -31,6 +33,7 @@ pub use self::{
     error::FhirError,
     extract::{Admin, FhirCaller, Monitor, SignedProvider},
     middleware::request_id::{X_CORRELATION_ID, X_REQUEST_ID},
+    portal::NHSUK_FRONTEND_VERSION,
     request::FhirJson,
     response::{FHIR_JSON, FhirResponse},
     serve::Server,
@@ -72,6 +75,8 @@ pub struct AppState {
     /// Referrers by client certificate name (mutual TLS).
     pub client_identities: Arc<ClientIdentities>,
     pub admission: Arc<Admission>,
+    /// The providers' web portal: accounts, sessions, referral pages.
+    pub portal: Arc<crate::portal::Portal>,
 }
 
 /// `impl FromRef<AppState> for` each of its parts.
@@ -129,6 +134,7 @@ fn routes(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(health::router())
         .merge(callbacks::router())
+        .merge(portal::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outermost last-added. Innermost, within admission

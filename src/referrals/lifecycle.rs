@@ -525,3 +525,60 @@ fn duplicate(first: InboundCallback) -> CallbackOutcome {
         outcome: first.outcome,
     }
 }
+
+impl Referrals {
+    /// What the provider's mapping sends it for this referral (rendered
+    /// now, with its current mapping, from the stored ServiceRequest): all
+    /// the portal may show of it. `None` when no mapping is loaded for the
+    /// provider, the referral was erased, or the mapping cannot render it.
+    pub fn provider_payload(&self, referral: &Referral) -> Option<Value> {
+        let provider_id = referral.provider_id.as_ref()?;
+        if referral.is_erased() {
+            return None;
+        }
+        let mapping = self
+            .mappings
+            .load()
+            .mappings
+            .get(provider_id.as_str())
+            .cloned()?;
+        let resource: Value = serde_json::from_str(&referral.resource).ok()?;
+        mapping.render(&resource).ok()
+    }
+
+    /// A provider's user changes the referral's Task from the portal: the
+    /// same state machine and the same notification to the referrer as a
+    /// signed status callback ([`Referrals::provider_callback`]), recorded
+    /// with the user as the actor. A referral not sent to `provider_id`
+    /// is not found.
+    pub async fn portal_change(
+        &self,
+        referral_id: &ReferralId,
+        provider_id: &ProviderId,
+        change: &TaskChange,
+        actor: Actor,
+    ) -> Result<Task, ChangeError> {
+        retry_on_conflict(|| {
+            let actor = actor.clone();
+            async move {
+                let referral = self
+                    .store
+                    .referral(referral_id)
+                    .await?
+                    .filter(|r| r.provider_id.as_ref() == Some(provider_id))
+                    .ok_or_else(|| ChangeError::NotFound("no such referral".into()))?;
+                if referral.is_erased() {
+                    return Err(ChangeError::Conflict(
+                        "this referral was erased; it takes no more status changes".into(),
+                    ));
+                }
+                let update = self.prepare_update(&referral, change, actor, false).await?;
+                let task = update.task.clone();
+                // (The store wakes the delivery worker for the notification.)
+                self.store.update_task(update).await?;
+                Ok(task)
+            }
+        })
+        .await
+    }
+}

@@ -14,7 +14,7 @@
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
 //! `outbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`, `tokens.rs`,
-//! `retention.rs`, `bars.rs`).
+//! `retention.rs`, `bars.rs`, `portal.rs`).
 
 mod audit;
 mod backend;
@@ -25,6 +25,7 @@ mod file_modes;
 mod group;
 mod intake;
 mod outbox;
+mod portal;
 mod postgres;
 mod retention;
 mod rows;
@@ -46,6 +47,7 @@ use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, Refe
 pub use self::{
     backend::{Backend, SqlStore},
     bars::{BarsExchange, BarsMessages},
+    portal::{PortalSession, PortalStore, PortalUser, TaskEvent},
     postgres::PostgresStore,
     rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
@@ -283,6 +285,7 @@ pub trait Store:
     + TokenStore
     + Retention
     + BarsMessages
+    + PortalStore
 {
 }
 
@@ -296,6 +299,7 @@ impl<T> Store for T where
         + TokenStore
         + Retention
         + BarsMessages
+        + PortalStore
 {
 }
 

@@ -19,6 +19,8 @@ mod idempotency;
 mod intake;
 mod limits;
 mod operations;
+mod portal;
+mod portal_browser;
 mod privacy;
 mod recovery;
 mod reload;
