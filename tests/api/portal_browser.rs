@@ -19,9 +19,10 @@ use crate::{
 async fn check_page(browser: &Browser) {
     browser.assert_accessible().await;
     browser.resize(320, 800).await;
+    let too_wide = browser.too_wide().await;
     assert!(
-        browser.fits_width().await,
-        "{} does not fit a phone's width",
+        too_wide.is_empty(),
+        "{} does not fit a phone's width: {too_wide:?}",
         browser.title().await
     );
     browser.assert_accessible().await;

@@ -197,7 +197,7 @@ fn summary_list(fields: &[Field]) -> Markup {
                     @if let Field::Value { label, text } = field {
                         div class="nhsuk-summary-list__row" {
                             dt class="nhsuk-summary-list__key" { (label) }
-                            dd class="nhsuk-summary-list__value" { (layout::multiline(text)) }
+                            dd class="nhsuk-summary-list__value nhsuk-u-text-break-word" { (layout::multiline(text)) }
                         }
                     }
                 }
@@ -227,7 +227,7 @@ fn referral_markup(page: &ReferralPage, signed_in: &SignedIn, provider: &str) ->
         Some(&header(signed_in, provider)),
         html! {
             a class="nhsuk-back-link" href="/portal/referrals" { "Back to referrals" }
-            span class="nhsuk-caption-l" { "Reference " (page.id) }
+            span class="nhsuk-caption-l nhsuk-u-text-break-word" { "Reference " (page.id) }
             h1 { (name) }
             p {
                 (layout::tag(status_label(page.status)))
@@ -267,26 +267,14 @@ fn referral_markup(page: &ReferralPage, signed_in: &SignedIn, provider: &str) ->
                 }
             }
             h2 { "History" }
-            table class="nhsuk-table" {
-                caption class="nhsuk-table__caption nhsuk-table__caption--s nhsuk-u-visually-hidden" { "Every change of status" }
-                thead class="nhsuk-table__head" {
-                    tr class="nhsuk-table__row" {
-                        th class="nhsuk-table__header" scope="col" { "When" }
-                        th class="nhsuk-table__header" scope="col" { "Status" }
-                        th class="nhsuk-table__header" scope="col" { "By" }
-                        th class="nhsuk-table__header" scope="col" { "Reason" }
-                    }
-                }
-                tbody class="nhsuk-table__body" {
-                    @for event in &page.history {
-                        tr class="nhsuk-table__row" {
-                            td class="nhsuk-table__cell" { (event.at.parse::<Timestamp>().map(when).unwrap_or_default()) }
-                            td class="nhsuk-table__cell" {
-                                (event.to_status.parse::<TaskStatus>().map(status_label).unwrap_or("Updated"))
-                            }
-                            td class="nhsuk-table__cell" { (who(&event.actor)) }
-                            td class="nhsuk-table__cell" { (event.reason.as_deref().unwrap_or("")) }
-                        }
+            // A list, not a table: it reads the same at a phone's width.
+            ul class="nhsuk-list nhsuk-list--bullet" {
+                @for event in &page.history {
+                    li {
+                        strong { (event.to_status.parse::<TaskStatus>().map(status_label).unwrap_or("Updated")) }
+                        ", " (event.at.parse::<Timestamp>().map(when).unwrap_or_default())
+                        ", by " (who(&event.actor))
+                        @if let Some(reason) = &event.reason { ": " span class="nhsuk-u-text-break-word" { (reason) } }
                     }
                 }
             }

@@ -314,14 +314,26 @@ impl Browser {
             .await;
     }
 
-    /// Whether the page fits the window's width (no sideways scrolling).
-    pub async fn fits_width(&self) -> bool {
-        self.script(
-            "return document.documentElement.scrollWidth <= window.innerWidth",
-            json!([]),
-        )
-        .await
-            == json!(true)
+    /// The elements wider than the window (sideways scrolling), if any,
+    /// as `tag.class` names; empty when the page fits.
+    pub async fn too_wide(&self) -> Vec<String> {
+        let found = self
+            .script(
+                "if (document.documentElement.scrollWidth <= window.innerWidth) return [];\
+                 return [...document.querySelectorAll('body *')]\
+                   .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)\
+                   .map(e => e.tagName.toLowerCase() + '.' + [...e.classList].join('.'));",
+                json!([]),
+            )
+            .await;
+        found
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Run axe-core on the page: panics, listing them, on any WCAG 2.2 AA
