@@ -518,6 +518,30 @@ impl Portal {
         id: &ReferralId,
         action: &Action,
     ) -> Result<TaskStatus, ActionError> {
+        // Another provider's referral is not told apart from none at all.
+        let referral = self
+            .store
+            .referral(id)
+            .await?
+            .filter(|r| r.provider_id.as_ref() == Some(&signed_in.user.provider_id))
+            .ok_or(ActionError::NotFound)?;
+        // Only what the page offers now: the state machine refuses status
+        // changes itself, but would let a note or a contact through on a
+        // finished (or not yet accepted) referral.
+        let current = self
+            .store
+            .tasks_for_referral(&referral.id)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(ActionError::NotFound)?
+            .status;
+        if !action.kind().allowed_from(current) {
+            return Err(ActionError::NotAllowed(format!(
+                "{} is not possible while the referral is {current}",
+                action.kind().button()
+            )));
+        }
         match self
             .referrals
             .portal_change(

@@ -398,6 +398,7 @@ async fn actions_are_relayed_to_the_referrer_signed(backend: Backend) {
     let (mut visitor, _) = signed_in(&fleet).await;
     let page = format!("/portal/referrals/{id}");
     let csrf = visitor.csrf(&page).await;
+    let before = fleet.task(&id).await;
     // Not offered yet, so not taken: completing a referral not accepted.
     let (status, _, _) = visitor
         .post(
@@ -406,6 +407,16 @@ async fn actions_are_relayed_to_the_referrer_signed(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
+    // Nor a contact before acceptance (the state machine alone would let
+    // a business status through).
+    let (status, _, _) = visitor
+        .post(
+            &format!("{page}/contact"),
+            &[("csrf", &csrf), ("reached", "yes")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(fleet.task(&id).await, before, "nothing changed");
     for (action, form) in [
         ("accept", vec![]),
         ("contact", vec![("reached", "yes")]),
@@ -418,9 +429,18 @@ async fn actions_are_relayed_to_the_referrer_signed(backend: Backend) {
         let (status, body, _) = visitor.post(&format!("{page}/{action}"), &fields).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{action}: {body}");
     }
+    // Finished: not even a note.
+    let (status, _, _) = visitor
+        .post(
+            &format!("{page}/note"),
+            &[("csrf", &csrf), ("note", "late")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
     fleet.app.deliver_due().await;
     let task = fleet.task(&id).await;
     assert_eq!(task["status"], "completed");
+    assert_eq!(task["note"].as_array().map(Vec::len), Some(1));
     assert_eq!(task["businessStatus"]["text"], "Completed the programme");
     let notifications: Vec<String> = fleet
         .referrer
