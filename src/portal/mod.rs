@@ -10,7 +10,11 @@ pub mod throttle;
 pub mod totp;
 pub mod view;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use base64::Engine as _;
@@ -19,7 +23,8 @@ use sha2::Digest as _;
 
 use self::{actions::Action, throttle::Throttle};
 use crate::{
-    domain::{Actor, Clock, ProviderId, ReferralId, Timestamp},
+    domain::{Actor, Clock, ProviderId, ReferralId, Timestamp, model::Referral},
+    mapping::Mapping,
     referrals::{Referrals, lifecycle::ChangeError, task::TaskStatus},
     store::{PortalSession, PortalUser, Store, StoreError, TaskEvent},
 };
@@ -34,6 +39,14 @@ pub const ENROLMENT_VALID: Duration = Duration::from_secs(72 * 60 * 60);
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// The most referrals the list reads.
 const LIST_LIMIT: i64 = 500;
+/// The most rendered payloads kept (then the cache starts again).
+const PAYLOAD_CACHE: usize = 20_000;
+
+/// Rendered payloads by referral and version, with the mapping that
+/// rendered them (held, so a reloaded mapping is never mistaken for it).
+/// `None`: erased, or the mapping cannot render it (an erasure makes a
+/// new version, so a version once shown stays what it was).
+type PayloadCache = HashMap<(ReferralId, i64), (Arc<Mapping>, Option<Arc<Value>>)>;
 
 /// The portal service.
 pub struct Portal {
@@ -41,6 +54,9 @@ pub struct Portal {
     referrals: Arc<Referrals>,
     clock: Arc<dyn Clock>,
     throttle: Throttle,
+    /// What each referral's page shows is rendered with the provider's
+    /// mapping: once per referral version and mapping, not per page view.
+    payloads: Mutex<PayloadCache>,
 }
 
 /// Why sign-in failed. The page says no more than "wrong details" or
@@ -178,7 +194,35 @@ impl Portal {
             referrals,
             clock,
             throttle: Throttle::default(),
+            payloads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What the provider's mapping sends it for this referral, rendered
+    /// with its current mapping from the stored ServiceRequest: all the
+    /// portal may show of it (cached while the referral and the mapping
+    /// are as they were). `None` when no mapping is loaded for the
+    /// provider, the referral was erased, or the mapping cannot render it.
+    fn payload(&self, referral: &Referral) -> Option<Arc<Value>> {
+        let provider_id = referral.provider_id.as_ref()?;
+        let mapping = self.referrals.provider_mapping(provider_id)?;
+        let key = (referral.id.clone(), referral.version_id);
+        if let Some((rendered_by, payload)) = self.payloads.lock().expect("cache lock").get(&key)
+            && Arc::ptr_eq(rendered_by, &mapping)
+        {
+            return payload.clone();
+        }
+        let payload = (!referral.is_erased())
+            .then(|| serde_json::from_str::<Value>(&referral.resource).ok())
+            .flatten()
+            .and_then(|resource| mapping.render(&resource).ok())
+            .map(Arc::new);
+        let mut cache = self.payloads.lock().expect("cache lock");
+        if cache.len() >= PAYLOAD_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, (mapping, payload.clone()));
+        payload
     }
 
     pub fn now(&self) -> Timestamp {
@@ -431,23 +475,23 @@ impl Portal {
         let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
         let mut listed = Vec::new();
         for (referral, task) in all {
-            if referral.is_erased() {
+            // Erased referrals (and any the mapping cannot render) are not
+            // listed.
+            let Some(payload) = self.payload(&referral) else {
                 continue;
-            }
+            };
             match counts.iter_mut().find(|(s, _)| *s == task.status) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((task.status, 1)),
             }
-            let payload = self.referrals.provider_payload(&referral);
-            let payload = payload.unwrap_or(Value::Null);
             if !view::matches(search, referral.id.as_str(), &payload) {
                 continue;
             }
             listed.push(ListedReferral {
                 name: view::person_name(&payload),
+                received: id_time(&referral.id).unwrap_or(referral.last_updated),
                 id: referral.id,
                 status: task.status,
-                received: referral_received(&task.resource).unwrap_or(referral.last_updated),
             });
         }
         // New (not yet answered) first; within each, newest first (the
@@ -499,7 +543,7 @@ impl Portal {
             })
             .unwrap_or_default();
         Ok(Some(ReferralPage {
-            payload: self.referrals.provider_payload(&referral),
+            payload: self.payload(&referral).map(|p| (*p).clone()),
             business_status: resource["businessStatus"]["text"]
                 .as_str()
                 .map(str::to_owned),
@@ -563,6 +607,18 @@ impl Portal {
             Err(ChangeError::Store(e)) => Err(ActionError::Store(e)),
         }
     }
+}
+
+/// When the referral arrived, from its id (a time-ordered UUID made at
+/// intake): no JSON to read for each row of the list.
+fn id_time(id: &ReferralId) -> Option<Timestamp> {
+    let (secs, nanos) = uuid::Uuid::parse_str(id.as_str())
+        .ok()?
+        .get_timestamp()?
+        .to_unix();
+    Some(Timestamp::from_millis(
+        i64::try_from(secs).ok()? * 1000 + i64::from(nanos / 1_000_000),
+    ))
 }
 
 /// When the referral arrived: its Task's `authoredOn`.

@@ -527,23 +527,16 @@ fn duplicate(first: InboundCallback) -> CallbackOutcome {
 }
 
 impl Referrals {
-    /// What the provider's mapping sends it for this referral (rendered
-    /// now, with its current mapping, from the stored ServiceRequest): all
-    /// the portal may show of it. `None` when no mapping is loaded for the
-    /// provider, the referral was erased, or the mapping cannot render it.
-    pub fn provider_payload(&self, referral: &Referral) -> Option<Value> {
-        let provider_id = referral.provider_id.as_ref()?;
-        if referral.is_erased() {
-            return None;
-        }
-        let mapping = self
-            .mappings
+    /// The provider's mapping as loaded now (hot reload swaps it whole).
+    pub fn provider_mapping(
+        &self,
+        provider_id: &ProviderId,
+    ) -> Option<std::sync::Arc<crate::mapping::Mapping>> {
+        self.mappings
             .load()
             .mappings
             .get(provider_id.as_str())
-            .cloned()?;
-        let resource: Value = serde_json::from_str(&referral.resource).ok()?;
-        mapping.render(&resource).ok()
+            .cloned()
     }
 
     /// A provider's user changes the referral's Task from the portal: the
