@@ -278,22 +278,29 @@ impl Browser {
     }
 
     /// Press the button whose text is exactly `text`, and wait for the
-    /// page it leads to.
+    /// page it leads to (every button of the portal submits a form).
     pub async fn press(&self, text: &str) {
         let id = self
             .element(&format!("//button[normalize-space()='{text}']"))
             .await
             .unwrap_or_else(|| panic!("no button {text:?}"));
+        // Mark this document: the next one will not have the mark.
+        self.script("window.__signpost_leaving = true", json!([]))
+            .await;
         self.post(&format!("/element/{id}/click"), json!({})).await;
-        // A click returns once the navigation has begun; wait for the new
-        // document.
-        for _ in 0..200 {
-            let state = self.script("return document.readyState", json!([])).await;
-            if state == "complete" {
-                break;
+        for _ in 0..1000 {
+            let arrived = self
+                .script(
+                    "return window.__signpost_leaving === undefined && document.readyState === 'complete'",
+                    json!([]),
+                )
+                .await;
+            if arrived == json!(true) {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        panic!("pressing {text:?} led to no new page");
     }
 
     /// The text of the element with this id.
