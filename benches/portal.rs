@@ -22,7 +22,6 @@ use signpost::{
 };
 
 #[path = "../tests/support/kit.rs"]
-#[allow(dead_code)]
 mod kit;
 
 const PASSWORD: &str = "a long enough bench password";
