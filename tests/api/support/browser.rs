@@ -103,6 +103,8 @@ static DRIVER: LazyLock<Option<Driver>> = LazyLock::new(|| {
         }
     }
     let Some(port) = port else {
+        let _ = wrapper.kill();
+        let _ = wrapper.wait();
         return missing(format!("{} did not start", chromedriver.display()));
     };
     Some(Driver {
