@@ -34,6 +34,7 @@ pub mod instances;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;
+pub mod portal;
 pub mod referrals;
 pub mod sandbox;
 pub mod security;

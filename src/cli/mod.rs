@@ -7,7 +7,7 @@
 //! This file holds the clap definitions and the dispatch; each command group
 //! runs in its own file: `server` (serve, worker, migrate), `operations`
 //! (deliveries, endpoints, erase, purge, and the audit record of every
-//! operator command), `tokens`, `tools` (the offline integrator tools),
+//! operator command), `tokens`, `users` (portal accounts), `tools` (the offline integrator tools),
 //! `scaffold` (mappings new) and `sandbox` (sandbox, simulate).
 
 mod operations;
@@ -16,6 +16,7 @@ mod scaffold;
 mod server;
 mod tokens;
 mod tools;
+mod users;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -68,6 +69,11 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// Accounts for the providers' web portal (`/portal`).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
     },
     /// Operators: endpoints disabled after answering 410 Gone.
     Endpoints {
@@ -228,6 +234,29 @@ pub(super) enum TokensCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(super) enum UsersCommand {
+    /// Create an account at a provider and print its one-time enrolment
+    /// link (good for 72 hours).
+    Create {
+        /// The provider (`[providers.<id>]`) whose referrals it sees.
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        email: String,
+        /// The person's name, shown in the portal's header.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List accounts (id, provider, email, state), as JSON.
+    List,
+    /// Disable an account (by id or email); its sessions end at once.
+    Disable { user: String },
+    /// Clear an account's password and authenticator, end its sessions,
+    /// and print a new enrolment link.
+    Reset { user: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub(super) enum EndpointsCommand {
     /// List disabled endpoints.
     List,
@@ -290,6 +319,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Deliveries { command } => with_runtime(operations::deliveries(config, command)),
         Command::Endpoints { command } => with_runtime(operations::endpoints(config, command)),
         Command::Tokens { command } => with_runtime(tokens::tokens(config, command)),
+        Command::Users { command } => with_runtime(users::users(config, command)),
         Command::Erase { nhs_number, yes } => {
             with_runtime(operations::erase(config, nhs_number, yes))
         }

@@ -6,7 +6,7 @@ use super::{IdError, ProviderId, ReferrerId, stored_as_text};
 
 /// Who caused a change or made a request. Stored as `referrer:<id>`,
 /// `admin:<token id>`, `monitor:<token id>`, `provider:<id>`, `cli:<user>`,
-/// `signpost:<part>` or `unauthenticated`.
+/// `portal:<user id>`, `signpost:<part>` or `unauthenticated`.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Actor {
     Referrer(ReferrerId),
@@ -18,6 +18,8 @@ pub enum Actor {
     Provider(ProviderId),
     /// An operator at the command line, by their operating-system user.
     Cli(String),
+    /// A provider's user, signed in to the portal, by their account id.
+    PortalUser(String),
     /// Signpost itself: `delivery` (the delivery worker), …
     Signpost(&'static str),
     /// A request whose caller could not be authenticated.
@@ -37,6 +39,7 @@ impl fmt::Display for Actor {
             Actor::Monitor(credential) => write!(f, "monitor:{credential}"),
             Actor::Provider(id) => write!(f, "provider:{id}"),
             Actor::Cli(user) => write!(f, "cli:{user}"),
+            Actor::PortalUser(user) => write!(f, "portal:{user}"),
             Actor::Signpost(part) => write!(f, "signpost:{part}"),
             Actor::Unauthenticated => f.write_str("unauthenticated"),
         }
@@ -60,6 +63,7 @@ impl FromStr for Actor {
             "admin" => Actor::Admin(name.to_owned()),
             "monitor" => Actor::Monitor(name.to_owned()),
             "cli" => Actor::Cli(name.to_owned()),
+            "portal" => Actor::PortalUser(name.to_owned()),
             "signpost" if name == "delivery" => Actor::DELIVERY,
             _ => return Err(bad()),
         })
@@ -87,6 +91,7 @@ mod tests {
             "monitor:sp_def",
             "provider:activelives",
             "cli:root",
+            "portal:usr-1",
             "signpost:delivery",
             "unauthenticated",
         ] {

@@ -2,8 +2,8 @@
 //! every request passes through, the extractors that say who is calling,
 //! and every handler: the FHIR R4 REST API under `/fhir` (`fhir`), the
 //! operators' API under `/admin` (`admin`), providers' status callbacks
-//! and inboxes under `/providers` (`callbacks`, `inbox`), `/metrics` and
-//! `/health`.
+//! and inboxes under `/providers` (`callbacks`, `inbox`), `/metrics`,
+//! `/health`, and the providers' web portal under `/portal` (`portal`, HTML).
 //!
 //! Handlers are thin: they parse, call the referral domain and render.
 //! Nothing outside this module depends on axum; the domain, the store and
@@ -22,6 +22,7 @@ mod health;
 mod inbox;
 mod metrics;
 mod middleware;
+mod portal;
 mod request;
 mod response;
 mod serve;
@@ -34,6 +35,7 @@ pub use self::{
     error::FhirError,
     extract::{Admin, FhirCaller, InboxProvider, Monitor, ProviderCallback},
     middleware::request_id::{X_CORRELATION_ID, X_REQUEST_ID},
+    portal::NHSUK_FRONTEND_VERSION,
     request::FhirJson,
     response::{FHIR_JSON, FhirResponse},
     serve::Server,
@@ -77,6 +79,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// The instances sharing the database (`GET /admin/instances`).
     pub instances: Arc<crate::instances::Registry>,
+    /// The providers' web portal: accounts, sessions, referral pages.
+    pub portal: Arc<crate::portal::Portal>,
 }
 
 /// `impl FromRef<AppState> for` each of its parts.
@@ -140,6 +144,7 @@ fn routes(state: AppState) -> Router {
         .merge(health::router())
         .merge(callbacks::router())
         .merge(inbox::router())
+        .merge(portal::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outermost last-added. Innermost: admission control.

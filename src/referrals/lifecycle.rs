@@ -565,3 +565,53 @@ fn duplicate(first: InboundCallback) -> CallbackOutcome {
         outcome: first.outcome,
     }
 }
+
+impl Referrals {
+    /// The provider's mapping as loaded now (hot reload swaps it whole).
+    pub fn provider_mapping(
+        &self,
+        provider_id: &ProviderId,
+    ) -> Option<std::sync::Arc<crate::mapping::Mapping>> {
+        self.mappings
+            .load()
+            .mappings
+            .get(provider_id.as_str())
+            .cloned()
+    }
+
+    /// A provider's user changes the referral's Task from the portal: the
+    /// same state machine and the same notification to the referrer as a
+    /// signed status callback ([`Referrals::provider_callback`]), recorded
+    /// with the user as the actor. A referral not sent to `provider_id`
+    /// is not found.
+    pub async fn portal_change(
+        &self,
+        referral_id: &ReferralId,
+        provider_id: &ProviderId,
+        change: &TaskChange,
+        actor: Actor,
+    ) -> Result<Task, ChangeError> {
+        retry_on_conflict(|| {
+            let actor = actor.clone();
+            async move {
+                let referral = self
+                    .store
+                    .referral(referral_id)
+                    .await?
+                    .filter(|r| r.provider_id.as_ref() == Some(provider_id))
+                    .ok_or_else(|| ChangeError::NotFound("no such referral".into()))?;
+                if referral.is_erased() {
+                    return Err(ChangeError::Conflict(
+                        "this referral was erased; it takes no more status changes".into(),
+                    ));
+                }
+                let update = self.prepare_update(&referral, change, actor, false).await?;
+                let task = update.task.clone();
+                // (The store wakes the delivery worker for the notification.)
+                self.store.update_task(update).await?;
+                Ok(task)
+            }
+        })
+        .await
+    }
+}

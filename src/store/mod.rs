@@ -13,8 +13,8 @@
 //! `domain::model`; [`SqlStore`] and what differs per backend in
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
-//! `outbox.rs`, `inbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`, `tokens.rs`,
-//! `retention.rs`, `bars.rs`).
+//! `outbox.rs`, `inbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`,
+//! `tokens.rs`, `retention.rs`, `bars.rs`, `portal.rs`, `instances.rs`).
 
 mod audit;
 mod backend;
@@ -27,6 +27,7 @@ mod inbox;
 mod instances;
 mod intake;
 mod outbox;
+mod portal;
 mod postgres;
 mod retention;
 mod rows;
@@ -50,6 +51,7 @@ pub use self::{
     backend::{Backend, SqlStore},
     bars::{BarsExchange, BarsMessages},
     instances::Instance,
+    portal::{PortalSession, PortalStore, PortalUser, TaskEvent},
     postgres::PostgresStore,
     rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
@@ -382,6 +384,7 @@ pub trait Store:
     + Retention
     + BarsMessages
     + Instances
+    + PortalStore
 {
 }
 
@@ -397,6 +400,7 @@ impl<T> Store for T where
         + Retention
         + BarsMessages
         + Instances
+        + PortalStore
 {
 }
 

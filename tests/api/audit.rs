@@ -14,7 +14,7 @@ use crate::{
 /// The first audit record matching `query` by `actor` (a prefix) doing
 /// `action`, waiting for it (request records are written a moment after
 /// the answer).
-async fn record(fleet: &Fleet, query: &str, actor: &str, action: &str) -> Value {
+pub(crate) async fn record(fleet: &Fleet, query: &str, actor: &str, action: &str) -> Value {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let found = json(fleet.app.get(&format!("/admin/audit?{query}")).await).await;

@@ -25,6 +25,8 @@ mod intake;
 mod limits;
 mod operations;
 mod outages;
+mod portal;
+mod portal_browser;
 mod privacy;
 mod recovery;
 mod reload;

@@ -6,6 +6,7 @@
 #[path = "../../support/kit.rs"]
 pub mod kit;
 
+pub mod browser;
 pub mod fleet;
 pub mod helpers;
 pub mod probes;
