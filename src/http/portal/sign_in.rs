@@ -361,6 +361,7 @@ async fn enrol(
                     at: crate::audit::now(),
                     actor: crate::domain::Actor::PortalUser(user.id.clone()),
                     client: None,
+                    credential: None,
                     request_id: None,
                     action: "portal enrolment".into(),
                     resource: Some(format!("user/{}", user.id)),
