@@ -34,6 +34,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub mod referrals;
+pub mod reports;
 pub mod sandbox;
 pub mod security;
 pub mod startup;

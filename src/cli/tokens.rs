@@ -16,15 +16,17 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
             referrer,
             admin,
             monitor,
+            analyst,
         } => {
-            let role = match (referrer, admin, monitor) {
-                (Some(id), false, false) => match config.referrers.get(id.as_str()) {
+            let role = match (referrer, admin, monitor, analyst) {
+                (Some(id), false, false, false) => match config.referrers.get(id.as_str()) {
                     Some(referrer) => Role::Referrer(referrer.id.clone()),
                     None => anyhow::bail!("no [referrers.{id}] in the configuration"),
                 },
-                (None, true, false) => Role::Admin,
-                (None, false, true) => Role::Monitor,
-                _ => anyhow::bail!("give one of --referrer ID, --admin and --monitor"),
+                (None, true, false, false) => Role::Admin,
+                (None, false, true, false) => Role::Monitor,
+                (None, false, false, true) => Role::Analyst,
+                _ => anyhow::bail!("give one of --referrer ID, --admin, --monitor and --analyst"),
             };
             let issued = issue(&role);
             store.insert_token(issued.row.clone()).await?;

@@ -4,6 +4,8 @@
 //! - [`FhirCaller`]: a referrer or an admin (the FHIR API);
 //! - [`Admin`]: an admin (the `/admin` API);
 //! - [`Monitor`]: a metrics scraper or an admin (`GET /metrics`);
+//! - [`ReportReader`]: an analyst or an admin (`/reports`, the funnel
+//!   `Measure` and its `MeasureReport`s);
 //! - [`SignedProvider`]: a provider, by the Standard Webhooks signature of
 //!   its status callback (which needs the body, so it is read here, after
 //!   every check the headers allow and within a budget of its own).
@@ -44,7 +46,7 @@ impl FromRequestParts<AppState> for FhirCaller {
     type Rejection = FhirError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
-        let allowed = |role: &Role| role != &Role::Monitor;
+        let allowed = |role: &Role| matches!(role, Role::Referrer(_) | Role::Admin);
         authorised(parts, app, allowed, "a referrer's or an admin's token")
             .await
             .map(FhirCaller)
@@ -76,6 +78,20 @@ impl FromRequestParts<AppState> for Monitor {
         authorised(parts, app, allowed, "a monitor or an admin token")
             .await
             .map(Monitor)
+    }
+}
+
+/// A reader of reports: an analyst or an admin.
+pub struct ReportReader(pub Caller);
+
+impl FromRequestParts<AppState> for ReportReader {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
+        let allowed = |role: &Role| matches!(role, Role::Analyst | Role::Admin);
+        authorised(parts, app, allowed, "an analyst or an admin token")
+            .await
+            .map(ReportReader)
     }
 }
 

@@ -19,6 +19,7 @@ mod fhir;
 mod health;
 mod metrics;
 mod middleware;
+mod reports;
 mod request;
 mod response;
 mod serve;
@@ -72,6 +73,8 @@ pub struct AppState {
     /// Referrers by client certificate name (mutual TLS).
     pub client_identities: Arc<ClientIdentities>,
     pub admission: Arc<Admission>,
+    /// The funnel and its publications (`/reports`, `Measure`).
+    pub reports: Arc<crate::reports::Reports>,
 }
 
 /// `impl FromRef<AppState> for` each of its parts.
@@ -94,6 +97,7 @@ sub_states! {
     limiter: Arc<RateLimiter>,
     worker_heartbeat: Arc<WorkerHeartbeat>,
     admission: Arc<Admission>,
+    reports: Arc<crate::reports::Reports>,
 }
 
 /// The registry lives with the domain, which records into it too.
@@ -124,7 +128,8 @@ pub fn router(state: AppState) -> Router {
 /// The routes and the layers every request passes through.
 fn routes(state: AppState) -> Router {
     Router::new()
-        .nest("/fhir", fhir::router())
+        .nest("/fhir", fhir::router().merge(reports::fhir_router()))
+        .merge(reports::router())
         .nest("/admin", admin::router())
         .merge(metrics::router())
         .merge(health::router())

@@ -37,6 +37,10 @@ pub enum Role {
     /// A metrics scraper: `GET /metrics` only (so that Prometheus never
     /// holds a token that can read or erase referrals).
     Monitor,
+    /// A commissioner's or PCN's analyst: the suppressed reports only
+    /// (`/reports`, the funnel Measure and its MeasureReports); every other
+    /// FHIR resource and the admin API are refused.
+    Analyst,
 }
 
 /// The authenticated caller of a request.
@@ -53,7 +57,7 @@ impl Caller {
     pub fn referrer(&self) -> Option<&str> {
         match &self.role {
             Role::Referrer(id) => Some(id.as_str()),
-            Role::Admin | Role::Monitor => None,
+            Role::Admin | Role::Monitor | Role::Analyst => None,
         }
     }
 
@@ -65,6 +69,7 @@ impl Caller {
             Role::Referrer(id) => Actor::Referrer(id.clone()),
             Role::Admin => Actor::Admin(self.credential.clone()),
             Role::Monitor => Actor::Monitor(self.credential.clone()),
+            Role::Analyst => Actor::Analyst(self.credential.clone()),
         }
     }
 }
@@ -84,6 +89,7 @@ pub fn issue(role: &Role) -> Issued {
         Role::Referrer(id) => ("referrer", Some(id.clone())),
         Role::Admin => ("admin", None),
         Role::Monitor => ("monitor", None),
+        Role::Analyst => ("analyst", None),
     };
     Issued {
         token: format!("sp_{id}_{secret}"),
@@ -153,6 +159,7 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
                 Some(referrer) if row.role == "referrer" => Role::Referrer(referrer),
                 _ if row.role == "admin" => Role::Admin,
                 _ if row.role == "monitor" => Role::Monitor,
+                _ if row.role == "analyst" => Role::Analyst,
                 _ => return Err(AuthError::Invalid),
             },
         }),

@@ -14,7 +14,7 @@
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
 //! `outbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`, `tokens.rs`,
-//! `retention.rs`, `bars.rs`).
+//! `retention.rs`, `bars.rs`, `reports.rs`).
 
 mod audit;
 mod backend;
@@ -26,6 +26,7 @@ mod group;
 mod intake;
 mod outbox;
 mod postgres;
+mod reports;
 mod retention;
 mod rows;
 mod sqlite;
@@ -47,6 +48,7 @@ pub use self::{
     backend::{Backend, SqlStore},
     bars::{BarsExchange, BarsMessages},
     postgres::PostgresStore,
+    reports::FactRow,
     rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
 };
@@ -214,6 +216,28 @@ pub trait SubscriptionEvents: Send + Sync + 'static {
     async fn endpoint_disabled(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
 }
 
+/// What reports read, and the bench writes (`reports.rs`). The facts are
+/// written by intake, Task changes and deliveries themselves.
+#[async_trait]
+pub trait ReportFacts: Send + Sync + 'static {
+    /// Per stratum of `by`, the period's counts and hour histograms.
+    async fn funnel_rows(
+        &self,
+        period: crate::reports::funnel::Period,
+        by: &[crate::reports::funnel::Dimension],
+    ) -> Result<
+        (
+            Vec<crate::reports::funnel::CountRow>,
+            Vec<crate::reports::funnel::TimeRow>,
+        ),
+        StoreError,
+    >;
+
+    /// Insert whole fact rows, in one transaction (the bench's national
+    /// year, which would take hours through HTTP).
+    async fn insert_fact_rows(&self, rows: &[FactRow]) -> Result<(), StoreError>;
+}
+
 /// The audit trail (`audit.rs`).
 #[async_trait]
 pub trait AuditTrail: Send + Sync + 'static {
@@ -283,6 +307,7 @@ pub trait Store:
     + TokenStore
     + Retention
     + BarsMessages
+    + ReportFacts
 {
 }
 
@@ -296,6 +321,7 @@ impl<T> Store for T where
         + TokenStore
         + Retention
         + BarsMessages
+        + ReportFacts
 {
 }
 

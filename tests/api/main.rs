@@ -22,6 +22,7 @@ mod operations;
 mod privacy;
 mod recovery;
 mod reload;
+mod reports;
 mod routing;
 mod sandbox;
 mod security;
