@@ -122,13 +122,18 @@ fn population_code(name: &str) -> String {
 
 /// `GET /fhir/Measure/signpost-referral-funnel`.
 pub fn measure() -> Value {
-    let criteria = |description: &str| json!({"language": "text/plain", "description": description, "expression": description});
+    // FHIRPath over one referral's row of report facts (`report_facts`),
+    // the criteria Signpost evaluates in SQL.
+    let criteria = |description: &str, expression: &str| json!({"language": "text/fhirpath", "description": description, "expression": expression});
     let populations: Vec<Value> = COUNTS
         .iter()
         .map(|name| {
             json!({
                 "code": code(&population_code(name)),
-                "criteria": criteria(&format!("referrals in the period counted as {name} (README, Reports)")),
+                "criteria": criteria(
+                    &format!("referrals made in the period counted as {name} (README, Reports)"),
+                    &fact_criterion(name),
+                ),
             })
         })
         .collect();
@@ -144,7 +149,7 @@ pub fn measure() -> Value {
             "description": format!("{time} (whole hours from referral, nearest rank)"),
             "population": [{
                 "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-population", "code": "initial-population"}]},
-                "criteria": criteria("referrals in the period that reached the stage"),
+                "criteria": criteria("referrals made in the period that reached the stage", "true"),
             }],
             "stratifier": stratifiers(),
         }));
@@ -163,13 +168,26 @@ pub fn measure() -> Value {
     })
 }
 
+/// Which report facts a count takes.
+fn fact_criterion(count: &str) -> String {
+    match count {
+        "referred" => "true".into(),
+        "delivered" => "delivered_ms.exists()".into(),
+        "contacted" => "contact_ms.exists()".into(),
+        "engaged" => "engaged_ms.exists()".into(),
+        "open" => "ending.empty()".into(),
+        "escalated" => "escalated = 1".into(),
+        ending => format!("ending = '{}'", ending.replace('_', "-")),
+    }
+}
+
 fn stratifiers() -> Vec<Value> {
     super::funnel::Dimension::ALL
         .iter()
         .map(|d| {
             json!({
                 "code": {"text": d.name()},
-                "criteria": {"language": "text/plain", "expression": d.name()},
+                "criteria": {"language": "text/fhirpath", "expression": d.column()},
             })
         })
         .collect()

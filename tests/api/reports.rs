@@ -7,7 +7,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use signpost::{reports::suppression::Suppression, security::tokens::Role};
+use signpost::{
+    domain::{Clock, SystemClock},
+    reports::suppression::Suppression,
+    security::tokens::Role,
+};
 
 use crate::{
     on_both_backends,
@@ -46,14 +50,21 @@ async fn withdraw(fleet: &Fleet, id: &str, to: &str) {
     assert_eq!(response.status(), 200);
 }
 
-/// Eight referrals, each journey on its own stretch of the stopped clock.
-/// Returns the period's `from` and `to` (dates).
-async fn seed(fleet: &Fleet) -> (String, String) {
+/// Eight referrals, each journey on its own stretch of the stopped clock:
+/// each starts at the system's time (receivers refuse a signature
+/// timestamp hours from theirs), and moves the clock on for the provider's
+/// callbacks. Returns the period's `from` and `to` (dates), and the
+/// referrals' ids.
+async fn seed(fleet: &Fleet) -> (String, String, Vec<String>) {
     let app = &fleet.app;
     let from = app.now().to_string()[..10].to_owned();
+    let refer = |fixture: &'static str| async move {
+        app.set_now(SystemClock.now());
+        fleet.refer(fixture).await
+    };
     // 1 (GP): delivered at once, contact after 2 h, engaged after 26 h,
     // completed after 74 h.
-    let r1 = fleet.refer(GP).await;
+    let r1 = refer(GP).await;
     app.deliver_due().await;
     app.advance(2 * HOUR);
     status(fleet, "e1", &r1, "OPEN", None).await;
@@ -62,42 +73,42 @@ async fn seed(fleet: &Fleet) -> (String, String) {
     app.advance(48 * HOUR);
     status(fleet, "e3", &r1, "CLOSED", Some("GOALS_MET")).await;
     // 2 (GP): contact after 5 h, then the person declines.
-    let r2 = fleet.refer(GP).await;
+    let r2 = refer(GP).await;
     app.deliver_due().await;
     app.advance(5 * HOUR);
     status(fleet, "e4", &r2, "OPEN", None).await;
     app.advance(10 * HOUR);
     status(fleet, "e5", &r2, "CLOSED", Some("DECLINED_BY_PERSON")).await;
     // 3 (paramedic): not eligible, closed by the provider unopened.
-    let r3 = fleet.refer(PARAMEDIC).await;
+    let r3 = refer(PARAMEDIC).await;
     app.deliver_due().await;
     app.advance(HOUR);
     status(fleet, "e6", &r3, "CLOSED", Some("NOT_ELIGIBLE")).await;
     // 4 (GP): contact after 1 h, then could not be reached.
-    let r4 = fleet.refer(GP).await;
+    let r4 = refer(GP).await;
     app.deliver_due().await;
     app.advance(HOUR);
     status(fleet, "e7", &r4, "OPEN", None).await;
     app.advance(HOUR);
     status(fleet, "e8", &r4, "CLOSED", Some("UNABLE_TO_CONTACT")).await;
     // 5 (GP): the referrer cancels it.
-    let r5 = fleet.refer(GP).await;
+    let r5 = refer(GP).await;
     app.deliver_due().await;
     app.advance(HOUR);
     withdraw(fleet, &r5, "revoked").await;
     // 6 (GP): the referrer marks it entered in error.
-    let r6 = fleet.refer(GP).await;
+    let r6 = refer(GP).await;
     app.deliver_due().await;
     withdraw(fleet, &r6, "entered-in-error").await;
     // 7 (paramedic): accepted after 3 h, still open.
-    let r7 = fleet.refer(PARAMEDIC).await;
+    let r7 = refer(PARAMEDIC).await;
     app.deliver_due().await;
     app.advance(3 * HOUR);
     status(fleet, "e9", &r7, "OPEN", None).await;
     // 8 (paramedic): not yet delivered.
-    fleet.refer(PARAMEDIC).await;
+    let r8 = refer(PARAMEDIC).await;
     let to = app.now().after(Duration::from_secs(86_400)).to_string()[..10].to_owned();
-    (from, to)
+    (from, to, vec![r1, r2, r3, r4, r5, r6, r7, r8])
 }
 
 async fn csv(client: &reqwest::Client, fleet: &Fleet, query: &str) -> (String, Vec<Vec<String>>) {
@@ -127,7 +138,7 @@ async fn csv(client: &reqwest::Client, fleet: &Fleet, query: &str) -> (String, V
 /// Row `key` of a CSV (by the cells after `from,to`), as name → cell.
 fn row<'a>(rows: &'a [Vec<String>], key: &[&str]) -> Vec<(&'a str, &'a str)> {
     let header = &rows[0];
-    let found = rows
+    let found = rows[1..]
         .iter()
         .find(|r| {
             r[2..2 + key.len()]
@@ -185,7 +196,7 @@ async fn every_count_branch_and_time_is_exact_without_suppression(backend: Backe
         config.report_suppression = Suppression::None;
     })
     .await;
-    let (from, to) = seed(&fleet).await;
+    let (from, to, ids) = seed(&fleet).await;
     let admin = &fleet.app.admin;
     let (first, rows) = csv(admin, &fleet, &format!("from={from}&to={to}&by=profession")).await;
     assert!(first.starts_with("# suppression=none"), "{first}");
@@ -248,22 +259,23 @@ async fn every_count_branch_and_time_is_exact_without_suppression(backend: Backe
 
     // The Task carries the codes GP systems count: every referral's, and
     // the declined one where the person declined (referral 2 is the 2nd).
-    let tasks = json(fleet.app.get("/fhir/Task?_count=50").await).await;
-    let tasks: Vec<&Value> = tasks["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["resource"])
-        .collect();
+    let mut tasks = Vec::new();
+    for id in &ids {
+        tasks.push(fleet.task(id).await);
+    }
     assert!(
         tasks
             .iter()
             .all(|t| t["reasonCode"]["coding"][0]["code"] == "871731000000106")
     );
-    let declined: Vec<&&Value> = tasks
+    let declined: Vec<&Value> = tasks
         .iter()
         .filter(|t| t["statusReason"]["coding"][0]["code"] == "871711000000103")
         .collect();
+    assert_eq!(
+        tasks[1]["statusReason"]["coding"][0]["code"],
+        "871711000000103"
+    );
     assert_eq!(declined.len(), 1);
     assert_eq!(declined[0]["statusReason"]["text"], "declined by person");
 }
@@ -274,7 +286,7 @@ async fn with_suppression_each_cell_is_masked_or_rounded(backend: Backend) {
         config.report_suppression = Suppression::None;
     })
     .await;
-    let (from, to) = seed(&fleet).await;
+    let (from, to, _) = seed(&fleet).await;
     let analyst = client_with(&issue_token(&fleet.app.db.url, Role::Analyst).await);
     let (first, rows) = csv(
         &analyst,
@@ -309,7 +321,7 @@ async fn with_suppression_each_cell_is_masked_or_rounded(backend: Backend) {
 
 async fn fhir_measure_reports_pass_the_r4_schema_with_masked_cells(backend: Backend) {
     let fleet = Fleet::start_stepped(backend, |_| {}).await;
-    let (from, to) = seed(&fleet).await;
+    let (from, to, _) = seed(&fleet).await;
     let analyst = client_with(&issue_token(&fleet.app.db.url, Role::Analyst).await);
     let validator =
         signpost::validation::Validator::load(&std::path::Path::new(MANIFEST_DIR).join("schemas"))
@@ -375,21 +387,34 @@ async fn the_analyst_reads_reports_and_nothing_else(backend: Backend) {
     let routes = declared_routes();
     assert!(routes.len() >= 25, "the route table was read: {routes:?}");
     for (method, path) in &routes {
-        let path = path.replace("{id}", &id).replace('{', "x").replace('}', "");
-        let open = path == "/fhir/metadata" || path.starts_with("/health/");
-        let response = analyst
-            .request(method.parse().unwrap(), fleet.app.url(&path))
-            .header("content-type", "application/fhir+json")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let path = path
+            .replace("{id}", &id)
+            .replace("{provider_id}", "community-connect")
+            .replace('{', "x")
+            .replace('}', "");
+        // Open to anyone (conformance resources, health): the analyst's
+        // token must get no more than no token does.
+        let open = path == "/fhir/metadata"
+            || path.starts_with("/fhir/MessageDefinition")
+            || path.starts_with("/health/");
+        let send = |client: &reqwest::Client| {
+            client
+                .request(method.parse().unwrap(), fleet.app.url(&path))
+                .header("content-type", "application/fhir+json")
+                .body("{}")
+                .send()
+        };
+        let response = send(&analyst).await.unwrap();
         let expected = match () {
-            _ if open => 200,
+            _ if open => send(&fleet.app.anonymous).await.unwrap().status().as_u16(),
             _ if path.starts_with("/providers/") => 401,
             _ => 403,
         };
-        assert_eq!(response.status(), expected, "analyst {method} {path}");
+        assert_eq!(
+            response.status().as_u16(),
+            expected,
+            "analyst {method} {path}"
+        );
     }
 }
 
