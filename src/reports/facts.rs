@@ -87,13 +87,11 @@ impl ReferralFacts {
                 .pointer("/subject/reference")
                 .and_then(Value::as_str),
         );
-        let sex = match patient
+        let sex = patient
             .and_then(|p| p.get("gender"))
             .and_then(Value::as_str)
-        {
-            Some(g @ ("female" | "male" | "other")) => g,
-            _ => "unknown",
-        };
+            .filter(|g| matches!(*g, "female" | "male" | "other"))
+            .unwrap_or("unknown");
         let age_band = patient
             .and_then(|p| p.get("birthDate"))
             .and_then(Value::as_str)

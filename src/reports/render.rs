@@ -223,7 +223,7 @@ pub fn measure_report(published: &Published, now: Timestamp) -> Value {
     // (time group index, median or p90) → the figure of a row.
     let time_figure = |row: &super::suppression::Row, i: usize| {
         let (median, p90) = row.times[i / 2];
-        if i % 2 == 0 { median } else { p90 }
+        if i.is_multiple_of(2) { median } else { p90 }
     };
     let stratum_value = |key: &[String]| -> Value {
         if key.len() == 1 {

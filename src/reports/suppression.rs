@@ -125,6 +125,9 @@ fn round_to_5(count: i64) -> i64 {
     (count + 2) / 5 * 5
 }
 
+/// A cell of the funnel: (row, column).
+type Cell = (usize, usize);
+
 /// Secondary suppression over every published sum: within each row, the
 /// endings add up to `referred`; within each column, the strata add up to
 /// the total (the last row of `masked`). Where a sum whose total is shown
@@ -134,7 +137,7 @@ fn secondary(funnel: &Funnel, masked: &mut [[bool; 12]]) {
     let rows: Vec<&Stratum> = funnel.strata.iter().chain([&funnel.total]).collect();
     let total = rows.len() - 1;
     // Each sum: its total cell and its parts, as (row, column).
-    let mut sums: Vec<((usize, usize), Vec<(usize, usize)>)> = Vec::new();
+    let mut sums: Vec<(Cell, Vec<Cell>)> = Vec::new();
     for r in 0..rows.len() {
         sums.push(((r, REFERRED), ENDINGS.iter().map(|&c| (r, c)).collect()));
     }
@@ -156,7 +159,7 @@ fn secondary(funnel: &Funnel, masked: &mut [[bool; 12]]) {
             let next = parts
                 .iter()
                 .filter(|(r, c)| !masked[*r][*c])
-                .min_by_key(|p| (value(*p) == 0, value(*p)));
+                .min_by_key(|p| (value(p) == 0, value(p)));
             if let Some(&(r, c)) = next {
                 masked[r][c] = true;
                 changed = true;
@@ -294,9 +297,9 @@ mod tests {
         assert_eq!(referred, vec![M, M, V(40)]);
         assert_eq!(published.total.counts[REFERRED], V(65));
         // The same in every stage column and in completed.
-        for column in 1..=4 {
+        for (column, name) in COUNTS.iter().enumerate().take(5).skip(1) {
             let cells: Vec<Figure> = published.rows.iter().map(|r| r.counts[column]).collect();
-            assert_eq!(cells, vec![M, M, V(40)], "column {}", COUNTS[column]);
+            assert_eq!(cells, vec![M, M, V(40)], "column {name}");
         }
     }
 
