@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod portal;
 pub mod referrals;
+pub mod reports;
 pub mod sandbox;
 pub mod security;
 pub mod startup;

@@ -181,6 +181,10 @@ impl Components {
                 admission: Arc::new(Admission::new(&config.limits)),
                 instances,
                 portal: Arc::new(crate::portal::Portal::new(store.clone(), referrals.clone())),
+                reports: Arc::new(crate::reports::Reports::new(
+                    store.clone(),
+                    config.report_suppression,
+                )),
             },
             worker,
             audit_writer,

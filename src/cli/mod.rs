@@ -11,6 +11,7 @@
 //! `scaffold` (mappings new) and `sandbox` (sandbox, simulate).
 
 mod operations;
+mod report;
 mod sandbox;
 mod scaffold;
 mod server;
@@ -64,6 +65,12 @@ enum Command {
         /// `retention_days`.
         #[arg(long)]
         days: Option<u32>,
+    },
+    /// Reports: the referral funnel, suppressed as `[reports] suppression`
+    /// says (the CLI is an operator's tool, on the server).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
     },
     /// Bearer tokens for referrers and operators.
     Tokens {
@@ -209,23 +216,47 @@ pub(super) enum SimulateCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(super) enum ReportCommand {
+    /// The referral funnel over a period.
+    Funnel {
+        /// First day (YYYY-MM-DD) or instant (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// Last day, included (YYYY-MM-DD), or instant, excluded.
+        #[arg(long)]
+        to: String,
+        /// Strata: a comma-separated list of provider, scheme, ods,
+        /// profession, age_band, sex, month.
+        #[arg(long, default_value = "")]
+        by: String,
+        /// table, csv, json or fhir (a MeasureReport).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub(super) enum TokensCommand {
     /// Issue a token and print it, once (only a salted hash is kept).
     Create {
         /// For this referrer (`[referrers.<id>]`): it may send referrals for
         /// its organisations and see only its own.
-        #[arg(long, required_unless_present_any = ["provider", "admin", "monitor"])]
+        #[arg(long, required_unless_present_any = ["provider", "admin", "monitor", "analyst"])]
         referrer: Option<String>,
         /// For this inbox provider (`[providers.<id>]` with `delivery =
         /// "inbox"`): its own inbox and status endpoints only.
         #[arg(long, conflicts_with_all = ["referrer", "admin", "monitor"])]
         provider: Option<String>,
         /// For an operator: the /admin API and every referral.
-        #[arg(long, conflicts_with_all = ["referrer", "provider", "monitor"])]
+        #[arg(long, conflicts_with_all = ["referrer", "provider", "monitor", "analyst"])]
         admin: bool,
         /// For a metrics scraper (Prometheus): GET /metrics only.
-        #[arg(long, conflicts_with_all = ["referrer", "provider", "admin"])]
+        #[arg(long, conflicts_with_all = ["referrer", "provider", "admin", "analyst"])]
         monitor: bool,
+        /// For an analyst: the suppressed reports only (/reports, the
+        /// funnel Measure and MeasureReports).
+        #[arg(long, conflicts_with_all = ["referrer", "admin", "monitor"])]
+        analyst: bool,
     },
     /// List tokens (ids, roles, dates; never the tokens), as JSON.
     List,
@@ -320,6 +351,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Endpoints { command } => with_runtime(operations::endpoints(config, command)),
         Command::Tokens { command } => with_runtime(tokens::tokens(config, command)),
         Command::Users { command } => with_runtime(users::users(config, command)),
+        Command::Report { command } => with_runtime(report::report(config, command)),
         Command::Erase { nhs_number, yes } => {
             with_runtime(operations::erase(config, nhs_number, yes))
         }

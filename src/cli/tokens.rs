@@ -17,24 +17,26 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
             provider,
             admin,
             monitor,
+            analyst,
         } => {
-            let role = match (referrer, provider, admin, monitor) {
-                (Some(id), None, false, false) => match config.referrers.get(id.as_str()) {
+            let role = match (referrer, provider, admin, monitor, analyst) {
+                (Some(id), None, false, false, false) => match config.referrers.get(id.as_str()) {
                     Some(referrer) => Role::Referrer(referrer.id.clone()),
                     None => anyhow::bail!("no [referrers.{id}] in the configuration"),
                 },
-                (None, Some(id), false, false) => match config.providers.get(id.as_str()) {
+                (None, Some(id), false, false, false) => match config.providers.get(id.as_str()) {
                     Some(p) if p.delivery.is_inbox() => Role::Provider(p.id.clone()),
                     Some(_) => anyhow::bail!(
                         "[providers.{id}] is a webhook provider: only an inbox provider (delivery = \"inbox\") has a token"
                     ),
                     None => anyhow::bail!("no [providers.{id}] in the configuration"),
                 },
-                (None, None, true, false) => Role::Admin,
-                (None, None, false, true) => Role::Monitor,
-                _ => {
-                    anyhow::bail!("give one of --referrer ID, --provider ID, --admin and --monitor")
-                }
+                (None, None, true, false, false) => Role::Admin,
+                (None, None, false, true, false) => Role::Monitor,
+                (None, None, false, false, true) => Role::Analyst,
+                _ => anyhow::bail!(
+                    "give one of --referrer ID, --provider ID, --admin, --monitor and --analyst"
+                ),
             };
             let issued = issue(&role);
             store.insert_token(issued.row.clone()).await?;

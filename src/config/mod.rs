@@ -71,6 +71,14 @@ struct RawConfig {
     retention_days: Option<u32>,
     tls: Option<RawTls>,
     bars: Option<RawBars>,
+    reports: Option<RawReports>,
+}
+
+/// `[reports]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    suppression: Option<crate::reports::suppression::Suppression>,
 }
 
 /// The checked configuration.
@@ -114,6 +122,9 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Signpost as a BaRS receiver (`[bars]`); `None`: BaRS is not enabled.
     pub bars: Option<BarsConfig>,
+    /// `[reports] suppression`, `nhs` (the default) or `none`: what admins
+    /// get. Analysts always get `nhs`.
+    pub report_suppression: crate::reports::suppression::Suppression,
 }
 
 /// Every problem found in a configuration file.
@@ -360,6 +371,7 @@ impl RawConfig {
             retention_days: self.retention_days.unwrap_or(30),
             tls,
             bars,
+            report_suppression: self.reports.and_then(|r| r.suppression).unwrap_or_default(),
         })
     }
 }

@@ -5,8 +5,9 @@ use std::{fmt, str::FromStr};
 use super::{IdError, ProviderId, ReferrerId, stored_as_text};
 
 /// Who caused a change or made a request. Stored as `referrer:<id>`,
-/// `admin:<token id>`, `monitor:<token id>`, `provider:<id>`, `cli:<user>`,
-/// `portal:<user id>`, `signpost:<part>` or `unauthenticated`.
+/// `admin:<token id>`, `monitor:<token id>`, `analyst:<token id>`,
+/// `provider:<id>`, `cli:<user>`, `portal:<user id>`, `signpost:<part>` or
+/// `unauthenticated`.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Actor {
     Referrer(ReferrerId),
@@ -14,6 +15,8 @@ pub enum Actor {
     Admin(String),
     /// A monitoring client, by the public id of its token.
     Monitor(String),
+    /// A reports analyst, by the public id of its token.
+    Analyst(String),
     /// A provider, by its verified status callback.
     Provider(ProviderId),
     /// An operator at the command line, by their operating-system user.
@@ -37,6 +40,7 @@ impl fmt::Display for Actor {
             Actor::Referrer(id) => write!(f, "referrer:{id}"),
             Actor::Admin(credential) => write!(f, "admin:{credential}"),
             Actor::Monitor(credential) => write!(f, "monitor:{credential}"),
+            Actor::Analyst(credential) => write!(f, "analyst:{credential}"),
             Actor::Provider(id) => write!(f, "provider:{id}"),
             Actor::Cli(user) => write!(f, "cli:{user}"),
             Actor::PortalUser(user) => write!(f, "portal:{user}"),
@@ -62,6 +66,7 @@ impl FromStr for Actor {
             "provider" => Actor::Provider(name.parse()?),
             "admin" => Actor::Admin(name.to_owned()),
             "monitor" => Actor::Monitor(name.to_owned()),
+            "analyst" => Actor::Analyst(name.to_owned()),
             "cli" => Actor::Cli(name.to_owned()),
             "portal" => Actor::PortalUser(name.to_owned()),
             "signpost" if name == "delivery" => Actor::DELIVERY,

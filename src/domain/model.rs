@@ -130,6 +130,8 @@ pub struct NewIntake {
     pub actor: Actor,
     /// The mapped payload for the provider (the transactional outbox).
     pub messages: Vec<NewMessage>,
+    /// The referral's strata for reports (`report_facts`), stored with it.
+    pub facts: crate::reports::facts::ReferralFacts,
 }
 
 /// What recording an intake did.
@@ -159,6 +161,9 @@ pub struct TaskUpdate {
     pub referral: Option<Referral>,
     /// Further messages (e.g. a cancellation to the provider).
     pub messages: Vec<NewMessage>,
+    /// What the change does to the referral's journey (`report_facts`,
+    /// updated in the same transaction).
+    pub step: crate::reports::facts::JourneyStep,
 }
 
 impl TaskUpdate {

@@ -4,6 +4,8 @@
 //! - [`FhirCaller`]: a referrer or an admin (the FHIR API);
 //! - [`Admin`]: an admin (the `/admin` API);
 //! - [`Monitor`]: a metrics scraper or an admin (`GET /metrics`);
+//! - [`ReportReader`]: an analyst or an admin (`/reports`, the funnel
+//!   `Measure` and its `MeasureReport`s);
 //! - [`InboxProvider`]: an inbox provider's own token, on that provider's
 //!   inbox (`/providers/{id}/inbox`);
 //! - [`ProviderCallback`]: a provider's status callback, by its Standard
@@ -85,6 +87,20 @@ impl FromRequestParts<AppState> for Monitor {
         authorised(parts, app, allowed, "a monitor or an admin token")
             .await
             .map(Monitor)
+    }
+}
+
+/// A reader of reports: an analyst or an admin.
+pub struct ReportReader(pub Caller);
+
+impl FromRequestParts<AppState> for ReportReader {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
+        let allowed = |role: &Role| matches!(role, Role::Analyst | Role::Admin);
+        authorised(parts, app, allowed, "an analyst or an admin token")
+            .await
+            .map(ReportReader)
     }
 }
 

@@ -23,6 +23,7 @@ mod inbox;
 mod metrics;
 mod middleware;
 mod portal;
+mod reports;
 mod request;
 mod response;
 mod serve;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub instances: Arc<crate::instances::Registry>,
     /// The providers' web portal: accounts, sessions, referral pages.
     pub portal: Arc<crate::portal::Portal>,
+    /// The funnel and its publications (`/reports`, `Measure`).
+    pub reports: Arc<crate::reports::Reports>,
 }
 
 /// `impl FromRef<AppState> for` each of its parts.
@@ -104,6 +107,7 @@ sub_states! {
     worker_heartbeat: Arc<WorkerHeartbeat>,
     admission: Arc<Admission>,
     instances: Arc<crate::instances::Registry>,
+    reports: Arc<crate::reports::Reports>,
 }
 
 /// The registry lives with the domain, which records into it too.
@@ -138,7 +142,8 @@ pub fn router(state: AppState) -> Router {
 /// The routes and the layers every request passes through.
 fn routes(state: AppState) -> Router {
     Router::new()
-        .nest("/fhir", fhir::router())
+        .nest("/fhir", fhir::router().merge(reports::fhir_router()))
+        .merge(reports::router())
         .nest("/admin", admin::router())
         .merge(metrics::router())
         .merge(health::router())

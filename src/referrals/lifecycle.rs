@@ -19,6 +19,7 @@ use crate::{
         },
     },
     outcome::{Issue, IssueCode},
+    reports::facts::JourneyStep,
     store::StoreError,
 };
 
@@ -165,11 +166,19 @@ impl Referrals {
             },
             expected_version: task.version_id,
             from_status: task.status,
-            actor,
             reason: change
                 .status_reason
                 .clone()
                 .or_else(|| change.business_status.clone()),
+            step: JourneyStep::of(
+                at,
+                task.status,
+                status,
+                &actor,
+                change.status_reason.as_deref(),
+                change.business_status.as_deref(),
+            ),
+            actor,
             notification,
             referral: None,
             messages: Vec::new(),

@@ -22,6 +22,7 @@ use serde_json::Value;
 use self::checks::{Form, refuse};
 
 use crate::domain::model::{self, NewIntake, Recorded};
+use crate::reports::facts::ReferralFacts;
 use crate::{
     config::Config,
     domain::{
@@ -334,6 +335,7 @@ impl Referrals {
             }),
             now: &now,
         });
+        let facts = ReferralFacts::of(&resource, provider_id.as_str(), &ods_code, at);
         let intake = NewIntake {
             referral: model::Referral {
                 id: referral_id.clone(),
@@ -364,6 +366,7 @@ impl Referrals {
                 payload.to_string(),
                 at,
             )],
+            facts,
         };
         // (The store wakes the delivery worker once the message is stored.)
         Ok(match self.store.record_intake(intake).await? {

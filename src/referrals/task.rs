@@ -136,6 +136,18 @@ pub fn apply_change(
                 .clone()
                 .unwrap_or_else(|| status.as_str().to_owned());
             next["statusReason"] = json!({ "text": reason });
+            // The code GP systems count when a person declines (README,
+            // "Reports"), so the practice need not enter it again.
+            if !referrer
+                && matches!(status, TaskStatus::Rejected | TaskStatus::Cancelled)
+                && says_declined(&reason)
+            {
+                next["statusReason"]["coding"] = json!([{
+                    "system": SNOMED_CT,
+                    "code": SOCIAL_PRESCRIBING_DECLINED,
+                    "display": "Social prescribing declined",
+                }]);
+            }
         }
     } else if let Some(reason) = &change.status_reason {
         next["statusReason"] = json!({ "text": reason });
@@ -165,6 +177,21 @@ pub fn apply_change(
     next["meta"]["lastUpdated"] = json!(now);
     next["lastModified"] = json!(now);
     Ok((next, status))
+}
+
+/// SNOMED CT's URI.
+pub const SNOMED_CT: &str = "http://snomed.info/sct";
+/// SNOMED CT UK "Referral to social prescribing service": on every Task
+/// (`reasonCode`), so that a GP system can record it from the Task.
+pub const REFERRAL_TO_SOCIAL_PRESCRIBING: &str = "871731000000106";
+/// SNOMED CT UK "Social prescribing declined".
+pub const SOCIAL_PRESCRIBING_DECLINED: &str = "871711000000103";
+
+/// Whether a provider's reason for closing a referral says the person
+/// declined (e.g. Community Connect's "declined by person"). Reports count
+/// these as declined; the Task carries the declined code.
+pub fn says_declined(reason: &str) -> bool {
+    reason.to_ascii_lowercase().contains("declin")
 }
 
 /// Identifier system for Signpost's provider ids.
@@ -204,6 +231,11 @@ pub fn new_task(task: &NewTask<'_>) -> Value {
         }]},
         "focus": { "reference": format!("ServiceRequest/{}", task.referral_id) },
         "for": { "type": "Patient", "identifier": { "system": NHS_NUMBER_SYSTEM, "value": task.nhs_number } },
+        "reasonCode": { "coding": [{
+            "system": SNOMED_CT,
+            "code": REFERRAL_TO_SOCIAL_PRESCRIBING,
+            "display": "Referral to social prescribing service"
+        }]},
         "authoredOn": task.now,
         "lastModified": task.now,
         "requester": { "type": "Organization", "identifier": { "system": ODS_CODE_SYSTEM, "value": task.requester_ods } }

@@ -56,7 +56,7 @@ pub fn visible(caller: &Caller) -> Visible<'_> {
     match &caller.role {
         Role::Referrer(id) => Visible::SentBy(id.as_str()),
         Role::Admin => Visible::All,
-        Role::Provider(_) | Role::Monitor => Visible::Nothing,
+        Role::Provider(_) | Role::Monitor | Role::Analyst => Visible::Nothing,
     }
 }
 

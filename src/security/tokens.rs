@@ -41,6 +41,10 @@ pub enum Role {
     /// A metrics scraper: `GET /metrics` only (so that Prometheus never
     /// holds a token that can read or erase referrals).
     Monitor,
+    /// A commissioner's or PCN's analyst: the suppressed reports only
+    /// (`/reports`, the funnel Measure and its MeasureReports); every other
+    /// FHIR resource and the admin API are refused.
+    Analyst,
 }
 
 /// The authenticated caller of a request.
@@ -60,7 +64,7 @@ impl Caller {
     pub fn referrer(&self) -> Option<&str> {
         match &self.role {
             Role::Referrer(id) => Some(id.as_str()),
-            Role::Provider(_) | Role::Admin | Role::Monitor => None,
+            Role::Provider(_) | Role::Admin | Role::Monitor | Role::Analyst => None,
         }
     }
 
@@ -83,6 +87,7 @@ impl Caller {
             Role::Provider(id) => Actor::Provider(id.clone()),
             Role::Admin => Actor::Admin(self.credential.clone()),
             Role::Monitor => Actor::Monitor(self.credential.clone()),
+            Role::Analyst => Actor::Analyst(self.credential.clone()),
         }
     }
 }
@@ -103,6 +108,7 @@ pub fn issue(role: &Role) -> Issued {
         Role::Provider(id) => ("provider", None, Some(id.clone())),
         Role::Admin => ("admin", None, None),
         Role::Monitor => ("monitor", None, None),
+        Role::Analyst => ("analyst", None, None),
     };
     Issued {
         token: format!("sp_{id}_{secret}"),
@@ -179,6 +185,7 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
                 (_, Some(provider)) if row.role == "provider" => Role::Provider(provider),
                 _ if row.role == "admin" => Role::Admin,
                 _ if row.role == "monitor" => Role::Monitor,
+                _ if row.role == "analyst" => Role::Analyst,
                 _ => return Err(AuthError::Invalid),
             },
         }),

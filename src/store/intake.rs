@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 
 use super::{
-    NewIntake, NewMessage, Recorded, Referral, ReferralStore, SqlStore, StoreError,
+    FactRow, NewIntake, NewMessage, Recorded, Referral, ReferralStore, SqlStore, StoreError,
     backend::{Backend, PROBE_WAIT, keep_prepared, rows_per_statement},
     group::Write,
     rows::{ReferralRow, referrals},
@@ -148,6 +148,21 @@ macro_rules! impl_referral_store {
                         .push_bind(&t.last_updated);
                 })
                 .await?;
+                let facts: Vec<FactRow> = created
+                    .iter()
+                    .map(|intake| FactRow {
+                        task_id: intake.task.id.clone(),
+                        referral_id: intake.referral.id.clone(),
+                        facts: intake.facts.clone(),
+                        delivered_ms: None,
+                        contact_ms: None,
+                        engaged_ms: None,
+                        completed_ms: None,
+                        ending: None,
+                        escalated: false,
+                    })
+                    .collect();
+                Self::insert_facts(tx, &facts).await?;
                 let messages: Vec<&NewMessage> = created.iter().flat_map(|i| &i.messages).collect();
                 Self::insert_messages(tx, &messages).await?;
                 let mut recorded = Vec::with_capacity(intakes.len());

@@ -14,7 +14,8 @@
 //! `backend.rs`, `sqlite.rs` and `postgres.rs`; the group commit in
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
 //! `outbox.rs`, `inbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`,
-//! `tokens.rs`, `retention.rs`, `bars.rs`, `portal.rs`, `instances.rs`).
+//! `tokens.rs`, `retention.rs`, `bars.rs`, `portal.rs`, `instances.rs`,
+//! `reports.rs`).
 
 mod audit;
 mod backend;
@@ -29,6 +30,7 @@ mod intake;
 mod outbox;
 mod portal;
 mod postgres;
+mod reports;
 mod retention;
 mod rows;
 mod sqlite;
@@ -53,6 +55,7 @@ pub use self::{
     instances::Instance,
     portal::{PortalSession, PortalStore, PortalUser, TaskEvent},
     postgres::PostgresStore,
+    reports::FactRow,
     rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
 };
@@ -282,6 +285,28 @@ pub trait SubscriptionEvents: Send + Sync + 'static {
     async fn endpoint_disabled(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
 }
 
+/// What reports read, and the bench writes (`reports.rs`). The facts are
+/// written by intake, Task changes and deliveries themselves.
+#[async_trait]
+pub trait ReportFacts: Send + Sync + 'static {
+    /// Per stratum of `by`, the period's counts and hour histograms.
+    async fn funnel_rows(
+        &self,
+        period: crate::reports::funnel::Period,
+        by: &[crate::reports::funnel::Dimension],
+    ) -> Result<
+        (
+            Vec<crate::reports::funnel::CountRow>,
+            Vec<crate::reports::funnel::TimeRow>,
+        ),
+        StoreError,
+    >;
+
+    /// Insert whole fact rows, in one transaction (the bench's national
+    /// year, which would take hours through HTTP).
+    async fn insert_fact_rows(&self, rows: &[FactRow]) -> Result<(), StoreError>;
+}
+
 /// The audit trail (`audit.rs`).
 #[async_trait]
 pub trait AuditTrail: Send + Sync + 'static {
@@ -385,6 +410,7 @@ pub trait Store:
     + BarsMessages
     + Instances
     + PortalStore
+    + ReportFacts
 {
 }
 
@@ -401,6 +427,7 @@ impl<T> Store for T where
         + BarsMessages
         + Instances
         + PortalStore
+        + ReportFacts
 {
 }
 

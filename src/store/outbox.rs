@@ -223,6 +223,12 @@ macro_rules! impl_outbox {
                         .execute(&mut **tx)
                         .await?;
                 }
+                for a in &delivered {
+                    let at = a.started_at.parse::<crate::domain::Timestamp>().ok();
+                    if let Some(at) = at {
+                        Self::record_delivered(tx, &a.message_id, at.as_millis()).await?;
+                    }
+                }
                 let audits: Vec<&AuditRecord> = finished.iter().map(|f| &f.audit).collect();
                 Self::insert_audit(tx, &audits).await?;
                 for f in finished {

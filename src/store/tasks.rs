@@ -198,6 +198,7 @@ macro_rules! impl_task_events {
                     .bind(&t.last_updated)
                     .execute(&mut **tx)
                     .await?;
+                Self::apply_step(tx, &t.id, &update.step).await?;
                 if let Some(r) = &update.referral {
                     let changed = sqlx::query(UPDATE_REFERRAL)
                         .bind(r.version_id)

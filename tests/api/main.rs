@@ -30,6 +30,7 @@ mod portal_browser;
 mod privacy;
 mod recovery;
 mod reload;
+mod reports;
 mod routing;
 mod sandbox;
 mod security;

@@ -217,6 +217,13 @@ impl TestApp {
         }
     }
 
+    /// Sets the stopped clock: back to the system's time, say, so that
+    /// what is delivered next carries a timestamp receivers accept after
+    /// the test has moved the clock hours on.
+    pub fn set_now(&self, at: Timestamp) {
+        self.stepped().clock.set(at);
+    }
+
     /// Moves the stopped clock on.
     pub fn advance(&self, by: std::time::Duration) {
         self.stepped().clock.advance(by);
