@@ -96,6 +96,7 @@ impl Referrals {
     ) -> Result<TaskUpdate, ChangeError> {
         let (task, current) = self.current_task(referral).await?;
         self.update_from(referral, task, &current, change, actor, by_referrer)
+            .await
     }
 
     /// The referral's Task as stored, and its resource.
@@ -117,7 +118,7 @@ impl Referrals {
     /// The update applying `change` to `task` as read (`current` is its
     /// resource): the write expects that version, so a change stored since
     /// is a conflict, never overwritten.
-    fn update_from(
+    async fn update_from(
         &self,
         referral: &Referral,
         task: Task,
@@ -523,6 +524,7 @@ impl Referrals {
         let update = match self.current_task(&referral).await {
             Ok((task, current)) if only_if(&current) => {
                 self.update_from(&referral, task, &current, &change, Actor::DELIVERY, false)
+                    .await
             }
             Ok(_) => return Ok(None),
             Err(e) => Err(e),
