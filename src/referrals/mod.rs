@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use self::checks::{Form, refuse};
 
-use crate::domain::model::{self, NewIntake, Recorded};
+use crate::domain::model::{self, BarsExchange, NewIntake, Recorded};
 use crate::{
     config::Config,
     domain::{
@@ -96,6 +96,10 @@ pub enum IntakeError {
     /// materially different referral (see [`sameness`]): the one stored.
     #[error("the business identifier was already used for a different referral")]
     IdentifierReused(ReferralId),
+    /// The BaRS sender already used the message's request id: the message
+    /// recorded then (nothing was written).
+    #[error("the message's request id was already processed")]
+    AlreadyProcessed(Box<BarsExchange>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -167,7 +171,7 @@ impl Referrals {
         let started = std::time::Instant::now();
         let referral = checks::validate(&self.validator, Form::ServiceRequest, &body);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, criteria).await
+        self.accept(referrer_id, referral?, body, criteria, None).await
     }
 
     /// Accept a transaction Bundle holding one ServiceRequest and the
@@ -180,7 +184,7 @@ impl Referrals {
         let started = std::time::Instant::now();
         let referral = checks::validate(&self.validator, Form::Transaction, &body);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, None).await
+        self.accept(referrer_id, referral?, body, None, None).await
     }
 
     /// The structural layer alone (the official FHIR R4 schema), for any
@@ -195,13 +199,16 @@ impl Referrals {
     /// referral profile and stored in the same canonical shape as every
     /// other referral (the entries it references contained), but
     /// attributed to `sender_ods`, the message's sending organisation,
-    /// rather than to the requester's organisation.
+    /// rather than to the requester's organisation. `bars` is the message,
+    /// naming the referral's id if it is new: it is recorded with the
+    /// referral.
     pub async fn submit_message(
         &self,
         referrer_id: &str,
         body: Value,
         service_request: usize,
         sender_ods: &str,
+        bars: BarsExchange,
     ) -> Result<Receipt, IntakeError> {
         let started = std::time::Instant::now();
         let referral = checks::validate_message(&self.validator, &body, service_request).map(
@@ -211,7 +218,8 @@ impl Referrals {
             },
         );
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, None).await
+        self.accept(referrer_id, referral?, body, None, Some(bars))
+            .await
     }
 
     /// The referral `referrer_id` sent under this business identifier.
@@ -233,6 +241,7 @@ impl Referrals {
         referral: checks::Validated,
         document: Value,
         if_none_exist: Option<(Option<String>, String)>,
+        bars: Option<BarsExchange>,
     ) -> Result<Receipt, IntakeError> {
         let referrer = checks::attribute(&self.config, &referral, referrer_id)?;
 
@@ -254,7 +263,9 @@ impl Referrals {
             }
         }
 
-        let referral_id = ReferralId::generate();
+        let referral_id = bars
+            .as_ref()
+            .map_or_else(ReferralId::generate, |b| b.referral_id.clone());
         let task_id = TaskId::generate();
         let at = self.clock.now();
         let now = at.to_string();
@@ -343,6 +354,7 @@ impl Referrals {
                 payload.to_string(),
                 at,
             )],
+            bars,
         };
         // (The store wakes the delivery worker once the message is stored.)
         Ok(match self.store.record_intake(intake).await? {
@@ -351,6 +363,9 @@ impl Referrals {
                 referral,
             },
             Recorded::Existing(referral) => return resent(referral, &resource),
+            Recorded::AlreadyProcessed(earlier) => {
+                return Err(IntakeError::AlreadyProcessed(Box::new(earlier)));
+            }
         })
     }
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::domain::model::{
-    Attempt, AttemptRecord, AuditFilter, AuditRecord, CallbackApplied, DisabledEndpoint,
+    Attempt, AttemptRecord, AuditFilter, AuditRecord, BarsExchange, CallbackApplied, DisabledEndpoint,
     InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
     Referral, Task, TaskUpdate, Token, Tombstone,
 };
@@ -45,7 +45,7 @@ use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, Refe
 
 pub use self::{
     backend::{Backend, SqlStore},
-    bars::{BarsExchange, BarsMessages},
+    bars::BarsMessages,
     postgres::PostgresStore,
     rows::{MessageFilter, OutboxStats},
     sqlite::SqliteStore,
