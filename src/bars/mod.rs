@@ -6,11 +6,13 @@
 //! referral pipeline ([`crate::referrals`]): a new referral is validated,
 //! routed, mapped and stored in the same canonical shape as every other;
 //! a cancellation is the referrer's withdrawal. Every refusal is a receiver
-//! error from BaRS's catalogue ([`answer`]). A request id that was
-//! processed is recorded in the database (`bars_messages`), so a sender's
-//! retry is answered `409 REC_CONFLICT` `duplicate`, which BaRS senders
-//! treat as success, however much later it comes and whichever instance it
-//! reaches. Nothing here knows about HTTP.
+//! error from BaRS's catalogue ([`answer`]). A message is recorded in the
+//! database (`bars_messages`, keyed by sender and request id) in the same
+//! transaction as the change it made, so the sender's retry with that
+//! request id is answered `409 REC_CONFLICT` `duplicate`, which BaRS
+//! senders treat as success, however much later or concurrently it comes
+//! and whichever instance it reaches. Another sender's request ids are its
+//! own. Nothing here knows about HTTP.
 //!
 //! The way back is [`response`]: for a referrer with `notify = "bars"`,
 //! each Task change of a referral it sent by BaRS goes out, through the
@@ -34,11 +36,11 @@ use self::{
 };
 use crate::{
     config::{BarsConfig, Config},
-    domain::ReferralId,
+    domain::{ReferralId, ReferrerId, model::Referral},
     outcome::IssueCode,
     referrals::{IntakeError, Referrals, lifecycle::ChangeError},
     store::{BarsExchange, BarsMessages, StoreError},
-    validation::Rejection,
+    validation::{Rejection, profile::first_identifier},
 };
 
 /// The BaRS receiver.
@@ -89,13 +91,16 @@ impl Bars {
                 "this gateway is not configured as a BaRS receiver",
             ));
         };
+        let referrer: ReferrerId = referrer_id
+            .parse()
+            .map_err(|_| Refusal::new(Rec::Forbidden, IssueCode::Forbidden, "not a referrer"))?;
         if let Some(earlier) = self
             .store
-            .bars_message(&headers.request_id)
+            .bars_message(&referrer, &headers.request_id)
             .await
             .map_err(unavailable)?
         {
-            return Err(duplicate(&earlier, referrer_id));
+            return Err(duplicate(&earlier));
         }
         if let Some(target) = &headers.target_service
             && target != &receiver.service_id
@@ -120,7 +125,20 @@ impl Bars {
             bars.requesting_software = headers.requesting_software.as_deref().unwrap_or("-"),
             "BaRS message checked"
         );
-        let processed = match &message.workflow {
+        // The message is recorded in the transaction of the change it asks
+        // for, keyed by its sender and request id: a retry, concurrent or
+        // later, finds it there and changes nothing.
+        let exchange = |referral_id: ReferralId| BarsExchange {
+            request_id: headers.request_id.clone(),
+            correlation_id: headers.correlation_id.clone(),
+            bundle_id: message.bundle_id.clone(),
+            workflow: message.workflow.as_str().to_owned(),
+            referral_id,
+            referrer_id: referrer.clone(),
+            source_endpoint: message.source_endpoint.clone(),
+            received_at: self.referrals.clock().now().to_string(),
+        };
+        match &message.workflow {
             Workflow::NewReferral => {
                 let receipt = self
                     .referrals
@@ -129,77 +147,83 @@ impl Bars {
                         body,
                         message.service_request,
                         &message.sender_ods,
+                        exchange(ReferralId::generate()),
                     )
                     .await
                     .map_err(refused_intake)?;
-                Processed {
+                Ok(Processed {
                     workflow: Workflow::NewReferral,
                     referral_id: receipt.referral.id,
                     version_id: receipt.referral.version_id,
-                }
+                })
             }
             Workflow::Cancellation(status) => {
-                let referral = self
-                    .referrals
-                    .sent_by(referrer_id, &system, &value)
-                    .await
-                    .map_err(unavailable)?
-                    .ok_or_else(|| {
-                        Refusal::at(
-                            Rec::NotFound,
-                            IssueCode::NotFound,
-                            "the ServiceRequest to cancel is not known: no referral from this sender has its identifier",
-                            "ServiceRequest.identifier",
-                        )
-                    })?;
-                // Only an active referral can be cancelled; the Task's
-                // state machine refuses a finished one.
-                let current = serde_json::from_str::<Value>(&referral.resource)
-                    .ok()
-                    .and_then(|r| r.get("status").and_then(Value::as_str).map(str::to_owned));
-                if current.as_deref() != Some("active") {
-                    return Err(Refusal::at(
-                        Rec::Conflict,
-                        IssueCode::Conflict,
-                        "local data updates conflict with the updates in the message: the referral is no longer active",
-                        "ServiceRequest.status",
-                    ));
-                }
-                let revised = self
-                    .referrals
-                    .withdraw(&referral.id, status)
-                    .await
-                    .map_err(refused_change)?;
-                Processed {
-                    workflow: message.workflow.clone(),
-                    referral_id: revised.id,
-                    version_id: revised.version_id,
+                let cancelled = self
+                    .cancel(referrer_id, &system, &value, status, exchange)
+                    .await;
+                match cancelled {
+                    Ok(revised) => Ok(Processed {
+                        workflow: message.workflow.clone(),
+                        referral_id: revised.id,
+                        version_id: revised.version_id,
+                    }),
+                    // Refused because a message with this request id (a
+                    // concurrent retry) cancelled it first: that one's
+                    // answer.
+                    Err(refusal) => match self
+                        .store
+                        .bars_message(&referrer, &headers.request_id)
+                        .await
+                    {
+                        Ok(Some(earlier)) => Err(duplicate(&earlier)),
+                        _ => Err(refusal),
+                    },
                 }
             }
-        };
-        let exchange = BarsExchange {
-            request_id: headers.request_id.clone(),
-            correlation_id: headers.correlation_id.clone(),
-            bundle_id: message.bundle_id.clone(),
-            workflow: message.workflow.as_str().to_owned(),
-            referral_id: processed.referral_id.clone(),
-            referrer_id: referrer_id.parse().map_err(|_| {
-                Refusal::new(Rec::Forbidden, IssueCode::Forbidden, "not a referrer")
-            })?,
-            source_endpoint: message.source_endpoint.clone(),
-            received_at: self.referrals.clock().now().to_string(),
-        };
-        // Another request with the same id may have won the race: the
-        // primary key decides, and the loser is the duplicate.
-        if !self
-            .store
-            .record_bars_message(&exchange)
+        }
+    }
+
+    /// Cancel (or mark entered-in-error) the referral `referrer_id` sent
+    /// under this business identifier, recording the message with it.
+    async fn cancel(
+        &self,
+        referrer_id: &str,
+        system: &str,
+        value: &str,
+        status: &str,
+        exchange: impl FnOnce(ReferralId) -> BarsExchange,
+    ) -> Result<Referral, Refusal> {
+        let referral = self
+            .referrals
+            .sent_by(referrer_id, system, value)
             .await
             .map_err(unavailable)?
-        {
-            return Err(duplicate(&exchange, referrer_id));
+            .ok_or_else(|| {
+                Refusal::at(
+                    Rec::NotFound,
+                    IssueCode::NotFound,
+                    "the ServiceRequest to cancel is not known: no referral from this sender has its identifier",
+                    "ServiceRequest.identifier",
+                )
+            })?;
+        // Only an active referral can be cancelled; the Task's state
+        // machine refuses a finished one.
+        let current = serde_json::from_str::<Value>(&referral.resource)
+            .ok()
+            .and_then(|r| r.get("status").and_then(Value::as_str).map(str::to_owned));
+        if current.as_deref() != Some("active") {
+            return Err(Refusal::at(
+                Rec::Conflict,
+                IssueCode::Conflict,
+                "local data updates conflict with the updates in the message: the referral is no longer active",
+                "ServiceRequest.status",
+            ));
         }
-        Ok(processed)
+        let exchange = exchange(referral.id.clone());
+        self.referrals
+            .withdraw(&referral.id, status, Some(&exchange))
+            .await
+            .map_err(refused_change)
     }
 
     /// The sending organisation must be one the authenticated referrer
@@ -248,18 +272,7 @@ fn business_identifier(body: &mut Value, index: usize) -> Result<(String, String
         .and_then(Value::as_str)
         .map(str::to_owned);
     let service_request = &mut entry["resource"];
-    let given = service_request
-        .get("identifier")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find_map(|i| {
-            Some((
-                i.get("system")?.as_str()?.to_owned(),
-                i.get("value")?.as_str()?.to_owned(),
-            ))
-        });
-    if let Some(identifier) = given {
+    if let Some(identifier) = first_identifier(service_request, None) {
         return Ok(identifier);
     }
     match full_url.filter(|u| u.starts_with("urn:uuid:")) {
@@ -276,20 +289,17 @@ fn business_identifier(body: &mut Value, index: usize) -> Result<(String, String
     }
 }
 
-/// The answer to a request id already processed. The referral's reference
-/// is given only to the referrer that sent it: a request id is a GUID, so
-/// another caller presenting it is guessing or misconfigured, and learns
-/// nothing from the answer.
-fn duplicate(earlier: &BarsExchange, referrer_id: &str) -> Refusal {
-    let diagnostics = if earlier.referrer_id.as_str() == referrer_id {
+/// The answer to a request id its sender already used: BaRS senders take
+/// it as success, so it gives the referral the first message was about.
+fn duplicate(earlier: &BarsExchange) -> Refusal {
+    Refusal::new(
+        Rec::Conflict,
+        IssueCode::Duplicate,
         format!(
             "the message has been identified as having already been processed (Signpost referral reference {})",
             answer::referral_reference(earlier.referral_id.as_str())
-        )
-    } else {
-        "the message has been identified as having already been processed".to_owned()
-    };
-    Refusal::new(Rec::Conflict, IssueCode::Duplicate, diagnostics)
+        ),
+    )
 }
 
 fn unavailable(error: StoreError) -> Refusal {
@@ -331,6 +341,7 @@ fn refused_intake(error: IntakeError) -> Refusal {
                 "the ServiceRequest's identifier was already used by this sender for a different referral, ServiceRequest/{original}; to replace it, cancel that referral and send the new one under a new identifier"
             ),
         ),
+        IntakeError::AlreadyProcessed(earlier) => duplicate(&earlier),
         IntakeError::Store(e) => unavailable(e),
     }
 }

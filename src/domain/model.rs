@@ -109,6 +109,25 @@ impl Referral {
     }
 }
 
+/// One processed BaRS request message.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BarsExchange {
+    /// `X-Request-Id`, as received (lower-case GUID).
+    pub request_id: String,
+    /// `X-Correlation-Id`: echoed on every response about this referral.
+    pub correlation_id: String,
+    /// The request Bundle's `id`: `MessageHeader.response.identifier` of
+    /// every response.
+    pub bundle_id: String,
+    /// `referral` or `cancellation`.
+    pub workflow: String,
+    pub referral_id: ReferralId,
+    pub referrer_id: ReferrerId,
+    /// `MessageHeader.source.endpoint`: where responses go.
+    pub source_endpoint: String,
+    pub received_at: String,
+}
+
 /// The Task that tracks a referral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
@@ -132,6 +151,10 @@ pub struct NewIntake {
     pub messages: Vec<NewMessage>,
     /// The referral's strata for reports (`report_facts`), stored with it.
     pub facts: crate::reports::facts::ReferralFacts,
+    /// The BaRS message this intake answers, naming the new referral:
+    /// recorded in the same transaction if the referral is created; if its
+    /// sender already used the request id, nothing is written.
+    pub bars: Option<BarsExchange>,
 }
 
 /// What recording an intake did.
@@ -142,6 +165,9 @@ pub enum Recorded {
     /// The referrer had already sent this business identifier: nothing was
     /// written, and this is the referral stored the first time.
     Existing(Referral),
+    /// The BaRS sender had already used this request id: nothing was
+    /// written, and this is the message recorded the first time.
+    AlreadyProcessed(BarsExchange),
 }
 
 /// A new version of a Task, applied only if the stored Task is still at
@@ -164,6 +190,10 @@ pub struct TaskUpdate {
     /// What the change does to the referral's journey (`report_facts`,
     /// updated in the same transaction).
     pub step: crate::reports::facts::JourneyStep,
+    /// The BaRS message that asked for this change (a cancellation):
+    /// recorded in the same transaction; if its sender already used the
+    /// request id, nothing is written and the store reports a conflict.
+    pub bars: Option<BarsExchange>,
 }
 
 impl TaskUpdate {

@@ -109,6 +109,14 @@ impl From<IntakeError> for FhirError {
                     ),
                 )],
             ),
+            // (Only BaRS intakes carry a request id; `bars` answers them.)
+            IntakeError::AlreadyProcessed(_) => FhirError::Refused(
+                StatusCode::CONFLICT,
+                vec![Issue::error(
+                    IssueCode::Duplicate,
+                    "the message has been identified as having already been processed",
+                )],
+            ),
             IntakeError::Store(e) => FhirError::Unavailable(e),
         }
     }

@@ -15,7 +15,8 @@ use crate::{
     domain::{
         Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, Timestamp,
         model::{
-            CallbackApplied, InboundCallback, NewMessage, Notification, Referral, Task, TaskUpdate,
+            BarsExchange, CallbackApplied, InboundCallback, NewMessage, Notification, Referral, Task,
+            TaskUpdate,
         },
     },
     outcome::{Issue, IssueCode},
@@ -182,6 +183,7 @@ impl Referrals {
             notification,
             referral: None,
             messages: Vec::new(),
+            bars: None,
         })
     }
 
@@ -397,11 +399,15 @@ impl Referrals {
     /// or marks it `entered-in-error`: a new version of the ServiceRequest,
     /// the Task cancelled (or entered-in-error), the provider sent its
     /// cancellation message when its mapping has one, and the referrer
-    /// notified. Returns the new ServiceRequest version.
+    /// notified. Returns the new ServiceRequest version. `bars`, the BaRS
+    /// message asking for it, is recorded with the change; if its sender
+    /// already used the request id, nothing changes and the answer is a
+    /// conflict (the caller looks the first message up).
     pub async fn withdraw(
         &self,
         referral_id: &ReferralId,
         new_status: &str,
+        bars: Option<&BarsExchange>,
     ) -> Result<Referral, ChangeError> {
         let task_status = match new_status {
             "revoked" => TaskStatus::Cancelled,
@@ -479,6 +485,7 @@ impl Referrals {
                 }
             }
             update.referral = Some(revised.clone());
+            update.bars = bars.cloned();
             self.store.update_task(update).await?;
             Ok(revised)
         })

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use self::checks::{Form, refuse};
 
-use crate::domain::model::{self, NewIntake, Recorded};
+use crate::domain::model::{self, BarsExchange, NewIntake, Recorded};
 use crate::reports::facts::ReferralFacts;
 use crate::{
     config::Config,
@@ -98,6 +98,10 @@ pub enum IntakeError {
     /// materially different referral (see [`sameness`]): the one stored.
     #[error("the business identifier was already used for a different referral")]
     IdentifierReused(ReferralId),
+    /// The BaRS sender already used the message's request id: the message
+    /// recorded then (nothing was written).
+    #[error("the message's request id was already processed")]
+    AlreadyProcessed(Box<BarsExchange>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -189,7 +193,7 @@ impl Referrals {
         let started = std::time::Instant::now();
         let referral = checks::validate(&self.validator, Form::ServiceRequest, &body);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, criteria).await
+        self.accept(referrer_id, referral?, body, criteria, None).await
     }
 
     /// Accept a transaction Bundle holding one ServiceRequest and the
@@ -202,7 +206,7 @@ impl Referrals {
         let started = std::time::Instant::now();
         let referral = checks::validate(&self.validator, Form::Transaction, &body);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, None).await
+        self.accept(referrer_id, referral?, body, None, None).await
     }
 
     /// The structural layer alone (the official FHIR R4 schema), for any
@@ -217,13 +221,16 @@ impl Referrals {
     /// referral profile and stored in the same canonical shape as every
     /// other referral (the entries it references contained), but
     /// attributed to `sender_ods`, the message's sending organisation,
-    /// rather than to the requester's organisation.
+    /// rather than to the requester's organisation. `bars` is the message,
+    /// naming the referral's id if it is new: it is recorded with the
+    /// referral.
     pub async fn submit_message(
         &self,
         referrer_id: &str,
         body: Value,
         service_request: usize,
         sender_ods: &str,
+        bars: BarsExchange,
     ) -> Result<Receipt, IntakeError> {
         let started = std::time::Instant::now();
         let referral = checks::validate_message(&self.validator, &body, service_request).map(
@@ -233,7 +240,8 @@ impl Referrals {
             },
         );
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, None).await
+        self.accept(referrer_id, referral?, body, None, Some(bars))
+            .await
     }
 
     /// The referral `referrer_id` sent under this business identifier.
@@ -255,6 +263,7 @@ impl Referrals {
         referral: checks::Validated,
         document: Value,
         if_none_exist: Option<(Option<String>, String)>,
+        bars: Option<BarsExchange>,
     ) -> Result<Receipt, IntakeError> {
         let referrer = checks::attribute(&self.config, &referral, referrer_id)?;
 
@@ -276,7 +285,9 @@ impl Referrals {
             }
         }
 
-        let referral_id = ReferralId::generate();
+        let referral_id = bars
+            .as_ref()
+            .map_or_else(ReferralId::generate, |b| b.referral_id.clone());
         let task_id = TaskId::generate();
         let at = self.clock.now();
         let now = at.to_string();
@@ -367,6 +378,7 @@ impl Referrals {
                 at,
             )],
             facts,
+            bars,
         };
         // (The store wakes the delivery worker once the message is stored.)
         Ok(match self.store.record_intake(intake).await? {
@@ -375,6 +387,9 @@ impl Referrals {
                 referral,
             },
             Recorded::Existing(referral) => return resent(referral, &resource),
+            Recorded::AlreadyProcessed(earlier) => {
+                return Err(IntakeError::AlreadyProcessed(Box::new(earlier)));
+            }
         })
     }
 

@@ -1,47 +1,35 @@
 //! BaRS messages received (`bars_messages`): the durable record behind
-//! BaRS idempotency (one row per `X-Request-Id`, enforced by the primary
-//! key, never by search-then-insert) and the addressing of responses.
+//! BaRS idempotency (one row per sender and `X-Request-Id`, enforced by the
+//! primary key, never by search-then-insert) and the addressing of
+//! responses. A message's row is written in the transaction of the change
+//! it asked for (`intake.rs`, `tasks.rs`), so a change is never committed
+//! without it, nor it without the change.
 
 use async_trait::async_trait;
+use sqlx::Transaction;
 
-use super::{SqlStore, StoreError};
+use super::{BarsExchange, SqlStore, StoreError};
 use crate::domain::{ReferralId, ReferrerId};
-
-/// One processed BaRS request message.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct BarsExchange {
-    /// `X-Request-Id`, as received (lower-case GUID).
-    pub request_id: String,
-    /// `X-Correlation-Id`: echoed on every response about this referral.
-    pub correlation_id: String,
-    /// The request Bundle's `id`: `MessageHeader.response.identifier` of
-    /// every response.
-    pub bundle_id: String,
-    /// `referral` or `cancellation`.
-    pub workflow: String,
-    pub referral_id: ReferralId,
-    pub referrer_id: ReferrerId,
-    /// `MessageHeader.source.endpoint`: where responses go.
-    pub source_endpoint: String,
-    pub received_at: String,
-}
 
 const INSERT: &str = "INSERT INTO bars_messages \
     (request_id, correlation_id, bundle_id, workflow, referral_id, referrer_id, source_endpoint, received_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (request_id) DO NOTHING";
-const SELECT_BY_REQUEST: &str = "SELECT * FROM bars_messages WHERE request_id = $1";
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (referrer_id, request_id) DO NOTHING";
+const DELETE: &str = "DELETE FROM bars_messages WHERE referrer_id = $1 AND request_id = $2";
+const SELECT_BY_REQUEST: &str =
+    "SELECT * FROM bars_messages WHERE referrer_id = $1 AND request_id = $2";
 const SELECT_REFERRAL_MESSAGE: &str = "SELECT * FROM bars_messages \
     WHERE referral_id = $1 AND workflow = 'referral' ORDER BY received_at LIMIT 1";
 
 /// BaRS messages (`bars.rs`).
 #[async_trait]
 pub trait BarsMessages: Send + Sync + 'static {
-    /// Record a processed message; `false` when its request id was already
-    /// recorded (nothing is changed then).
-    async fn record_bars_message(&self, exchange: &BarsExchange) -> Result<bool, StoreError>;
-
-    /// The message processed under this request id, if any.
-    async fn bars_message(&self, request_id: &str) -> Result<Option<BarsExchange>, StoreError>;
+    /// The message `referrer_id` sent under this request id, if it was
+    /// processed.
+    async fn bars_message(
+        &self,
+        referrer_id: &ReferrerId,
+        request_id: &str,
+    ) -> Result<Option<BarsExchange>, StoreError>;
 
     /// The BaRS message that created this referral, if it came by BaRS.
     async fn bars_referral_message(
@@ -54,27 +42,13 @@ macro_rules! impl_bars_messages {
     ($db:ty) => {
         #[async_trait]
         impl BarsMessages for SqlStore<$db> {
-            async fn record_bars_message(&self, e: &BarsExchange) -> Result<bool, StoreError> {
-                Ok(sqlx::query(INSERT)
-                    .bind(&e.request_id)
-                    .bind(&e.correlation_id)
-                    .bind(&e.bundle_id)
-                    .bind(&e.workflow)
-                    .bind(&e.referral_id)
-                    .bind(&e.referrer_id)
-                    .bind(&e.source_endpoint)
-                    .bind(&e.received_at)
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected()
-                    > 0)
-            }
-
             async fn bars_message(
                 &self,
+                referrer_id: &ReferrerId,
                 request_id: &str,
             ) -> Result<Option<BarsExchange>, StoreError> {
                 Ok(sqlx::query_as(SELECT_BY_REQUEST)
+                    .bind(referrer_id)
                     .bind(request_id)
                     .fetch_optional(&self.reader)
                     .await?)
@@ -88,6 +62,56 @@ macro_rules! impl_bars_messages {
                     .bind(referral_id)
                     .fetch_optional(&self.reader)
                     .await?)
+            }
+        }
+
+        impl SqlStore<$db> {
+            /// Record a message inside `tx`: `Some(the first)` when its
+            /// sender already used the request id (nothing is written
+            /// then). On PostgreSQL a concurrent transaction holding the
+            /// same key is waited for, so the loser sees the winner's row.
+            pub(super) async fn record_bars_in(
+                tx: &mut Transaction<'static, $db>,
+                e: &BarsExchange,
+            ) -> Result<Option<BarsExchange>, StoreError> {
+                let inserted = sqlx::query(INSERT)
+                    .bind(&e.request_id)
+                    .bind(&e.correlation_id)
+                    .bind(&e.bundle_id)
+                    .bind(&e.workflow)
+                    .bind(&e.referral_id)
+                    .bind(&e.referrer_id)
+                    .bind(&e.source_endpoint)
+                    .bind(&e.received_at)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if inserted {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    sqlx::query_as(SELECT_BY_REQUEST)
+                        .bind(&e.referrer_id)
+                        .bind(&e.request_id)
+                        .fetch_one(&mut **tx)
+                        .await?,
+                ))
+            }
+
+            /// Forget a message recorded in `tx` (an intake that changed
+            /// nothing: its referral was already stored, and intake answers
+            /// it from that one, the same way on every retry).
+            pub(super) async fn forget_bars_in(
+                tx: &mut Transaction<'static, $db>,
+                e: &BarsExchange,
+            ) -> Result<(), StoreError> {
+                sqlx::query(DELETE)
+                    .bind(&e.referrer_id)
+                    .bind(&e.request_id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
             }
         }
     };

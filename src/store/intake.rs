@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 
 use super::{
-    FactRow, NewIntake, NewMessage, Recorded, Referral, ReferralStore, SqlStore, StoreError,
+    BarsExchange, FactRow, NewIntake, NewMessage, Recorded, Referral, ReferralStore, SqlStore,
+    StoreError,
     backend::{Backend, PROBE_WAIT, keep_prepared, rows_per_statement},
     group::Write,
     rows::{ReferralRow, referrals},
@@ -93,11 +94,51 @@ macro_rules! impl_referral_store {
         }
 
         impl SqlStore<$db> {
-            /// Intakes, in the order given: each referral is inserted unless
-            /// its referrer already sent its business identifier (then the
+            /// Intakes, in the order given. A BaRS intake's message is
+            /// recorded first: if its sender already used the request id,
+            /// nothing else is written for it and the first message is
+            /// returned. Then [`Self::referrals_in`]; a BaRS message whose
+            /// referral was already stored changed nothing, and is not kept.
+            pub(super) async fn intakes_in(
+                tx: &mut Transaction<'static, $db>,
+                intakes: Vec<NewIntake>,
+            ) -> Result<Vec<Recorded>, StoreError> {
+                let mut processed_before = Vec::with_capacity(intakes.len());
+                let mut fresh = Vec::with_capacity(intakes.len());
+                for intake in intakes {
+                    let earlier = match &intake.bars {
+                        Some(bars) => Self::record_bars_in(tx, bars).await?,
+                        None => None,
+                    };
+                    if earlier.is_none() {
+                        fresh.push(intake);
+                    }
+                    processed_before.push(earlier);
+                }
+                let bars: Vec<Option<BarsExchange>> =
+                    fresh.iter().map(|i| i.bars.clone()).collect();
+                let recorded = Self::referrals_in(tx, fresh).await?;
+                for (answer, bars) in recorded.iter().zip(&bars) {
+                    if let (Recorded::Existing(_), Some(bars)) = (answer, bars) {
+                        Self::forget_bars_in(tx, bars).await?;
+                    }
+                }
+                // (One answer per fresh intake, in order.)
+                let mut recorded = recorded.into_iter();
+                Ok(processed_before
+                    .into_iter()
+                    .filter_map(|earlier| match earlier {
+                        Some(earlier) => Some(Recorded::AlreadyProcessed(earlier)),
+                        None => recorded.next(),
+                    })
+                    .collect())
+            }
+
+            /// Referrals, in the order given: each is inserted unless its
+            /// referrer already sent its business identifier (then the
             /// stored one is returned, and nothing is written for it); the
             /// new ones get their Task, its first event and their messages.
-            pub(super) async fn intakes_in(
+            async fn referrals_in(
                 tx: &mut Transaction<'static, $db>,
                 intakes: Vec<NewIntake>,
             ) -> Result<Vec<Recorded>, StoreError> {

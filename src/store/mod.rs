@@ -43,7 +43,7 @@ use async_trait::async_trait;
 
 use crate::config::DatabaseSettings;
 pub use crate::domain::model::{
-    Attempt, AttemptRecord, AuditFilter, AuditRecord, CallbackApplied, DisabledEndpoint,
+    Attempt, AttemptRecord, AuditFilter, AuditRecord, BarsExchange, CallbackApplied, DisabledEndpoint,
     InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
     Referral, Task, TaskUpdate, Token, Tombstone,
 };
@@ -51,9 +51,9 @@ use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, Refe
 
 pub use self::{
     backend::{Backend, SqlStore},
-    bars::{BarsExchange, BarsMessages},
     instances::Instance,
     portal::{PortalSession, PortalStore, PortalUser, TaskEvent},
+    bars::BarsMessages,
     postgres::PostgresStore,
     reports::FactRow,
     rows::{MessageFilter, OutboxStats},

@@ -175,6 +175,14 @@ macro_rules! impl_task_events {
                 if Self::referral_erased(tx, &update.task.referral_id).await? {
                     update.reason = None;
                 }
+                // The BaRS message asking for the change, before the change:
+                // a sender's second message with its request id (a retry,
+                // concurrent or not) changes nothing.
+                if let Some(bars) = &update.bars
+                    && Self::record_bars_in(tx, bars).await?.is_some()
+                {
+                    return Err(StoreError::Conflict);
+                }
                 let t = &update.task;
                 let changed = sqlx::query(UPDATE_TASK)
                     .bind(&t.status)

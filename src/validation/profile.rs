@@ -271,7 +271,7 @@ fn check_nhs_numbers(patient: &Located<'_>, issues: &mut Vec<Issue>) {
 }
 
 /// The first identifier (of `system`, if given) with both system and value.
-fn first_identifier(resource: &Value, system: Option<&str>) -> Option<(String, String)> {
+pub(crate) fn first_identifier(resource: &Value, system: Option<&str>) -> Option<(String, String)> {
     resource
         .get("identifier")?
         .as_array()?

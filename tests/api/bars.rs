@@ -520,40 +520,101 @@ async fn another_referrer_cannot_cancel_by_naming_the_same_service_request(backe
     assert_eq!(tasks["entry"][0]["resource"]["status"], "requested");
 }
 
-async fn a_request_id_from_another_referrer_learns_nothing_of_the_first(backend: Backend) {
-    // Arrange: Riverside's message is processed; Hilltop presents its
-    // request id.
+async fn another_referrers_message_with_the_same_request_id_is_processed(backend: Backend) {
+    // Arrange: Riverside's message is processed; Hilltop sends its own
+    // referral under the same request id (a request id is its sender's).
     let app = TestApp::spawn_on(TestDb::fresh(backend).await, crate::security::with_hilltop).await;
     let (message, _) = fresh(bars_referral());
     let ids = Ids::new();
     let first = process(&app, &message, &ids).await;
     assert_eq!(first.status(), StatusCode::OK);
-    let reference = first.text().await.unwrap();
-    let reference = reference
-        .split("SP-")
-        .nth(1)
-        .map(|tail| format!("SP-{}", &tail[..14]))
-        .expect("the success carries the referral reference");
+    let riversides = referral_id(&first);
+    let (mut hilltops, _) = fresh(bars_referral());
+    hilltops["entry"][5]["resource"]["identifier"][0]["value"] = json!("B82002");
     let hilltop =
         client_with(&issue_token(&app.db.url, Role::Referrer("hilltop".parse().unwrap())).await);
+    let send = || {
+        hilltop
+            .post(app.url("/fhir/$process-message"))
+            .header("content-type", "application/fhir+json")
+            .header("x-request-id", &ids.request)
+            .header("x-correlation-id", &ids.correlation)
+            .body(hilltops.to_string())
+            .send()
+    };
 
     // Act
-    let again = hilltop
-        .post(app.url("/fhir/$process-message"))
-        .header("content-type", "application/fhir+json")
-        .header("x-request-id", &ids.request)
-        .header("x-correlation-id", &ids.correlation)
-        .body(message.to_string())
-        .send()
-        .await
-        .unwrap();
+    let processed = send().await.unwrap();
+    let retried = send().await.unwrap();
 
-    // Assert: still a duplicate (the id is spent), without Riverside's
-    // reference.
-    assert_eq!(again.status(), StatusCode::CONFLICT);
-    let text = again.text().await.unwrap();
-    assert!(text.contains("duplicate"), "{text}");
-    assert!(!text.contains(&reference), "{text}");
+    // Assert: processed as a new referral of Hilltop's; its own retry is
+    // its duplicate.
+    assert_eq!(processed.status(), StatusCode::OK);
+    let hilltops_id = referral_id(&processed);
+    assert_ne!(hilltops_id, riversides);
+    assert_eq!(
+        rec_answer(retried).await,
+        (409, "duplicate".into(), "REC_CONFLICT".into())
+    );
+    let tasks = json(
+        app.get(&format!("/fhir/Task?focus=ServiceRequest/{riversides}"))
+            .await,
+    )
+    .await;
+    assert_eq!(tasks["entry"][0]["resource"]["status"], "requested");
+}
+
+async fn concurrent_cancellations_with_one_request_id_answer_one_success(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let (message, _) = fresh(bars_referral());
+    let id = referral_id(&process(&app, &message, &Ids::new()).await);
+    let cancel = cancellation(&message, "revoked");
+    let ids = Ids::new();
+
+    // Act: the sender's cancellation, retried at once on its own timeout.
+    let answers =
+        futures_util::future::join_all((0..4).map(|_| process(&app, &cancel, &ids))).await;
+
+    // Assert: one success; every other answer is the duplicate (which the
+    // sender takes as success), never a conflict.
+    let mut successes = 0;
+    for answer in answers {
+        if answer.status() == StatusCode::OK {
+            assert_eq!(referral_id(&answer), id);
+            successes += 1;
+        } else {
+            assert_eq!(
+                rec_answer(answer).await,
+                (409, "duplicate".into(), "REC_CONFLICT".into())
+            );
+        }
+    }
+    assert_eq!(successes, 1);
+    let stored = json(app.get(&format!("/fhir/ServiceRequest/{id}")).await).await;
+    assert_eq!(stored["status"], "revoked");
+    assert_eq!(stored["meta"]["versionId"], "2", "cancelled once: {stored}");
+}
+
+async fn a_retried_cancellation_is_a_duplicate(backend: Backend) {
+    // Arrange: the cancellation was processed.
+    let app = TestApp::spawn(backend).await;
+    let (message, _) = fresh(bars_referral());
+    let id = referral_id(&process(&app, &message, &Ids::new()).await);
+    let cancel = cancellation(&message, "revoked");
+    let ids = Ids::new();
+    assert_eq!(process(&app, &cancel, &ids).await.status(), StatusCode::OK);
+
+    // Act
+    let again = process(&app, &cancel, &ids).await;
+
+    // Assert
+    assert_eq!(
+        rec_answer(again).await,
+        (409, "duplicate".into(), "REC_CONFLICT".into())
+    );
+    let stored = json(app.get(&format!("/fhir/ServiceRequest/{id}")).await).await;
+    assert_eq!(stored["meta"]["versionId"], "2", "{stored}");
 }
 
 async fn a_finished_referral_cannot_be_cancelled(backend: Backend) {
@@ -588,7 +649,9 @@ on_both_backends!(
     another_referrer_cannot_cancel_by_naming_the_same_service_request,
     a_bars_referral_is_accepted_with_its_reference_and_the_ids_echoed,
     a_retried_request_id_is_a_duplicate_even_after_a_restart,
-    a_request_id_from_another_referrer_learns_nothing_of_the_first,
+    another_referrers_message_with_the_same_request_id_is_processed,
+    concurrent_cancellations_with_one_request_id_answer_one_success,
+    a_retried_cancellation_is_a_duplicate,
     concurrent_retries_store_one_referral_and_answer_one_success,
     a_bars_referral_reaches_the_provider_as_the_same_service_request_would,
     bars_is_answered_not_implemented_when_not_configured,

@@ -354,7 +354,7 @@ async fn withdraw(
             referral.resource,
         ));
     }
-    let revised = app.referrals.withdraw(id, status).await?;
+    let revised = app.referrals.withdraw(id, status, None).await?;
     tracing::info!(referral_id = %id, status, "referral withdrawn by the referrer");
     let location = referral_location(&base_url(&app.config, headers), &revised);
     let mut response = resource_response(StatusCode::OK, revised.version_id, revised.resource);
