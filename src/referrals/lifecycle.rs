@@ -15,8 +15,8 @@ use crate::{
     domain::{
         Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, Timestamp,
         model::{
-            BarsExchange, CallbackApplied, InboundCallback, NewMessage, Notification, Referral, Task,
-            TaskUpdate,
+            BarsExchange, CallbackApplied, InboundCallback, NewMessage, Notification, Referral,
+            Task, TaskUpdate,
         },
     },
     outcome::{Issue, IssueCode},

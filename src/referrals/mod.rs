@@ -193,7 +193,8 @@ impl Referrals {
         let started = std::time::Instant::now();
         let referral = checks::validate(&self.validator, Form::ServiceRequest, &body);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, criteria, None).await
+        self.accept(referrer_id, referral?, body, criteria, None)
+            .await
     }
 
     /// Accept a transaction Bundle holding one ServiceRequest and the

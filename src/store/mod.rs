@@ -43,17 +43,17 @@ use async_trait::async_trait;
 
 use crate::config::DatabaseSettings;
 pub use crate::domain::model::{
-    Attempt, AttemptRecord, AuditFilter, AuditRecord, BarsExchange, CallbackApplied, DisabledEndpoint,
-    InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
-    Referral, Task, TaskUpdate, Token, Tombstone,
+    Attempt, AttemptRecord, AuditFilter, AuditRecord, BarsExchange, CallbackApplied,
+    DisabledEndpoint, InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification,
+    OutboxMessage, Recorded, Referral, Task, TaskUpdate, Token, Tombstone,
 };
 use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, ReferrerId, TaskId};
 
 pub use self::{
     backend::{Backend, SqlStore},
+    bars::BarsMessages,
     instances::Instance,
     portal::{PortalSession, PortalStore, PortalUser, TaskEvent},
-    bars::BarsMessages,
     postgres::PostgresStore,
     reports::FactRow,
     rows::{MessageFilter, OutboxStats},

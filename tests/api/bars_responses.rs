@@ -186,6 +186,41 @@ async fn a_rejection_is_a_cancelled_encounter_with_a_bars_reason(backend: Backen
     );
 }
 
+async fn a_withdrawal_after_acceptance_revokes_the_referral_the_bars_way(backend: Backend) {
+    // Arrange: ActiveLives took the referral on.
+    let fleet = Fleet::start_with(backend, told_by_bars).await;
+    let (message, _) = fresh(bars_referral());
+    let ids = Ids::new();
+    let id = refer_by_bars(&fleet, &message, &ids).await;
+    provider_reports(&fleet, &id, "booked", None).await;
+    fleet.referrer.wait_for(1, PATIENCE).await;
+
+    // Act: the person stops coming and ActiveLives withdraws them.
+    provider_reports(&fleet, &id, "withdrawn", Some("did not attend sessions")).await;
+    let received = fleet.referrer.wait_for(2, PATIENCE).await;
+
+    // Assert: an update (not the first answer) whose Encounter is cancelled
+    // and whose ServiceRequest is revoked: the referral ended unfulfilled.
+    // A cancellation is not a rejection, so no rejected-reasons-bars code.
+    let response = &received[1];
+    assert_is_response_to(response, &message, &ids);
+    let bundle = &response.body;
+    assert_eq!(
+        entry(bundle, "MessageHeader")["reason"]["coding"][0]["code"],
+        "update"
+    );
+    assert_eq!(entry(bundle, "Task")["status"], "cancelled");
+    assert_eq!(entry(bundle, "ServiceRequest")["status"], "revoked");
+    let encounter = entry(bundle, "Encounter");
+    assert_eq!(encounter["status"], "cancelled");
+    assert!(encounter.get("reasonCode").is_none(), "{encounter}");
+    // A different request id from the first response's, the same correlation.
+    assert_ne!(
+        received[0].headers.get("x-request-id"),
+        response.headers.get("x-request-id")
+    );
+}
+
 async fn a_409_duplicate_from_the_bars_receiver_counts_as_delivered(backend: Backend) {
     // Arrange: the referrer's first answer is lost (503), then our retry is
     // answered as BaRS answers a message it has already processed.
@@ -343,6 +378,7 @@ async fn a_bars_referrer_is_not_sent_bars_responses_about_other_referrals(backen
 on_both_backends!(
     a_bars_referrer_is_told_each_task_change_as_a_bars_response,
     a_rejection_is_a_cancelled_encounter_with_a_bars_reason,
+    a_withdrawal_after_acceptance_revokes_the_referral_the_bars_way,
     a_409_duplicate_from_the_bars_receiver_counts_as_delivered,
     a_409_that_is_not_a_duplicate_is_not_delivered,
     a_subscription_referrer_is_told_as_before_even_of_a_bars_referral,
