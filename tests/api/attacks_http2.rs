@@ -52,6 +52,29 @@ fn get(app: &TestApp, path: &str) -> Request<()> {
     Request::get(app.url(path)).body(()).unwrap()
 }
 
+/// Whether the server answers a request on `stream` (HTTP/1.1, kept
+/// alive): proof that it admitted the connection. Admission runs on the
+/// server's own tasks, so a connection only just opened may not be counted
+/// yet; asking first keeps a bound test from racing it.
+async fn served(stream: &mut TcpStream) -> bool {
+    let request = b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    read.is_ok() && answer.starts_with(b"HTTP/1.1 200")
+}
+
 /// Whether the server closed `stream` within `within` (end of stream or
 /// reset; what it sent before is skipped).
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
@@ -169,7 +192,9 @@ async fn connections_are_bounded_per_client_and_in_total(backend: Backend) {
     .await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect_from(&app, [127, 0, 0, 2]).await);
+        let mut stream = connect_from(&app, [127, 0, 0, 2]).await;
+        assert!(served(&mut stream).await, "a connection within the bound");
+        held.push(stream);
     }
     let mut fourth = connect_from(&app, [127, 0, 0, 2]).await;
     assert!(
@@ -184,7 +209,12 @@ async fn connections_are_bounded_per_client_and_in_total(backend: Backend) {
     }
     // Another address is served, as long as the total allows.
     for _ in 0..3 {
-        held.push(connect_from(&app, [127, 0, 0, 3]).await);
+        let mut stream = connect_from(&app, [127, 0, 0, 3]).await;
+        assert!(
+            served(&mut stream).await,
+            "another address within the total"
+        );
+        held.push(stream);
     }
     let mut seventh = connect_from(&app, [127, 0, 0, 4]).await;
     assert!(

@@ -477,6 +477,115 @@ async fn actions_are_relayed_to_the_referrer_signed(backend: Backend) {
     }
 }
 
+/// `signpost users create|list|reset|disable` against the running
+/// server's database, as an administrator manages accounts: the printed
+/// link opens the enrolment page, the list shows each account's state and
+/// no secret, a reset replaces the link, and refusals fail the command.
+async fn accounts_are_managed_from_the_command_line(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let users = |args: &[&str]| {
+        let url = app.db.url.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signpost"))
+                .arg("users")
+                .args(&args)
+                .current_dir(crate::support::helpers::MANIFEST_DIR)
+                .env("SIGNPOST_DATABASE_URL", url)
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            )
+        }
+    };
+    let path_of = |link: &str| {
+        let at = link.find("/portal/enrol/").expect("an enrolment link");
+        link[at..].to_owned()
+    };
+    let mut visitor = Visitor::new(&app);
+
+    // Create: the link opens the enrolment page for that account.
+    let (ok, link, said) = users(&[
+        "create",
+        "--provider",
+        "grow-together",
+        "--email",
+        "robin@grow.example",
+        "--name",
+        "Robin",
+    ])
+    .await;
+    assert!(ok, "{said}");
+    let first = path_of(&link);
+    let (status, page, _) = visitor.get(&first).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("robin@grow.example"));
+
+    // List: the account, pending enrolment, and no link secret.
+    let (ok, listed, said) = users(&["list"]).await;
+    assert!(ok, "{said}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let robin = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "robin@grow.example")
+        .expect("listed");
+    assert_eq!(robin["provider"], "grow-together");
+    assert_eq!(robin["state"], "enrolment pending");
+    let secret = first.trim_start_matches("/portal/enrol/");
+    assert!(!listed.to_string().contains(secret));
+
+    // Reset: a new link works, the old one no longer does.
+    let (ok, link, said) = users(&["reset", "robin@grow.example"]).await;
+    assert!(ok, "{said}");
+    let second = path_of(&link);
+    assert_ne!(first, second);
+    assert_eq!(visitor.get(&first).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(visitor.get(&second).await.0, StatusCode::OK);
+
+    // Disable: listed as disabled, and its link is dead.
+    let (ok, _, said) = users(&["disable", "robin@grow.example"]).await;
+    assert!(ok, "{said}");
+    let (_, listed, _) = users(&["list"]).await;
+    assert!(listed.contains("\"disabled\""), "{listed}");
+    assert_eq!(visitor.get(&second).await.0, StatusCode::NOT_FOUND);
+
+    // Refusals: an unknown provider, a taken email, a non-address, an
+    // unknown account; each fails and says why.
+    for (args, why) in [
+        (
+            &["create", "--provider", "nobody", "--email", "a@b.example"][..],
+            "no [providers.nobody]",
+        ),
+        (
+            &[
+                "create",
+                "--provider",
+                "grow-together",
+                "--email",
+                "robin@grow.example",
+            ][..],
+            "already an account",
+        ),
+        (
+            &["create", "--provider", "grow-together", "--email", "robin"][..],
+            "email address",
+        ),
+        (&["disable", "nobody@grow.example"][..], "no such account"),
+        (&["reset", "nobody@grow.example"][..], "no such account"),
+    ] {
+        let (ok, out, said) = users(args).await;
+        assert!(!ok, "{args:?} succeeded: {out}");
+        assert!(said.contains(why), "{args:?}: {said}");
+    }
+}
+
 on_both_backends!(
     sign_in_needs_password_and_a_fresh_code,
     failed_sign_ins_are_throttled_per_account,
@@ -485,4 +594,5 @@ on_both_backends!(
     forms_without_the_session_csrf_token_are_refused,
     another_providers_referral_is_refused,
     actions_are_relayed_to_the_referrer_signed,
+    accounts_are_managed_from_the_command_line,
 );
