@@ -26,7 +26,7 @@
 
 use std::{str::FromStr, time::Duration};
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{Referrals, notification, retry_on_conflict};
 use crate::{
@@ -77,8 +77,10 @@ pub struct InboxMessage {
     pub kind: MessageKind,
     pub referral: String,
     pub created: String,
-    /// The body it would have been pushed with (the provider's format).
-    pub payload: Value,
+    /// The body it would have been pushed with (the provider's format),
+    /// passed through as it is stored: a poll of 100 messages would
+    /// otherwise parse and re-serialise every payload.
+    pub payload: Box<RawValue>,
 }
 
 /// A poll's answer.
@@ -104,6 +106,11 @@ pub enum CommitError {
     NotHeld(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// JSON `null`, for a payload that is gone (erased).
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is JSON")
 }
 
 /// Most messages one poll hands out.
@@ -149,8 +156,8 @@ impl Referrals {
                 referral: m.referral_id.to_string(),
                 created: m.created_at.clone(),
                 // (An erased message's payload is empty: null.)
-                payload: serde_json::from_str(&notification::body(m, base.as_deref()))
-                    .unwrap_or(Value::Null),
+                payload: RawValue::from_string(notification::body(m, base.as_deref()))
+                    .unwrap_or_else(|_| null()),
             })
             .collect();
         Ok(InboxPage { data, done })
