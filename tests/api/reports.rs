@@ -363,6 +363,32 @@ async fn fhir_measure_reports_pass_the_r4_schema_with_masked_cells(backend: Back
     assert_eq!(stratum["component"][0]["code"]["text"], "provider");
 }
 
+/// The declined and rejected branches by reason (`by=reason`): the code on
+/// the Task's statusReason where it is coded (the person declined:
+/// 871711000000103), `other` where not (not eligible); `none` for every
+/// other ending and for the open ones.
+async fn declined_and_rejected_referrals_are_broken_down_by_reason(backend: Backend) {
+    let fleet = Fleet::start_stepped(backend, |config| {
+        config.report_suppression = Suppression::None;
+    })
+    .await;
+    let (from, to, _) = seed(&fleet).await;
+    let (_, rows) = csv(
+        &fleet.app.admin,
+        &fleet,
+        &format!("from={from}&to={to}&by=reason"),
+    )
+    .await;
+    let names = ["referred", "declined", "rejected"];
+    assert_eq!(
+        cells(&row(&rows, &["871711000000103"]), &names),
+        ["1", "1", "0"]
+    );
+    assert_eq!(cells(&row(&rows, &["other"]), &names), ["1", "0", "1"]);
+    assert_eq!(cells(&row(&rows, &["none"]), &names), ["6", "0", "0"]);
+    assert_eq!(rows.len(), 1 + 3 + 1, "header, three reasons, total");
+}
+
 /// Every route the router serves, with a method: the analyst is refused
 /// all but the reports, and the reports refuse referrers and monitors.
 async fn the_analyst_reads_reports_and_nothing_else(backend: Backend) {
@@ -462,4 +488,5 @@ on_both_backends!(
     with_suppression_each_cell_is_masked_or_rounded,
     fhir_measure_reports_pass_the_r4_schema_with_masked_cells,
     the_analyst_reads_reports_and_nothing_else,
+    declined_and_rejected_referrals_are_broken_down_by_reason,
 );
