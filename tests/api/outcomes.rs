@@ -388,7 +388,72 @@ async fn paired_counts_and_median_changes_are_exact_and_withheld_under_ten(backe
     );
 }
 
+/// The portal's "Complete" form takes optional end scores: a wrong answer
+/// is refused naming the question (never the answer), nothing changing; a
+/// questionnaire left empty is not reported; a full one becomes an
+/// Observation on the Task like a callback's.
+async fn the_portal_complete_form_takes_optional_end_scores(backend: Backend) {
+    use crate::portal::{PASSWORD, Visitor, code_now, new_user};
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
+    let app = &fleet.app;
+    let id = fleet.refer("grow-together.bundle.json").await;
+    app.deliver_due().await;
+    let link = new_user(app, "grow-together", "sam@grow.example").await;
+    let mut visitor = Visitor::new(app);
+    let secret = visitor.enrol(&link).await;
+    app.advance(Duration::from_secs(30));
+    let (status, page, _) = visitor
+        .sign_in("sam@grow.example", PASSWORD, &code_now(app, &secret))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::SEE_OTHER, "{page}");
+    let page = format!("/portal/referrals/{id}");
+    let csrf = visitor.csrf(&page).await;
+    for action in ["accept", "first-session"] {
+        let (status, body, _) = visitor
+            .post(&format!("{page}/{action}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(status, reqwest::StatusCode::SEE_OTHER, "{action}: {body}");
+    }
+    let (_, form, _) = visitor.get(&page).await;
+    assert!(form.contains("name=\"swemwbs_own_mind\""), "{form}");
+    let before = fleet.task(&id).await;
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("outcome", "Completed the programme"),
+        ("ons4_life_satisfaction", "8"),
+        ("ons4_worthwhile", "7"),
+        ("ons4_happiness", "77"),
+        ("ons4_anxiety", "2"),
+    ];
+    let (status, body, _) = visitor.post(&format!("{page}/complete"), &fields).await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("how happy did you feel yesterday?"), "{body}");
+    assert!(!body.contains("77"), "the answer is quoted: {body}");
+    assert_eq!(fleet.task(&id).await, before, "nothing changed");
+    fields[4].1 = "7";
+    let (status, body, _) = visitor.post(&format!("{page}/complete"), &fields).await;
+    assert_eq!(status, reqwest::StatusCode::SEE_OTHER, "{body}");
+    let task = fleet.task(&id).await;
+    assert_eq!(task["status"], "completed");
+    // ONS4 only: SWEMWBS was left empty.
+    let contained = task["contained"].as_array().unwrap();
+    assert_eq!(contained.len(), 1);
+    assert_eq!(task["output"][0]["type"]["coding"][0]["code"], "ons4-end");
+    let items: Vec<&Value> = contained[0]["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["valueInteger"])
+        .collect();
+    assert_eq!(items, [&json!(8), &json!(7), &json!(7), &json!(2)]);
+    let validator =
+        signpost::validation::Validator::load(&std::path::Path::new(MANIFEST_DIR).join("schemas"))
+            .unwrap();
+    assert_eq!(validator.check_structure(&task), vec![], "{task}");
+}
+
 on_both_backends!(
     outcomes_are_r4_observations_on_the_task_and_bad_scores_are_refused,
     paired_counts_and_median_changes_are_exact_and_withheld_under_ten,
+    the_portal_complete_form_takes_optional_end_scores,
 );
