@@ -220,7 +220,7 @@ const LIFE: [i64; 12] = [-1, 0, 1, 1, 2, 2, 2, 3, 3, 4, 5, 6];
 async fn seed(fleet: &Fleet) -> (String, String) {
     let app = &fleet.app;
     let from = app.now().to_string()[..10].to_owned();
-    for i in 0..12usize {
+    for (i, life) in LIFE.iter().enumerate() {
         app.set_now(SystemClock.now());
         let id = fleet.refer(if i < 10 { GP } else { PARAMEDIC }).await;
         app.deliver_due().await;
@@ -258,7 +258,7 @@ async fn seed(fleet: &Fleet) -> (String, String) {
                 "CLOSED",
                 Some("GOALS_MET"),
                 json!([
-                    ons4("END", [4 + LIFE[i], 5, 6, 8 - n % 3]),
+                    ons4("END", [4 + life, 5, 6, 8 - n % 3]),
                     swemwbs("END", 14 + n)
                 ]),
             )
