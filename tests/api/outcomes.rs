@@ -71,9 +71,13 @@ async fn ok(response: reqwest::Response, what: &str) {
 }
 
 async fn outcomes_are_r4_observations_on_the_task_and_bad_scores_are_refused(backend: Backend) {
-    let fleet = Fleet::start_stepped(backend, |_| {}).await;
+    let fleet = Fleet::start_stepped(backend, |config| {
+        config.report_suppression = Suppression::None;
+    })
+    .await;
     let app = &fleet.app;
     app.set_now(SystemClock.now());
+    let from = app.now().to_string()[..10].to_owned();
     let id = fleet.refer(GP).await;
     app.deliver_due().await;
     app.advance(HOUR);
@@ -208,6 +212,32 @@ async fn outcomes_are_r4_observations_on_the_task_and_bad_scores_are_refused(bac
         .collect();
     assert_eq!(items, [&json!(6), &json!(5), &json!(5), &json!(4)]);
     assert_eq!(contained[2]["extension"][0]["valueCode"], "end");
+
+    // Counted as paired until the patient is erased: erasure empties the
+    // scores kept for reports too (the referral still counts).
+    let to = app.now().after(Duration::from_secs(86_400)).to_string()[..10].to_owned();
+    let query = format!("from={from}&to={to}");
+    let paired = || async {
+        let (_, rows) = csv(&fleet.app.admin, &fleet, &query).await;
+        cells(
+            &row(&rows, &[]),
+            &["referred", "ons4_paired", "swemwbs_paired"],
+        )
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(paired().await, ["1", "1", "1"]);
+    let response = fleet
+        .app
+        .admin
+        .post(fleet.app.url("/admin/erase"))
+        .body(json!({"nhs_number": "9993270415"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(paired().await, ["1", "0", "0"]);
 }
 
 /// Referral `i` of the 12 with paired scores: ONS4 from (4, 5, 3, 8) to
