@@ -18,3 +18,14 @@ ALTER TABLE report_facts ADD COLUMN swemwbs_end BIGINT;
 -- statusReason where it is coded, `other` where it is not; `none` for
 -- every other ending and while open.
 ALTER TABLE report_facts ADD COLUMN ending_reason TEXT NOT NULL DEFAULT 'none';
+-- The outcome changes read only the referrals with an end score: a few,
+-- so these partial indexes are small, and each covers what its part of
+-- the query reads (the strata and the scores), so a period's changes are
+-- a range scan of them alone.
+CREATE INDEX report_facts_ons4 ON report_facts (referred_at, provider, scheme, ods,
+    profession, age_band, sex, month, ending_reason, ons4_start_1, ons4_start_2,
+    ons4_start_3, ons4_start_4, ons4_end_1, ons4_end_2, ons4_end_3, ons4_end_4)
+    WHERE ons4_end_1 IS NOT NULL;
+CREATE INDEX report_facts_swemwbs ON report_facts (referred_at, provider, scheme, ods,
+    profession, age_band, sex, month, ending_reason, swemwbs_start, swemwbs_end)
+    WHERE swemwbs_end IS NOT NULL;
