@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 /// measures and items, the SWEMWBS items and raw total, the time points.
 pub const WELLBEING_CODES: &str = "https://signpost.example/fhir/CodeSystem/wellbeing";
 /// SNOMED CT 718466001 "Short Warwick-Edinburgh Mental Well-being Scale
-/// score" (as listed, range 7-35, in NHS England's Mental Health Services
-/// Data Set assessment-scale reference; not checked against a SNOMED CT
-/// release file: README, "Reports").
+/// score" (as listed, range 7-35, in the assessment-scale reference table
+/// of published Mental Health Services Data Set analysis code; not checked
+/// against a SNOMED CT release file: README, "Reports").
 pub const SWEMWBS_SCORE: &str = "718466001";
 /// The time point of an outcome Observation (`start` or `end`).
 pub const TIMEPOINT_EXTENSION: &str =
