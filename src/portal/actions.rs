@@ -36,12 +36,26 @@ pub const OUTCOMES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Accept,
-    Decline { reason: String, text: String },
-    RecordContact { reached: bool },
+    Decline {
+        reason: String,
+        text: String,
+    },
+    RecordContact {
+        reached: bool,
+    },
     RecordFirstSession,
-    PutOnHold { reason: String },
-    Complete { outcome: String },
-    AddNote { text: String },
+    PutOnHold {
+        reason: String,
+    },
+    /// With the wellbeing scores at the end of support the form took
+    /// (optional; checked).
+    Complete {
+        outcome: String,
+        scores: Vec<crate::reports::outcomes::Outcome>,
+    },
+    AddNote {
+        text: String,
+    },
 }
 
 /// An action's kind: what the portal offers, and what its URL names.
@@ -183,9 +197,10 @@ impl Action {
                 status_reason: Some(reason.clone()),
                 ..TaskChange::default()
             },
-            Action::Complete { outcome } => TaskChange {
+            Action::Complete { outcome, scores } => TaskChange {
                 status,
                 business_status: Some(outcome.clone()),
+                outcomes: scores.clone(),
                 ..TaskChange::default()
             },
             Action::AddNote { text } => TaskChange {

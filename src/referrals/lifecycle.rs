@@ -178,6 +178,11 @@ impl Referrals {
                 &actor,
                 change.status_reason.as_deref(),
                 change.business_status.as_deref(),
+            )
+            .with_outcomes(crate::reports::outcomes::OutcomeFacts::of(&change.outcomes))
+            .with_reason_code(
+                next.pointer("/statusReason/coding/0/code")
+                    .and_then(Value::as_str),
             ),
             actor,
             notification,
@@ -340,6 +345,23 @@ impl Referrals {
                     IssueCode::Conflict,
                     "this referral was erased; it takes no more status changes".into(),
                 ),
+            ));
+        }
+        // Scores are checked first so that the refusal names the field
+        // (never its value: a wellbeing score is health data).
+        if let Err(e) = crate::reports::outcomes::parse(status_change.change.get("outcomes")) {
+            return Ok((
+                Some(referral_id),
+                Err((
+                    422,
+                    vec![
+                        Issue::error(
+                            IssueCode::Value,
+                            format!("mapping {provider_id}: inbound.change: {e}"),
+                        )
+                        .at(e.field),
+                    ],
+                )),
             ));
         }
         let change = match TaskChange::from_mapping(&status_change.change) {

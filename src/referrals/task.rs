@@ -21,6 +21,10 @@ pub struct TaskChange {
     /// mapping wrote them, or text (kept as `valueString` of type
     /// "provider update").
     pub output: Vec<Value>,
+    /// Wellbeing scores (ONS4, SWEMWBS), checked: each becomes an
+    /// `Observation` contained in the Task and referenced from its
+    /// `output` (README, "Reports").
+    pub outcomes: Vec<crate::reports::outcomes::Outcome>,
 }
 
 /// Why a change cannot be applied.
@@ -51,12 +55,21 @@ impl TaskChange {
         // never quoted (nor are values, below).
         if change.as_object().is_some_and(|o| {
             o.keys().any(|k| {
-                !["status", "businessStatus", "statusReason", "note", "output"]
-                    .contains(&k.as_str())
+                ![
+                    "status",
+                    "businessStatus",
+                    "statusReason",
+                    "note",
+                    "output",
+                    "outcomes",
+                ]
+                .contains(&k.as_str())
             })
         }) {
-            return Err("a field is not a Task change field (status, businessStatus, statusReason, note, output)".into());
+            return Err("a field is not a Task change field (status, businessStatus, statusReason, note, output, outcomes)".into());
         }
+        let outcomes =
+            crate::reports::outcomes::parse(change.get("outcomes")).map_err(|e| e.to_string())?;
         let status = text("status")?
             .map(|code| {
                 code.parse::<TaskStatus>()
@@ -84,6 +97,7 @@ impl TaskChange {
             status_reason: text("statusReason")?,
             note: text("note")?,
             output,
+            outcomes,
         })
     }
 }
@@ -168,6 +182,7 @@ pub fn apply_change(
             None => next["output"] = Value::Array(change.output.clone()),
         }
     }
+    add_outcomes(&mut next, &change.outcomes, now);
     let version: i64 = task
         .pointer("/meta/versionId")
         .and_then(Value::as_str)
@@ -177,6 +192,49 @@ pub fn apply_change(
     next["meta"]["lastUpdated"] = json!(now);
     next["lastModified"] = json!(now);
     Ok((next, status))
+}
+
+/// Each outcome as an `Observation` contained in the Task (numbered after
+/// those already there), and an `output` referencing it, typed by
+/// instrument and time point (e.g. `swemwbs-end`).
+fn add_outcomes(task: &mut Value, outcomes: &[crate::reports::outcomes::Outcome], now: &str) {
+    use crate::reports::outcomes::WELLBEING_CODES;
+    if outcomes.is_empty() {
+        return;
+    }
+    // No `subject`: a contained resource is about what its Task is
+    // `for`, and erasure, which replaces the Task, then leaves no copy of
+    // the NHS number behind.
+    let mut number = task
+        .get("contained")
+        .and_then(Value::as_array)
+        .map_or(0, |c| {
+            c.iter()
+                .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Observation"))
+                .count()
+        });
+    for outcome in outcomes {
+        number += 1;
+        let id = format!("outcome-{number}");
+        let observation = outcome.observation(&id, None, now);
+        match task.get_mut("contained").and_then(Value::as_array_mut) {
+            Some(contained) => contained.push(observation),
+            None => task["contained"] = json!([observation]),
+        }
+        let kind = format!(
+            "{}-{}",
+            outcome.instrument.as_str(),
+            outcome.timepoint.as_str()
+        );
+        let output = json!({
+            "type": {"coding": [{"system": WELLBEING_CODES, "code": kind}], "text": kind},
+            "valueReference": {"reference": format!("#{id}")},
+        });
+        match task.get_mut("output").and_then(Value::as_array_mut) {
+            Some(outputs) => outputs.push(output),
+            None => task["output"] = json!([output]),
+        }
+    }
 }
 
 /// SNOMED CT's URI.

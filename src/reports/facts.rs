@@ -203,7 +203,7 @@ impl Ending {
 }
 
 /// What one Task change does to its referral's journey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JourneyStep {
     pub at: Option<Timestamp>,
     /// The provider answered: the referral reached it (delivered), and
@@ -215,6 +215,11 @@ pub struct JourneyStep {
     pub ending: Option<Ending>,
     /// The provider's business status says it escalated to a clinician.
     pub escalated: bool,
+    /// Wellbeing scores reported with the change.
+    pub outcomes: super::outcomes::OutcomeFacts,
+    /// A declined or rejected ending's reason: the code on the Task's
+    /// statusReason where it is coded, `other` where not.
+    pub ending_reason: Option<String>,
 }
 
 impl JourneyStep {
@@ -251,7 +256,25 @@ impl JourneyStep {
             engaged: to == InProgress,
             ending,
             escalated: business_status.is_some_and(|b| b.to_ascii_lowercase().contains("escalat")),
+            outcomes: Default::default(),
+            ending_reason: matches!(ending, Some(Ending::Declined | Ending::Rejected))
+                .then(|| "other".to_owned()),
         }
+    }
+
+    /// The reason's code as the Task's statusReason carries it (`None`:
+    /// not coded, and the reason stays `other`).
+    pub fn with_reason_code(mut self, code: Option<&str>) -> Self {
+        if let (Some(reason), Some(code)) = (self.ending_reason.as_mut(), code) {
+            *reason = clean(code);
+        }
+        self
+    }
+
+    /// The step, with the scores the change reported.
+    pub fn with_outcomes(mut self, outcomes: super::outcomes::OutcomeFacts) -> Self {
+        self.outcomes = outcomes;
+        self
     }
 }
 

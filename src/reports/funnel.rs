@@ -23,6 +23,9 @@ pub enum Dimension {
     Sex,
     /// The calendar month the referral was made (UTC).
     Month,
+    /// Why a declined or rejected referral ended (the statusReason's code,
+    /// or `other`); `none` for the other endings and while open.
+    Reason,
 }
 
 impl Dimension {
@@ -34,6 +37,7 @@ impl Dimension {
         Dimension::AgeBand,
         Dimension::Sex,
         Dimension::Month,
+        Dimension::Reason,
     ];
 
     /// Its name in `by=` and in CSV headers.
@@ -46,6 +50,7 @@ impl Dimension {
             Dimension::AgeBand => "age_band",
             Dimension::Sex => "sex",
             Dimension::Month => "month",
+            Dimension::Reason => "reason",
         }
     }
 
@@ -54,6 +59,7 @@ impl Dimension {
     pub fn column(self) -> &'static str {
         match self {
             Dimension::Ods => "ods",
+            Dimension::Reason => "ending_reason",
             other => other.name(),
         }
     }
@@ -98,7 +104,27 @@ pub const COUNTS: &[&str] = &[
     "failed",
     "open",
     "escalated",
+    "ons4_paired",
+    "swemwbs_paired",
 ];
+
+/// How many counts a stratum has.
+pub const N_COUNTS: usize = 14;
+/// Indexes into [`COUNTS`]: people with a start and an end score.
+pub const ONS4_PAIRED: usize = 12;
+pub const SWEMWBS_PAIRED: usize = 13;
+
+/// The outcome changes (end minus start) a stratum reports the median of:
+/// the four ONS4 items, each on its own, and the SWEMWBS metric score.
+pub const CHANGES: &[&str] = &[
+    "ons4_life_satisfaction",
+    "ons4_worthwhile",
+    "ons4_happiness",
+    "ons4_anxiety",
+    "swemwbs",
+];
+/// The change measured in hundredths (the SWEMWBS metric score).
+pub const SWEMWBS_CHANGE: usize = 4;
 
 /// Indexes into [`COUNTS`].
 pub const REFERRED: usize = 0;
@@ -114,7 +140,7 @@ pub const TIMES: &[&str] = &["delivery", "contact", "engagement", "completion"];
 pub struct CountRow {
     /// The stratum's value in each `by` dimension, in order.
     pub key: Vec<String>,
-    pub counts: [i64; 12],
+    pub counts: [i64; N_COUNTS],
 }
 
 /// How many referrals in a stratum reached stage [`TIMES`]`[measure]`
@@ -147,8 +173,11 @@ pub struct Time {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stratum {
     pub key: Vec<String>,
-    pub counts: [i64; 12],
+    pub counts: [i64; N_COUNTS],
     pub times: [Time; 4],
+    /// Per [`CHANGES`]: the people with both scores and the median change
+    /// (its `p90` is not published).
+    pub changes: [Time; 5],
 }
 
 /// The funnel, before suppression: every stratum, and the total of all.
@@ -168,33 +197,32 @@ impl Funnel {
         by: Vec<Dimension>,
         counts: Vec<CountRow>,
         times: Vec<TimeRow>,
+        changes: Vec<TimeRow>,
     ) -> Funnel {
-        let mut histograms: BTreeMap<Vec<String>, [BTreeMap<i64, i64>; 4]> = BTreeMap::new();
-        let mut all: [BTreeMap<i64, i64>; 4] = Default::default();
-        for row in times {
-            if row.measure >= TIMES.len() {
-                continue;
-            }
-            *histograms.entry(row.key).or_default()[row.measure]
-                .entry(row.hours)
-                .or_default() += row.count;
-            *all[row.measure].entry(row.hours).or_default() += row.count;
-        }
-        let mut total = [0i64; 12];
+        let (time_histograms, all) = histograms::<4>(times);
+        let (change_histograms, all_changes) = histograms::<5>(changes);
+        let mut total = [0i64; N_COUNTS];
         let mut strata: Vec<Stratum> = counts
             .into_iter()
-            .map(|row| {
-                for (sum, count) in total.iter_mut().zip(row.counts) {
-                    *sum += count;
-                }
-                let times = histograms
+            .map(|mut row| {
+                let times = time_histograms
                     .get(&row.key)
                     .map(|h| h.each_ref().map(time_of))
                     .unwrap_or_default();
+                let changes: [Time; 5] = change_histograms
+                    .get(&row.key)
+                    .map(|h| h.each_ref().map(time_of))
+                    .unwrap_or_default();
+                row.counts[ONS4_PAIRED] = changes[0].people;
+                row.counts[SWEMWBS_PAIRED] = changes[SWEMWBS_CHANGE].people;
+                for (sum, count) in total.iter_mut().zip(row.counts) {
+                    *sum += count;
+                }
                 Stratum {
                     key: row.key,
                     counts: row.counts,
                     times,
+                    changes,
                 }
             })
             .collect();
@@ -205,11 +233,35 @@ impl Funnel {
                 key: by.iter().map(|_| "all".to_owned()).collect(),
                 counts: total,
                 times: all.each_ref().map(time_of),
+                changes: all_changes.each_ref().map(time_of),
             },
             by,
             strata,
         }
     }
+}
+
+/// Rows of histograms per stratum, and merged over all strata.
+#[allow(clippy::type_complexity)]
+fn histograms<const N: usize>(
+    rows: Vec<TimeRow>,
+) -> (
+    BTreeMap<Vec<String>, [BTreeMap<i64, i64>; N]>,
+    [BTreeMap<i64, i64>; N],
+) {
+    let mut per: BTreeMap<Vec<String>, [BTreeMap<i64, i64>; N]> = BTreeMap::new();
+    let mut all: [BTreeMap<i64, i64>; N] = std::array::from_fn(|_| BTreeMap::new());
+    for row in rows {
+        if row.measure >= N {
+            continue;
+        }
+        *per.entry(row.key)
+            .or_insert_with(|| std::array::from_fn(|_| BTreeMap::new()))[row.measure]
+            .entry(row.hours)
+            .or_default() += row.count;
+        *all[row.measure].entry(row.hours).or_default() += row.count;
+    }
+    (per, all)
 }
 
 /// Median and 90th percentile by nearest rank (the smallest value with at

@@ -14,6 +14,7 @@
 
 pub mod facts;
 pub mod funnel;
+pub mod outcomes;
 pub mod render;
 pub mod suppression;
 
@@ -100,12 +101,13 @@ impl Reports {
 
     /// The funnel before suppression (never published as it is).
     pub async fn funnel(&self, query: &FunnelQuery) -> Result<Funnel, StoreError> {
-        let (counts, times) = self.store.funnel_rows(query.period, &query.by).await?;
+        let (counts, times, changes) = self.store.funnel_rows(query.period, &query.by).await?;
         Ok(Funnel::assemble(
             query.period,
             query.by.clone(),
             counts,
             times,
+            changes,
         ))
     }
 

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    funnel::{COUNTS, TIMES},
+    funnel::{CHANGES, COUNTS, SWEMWBS_CHANGE, TIMES},
     suppression::{Figure, Published, csv_header},
 };
 use crate::domain::Timestamp;
@@ -20,6 +20,21 @@ pub const FUNNEL_CODES: &str = "https://signpost.example/fhir/CodeSystem/referra
 const DATA_ABSENT_REASON: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
 /// Which suppression was applied to a MeasureReport.
 const SUPPRESSION_EXTENSION: &str = "https://signpost.example/fhir/StructureDefinition/suppression";
+
+/// A median change as text: SWEMWBS (hundredths) with two decimals.
+fn change_text(i: usize, figure: Figure) -> String {
+    match figure {
+        Figure::Value(v) if i == SWEMWBS_CHANGE => super::outcomes::decimal_text(v),
+        other => text(other),
+    }
+}
+
+fn change_json(i: usize, figure: Figure) -> Value {
+    match figure {
+        Figure::Value(v) if i == SWEMWBS_CHANGE => super::outcomes::decimal(v),
+        other => json_figure(other),
+    }
+}
 
 fn text(figure: Figure) -> String {
     match figure {
@@ -53,6 +68,12 @@ pub fn csv(published: &Published) -> String {
             cells.push(text(median));
             cells.push(text(p90));
         }
+        cells.extend(
+            row.changes
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| change_text(i, f)),
+        );
         out.push_str(&cells.join(","));
         out.push('\n');
     }
@@ -91,7 +112,18 @@ pub fn json(published: &Published) -> Value {
             .zip(&row.key)
             .map(|(d, v)| ((*d).to_owned(), json!(v)))
             .collect();
-        json!({"stratum": key, "counts": counts, "times": times})
+        let changes: serde_json::Map<String, Value> = CHANGES
+            .iter()
+            .zip(&row.changes)
+            .enumerate()
+            .map(|(i, (name, &f))| {
+                (
+                    format!("change_{name}"),
+                    json!({"median": change_json(i, f)}),
+                )
+            })
+            .collect();
+        json!({"stratum": key, "counts": counts, "times": times, "outcomes": changes})
     };
     json!({
         "period": {"from": published.period.from.to_string(), "to": published.period.to.to_string()},
@@ -113,6 +145,13 @@ fn time_codes() -> Vec<String> {
     TIMES
         .iter()
         .flat_map(|t| [format!("median-hours-to-{t}"), format!("p90-hours-to-{t}")])
+        .collect()
+}
+
+fn change_codes() -> Vec<String> {
+    CHANGES
+        .iter()
+        .map(|c| format!("median-change-{}", c.replace('_', "-")))
         .collect()
 }
 
@@ -154,6 +193,17 @@ pub fn measure() -> Value {
             "stratifier": stratifiers(),
         }));
     }
+    for change in change_codes() {
+        groups.push(json!({
+            "code": code(&change),
+            "description": format!("{change}: end minus start score, over the people with both (nearest-rank median; SWEMWBS metric score, ONS4 items each on its own)"),
+            "population": [{
+                "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-population", "code": "initial-population"}]},
+                "criteria": criteria("referrals made in the period with a start and an end score", "start.exists() and end.exists()"),
+            }],
+            "stratifier": stratifiers(),
+        }));
+    }
     json!({
         "resourceType": "Measure",
         "id": MEASURE_ID,
@@ -162,7 +212,7 @@ pub fn measure() -> Value {
         "name": "SignpostReferralFunnel",
         "title": "Social prescribing referral funnel",
         "status": "active",
-        "description": "Referrals made in a period: how many were delivered, reached first contact, engaged and completed; how many were declined, rejected, revoked, entered in error, failed, are still open or were escalated; and the median and 90th percentile time to each stage. Published with NHS Digital's suppression rule.",
+        "description": "Referrals made in a period: how many were delivered, reached first contact, engaged and completed; how many were declined, rejected, revoked, entered in error, failed, are still open or were escalated; the median and 90th percentile time to each stage; how many people have paired (start and end) wellbeing scores and the median change of each ONS4 item and of the SWEMWBS metric score. Published with NHS Digital's suppression rule.",
         "scoring": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-scoring", "code": "cohort"}]},
         "group": groups,
     })
@@ -177,6 +227,8 @@ fn fact_criterion(count: &str) -> String {
         "engaged" => "engaged_ms.exists()".into(),
         "open" => "ending.empty()".into(),
         "escalated" => "escalated = 1".into(),
+        "ons4_paired" => "ons4_start_1.exists() and ons4_end_1.exists()".into(),
+        "swemwbs_paired" => "swemwbs_start.exists() and swemwbs_end.exists()".into(),
         ending => format!("ending = '{}'", ending.replace('_', "-")),
     }
 }
@@ -274,6 +326,29 @@ pub fn measure_report(published: &Published, now: Timestamp) -> Value {
         }
         let strata = stratifier(&|row, stratum| {
             if let Some(score) = score(time_figure(row, i)) {
+                stratum["measureScore"] = score;
+            }
+        });
+        if !strata.is_empty() {
+            group["stratifier"] = json!(strata);
+        }
+        groups.push(group);
+    }
+    for (i, change) in change_codes().iter().enumerate() {
+        let score = |figure: Figure| -> Option<Value> {
+            match figure {
+                Figure::Value(_) => Some(json!({"value": change_json(i, figure), "unit": "score",
+                    "system": "http://unitsofmeasure.org", "code": "{score}"})),
+                Figure::Masked => Some(masked()),
+                Figure::Absent => None,
+            }
+        };
+        let mut group = json!({"code": code(change)});
+        if let Some(score) = score(published.total.changes[i]) {
+            group["measureScore"] = score;
+        }
+        let strata = stratifier(&|row, stratum| {
+            if let Some(score) = score(row.changes[i]) {
                 stratum["measureScore"] = score;
             }
         });

@@ -7,7 +7,7 @@
 //! fewer than 10 people contribute. `none` publishes the exact figures (an
 //! admin's choice, never an analyst's).
 
-use super::funnel::{COUNTS, ENDINGS, Funnel, Period, REFERRED, Stratum, TIMES};
+use super::funnel::{CHANGES, COUNTS, ENDINGS, Funnel, N_COUNTS, Period, REFERRED, Stratum, TIMES};
 
 /// Which rule was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -30,7 +30,7 @@ impl Suppression {
     pub fn describe(self) -> &'static str {
         match self {
             Suppression::Nhs => {
-                "counts of 1-7 masked (*), other counts rounded to the nearest 5, secondary suppression so that no masked count can be recovered from a total; times withheld (*) where fewer than 10 people contribute"
+                "counts of 1-7 masked (*), other counts rounded to the nearest 5, secondary suppression so that no masked count can be recovered from a total; times and median changes withheld (*) where fewer than 10 people contribute"
             }
             Suppression::None => "none: exact figures (admin only)",
         }
@@ -57,6 +57,8 @@ pub struct Row {
     pub counts: Vec<Figure>,
     /// Per [`TIMES`]: (median, 90th percentile), in hours.
     pub times: Vec<(Figure, Figure)>,
+    /// Per [`CHANGES`]: the median change (SWEMWBS in hundredths).
+    pub changes: Vec<Figure>,
 }
 
 /// The funnel as it may leave Signpost.
@@ -71,7 +73,7 @@ pub struct Published {
 
 /// Apply `rule` to `funnel`.
 pub fn publish(funnel: &Funnel, rule: Suppression) -> Published {
-    let mut masked: Vec<[bool; 12]> = funnel
+    let mut masked: Vec<[bool; N_COUNTS]> = funnel
         .strata
         .iter()
         .chain([&funnel.total])
@@ -110,6 +112,17 @@ pub fn publish(funnel: &Funnel, rule: Suppression) -> Published {
                 (figure(t.median), figure(t.p90))
             })
             .collect(),
+        changes: stratum
+            .changes
+            .iter()
+            .map(|c| match c.median {
+                None => Figure::Absent,
+                Some(_) if rule == Suppression::Nhs && c.people < MIN_PEOPLE_FOR_TIMES => {
+                    Figure::Masked
+                }
+                Some(change) => Figure::Value(change),
+            })
+            .collect(),
     };
     Published {
         period: funnel.period,
@@ -133,7 +146,7 @@ type Cell = (usize, usize);
 /// the total (the last row of `masked`). Where a sum whose total is shown
 /// has exactly one masked part, its smallest other part (a non-zero one
 /// first) is masked too; repeated until nothing changes.
-fn secondary(funnel: &Funnel, masked: &mut [[bool; 12]]) {
+fn secondary(funnel: &Funnel, masked: &mut [[bool; N_COUNTS]]) {
     let rows: Vec<&Stratum> = funnel.strata.iter().chain([&funnel.total]).collect();
     let total = rows.len() - 1;
     // Each sum: its total cell and its parts, as (row, column).
@@ -181,6 +194,9 @@ pub fn csv_header(published: &Published) -> Vec<String> {
         header.push(format!("median_hours_to_{time}"));
         header.push(format!("p90_hours_to_{time}"));
     }
+    for change in CHANGES {
+        header.push(format!("median_change_{change}"));
+    }
     header
 }
 
@@ -190,10 +206,13 @@ mod tests {
     use crate::reports::funnel::{Dimension, Time};
 
     fn stratum(key: &str, counts: [i64; 12]) -> Stratum {
+        let mut all = [0; N_COUNTS];
+        all[..12].copy_from_slice(&counts);
         Stratum {
             key: vec![key.to_owned()],
-            counts,
+            counts: all,
             times: [Time::default(); 4],
+            changes: [Time::default(); 5],
         }
     }
 
@@ -227,7 +246,7 @@ mod tests {
         // Row a: declined (3) masked alone among the endings, so the
         // smallest non-zero other ending (failed 17) is masked too.
         assert_eq!(
-            published.rows[0].counts,
+            published.rows[0].counts[..12],
             vec![
                 V(40),
                 V(40),
@@ -246,7 +265,7 @@ mod tests {
         // Row b is untouched: in the columns "declined" and "failed" the
         // total is masked too, so b's zeros give nothing away.
         assert_eq!(
-            published.rows[1].counts,
+            published.rows[1].counts[..12],
             vec![
                 V(10),
                 V(10),
@@ -265,7 +284,7 @@ mod tests {
         // Total row: referred 52 -> 50; declined 3 masked; failed 17 -> 15 is
         // then the lone partner in the total row's endings.
         assert_eq!(
-            published.total.counts,
+            published.total.counts[..12],
             vec![
                 V(50),
                 V(50),
@@ -308,7 +327,7 @@ mod tests {
         let a = stratum("a", [3, 3, 2, 1, 1, 1, 0, 0, 0, 0, 1, 0]);
         let published = publish(&funnel(vec![a]), Suppression::None);
         assert_eq!(
-            published.rows[0].counts,
+            published.rows[0].counts[..12],
             [3, 3, 2, 1, 1, 1, 0, 0, 0, 0, 1, 0].map(V).to_vec()
         );
     }

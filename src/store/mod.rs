@@ -289,7 +289,8 @@ pub trait SubscriptionEvents: Send + Sync + 'static {
 /// written by intake, Task changes and deliveries themselves.
 #[async_trait]
 pub trait ReportFacts: Send + Sync + 'static {
-    /// Per stratum of `by`, the period's counts and hour histograms.
+    /// Per stratum of `by`, the period's counts, hour histograms and
+    /// histograms of outcome changes.
     async fn funnel_rows(
         &self,
         period: crate::reports::funnel::Period,
@@ -297,6 +298,7 @@ pub trait ReportFacts: Send + Sync + 'static {
     ) -> Result<
         (
             Vec<crate::reports::funnel::CountRow>,
+            Vec<crate::reports::funnel::TimeRow>,
             Vec<crate::reports::funnel::TimeRow>,
         ),
         StoreError,

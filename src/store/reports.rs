@@ -11,7 +11,7 @@ use crate::{
     domain::{MessageId, ReferralId, TaskId},
     reports::{
         facts::{JourneyStep, ReferralFacts},
-        funnel::{CountRow, Dimension, Period, TimeRow},
+        funnel::{CountRow, Dimension, N_COUNTS, Period, TimeRow},
     },
 };
 
@@ -26,8 +26,18 @@ const APPLY_STEP: &str = "UPDATE report_facts SET \
     engaged_ms = CASE WHEN $4 = 1 AND engaged_ms IS NULL THEN $2 ELSE engaged_ms END, \
     completed_ms = CASE WHEN $5 = 'completed' AND completed_ms IS NULL THEN $2 ELSE completed_ms END, \
     ending = COALESCE($5, ending), \
-    escalated = CASE WHEN $6 = 1 THEN 1 ELSE escalated END \
+    escalated = CASE WHEN $6 = 1 THEN 1 ELSE escalated END, \
+    ending_reason = CASE WHEN $5 IS NOT NULL THEN COALESCE($8, 'none') ELSE ending_reason END \
     WHERE task_id = $7";
+/// Scores reported with a Task change: the first start is the baseline (a
+/// later start changes nothing), the latest end replaces an earlier one.
+const APPLY_OUTCOMES: &str = "UPDATE report_facts SET \
+    ons4_start_1 = COALESCE(ons4_start_1, $1), ons4_start_2 = COALESCE(ons4_start_2, $2), \
+    ons4_start_3 = COALESCE(ons4_start_3, $3), ons4_start_4 = COALESCE(ons4_start_4, $4), \
+    ons4_end_1 = COALESCE($5, ons4_end_1), ons4_end_2 = COALESCE($6, ons4_end_2), \
+    ons4_end_3 = COALESCE($7, ons4_end_3), ons4_end_4 = COALESCE($8, ons4_end_4), \
+    swemwbs_start = COALESCE(swemwbs_start, $9), swemwbs_end = COALESCE($10, swemwbs_end) \
+    WHERE task_id = $11";
 /// The referral message (not a cancellation, nor a replay's later copy)
 /// reached the provider.
 const DELIVERED: &str = "UPDATE report_facts SET delivered_ms = $1 \
@@ -88,6 +98,34 @@ fn times_sql(by: &[Dimension]) -> String {
         .join(" UNION ALL ")
 }
 
+/// Histograms of the change (end minus start) of each outcome measure
+/// ([`crate::reports::funnel::CHANGES`]), over the people with both. The
+/// `{end} IS NOT NULL` term is the partial indexes' condition (migration
+/// 0019), which lets the planners use them.
+fn changes_sql(by: &[Dimension]) -> String {
+    let keys = key_columns(by);
+    let measures = [
+        ("ons4_start_1", "ons4_end_1"),
+        ("ons4_start_2", "ons4_end_2"),
+        ("ons4_start_3", "ons4_end_3"),
+        ("ons4_start_4", "ons4_end_4"),
+        ("swemwbs_start", "swemwbs_end"),
+    ];
+    measures
+        .iter()
+        .enumerate()
+        .map(|(measure, (start, end))| {
+            format!(
+                "SELECT {keys}CAST({measure} AS BIGINT), {end} - {start} AS change, COUNT(*) \
+                 FROM report_facts WHERE referred_at >= $1 AND referred_at < $2 \
+                 AND {end} IS NOT NULL AND {start} IS NOT NULL {}",
+                group_by(by, ", change"),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
 fn key_columns(by: &[Dimension]) -> String {
     by.iter().map(|d| format!("{}, ", d.column())).collect()
 }
@@ -109,7 +147,7 @@ macro_rules! impl_report_facts {
                 &self,
                 period: Period,
                 by: &[Dimension],
-            ) -> Result<(Vec<CountRow>, Vec<TimeRow>), StoreError> {
+            ) -> Result<(Vec<CountRow>, Vec<TimeRow>, Vec<TimeRow>), StoreError> {
                 use sqlx::Row;
                 let (from, to) = (period.from.to_string(), period.to.to_string());
                 let n = by.len();
@@ -120,8 +158,9 @@ macro_rules! impl_report_facts {
                     .await?
                     .into_iter()
                     .map(|row| -> Result<CountRow, sqlx::Error> {
-                        let mut counts = [0i64; 12];
-                        for (i, count) in counts.iter_mut().enumerate() {
+                        let mut counts = [0i64; N_COUNTS];
+                        // The SQL's 12; the paired counts come from the change histograms.
+                        for (i, count) in counts.iter_mut().enumerate().take(12) {
                             *count = row.try_get::<Option<i64>, _>(n + i)?.unwrap_or(0);
                         }
                         Ok(CountRow {
@@ -130,23 +169,30 @@ macro_rules! impl_report_facts {
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let times = sqlx::query(sqlx::AssertSqlSafe(times_sql(by)))
-                    .bind(&from)
-                    .bind(&to)
-                    .fetch_all(&self.reader)
-                    .await?
-                    .into_iter()
-                    .map(|row| -> Result<TimeRow, sqlx::Error> {
-                        Ok(TimeRow {
-                            key: (0..n).map(|i| row.try_get(i)).collect::<Result<_, _>>()?,
-                            measure: usize::try_from(row.try_get::<i64, _>(n)?)
-                                .unwrap_or(usize::MAX),
-                            hours: row.try_get(n + 1)?,
-                            count: row.try_get(n + 2)?,
+                let (from, to) = (&from, &to);
+                let histogram = |sql: String| async move {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(from)
+                        .bind(to)
+                        .fetch_all(&self.reader)
+                        .await?
+                        .into_iter()
+                        .map(|row| -> Result<TimeRow, sqlx::Error> {
+                            Ok(TimeRow {
+                                key: (0..n).map(|i| row.try_get(i)).collect::<Result<_, _>>()?,
+                                measure: usize::try_from(row.try_get::<i64, _>(n)?)
+                                    .unwrap_or(usize::MAX),
+                                hours: row.try_get(n + 1)?,
+                                count: row.try_get(n + 2)?,
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((counts, times))
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                };
+                let times = histogram(times_sql(by)).await?;
+                // The same shape: `hours` holds the change (hundredths for
+                // SWEMWBS).
+                let changes = histogram(changes_sql(by)).await?;
+                Ok((counts, times, changes))
             }
 
             async fn insert_fact_rows(&self, rows: &[FactRow]) -> Result<(), StoreError> {
@@ -205,8 +251,27 @@ macro_rules! impl_report_facts {
                     .bind(step.ending.map(|e| e.as_str()))
                     .bind(i64::from(step.escalated))
                     .bind(task_id)
+                    .bind(step.ending_reason.as_deref())
                     .execute(&mut **tx)
                     .await?;
+                let o = &step.outcomes;
+                if !o.is_empty() {
+                    let item = |items: Option<[i64; 4]>, i: usize| items.map(|a| a[i]);
+                    sqlx::query(APPLY_OUTCOMES)
+                        .bind(item(o.ons4_start, 0))
+                        .bind(item(o.ons4_start, 1))
+                        .bind(item(o.ons4_start, 2))
+                        .bind(item(o.ons4_start, 3))
+                        .bind(item(o.ons4_end, 0))
+                        .bind(item(o.ons4_end, 1))
+                        .bind(item(o.ons4_end, 2))
+                        .bind(item(o.ons4_end, 3))
+                        .bind(o.swemwbs_start)
+                        .bind(o.swemwbs_end)
+                        .bind(task_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 Ok(())
             }
 

@@ -65,6 +65,13 @@ const ERASE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NU
     WHERE message_id IN (SELECT id FROM outbox WHERE referral_id = $1)";
 const ERASE_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '', outcome = 'erased' WHERE referral_id = $1";
+/// The wellbeing scores kept for reports: health data, about a person
+/// the referral's id still points to (the rest of its journey, codes and
+/// bands, stays).
+const ERASE_OUTCOMES: &str = "UPDATE report_facts SET ons4_start_1 = NULL, ons4_start_2 = NULL, \
+    ons4_start_3 = NULL, ons4_start_4 = NULL, ons4_end_1 = NULL, ons4_end_2 = NULL, \
+    ons4_end_3 = NULL, ons4_end_4 = NULL, swemwbs_start = NULL, swemwbs_end = NULL \
+    WHERE referral_id = $1";
 /// Callbacks that named no referral (refused) but carry the number.
 const ERASE_STRAY_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '' WHERE referral_id IS NULL AND body LIKE $1";
@@ -203,6 +210,7 @@ macro_rules! impl_retention {
                         ERASE_MESSAGES,
                         ERASE_EXCERPTS,
                         ERASE_CALLBACKS,
+                        ERASE_OUTCOMES,
                     ] {
                         sqlx::query(statement)
                             .bind(&t.referral_id)

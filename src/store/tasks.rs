@@ -174,6 +174,8 @@ macro_rules! impl_task_events {
                 // is not kept.
                 if Self::referral_erased(tx, &update.task.referral_id).await? {
                     update.reason = None;
+                    // Nor its wellbeing scores (health data) in the facts.
+                    update.step.outcomes = Default::default();
                 }
                 // The BaRS message asking for the change, before the change:
                 // a sender's second message with its request id (a retry,

@@ -722,6 +722,74 @@ async fn a_referral_collected_another_way_leaves_the_inbox(backend: Backend) {
 
 /// The configuration the fleet runs with, for a second handle on its
 /// database (the portal's side).
+/// Reports count an inbox provider's collection as delivery: a commit, and
+/// a referral collected another way (the portal), each at its own time; a
+/// referral still waiting is not delivered.
+async fn reports_count_a_collected_referral_as_delivered(backend: Backend) {
+    let (fleet, inbox) = start_with(backend, |config| {
+        config.report_suppression = signpost::reports::suppression::Suppression::None;
+    })
+    .await;
+    // The portal's hook runs on a domain of its own, on the system clock:
+    // the stopped clock starts there too.
+    fleet
+        .app
+        .set_now(signpost::domain::Clock::now(&signpost::domain::SystemClock));
+    let from = fleet.app.now().to_string()[..10].to_owned();
+    let committed = fleet.refer("grow-together.bundle.json").await;
+    let opened = fleet.refer("grow-together.bundle.json").await;
+    let _waiting = fleet.refer("grow-together.bundle.json").await;
+    // Opened in the portal at once (within the hour)...
+    let mut config = test_config(&fleet.app.db.url);
+    inbox_config(&mut config);
+    let domain = signpost::startup::domain(config).await.unwrap();
+    let id: ReferralId = opened.parse().unwrap();
+    assert_eq!(
+        domain
+            .referrals
+            .referral_collected(&id, "portal:user-7")
+            .await
+            .unwrap(),
+        1
+    );
+    // ... and committed from the inbox 2 h later.
+    fleet.app.advance(Duration::from_secs(2 * 3600));
+    let page = inbox.poll("consumer=garden-pc").await;
+    assert_eq!(referrals(&page)[0], committed);
+    let first = offsets(&page)[0];
+    let response = inbox
+        .commit(&json!({"consumer": "garden-pc", "offset": first}))
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let to = fleet
+        .app
+        .now()
+        .after(Duration::from_secs(86_400))
+        .to_string()[..10]
+        .to_owned();
+    let (_, rows) = crate::reports::csv(
+        &fleet.app.admin,
+        &fleet,
+        &format!("from={from}&to={to}&by=provider"),
+    )
+    .await;
+    let row = crate::reports::row(&rows, &[PROVIDER]);
+    // 3 referred, 2 collected (after 0 h and 2 h): the median is the 1st
+    // of 2, the 90th percentile the 2nd.
+    assert_eq!(
+        crate::reports::cells(
+            &row,
+            &[
+                "referred",
+                "delivered",
+                "median_hours_to_delivery",
+                "p90_hours_to_delivery"
+            ]
+        ),
+        ["3", "2", "0", "2"]
+    );
+}
+
 fn inbox_config(config: &mut Config) {
     inbox(config, PROVIDER);
 }
@@ -735,4 +803,5 @@ on_both_backends!(
     an_inbox_provider_may_report_status_with_its_token,
     uncollected_referrals_are_nudged_then_dead_lettered_and_the_referrer_told,
     a_referral_collected_another_way_leaves_the_inbox,
+    reports_count_a_collected_referral_as_delivered,
 );

@@ -25,6 +25,7 @@ mod intake;
 mod limits;
 mod operations;
 mod outages;
+mod outcomes;
 mod portal;
 mod portal_browser;
 mod privacy;

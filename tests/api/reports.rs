@@ -20,8 +20,8 @@ use crate::{
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
-const GP: &str = "community-connect-loneliness.json"; // GP, female, born 1937
-const PARAMEDIC: &str = "community-connect-minimal.json"; // paramedic, male, born 1950
+pub(crate) const GP: &str = "community-connect-loneliness.json"; // GP, female, born 1937
+pub(crate) const PARAMEDIC: &str = "community-connect-minimal.json"; // paramedic, male, born 1950
 
 /// A Community Connect status callback.
 async fn status(fleet: &Fleet, event: &str, id: &str, status: &str, closure: Option<&str>) {
@@ -37,7 +37,7 @@ async fn status(fleet: &Fleet, event: &str, id: &str, status: &str, closure: Opt
 }
 
 /// The referrer changes its referral's status (revoked, entered-in-error).
-async fn withdraw(fleet: &Fleet, id: &str, to: &str) {
+pub(crate) async fn withdraw(fleet: &Fleet, id: &str, to: &str) {
     let response = fleet
         .app
         .client
@@ -111,7 +111,11 @@ async fn seed(fleet: &Fleet) -> (String, String, Vec<String>) {
     (from, to, vec![r1, r2, r3, r4, r5, r6, r7, r8])
 }
 
-async fn csv(client: &reqwest::Client, fleet: &Fleet, query: &str) -> (String, Vec<Vec<String>>) {
+pub(crate) async fn csv(
+    client: &reqwest::Client,
+    fleet: &Fleet,
+    query: &str,
+) -> (String, Vec<Vec<String>>) {
     let response = client
         .get(fleet.app.url(&format!("/reports/funnel.csv?{query}")))
         .send()
@@ -136,7 +140,7 @@ async fn csv(client: &reqwest::Client, fleet: &Fleet, query: &str) -> (String, V
 }
 
 /// Row `key` of a CSV (by the cells after `from,to`), as name → cell.
-fn row<'a>(rows: &'a [Vec<String>], key: &[&str]) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn row<'a>(rows: &'a [Vec<String>], key: &[&str]) -> Vec<(&'a str, &'a str)> {
     let header = &rows[0];
     let found = rows[1..]
         .iter()
@@ -154,7 +158,7 @@ fn row<'a>(rows: &'a [Vec<String>], key: &[&str]) -> Vec<(&'a str, &'a str)> {
         .collect()
 }
 
-fn cells<'a>(row: &[(&'a str, &'a str)], names: &[&str]) -> Vec<&'a str> {
+pub(crate) fn cells<'a>(row: &[(&'a str, &'a str)], names: &[&str]) -> Vec<&'a str> {
     names
         .iter()
         .map(|n| {
@@ -359,6 +363,32 @@ async fn fhir_measure_reports_pass_the_r4_schema_with_masked_cells(backend: Back
     assert_eq!(stratum["component"][0]["code"]["text"], "provider");
 }
 
+/// The declined and rejected branches by reason (`by=reason`): the code on
+/// the Task's statusReason where it is coded (the person declined:
+/// 871711000000103), `other` where not (not eligible); `none` for every
+/// other ending and for the open ones.
+async fn declined_and_rejected_referrals_are_broken_down_by_reason(backend: Backend) {
+    let fleet = Fleet::start_stepped(backend, |config| {
+        config.report_suppression = Suppression::None;
+    })
+    .await;
+    let (from, to, _) = seed(&fleet).await;
+    let (_, rows) = csv(
+        &fleet.app.admin,
+        &fleet,
+        &format!("from={from}&to={to}&by=reason"),
+    )
+    .await;
+    let names = ["referred", "declined", "rejected"];
+    assert_eq!(
+        cells(&row(&rows, &["871711000000103"]), &names),
+        ["1", "1", "0"]
+    );
+    assert_eq!(cells(&row(&rows, &["other"]), &names), ["1", "0", "1"]);
+    assert_eq!(cells(&row(&rows, &["none"]), &names), ["6", "0", "0"]);
+    assert_eq!(rows.len(), 1 + 3 + 1, "header, three reasons, total");
+}
+
 /// Every route the router serves, with a method: the analyst is refused
 /// all but the reports, and the reports refuse referrers and monitors.
 async fn the_analyst_reads_reports_and_nothing_else(backend: Backend) {
@@ -458,4 +488,5 @@ on_both_backends!(
     with_suppression_each_cell_is_masked_or_rounded,
     fhir_measure_reports_pass_the_r4_schema_with_masked_cells,
     the_analyst_reads_reports_and_nothing_else,
+    declined_and_rejected_referrals_are_broken_down_by_reason,
 );

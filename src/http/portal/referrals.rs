@@ -323,11 +323,118 @@ fn action_fields(kind: ActionKind) -> Markup {
         },
         ActionKind::Complete => html! {
             (layout::radios("outcome", "What was the outcome?", &options(actions::OUTCOMES)))
+            @for (instrument, legend, hint, questions) in END_SCORES {
+                div class="nhsuk-form-group" {
+                    fieldset class="nhsuk-fieldset" {
+                        legend class="nhsuk-fieldset__legend nhsuk-fieldset__legend--s" { (legend) }
+                        div class="nhsuk-hint" { (hint) }
+                        @for (item, question) in *questions {
+                            @let id = format!("{instrument}_{item}");
+                            (layout::input(&layout::Input {
+                                id: &id, label: question, kind: "text", autocomplete: "off",
+                                hint: None, error: None, value: "", numeric: true,
+                            }))
+                        }
+                    }
+                }
+            }
         },
         ActionKind::AddNote => html! {
             (layout::textarea("note", "Note", Some("The referrer will see this note.")))
         },
     }
+}
+
+/// The optional end-of-support scores on "Complete": per instrument, its
+/// legend, hint and questions (field `<instrument>_<item>`).
+#[allow(clippy::type_complexity)]
+const END_SCORES: &[(&str, &str, &str, &[(&str, &str)])] = &[
+    (
+        "ons4",
+        "ONS4 personal wellbeing at the end of support (optional)",
+        "Each answer from 0 (not at all) to 10 (completely). Leave all four empty if the person did not answer.",
+        &[
+            (
+                "life_satisfaction",
+                "Overall, how satisfied are you with your life nowadays?",
+            ),
+            (
+                "worthwhile",
+                "Overall, to what extent do you feel that the things you do in your life are worthwhile?",
+            ),
+            ("happiness", "Overall, how happy did you feel yesterday?"),
+            ("anxiety", "Overall, how anxious did you feel yesterday?"),
+        ],
+    ),
+    (
+        "swemwbs",
+        "SWEMWBS at the end of support (optional)",
+        "Each answer from 1 (none of the time) to 5 (all of the time). Leave all seven empty if the person did not answer.",
+        &[
+            (
+                "optimistic",
+                "I've been feeling optimistic about the future",
+            ),
+            ("useful", "I've been feeling useful"),
+            ("relaxed", "I've been feeling relaxed"),
+            (
+                "dealing_with_problems",
+                "I've been dealing with problems well",
+            ),
+            ("thinking_clearly", "I've been thinking clearly"),
+            ("close_to_others", "I've been feeling close to other people"),
+            (
+                "own_mind",
+                "I've been able to make up my own mind about things",
+            ),
+        ],
+    ),
+];
+
+/// The end scores a "Complete" form holds, checked (an instrument left
+/// wholly empty is not reported); or the question whose answer is wrong.
+fn end_scores(
+    form: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<crate::reports::outcomes::Outcome>, &'static str> {
+    use serde_json::{Value, json};
+    let mut outcomes = Vec::new();
+    let mut asked = Vec::new();
+    for (instrument, _, _, questions) in END_SCORES {
+        let answer = |item: &str| {
+            form.get(&format!("{instrument}_{item}"))
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+        };
+        if questions.iter().all(|(item, _)| answer(item).is_none()) {
+            continue;
+        }
+        let items: serde_json::Map<String, Value> = questions
+            .iter()
+            .filter_map(|(item, _)| {
+                // Not a number: kept as text, which the check refuses.
+                answer(item).map(|v| {
+                    let value = v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n));
+                    ((*item).to_owned(), value)
+                })
+            })
+            .collect();
+        outcomes.push(json!({"instrument": instrument, "timepoint": "end", "items": items}));
+        asked.push(*questions);
+    }
+    crate::reports::outcomes::parse(Some(&Value::Array(outcomes))).map_err(|e| {
+        // `outcomes[i].items.<item>` → the question, never the answer.
+        let (index, item) = e
+            .field
+            .strip_prefix("outcomes[")
+            .and_then(|rest| rest.split_once("].items."))
+            .unwrap_or(("0", ""));
+        index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| asked.get(i))
+            .and_then(|questions| questions.iter().find(|(name, _)| *name == item))
+            .map_or("a wellbeing score", |(_, question)| *question)
+    })
 }
 
 #[derive(Deserialize)]
@@ -342,6 +449,9 @@ struct ActionForm {
     outcome: Option<String>,
     #[serde(default)]
     note: String,
+    /// The end scores on "Complete" (`ons4_…`, `swemwbs_…`).
+    #[serde(flatten)]
+    scores: std::collections::BTreeMap<String, String>,
 }
 
 /// The action a form asks for, if its choices are ones the form offered.
@@ -371,6 +481,9 @@ fn action_from(kind: ActionKind, form: &ActionForm) -> Option<Action> {
         },
         ActionKind::Complete => Action::Complete {
             outcome: chosen(&form.outcome, actions::OUTCOMES)?,
+            // Checked in `act`, before this (a wrong answer has its own
+            // message).
+            scores: end_scores(&form.scores).ok()?,
         },
         ActionKind::AddNote => {
             let text = form.note.trim();
@@ -399,6 +512,20 @@ async fn act(
     let Ok(referral_id) = id.parse::<ReferralId>() else {
         return not_found();
     };
+    if kind == ActionKind::Complete
+        && let Err(question) = end_scores(&form.scores)
+    {
+        return about_referral(
+            error_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Check the wellbeing scores",
+                &format!(
+                    "Answer every question of a questionnaire, each with a whole number in its range, or leave the questionnaire empty. Check: \"{question}\""
+                ),
+            ),
+            &referral_id,
+        );
+    }
     let Some(action) = action_from(kind, &form) else {
         return about_referral(
             error_page(
