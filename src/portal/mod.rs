@@ -225,6 +225,33 @@ impl Portal {
         payload
     }
 
+    /// [`Self::payload`] for a referral listed without its resource: from
+    /// the cache when this version was rendered by the live mapping, else
+    /// read whole and rendered.
+    async fn listed_payload(&self, listed: &Referral) -> Result<Option<Arc<Value>>, StoreError> {
+        if listed.is_erased() {
+            return Ok(None);
+        }
+        let Some(mapping) = listed
+            .provider_id
+            .as_ref()
+            .and_then(|p| self.referrals.provider_mapping(p))
+        else {
+            return Ok(None);
+        };
+        let key = (listed.id.clone(), listed.version_id);
+        if let Some((rendered_by, payload)) = self.payloads.lock().expect("cache lock").get(&key)
+            && Arc::ptr_eq(rendered_by, &mapping)
+        {
+            return Ok(payload.clone());
+        }
+        Ok(self
+            .store
+            .referral(&listed.id)
+            .await?
+            .and_then(|whole| self.payload(&whole)))
+    }
+
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -477,7 +504,7 @@ impl Portal {
         for (referral, task) in all {
             // Erased referrals (and any the mapping cannot render) are not
             // listed.
-            let Some(payload) = self.payload(&referral) else {
+            let Some(payload) = self.listed_payload(&referral).await? else {
                 continue;
             };
             match counts.iter_mut().find(|(s, _)| *s == task.status) {

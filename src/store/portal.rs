@@ -89,7 +89,10 @@ pub trait PortalStore: Send + Sync + 'static {
     async fn delete_portal_session(&self, token_hash: &str) -> Result<(), StoreError>;
 
     /// The provider's referrals with their Tasks, newest first, at most
-    /// `limit`.
+    /// `limit`, **without their resources** (`resource` is empty in both):
+    /// a list needs ids, versions and statuses, and reading every
+    /// referral's and Task's JSON made each list request move megabytes.
+    /// Read a referral whole with [`super::ReferralStore::referral`].
     async fn provider_referrals(
         &self,
         provider_id: &ProviderId,
@@ -122,9 +125,11 @@ const INSERT_SESSION: &str = "INSERT INTO portal_sessions \
 const SELECT_SESSION: &str = "SELECT * FROM portal_sessions WHERE token_hash = $1";
 const TOUCH_SESSION: &str = "UPDATE portal_sessions SET last_seen_at = $2 WHERE token_hash = $1";
 const DELETE_SESSION: &str = "DELETE FROM portal_sessions WHERE token_hash = $1";
-const SELECT_PROVIDER_REFERRALS: &str =
-    "SELECT * FROM referrals WHERE provider_id = $1 ORDER BY id DESC LIMIT $2";
-const SELECT_PROVIDER_TASKS: &str = "SELECT t.* FROM tasks t JOIN referrals r ON r.id = t.referral_id \
+const SELECT_PROVIDER_REFERRALS: &str = "SELECT id, referrer_id, identifier_system, \
+    identifier_value, provider_id, version_id, last_updated, '' AS resource, nhs_number, erased_at \
+    FROM referrals WHERE provider_id = $1 ORDER BY id DESC LIMIT $2";
+const SELECT_PROVIDER_TASKS: &str = "SELECT t.id, t.referral_id, t.status, t.version_id, \
+    t.last_updated, '' AS resource FROM tasks t JOIN referrals r ON r.id = t.referral_id \
     WHERE r.provider_id = $1 AND r.id >= $2";
 const SELECT_TASK_HISTORY: &str = "SELECT from_status, to_status, actor, reason, at \
     FROM task_events WHERE task_id = $1 ORDER BY seq";
