@@ -351,3 +351,48 @@ impl std::fmt::Debug for Token {
             .finish_non_exhaustive()
     }
 }
+
+/// An escalation: a provider's request back to a clinician about a
+/// referral (its child Task, `partOf` the referral's Task), with the
+/// Communication carrying the provider's words and, for a safeguarding
+/// concern, a Flag. Stored as the resources served, beside the columns
+/// that searches and the deadline sweep read.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Escalation {
+    /// The child Task's id.
+    pub id: TaskId,
+    pub referral_id: ReferralId,
+    pub referrer_id: ReferrerId,
+    /// The provider that raised it.
+    pub provider_id: ProviderId,
+    /// Its reason's code (`referrals::escalation::Reason`).
+    pub reason: String,
+    /// `routine` or `urgent`.
+    pub urgency: String,
+    /// The child Task's status: `requested` until acknowledged.
+    pub state: TaskStatus,
+    pub version_id: i64,
+    /// When it is sent again if not acknowledged by then.
+    pub deadline: Timestamp,
+    pub created_at: Timestamp,
+    pub last_updated: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    /// How many times the referrer has been sent it.
+    pub sends: i64,
+    /// The child Task JSON, as served.
+    pub task: String,
+    pub communication_id: String,
+    /// The Communication JSON, as served.
+    pub communication: String,
+    pub flag_id: Option<String>,
+    /// The Flag JSON, as served (safeguarding concerns only).
+    pub flag: Option<String>,
+}
+
+impl Escalation {
+    /// Whether it is still open (not yet rejected or completed): at most
+    /// one open escalation per referral and reason.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, TaskStatus::Requested | TaskStatus::Accepted)
+    }
+}

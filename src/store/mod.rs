@@ -15,12 +15,13 @@
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
 //! `outbox.rs`, `inbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`,
 //! `tokens.rs`, `retention.rs`, `bars.rs`, `portal.rs`, `instances.rs`,
-//! `reports.rs`).
+//! `reports.rs`, `escalations.rs`).
 
 mod audit;
 mod backend;
 mod bars;
 mod deliveries;
+mod escalations;
 mod events;
 mod file_modes;
 mod group;
@@ -43,17 +44,18 @@ use async_trait::async_trait;
 
 use crate::config::DatabaseSettings;
 pub use crate::domain::model::{
-    Attempt, AttemptRecord, AuditFilter, AuditRecord, BarsExchange, CallbackApplied, DisabledEndpoint,
-    InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification, OutboxMessage, Recorded,
-    Referral, Task, TaskUpdate, Token, Tombstone,
+    Attempt, AttemptRecord, AuditFilter, AuditRecord, BarsExchange, CallbackApplied,
+    DisabledEndpoint, Escalation, InboundCallback, MessageUpdate, NewIntake, NewMessage,
+    Notification, OutboxMessage, Recorded, Referral, Task, TaskUpdate, Token, Tombstone,
 };
 use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, ReferrerId, TaskId};
 
 pub use self::{
     backend::{Backend, SqlStore},
+    bars::BarsMessages,
+    escalations::EscalationStore,
     instances::Instance,
     portal::{PortalSession, PortalStore, PortalUser, TaskEvent},
-    bars::BarsMessages,
     postgres::PostgresStore,
     reports::FactRow,
     rows::{MessageFilter, OutboxStats},
@@ -411,6 +413,7 @@ pub trait Store:
     + Instances
     + PortalStore
     + ReportFacts
+    + EscalationStore
 {
 }
 
@@ -428,6 +431,7 @@ impl<T> Store for T where
         + Instances
         + PortalStore
         + ReportFacts
+        + EscalationStore
 {
 }
 

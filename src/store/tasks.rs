@@ -221,17 +221,26 @@ macro_rules! impl_task_events {
                         return Err(StoreError::Conflict);
                     }
                 }
-                let mut messages = update.messages;
+                Self::insert_messages(tx, &update.messages.iter().collect::<Vec<_>>()).await?;
                 if let Some(notification) = update.notification {
-                    let (number,): (i64,) = sqlx::query_as(NEXT_EVENT_NUMBER)
-                        .bind(&notification.referrer_id)
-                        .fetch_one(&mut **tx)
-                        .await?;
-                    let mut message = notification.message;
-                    message.event_number = Some(number);
-                    messages.push(message);
+                    Self::insert_notification(tx, notification).await?;
                 }
-                Self::insert_messages(tx, &messages.iter().collect::<Vec<_>>()).await
+                Ok(())
+            }
+
+            /// Queue a notification to a referrer inside `tx`, numbered
+            /// with the referrer's next event number (allocated in `tx`).
+            pub(super) async fn insert_notification(
+                tx: &mut Transaction<'static, $db>,
+                notification: crate::domain::model::Notification,
+            ) -> Result<(), StoreError> {
+                let (number,): (i64,) = sqlx::query_as(NEXT_EVENT_NUMBER)
+                    .bind(&notification.referrer_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let mut message = notification.message;
+                message.event_number = Some(number);
+                Self::insert_messages(tx, &[&message]).await
             }
         }
     };
