@@ -27,6 +27,7 @@ mod bars;
 mod database;
 mod delivery;
 mod endpoints;
+mod escalation;
 mod secrets;
 mod serving;
 
@@ -35,11 +36,13 @@ pub use self::{
     database::DatabaseSettings,
     delivery::{DeliveryConfig, parse_duration},
     endpoints::{Notify, Provider, ProviderDelivery, Referrer},
+    escalation::EscalationConfig,
     secrets::SecretSource,
     serving::{Limits, Tls},
 };
 use self::{
-    bars::RawBars, database::RawDatabase, delivery::*, endpoints::*, secrets::*, serving::*,
+    bars::RawBars, database::RawDatabase, delivery::*, endpoints::*, escalation::RawEscalation,
+    secrets::*, serving::*,
 };
 
 /// Default configuration file, relative to the working directory.
@@ -72,6 +75,7 @@ struct RawConfig {
     tls: Option<RawTls>,
     bars: Option<RawBars>,
     reports: Option<RawReports>,
+    escalation: Option<RawEscalation>,
 }
 
 /// `[reports]`.
@@ -125,6 +129,8 @@ pub struct Config {
     /// `[reports] suppression`, `nhs` (the default) or `none`: what admins
     /// get. Analysts always get `nhs`.
     pub report_suppression: crate::reports::suppression::Suppression,
+    /// Deadlines for acknowledging escalations (`[escalation]`).
+    pub escalation: EscalationConfig,
 }
 
 /// Every problem found in a configuration file.
@@ -347,6 +353,10 @@ impl RawConfig {
             .map(|raw| raw.check(&mut problems))
             .unwrap_or_default();
 
+        let escalation = self
+            .escalation
+            .map(|raw| raw.check(&mut problems))
+            .unwrap_or_default();
         let tls = self.tls.and_then(|raw| raw.check(&mut problems));
         let bars = self.bars.and_then(|raw| raw.check(&mut problems));
         check_certificate_names(&referrers, tls.as_ref(), &mut problems);
@@ -372,6 +382,7 @@ impl RawConfig {
             tls,
             bars,
             report_suppression: self.reports.and_then(|r| r.suppression).unwrap_or_default(),
+            escalation,
         })
     }
 }

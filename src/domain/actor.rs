@@ -32,6 +32,8 @@ pub enum Actor {
 impl Actor {
     /// The delivery worker (a dead-lettered referral changes its Task).
     pub const DELIVERY: Actor = Actor::Signpost("delivery");
+    /// The escalation deadline sweep (re-sends).
+    pub const ESCALATION: Actor = Actor::Signpost("escalation");
 }
 
 impl fmt::Display for Actor {
@@ -70,6 +72,7 @@ impl FromStr for Actor {
             "cli" => Actor::Cli(name.to_owned()),
             "portal" => Actor::PortalUser(name.to_owned()),
             "signpost" if name == "delivery" => Actor::DELIVERY,
+            "signpost" if name == "escalation" => Actor::ESCALATION,
             _ => return Err(bad()),
         })
     }

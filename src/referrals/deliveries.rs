@@ -365,7 +365,8 @@ impl Referrals {
         {
             return Ok(plain());
         }
-        let Ok(task) = serde_json::from_str::<Value>(&message.payload) else {
+        // (A BaRS response carries the Task alone.)
+        let Some((task, _)) = notification::carried(&message.payload) else {
             // (An erased message: nothing is left to carry.)
             return Ok(plain());
         };

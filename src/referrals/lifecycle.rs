@@ -15,8 +15,8 @@ use crate::{
     domain::{
         Actor, Endpoint, MessageId, MessageKind, ProviderId, ReferralId, Timestamp,
         model::{
-            BarsExchange, CallbackApplied, InboundCallback, NewMessage, Notification, Referral, Task,
-            TaskUpdate,
+            BarsExchange, CallbackApplied, InboundCallback, NewMessage, Notification, Referral,
+            Task, TaskUpdate,
         },
     },
     outcome::{Issue, IssueCode},
@@ -102,7 +102,10 @@ impl Referrals {
     }
 
     /// The referral's Task as stored, and its resource.
-    async fn current_task(&self, referral: &Referral) -> Result<(Task, Value), ChangeError> {
+    pub(super) async fn current_task(
+        &self,
+        referral: &Referral,
+    ) -> Result<(Task, Value), ChangeError> {
         let task = self
             .store
             .tasks_for_referral(&referral.id)
@@ -120,7 +123,7 @@ impl Referrals {
     /// The update applying `change` to `task` as read (`current` is its
     /// resource): the write expects that version, so a change stored since
     /// is a conflict, never overwritten.
-    async fn update_from(
+    pub(super) async fn update_from(
         &self,
         referral: &Referral,
         task: Task,

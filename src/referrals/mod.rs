@@ -7,6 +7,7 @@ pub mod attempts;
 pub mod canonical;
 pub mod checks;
 pub mod deliveries;
+pub mod escalation;
 pub mod inbox;
 pub mod lifecycle;
 pub mod notification;
@@ -193,7 +194,8 @@ impl Referrals {
         let started = std::time::Instant::now();
         let referral = checks::validate(&self.validator, Form::ServiceRequest, &body);
         self.metrics.validation(started.elapsed());
-        self.accept(referrer_id, referral?, body, criteria, None).await
+        self.accept(referrer_id, referral?, body, criteria, None)
+            .await
     }
 
     /// Accept a transaction Bundle holding one ServiceRequest and the
