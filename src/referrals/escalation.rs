@@ -545,6 +545,12 @@ fn bump(resource: &mut Value, at: &str) {
     }
 }
 
+/// Whether the escalation's referral was erased (its resources are gone:
+/// `store/retention.rs`): it is then not found.
+fn is_erased(e: &Escalation) -> bool {
+    e.task.is_empty()
+}
+
 /// The resources an escalation is sent with, child Task first.
 pub fn resources(e: &Escalation) -> Vec<Value> {
     std::iter::once(&e.task)
@@ -781,7 +787,8 @@ impl Referrals {
             .store
             .escalation(id)
             .await?
-            .filter(|e| referrer.is_none_or(|r| *r == e.referrer_id)))
+            .filter(|e| referrer.is_none_or(|r| *r == e.referrer_id))
+            .filter(|e| !is_erased(e)))
     }
 
     /// A referral's escalations (the caller has checked it may see it).
@@ -789,7 +796,9 @@ impl Referrals {
         &self,
         referral_id: &ReferralId,
     ) -> Result<Vec<Escalation>, StoreError> {
-        self.store.escalations_for_referral(referral_id).await
+        let mut found = self.store.escalations_for_referral(referral_id).await?;
+        found.retain(|e| !is_erased(e));
+        Ok(found)
     }
 
     /// A referrer's escalations, at most `limit`.
@@ -798,7 +807,12 @@ impl Referrals {
         referrer_id: &ReferrerId,
         limit: i64,
     ) -> Result<Vec<Escalation>, StoreError> {
-        self.store.escalations_of_referrer(referrer_id, limit).await
+        let mut found = self
+            .store
+            .escalations_of_referrer(referrer_id, limit)
+            .await?;
+        found.retain(|e| !is_erased(e));
+        Ok(found)
     }
 
     /// The referrer (`None`: an admin) answers an escalation: the child

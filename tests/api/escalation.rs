@@ -619,9 +619,77 @@ async fn every_refusal_changes_nothing(backend: Backend) {
     assert_eq!(escalation_notifications(&fleet, &parent_id).len(), 2);
 }
 
+async fn an_erased_patients_escalations_keep_nothing_of_them(backend: Backend) {
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
+    let id = accepted_referral(&fleet).await;
+    let parent = fleet.task(&id).await;
+    let parent_id = parent["id"].as_str().unwrap().to_owned();
+    let nhs = parent["for"]["identifier"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut body = raise(&id, "safeguarding", "routine");
+    body["note"] = json!("MARKER-words-about-the-patient");
+    let response = escalate(&fleet, "activelives", &body).await;
+    assert_eq!(response.status(), 201);
+    let child_id = json(response).await["id"].as_str().unwrap().to_owned();
+
+    let response = fleet
+        .app
+        .admin
+        .post(fleet.app.url("/admin/erase"))
+        .body(json!({"nhs_number": nhs}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    assert_eq!(children(&fleet, &parent_id).await, 0);
+    assert_eq!(
+        fleet
+            .app
+            .get(&format!("/fhir/Task/{child_id}"))
+            .await
+            .status(),
+        404
+    );
+    let found = json(
+        fleet
+            .app
+            .get(&format!("/fhir/Communication?about=ServiceRequest/{id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(found["total"], 0);
+    let found = json(
+        fleet
+            .app
+            .get(&format!("/fhir/Flag?subject:identifier={nhs}"))
+            .await,
+    )
+    .await;
+    assert_eq!(found["total"], 0);
+    // Never sent again, and no longer answerable.
+    fleet.app.advance(Duration::from_secs(10 * 24 * 3600));
+    fleet.app.deliver_due().await;
+    let accept = json!([{"op": "replace", "path": "/status", "value": "accepted"}]);
+    assert_eq!(
+        acknowledge(&fleet, &fleet.app.client, &child_id, &accept)
+            .await
+            .status(),
+        404
+    );
+    let metrics = fleet.app.get_text("/metrics").await;
+    assert!(
+        !metrics.contains("signpost_escalations_resent_total{"),
+        "{metrics}"
+    );
+}
+
 on_both_backends!(
     a_safeguarding_escalation_reaches_the_referrer_signed_with_its_task_communication_and_flag,
     acknowledgement_resumes_or_closes_the_referral_and_someone_elses_is_not_found,
     a_missed_deadline_sends_the_escalation_again_counted_and_audited,
     every_refusal_changes_nothing,
+    an_erased_patients_escalations_keep_nothing_of_them,
 );
