@@ -71,6 +71,11 @@ struct RouteFile {
 struct InboundFile {
     referral: String,
     change: Value,
+    /// An escalation to a clinician the callback asks for, beside or
+    /// instead of its change: `{reason, urgency, note}` (see
+    /// `referrals::escalation`); rendering to nothing means none.
+    #[serde(default)]
+    escalation: Option<Value>,
 }
 
 /// A problem in a mapping file, located for the integrator.
@@ -115,6 +120,7 @@ pub struct Mapping {
     cancel: Option<Template>,
     inbound_referral: Expr,
     inbound_change: Template,
+    inbound_escalation: Option<Template>,
     output_schema: jsonschema::Validator,
     output_schema_document: Value,
     status_schema: jsonschema::Validator,
@@ -128,6 +134,9 @@ pub struct StatusChange {
     /// The body `inbound.change` rendered: `status` (absent: unchanged),
     /// `businessStatus`, `statusReason`, `note`, `output`.
     pub change: Value,
+    /// `inbound.escalation` rendered, when the mapping has one and it
+    /// rendered to something: `{reason, urgency, note}`.
+    pub escalation: Option<Value>,
 }
 
 impl Mapping {
@@ -185,10 +194,19 @@ impl Mapping {
             .cancel
             .as_ref()
             .map(|cancel| template("cancel", cancel));
+        let inbound_escalation = file
+            .inbound
+            .escalation
+            .as_ref()
+            .map(|escalation| template("inbound.escalation", escalation));
         let templates = [
             ("outbound", outbound.as_ref()),
             ("inbound.change", inbound_change.as_ref()),
             ("cancel", cancel.as_ref().and_then(Option::as_ref)),
+            (
+                "inbound.escalation",
+                inbound_escalation.as_ref().and_then(Option::as_ref),
+            ),
         ];
         let sources = [
             ("route.accepts", file.route.accepts.as_str()),
@@ -275,6 +293,7 @@ impl Mapping {
             return Err(errors);
         }
         let cancel = cancel.flatten();
+        let inbound_escalation = inbound_escalation.flatten();
         let provider_at = place("provider:");
         let accepts_at = locate_after(&text, "accepts:", &file.route.accepts);
         Ok(Mapping {
@@ -292,6 +311,7 @@ impl Mapping {
             cancel,
             inbound_referral,
             inbound_change,
+            inbound_escalation,
             output_schema,
             output_schema_document,
             status_schema,
@@ -432,9 +452,17 @@ impl Mapping {
             .render(callback, &env)
             .map_err(|e| vec![self.render_issue(&e)])?
             .unwrap_or_else(|| Value::Object(Default::default()));
+        let escalation = match &self.inbound_escalation {
+            Some(template) => template
+                .render(callback, &env)
+                .map_err(|e| vec![self.render_issue(&e)])?
+                .filter(|v| v.as_object().is_some_and(|o| !o.is_empty())),
+            None => None,
+        };
         Ok(StatusChange {
             referral_id,
             change,
+            escalation,
         })
     }
 

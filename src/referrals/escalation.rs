@@ -594,35 +594,9 @@ impl Referrals {
                     ));
                 }
                 let (task, current) = self.current_task(&referral).await?;
-                if task.status.is_terminal() {
-                    return Err(EscalationError::Conflict(format!(
-                        "the referral is finished (its Task is {}); it cannot be escalated",
-                        task.status
-                    )));
-                }
-                // On hold where the state machine allows it (accepted or
-                // in progress); a referral not yet accepted keeps its
-                // status and shows the escalation in its business status.
-                let change = TaskChange {
-                    status: task
-                        .status
-                        .may_become(TaskStatus::OnHold)
-                        .then_some(TaskStatus::OnHold),
-                    status_reason: Some(BEYOND_COMPETENCE.into()),
-                    business_status: Some(ESCALATED.into()),
-                    ..TaskChange::default()
-                };
-                let mut update = self
-                    .update_from(&referral, task, &current, &change, actor, false)
+                let (escalation, update) = self
+                    .prepare_escalation(&referral, task, &current, provider_id, actor, request)
                     .await?;
-                let at = update.task.last_updated;
-                let parent: Value = serde_json::from_str(&update.task.resource)
-                    .map_err(|_| EscalationError::Conflict("stored Task unreadable".into()))?;
-                let escalation = self.new_escalation(&referral, &parent, provider_id, request, at);
-                let context = resources(&escalation);
-                if let Some(n) = update.notification.as_mut() {
-                    n.message.payload = self.payload_for(&referral, &parent, &context);
-                }
                 if !self.store.record_escalation(escalation.clone(), update).await? {
                     return Err(EscalationError::Conflict(
                         "this referral already has an open escalation with this reason; another needs a different reason".into(),
@@ -632,6 +606,64 @@ impl Referrals {
             }
         })
         .await
+    }
+
+    /// The escalation `request` makes of `referral`, whose Task is `task`
+    /// (its resource `current`), and the change to that Task: `on-hold`
+    /// where the state machine allows it (accepted or in progress; a
+    /// referral not yet accepted keeps its status and shows the escalation
+    /// in its business status), with the referrer's notification carrying
+    /// the escalation's resources. Nothing is written.
+    pub(super) async fn prepare_escalation(
+        &self,
+        referral: &Referral,
+        task: crate::domain::model::Task,
+        current: &Value,
+        provider_id: &ProviderId,
+        actor: Actor,
+        request: &RaiseRequest,
+    ) -> Result<(Escalation, crate::domain::model::TaskUpdate), EscalationError> {
+        if task.status.is_terminal() {
+            return Err(EscalationError::Conflict(format!(
+                "the referral is finished (its Task is {}); it cannot be escalated",
+                task.status
+            )));
+        }
+        let change = TaskChange {
+            status: task
+                .status
+                .may_become(TaskStatus::OnHold)
+                .then_some(TaskStatus::OnHold),
+            status_reason: Some(BEYOND_COMPETENCE.into()),
+            business_status: Some(ESCALATED.into()),
+            ..TaskChange::default()
+        };
+        let mut update = self
+            .update_from(referral, task, current, &change, actor, false)
+            .await?;
+        let at = update.task.last_updated;
+        let parent: Value = serde_json::from_str(&update.task.resource)
+            .map_err(|_| EscalationError::Conflict("stored Task unreadable".into()))?;
+        let escalation = self.new_escalation(referral, &parent, provider_id, request, at);
+        let context = resources(&escalation);
+        if let Some(n) = update.notification.as_mut() {
+            n.message.payload = self.payload_for(referral, &parent, &context);
+        }
+        Ok((escalation, update))
+    }
+
+    /// Whether the referral has an open escalation with this reason.
+    pub(super) async fn has_open_escalation(
+        &self,
+        referral_id: &ReferralId,
+        reason: &Reason,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .escalations_for_referral(referral_id)
+            .await?
+            .iter()
+            .any(|e| e.is_open() && e.reason == reason.code))
     }
 
     /// A notification's payload: the Task with `context`, or the Task

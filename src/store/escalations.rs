@@ -81,17 +81,16 @@ pub trait EscalationStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 }
 
-macro_rules! impl_escalations {
+macro_rules! impl_escalation_insert {
     ($db:ty) => {
-        #[async_trait]
-        impl EscalationStore for SqlStore<$db> {
-            async fn record_escalation(
-                &self,
-                e: Escalation,
-                parent: TaskUpdate,
+        impl SqlStore<$db> {
+            /// Insert an escalation inside `tx`; `false` when the referral
+            /// has an open escalation with its reason already (nothing
+            /// inserted).
+            pub(super) async fn insert_escalation(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                e: &Escalation,
             ) -> Result<bool, StoreError> {
-                let adds = parent.adds_messages();
-                let mut tx = self.writer.begin().await?;
                 let inserted = sqlx::query(INSERT_ESCALATION)
                     .bind(&e.id)
                     .bind(&e.referral_id)
@@ -111,10 +110,27 @@ macro_rules! impl_escalations {
                     .bind(&e.communication)
                     .bind(&e.flag_id)
                     .bind(&e.flag)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?
                     .rows_affected();
-                if inserted == 0 {
+                Ok(inserted == 1)
+            }
+        }
+    };
+}
+
+macro_rules! impl_escalations {
+    ($db:ty) => {
+        #[async_trait]
+        impl EscalationStore for SqlStore<$db> {
+            async fn record_escalation(
+                &self,
+                e: Escalation,
+                parent: TaskUpdate,
+            ) -> Result<bool, StoreError> {
+                let adds = parent.adds_messages();
+                let mut tx = self.writer.begin().await?;
+                if !Self::insert_escalation(&mut tx, &e).await? {
                     // (Dropping `tx` rolls it back: nothing was written.)
                     return Ok(false);
                 }
@@ -213,5 +229,7 @@ macro_rules! impl_escalations {
     };
 }
 
+impl_escalation_insert!(sqlx::Sqlite);
+impl_escalation_insert!(sqlx::Postgres);
 impl_escalations!(sqlx::Sqlite);
 impl_escalations!(sqlx::Postgres);

@@ -109,12 +109,14 @@ pub trait TaskEvents: Send + Sync + 'static {
     /// Apply a Task change (a referrer's cancellation, a Signpost event).
     async fn update_task(&self, update: TaskUpdate) -> Result<(), StoreError>;
 
-    /// Record a provider callback and apply its Task change, atomically; a
-    /// webhook-id seen before changes nothing.
+    /// Record a provider callback and apply its Task change, and the
+    /// escalation it asks for (with its change to the Task as `update`
+    /// left it), atomically; a webhook-id seen before changes nothing.
     async fn apply_callback(
         &self,
         inbound: InboundCallback,
         update: Option<TaskUpdate>,
+        escalation: Option<(Escalation, TaskUpdate)>,
     ) -> Result<CallbackApplied, StoreError>;
 
     /// A callback received before, by provider and webhook-id.

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 
 use super::{
-    CallbackApplied, InboundCallback, SqlStore, StoreError, Task, TaskEvents, TaskUpdate,
+    CallbackApplied, Escalation, InboundCallback, SqlStore, StoreError, Task, TaskEvents,
+    TaskUpdate,
     rows::{InboundRow, TaskRow},
 };
 use crate::domain::{ProviderId, ReferralId, ReferrerId, TaskId};
@@ -91,6 +92,7 @@ macro_rules! impl_task_events {
                 &self,
                 inbound: InboundCallback,
                 update: Option<TaskUpdate>,
+                escalation: Option<(Escalation, TaskUpdate)>,
             ) -> Result<CallbackApplied, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 // A callback about an erased referral keeps no body (it may
@@ -121,9 +123,20 @@ macro_rules! impl_task_events {
                     tx.commit().await?;
                     return Ok(CallbackApplied::Duplicate(first.into()));
                 }
-                let adds = update.as_ref().is_some_and(TaskUpdate::adds_messages);
+                let adds = update.as_ref().is_some_and(TaskUpdate::adds_messages)
+                    || escalation.as_ref().is_some_and(|(_, u)| u.adds_messages());
                 if let Some(update) = update {
                     Self::apply_update(&mut tx, update).await?;
+                }
+                // The escalation the callback also asks for, on the Task as
+                // the change left it. An open one with its reason appeared
+                // since the callback was read: a conflict (the caller
+                // reads again and refuses it).
+                if let Some((escalation, parent)) = escalation {
+                    if !Self::insert_escalation(&mut tx, &escalation).await? {
+                        return Err(StoreError::Conflict);
+                    }
+                    Self::apply_update(&mut tx, parent).await?;
                 }
                 tx.commit().await?;
                 if adds {

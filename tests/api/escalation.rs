@@ -686,10 +686,125 @@ async fn an_erased_patients_escalations_keep_nothing_of_them(backend: Backend) {
     );
 }
 
+/// ActiveLives' mapping with an `inbound.escalation`: a callback carrying
+/// `concern` (and `urgent`) asks for an escalation beside its change. A
+/// copy in a temporary folder (the shipped mapping has none).
+fn mappings_with_escalation() -> tempfile::TempDir {
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(MANIFEST_DIR).join("mappings"), dir.path());
+    let yaml = dir.path().join("activelives.yaml");
+    let mut text = std::fs::read_to_string(&yaml).unwrap();
+    text.push_str(
+        "  escalation:\n    \"{% if concern.exists() %}\":\n      reason: \"{{ concern }}\"\n      urgency: \"{{ iif(urgent = true, 'urgent', 'routine') }}\"\n      note: \"{{ detail }}\"\n",
+    );
+    std::fs::write(&yaml, text).unwrap();
+    dir
+}
+
+async fn a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_change(
+    backend: Backend,
+) {
+    let mappings = mappings_with_escalation();
+    let dir = mappings.path().to_owned();
+    let fleet = Fleet::start_stepped(backend, move |config| config.mappings_dir = dir).await;
+    let id = accepted_referral(&fleet).await;
+    let before = fleet.task(&id).await;
+    let parent_id = before["id"].as_str().unwrap().to_owned();
+    let callback = |concern: &str| {
+        json!({"referral_ref": id, "event": "did_not_attend", "event_time": "2026-03-17T10:30:00Z",
+               "detail": "Fell twice at the class", "concern": concern, "urgent": true})
+    };
+
+    // An escalation Signpost would refuse: the whole callback is refused,
+    // its change too.
+    let response = fleet
+        .callback("activelives", "c-bad", &callback("falls"))
+        .await;
+    assert_eq!(response.status(), 422);
+    let outcome = json(response).await;
+    assert!(
+        outcome.to_string().contains("inbound.escalation"),
+        "{outcome}"
+    );
+    assert_eq!(fleet.task(&id).await, before);
+    assert_eq!(children(&fleet, &parent_id).await, 0);
+
+    // Beside its change ("did not attend"), in one transaction.
+    let response = fleet
+        .callback("activelives", "c-1", &callback("functional-decline"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let held = fleet.task(&id).await;
+    assert_eq!(held["status"], "on-hold");
+    assert_eq!(held["businessStatus"]["text"], "escalated to clinician");
+    assert_eq!(
+        held["meta"]["versionId"]
+            .as_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap(),
+        before["meta"]["versionId"]
+            .as_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            + 2,
+        "the change, then the escalation"
+    );
+    let found = json(
+        fleet
+            .app
+            .get(&format!("/fhir/Task?part-of=Task/{parent_id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(found["total"], 1);
+    let child = &found["entry"][0]["resource"];
+    assert_eq!(child["priority"], "urgent");
+    assert_eq!(
+        child["reasonCode"]["coding"][0]["code"],
+        "functional-decline"
+    );
+    assert_r4(child);
+
+    // The same webhook-id again: nothing more; the same reason again: 409.
+    let response = fleet
+        .callback("activelives", "c-1", &callback("functional-decline"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let response = fleet
+        .callback("activelives", "c-2", &callback("functional-decline"))
+        .await;
+    assert_eq!(response.status(), 409);
+    assert_eq!(fleet.task(&id).await, held);
+    assert_eq!(children(&fleet, &parent_id).await, 1);
+
+    // The referrer hears of both, the escalation with its resources.
+    fleet.app.deliver_due().await;
+    let sent = escalation_notifications(&fleet, &parent_id);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].signature_valid);
+    assert_eq!(sent[0].body["entry"][1]["resource"], held);
+    assert_r4(&sent[0].body);
+}
+
 on_both_backends!(
     a_safeguarding_escalation_reaches_the_referrer_signed_with_its_task_communication_and_flag,
     acknowledgement_resumes_or_closes_the_referral_and_someone_elses_is_not_found,
     a_missed_deadline_sends_the_escalation_again_counted_and_audited,
     every_refusal_changes_nothing,
     an_erased_patients_escalations_keep_nothing_of_them,
+    a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_change,
 );
