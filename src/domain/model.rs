@@ -387,6 +387,9 @@ pub struct Escalation {
     pub flag_id: Option<String>,
     /// The Flag JSON, as served (safeguarding concerns only).
     pub flag: Option<String>,
+    /// The provider's request it was raised by (its `webhook-id`), when
+    /// it came by `POST /providers/{id}/escalations`.
+    pub request_id: Option<String>,
 }
 
 impl Escalation {

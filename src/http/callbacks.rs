@@ -115,10 +115,11 @@ async fn status(
 async fn escalate(
     State(app): State<AppState>,
     Path(_): Path<String>,
+    headers: axum::http::HeaderMap,
     ProviderCallback {
         id: provider_id,
+        webhook_id,
         body,
-        ..
     }: ProviderCallback,
 ) -> Result<Response, FhirError> {
     let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
@@ -132,17 +133,28 @@ async fn escalate(
     })?;
     let request = RaiseRequest::parse(&body)?;
     let actor = Actor::Provider(provider_id.clone());
-    let escalation = app
+    // The same request again (its webhook-id: a retry after a lost answer)
+    // is answered with the escalation it raised, `200`.
+    let (escalation, created) = app
         .referrals
-        .raise_escalation(&provider_id, actor.clone(), &request)
+        .raise_escalation_once(&provider_id, actor.clone(), &request, Some(&webhook_id))
         .await?;
-    app.referrals
-        .metrics()
-        .escalation_raised(provider_id.as_str(), &escalation.urgency);
-    tracing::info!(provider_id = %provider_id, escalation_id = %escalation.id, referral_id = %escalation.referral_id, reason = %escalation.reason, urgency = %escalation.urgency, "escalation raised");
+    if created {
+        app.referrals
+            .metrics()
+            .escalation_raised(provider_id.as_str(), &escalation.urgency);
+        tracing::info!(provider_id = %provider_id, escalation_id = %escalation.id, referral_id = %escalation.referral_id, reason = %escalation.reason, urgency = %escalation.urgency, "escalation raised");
+    } else {
+        tracing::info!(provider_id = %provider_id, escalation_id = %escalation.id, webhook_id = %webhook_id, "escalation request received again; answered with the first");
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut response =
-        super::fhir::resource_response(StatusCode::CREATED, escalation.version_id, escalation.task);
-    let base = super::fhir::base_url(&app.config, &axum::http::HeaderMap::new());
+        super::fhir::resource_response(status, escalation.version_id, escalation.task);
+    let base = super::fhir::base_url(&app.config, &headers);
     if let Ok(location) =
         axum::http::HeaderValue::from_str(&format!("{base}/Task/{}", escalation.id))
     {

@@ -572,6 +572,35 @@ impl Referrals {
         actor: Actor,
         request: &RaiseRequest,
     ) -> Result<Escalation, EscalationError> {
+        self.raise_escalation_once(provider_id, actor, request, None)
+            .await
+            .map(|(e, _)| e)
+    }
+
+    /// [`Referrals::raise_escalation`] for a request the provider may send
+    /// again (its `webhook-id`, `request_id`): the same request again is
+    /// answered with the escalation it raised (`false`: not new), changing
+    /// nothing.
+    pub async fn raise_escalation_once(
+        &self,
+        provider_id: &ProviderId,
+        actor: Actor,
+        request: &RaiseRequest,
+        request_id: Option<&str>,
+    ) -> Result<(Escalation, bool), EscalationError> {
+        let again = || async {
+            Ok::<_, StoreError>(match request_id {
+                Some(rid) => self
+                    .store
+                    .escalation_by_request(provider_id, rid)
+                    .await?
+                    .filter(|e| e.referral_id.as_str() == request.referral),
+                None => None,
+            })
+        };
+        if let Some(first) = again().await? {
+            return Ok((first, false));
+        }
         let not_found = || {
             EscalationError::NotFound(format!(
                 "no referral with this id was sent to provider {provider_id}"
@@ -594,15 +623,20 @@ impl Referrals {
                     ));
                 }
                 let (task, current) = self.current_task(&referral).await?;
-                let (escalation, update) = self
+                let (mut escalation, update) = self
                     .prepare_escalation(&referral, task, &current, provider_id, actor, request)
                     .await?;
+                escalation.request_id = request_id.map(str::to_owned);
                 if !self.store.record_escalation(escalation.clone(), update).await? {
+                    // The same request, concurrently: its escalation.
+                    if let Some(first) = again().await? {
+                        return Ok((first, false));
+                    }
                     return Err(EscalationError::Conflict(
-                        "this referral already has an open escalation with this reason; another needs a different reason".into(),
+                        "this referral already has an open escalation with this reason (another needs a different reason), or this request's webhook-id was used for another referral".into(),
                     ));
                 }
-                Ok(escalation)
+                Ok((escalation, true))
             }
         })
         .await
@@ -805,6 +839,7 @@ impl Referrals {
             communication: communication.to_string(),
             flag_id,
             flag: flag.map(|f| f.to_string()),
+            request_id: None,
         }
     }
 

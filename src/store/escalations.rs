@@ -9,20 +9,22 @@ use async_trait::async_trait;
 
 use super::{SqlStore, StoreError, TaskUpdate};
 use crate::domain::{
-    ReferralId, ReferrerId, TaskId, Timestamp,
+    ProviderId, ReferralId, ReferrerId, TaskId, Timestamp,
     model::{AuditRecord, Escalation, Notification},
 };
 
 const INSERT_ESCALATION: &str = "INSERT INTO escalations \
     (id, referral_id, referrer_id, provider_id, reason, urgency, state, version_id, deadline, \
      created_at, last_updated, acknowledged_at, sends, task, communication_id, communication, \
-     flag_id, flag) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+     flag_id, flag, request_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
     ON CONFLICT DO NOTHING";
 const UPDATE_ESCALATION: &str = "UPDATE escalations SET state = $1, version_id = $2, \
     deadline = $3, last_updated = $4, acknowledged_at = $5, sends = $6, task = $7 \
     WHERE id = $8 AND version_id = $9";
 const SELECT_ESCALATION: &str = "SELECT * FROM escalations WHERE id = $1";
+const SELECT_BY_REQUEST: &str =
+    "SELECT * FROM escalations WHERE provider_id = $1 AND request_id = $2";
 const SELECT_FOR_REFERRAL: &str =
     "SELECT * FROM escalations WHERE referral_id = $1 ORDER BY created_at, id";
 const SELECT_OF_REFERRER: &str =
@@ -35,8 +37,8 @@ const SELECT_DUE: &str = "SELECT * FROM escalations WHERE state = 'requested' AN
 pub trait EscalationStore: Send + Sync + 'static {
     /// Store a new escalation with the change to its referral's Task (and
     /// the referrer's notification it carries), atomically. `false`: the
-    /// referral already has an open escalation with this reason, and
-    /// nothing was written.
+    /// referral already has an open escalation with this reason, or the
+    /// provider's request id was used, and nothing was written.
     async fn record_escalation(
         &self,
         escalation: Escalation,
@@ -45,6 +47,13 @@ pub trait EscalationStore: Send + Sync + 'static {
 
     /// One escalation by its child Task's id.
     async fn escalation(&self, id: &TaskId) -> Result<Option<Escalation>, StoreError>;
+
+    /// The escalation a provider's request (its `webhook-id`) raised.
+    async fn escalation_by_request(
+        &self,
+        provider_id: &ProviderId,
+        request_id: &str,
+    ) -> Result<Option<Escalation>, StoreError>;
 
     /// A referral's escalations, oldest first.
     async fn escalations_for_referral(
@@ -110,6 +119,7 @@ macro_rules! impl_escalation_insert {
                     .bind(&e.communication)
                     .bind(&e.flag_id)
                     .bind(&e.flag)
+                    .bind(&e.request_id)
                     .execute(&mut **tx)
                     .await?
                     .rows_affected();
@@ -145,6 +155,18 @@ macro_rules! impl_escalations {
             async fn escalation(&self, id: &TaskId) -> Result<Option<Escalation>, StoreError> {
                 Ok(sqlx::query_as(SELECT_ESCALATION)
                     .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn escalation_by_request(
+                &self,
+                provider_id: &ProviderId,
+                request_id: &str,
+            ) -> Result<Option<Escalation>, StoreError> {
+                Ok(sqlx::query_as(SELECT_BY_REQUEST)
+                    .bind(provider_id)
+                    .bind(request_id)
                     .fetch_optional(&self.reader)
                     .await?)
             }

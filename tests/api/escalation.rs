@@ -56,19 +56,29 @@ async fn escalate_signed(
     body: &Value,
     secret: &str,
 ) -> reqwest::Response {
-    let raw = body.to_string();
     let webhook_id = format!("esc-{}", uuid::Uuid::new_v4());
+    escalate_as(fleet, provider, body, secret, &webhook_id).await
+}
+
+async fn escalate_as(
+    fleet: &Fleet,
+    provider: &str,
+    body: &Value,
+    secret: &str,
+    webhook_id: &str,
+) -> reqwest::Response {
+    let raw = body.to_string();
     let timestamp = fleet.app.now().as_secs();
     fleet
         .app
         .anonymous
         .post(fleet.app.url(&format!("/providers/{provider}/escalations")))
         .header("content-type", "application/json")
-        .header("webhook-id", &webhook_id)
+        .header("webhook-id", webhook_id)
         .header("webhook-timestamp", timestamp.to_string())
         .header(
             "webhook-signature",
-            crate::support::receiver::sign(secret, &webhook_id, timestamp, raw.as_bytes()),
+            crate::support::receiver::sign(secret, webhook_id, timestamp, raw.as_bytes()),
         )
         .body(raw)
         .send()
@@ -572,6 +582,29 @@ async fn every_refusal_changes_nothing(backend: Backend) {
     assert_eq!(fleet.task(&id).await, before);
     assert_eq!(children(&fleet, &parent_id).await, 0);
 
+    // The same request again (a retry after a lost answer): the same
+    // escalation, 200, nothing new.
+    let secret = test_secret("provider:activelives");
+    let body = raise(&id, "mental-health-risk", "routine");
+    let first = escalate_as(&fleet, "activelives", &body, &secret, "retry-1").await;
+    assert_eq!(first.status(), 201);
+    let first = json(first).await;
+    let held = fleet.task(&id).await;
+    let again = escalate_as(&fleet, "activelives", &body, &secret, "retry-1").await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(json(again).await, first);
+    assert_eq!(fleet.task(&id).await, held);
+    assert_eq!(children(&fleet, &parent_id).await, 1);
+    let first_child = first["id"].as_str().unwrap().to_owned();
+    let reject = json!([{"op": "replace", "path": "/status", "value": "rejected"},
+                        {"op": "add", "path": "/statusReason", "value": {"text": "not needed"}}]);
+    assert_eq!(
+        acknowledge(&fleet, &fleet.app.client, &first_child, &reject)
+            .await
+            .status(),
+        200
+    );
+
     // A second open escalation only with a different reason.
     let first = escalate(
         &fleet,
@@ -589,7 +622,7 @@ async fn every_refusal_changes_nothing(backend: Backend) {
     .await;
     assert_eq!(again.status(), 409);
     assert_eq!(fleet.task(&id).await, held);
-    assert_eq!(children(&fleet, &parent_id).await, 1);
+    assert_eq!(children(&fleet, &parent_id).await, 2);
     let other = escalate(
         &fleet,
         "activelives",
@@ -597,7 +630,7 @@ async fn every_refusal_changes_nothing(backend: Backend) {
     )
     .await;
     assert_eq!(other.status(), 201);
-    assert_eq!(children(&fleet, &parent_id).await, 2);
+    assert_eq!(children(&fleet, &parent_id).await, 3);
 
     // A finished referral: 409.
     let done = accepted_referral(&fleet).await;
@@ -615,8 +648,9 @@ async fn every_refusal_changes_nothing(backend: Backend) {
     assert_eq!(response.status(), 409);
     assert_eq!(fleet.task(&done).await, finished);
     fleet.app.deliver_due().await;
-    // The referrer heard of the two escalations, not of the refusals.
-    assert_eq!(escalation_notifications(&fleet, &parent_id).len(), 2);
+    // The referrer heard of the three escalations and the answer to the
+    // first, not of the refusals.
+    assert_eq!(escalation_notifications(&fleet, &parent_id).len(), 4);
 }
 
 async fn an_erased_patients_escalations_keep_nothing_of_them(backend: Backend) {

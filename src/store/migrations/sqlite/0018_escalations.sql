@@ -32,13 +32,17 @@ CREATE TABLE escalations (
     communication_id TEXT NOT NULL UNIQUE,
     communication    TEXT NOT NULL,
     flag_id          TEXT UNIQUE,
-    flag             TEXT
+    flag             TEXT,
+    -- The provider's request (its webhook-id), when it came over HTTP: the
+    -- same request again is answered with this escalation, not a second.
+    request_id       TEXT
 );
 
 -- One open escalation per referral and reason: a second with the same
 -- reason is refused by this constraint, not by search-then-insert.
 CREATE UNIQUE INDEX escalations_open_reason ON escalations (referral_id, reason)
     WHERE state IN ('requested', 'accepted');
+CREATE UNIQUE INDEX escalations_by_request ON escalations (provider_id, request_id);
 CREATE INDEX escalations_by_referral ON escalations (referral_id, created_at);
 CREATE INDEX escalations_by_referrer ON escalations (referrer_id, created_at);
 -- The deadline sweep reads the unacknowledged ones, soonest first.
