@@ -382,6 +382,8 @@ pub struct Acknowledgement {
     pub reason: Option<String>,
     /// `Task.output` elements (the decision and a note).
     pub output: Vec<Value>,
+    /// `Task.note` as the patch leaves it, when it changed it.
+    pub note: Option<Value>,
 }
 
 /// What a completed escalation decides for the referral.
@@ -488,10 +490,15 @@ impl Acknowledgement {
         if output.iter().any(|o| !o.is_object()) {
             return Err(invalid("output", "each `output` must be an object"));
         }
+        if patched.get("note").is_some_and(|n| !n.is_array()) {
+            return Err(invalid("note", "`note` must be a list of annotations"));
+        }
+        let note = (patched.get("note") != task.get("note")).then(|| patched["note"].clone());
         let acknowledgement = Acknowledgement {
             status,
             reason,
             output,
+            note,
         };
         if status == TaskStatus::Completed && acknowledgement.decision().is_none() {
             return Err(invalid(
@@ -925,6 +932,9 @@ impl Referrals {
                 }
                 if let Some(reason) = &ack.reason {
                     next["statusReason"] = json!({ "text": reason });
+                }
+                if let Some(note) = &ack.note {
+                    next["note"] = note.clone();
                 }
                 if !ack.output.is_empty() {
                     match next["output"].as_array_mut() {

@@ -448,13 +448,15 @@ async fn acknowledgement_resumes_or_closes_the_referral_and_someone_elses_is_not
             {"type": {"text": "decision"},
              "valueCodeableConcept": {"coding": [{"system": DECISION_SYSTEM, "code": "close"}], "text": "OT takes over"}},
             {"type": {"text": "note"}, "valueString": "Home assessment booked by the PCN OT team"}
-        ]}
+        ]},
+        {"op": "add", "path": "/note", "value": [{"text": "Discussed with the GP"}]}
     ]);
     let response = acknowledge(&fleet, &fleet.app.client, &child_id, &complete).await;
     assert_eq!(response.status(), 200);
     let completed = json(response).await;
     assert_eq!(completed["status"], "completed");
     assert_eq!(completed["output"].as_array().unwrap().len(), 2);
+    assert_eq!(completed["note"][0]["text"], "Discussed with the GP");
     assert_r4(&completed);
     let closed = fleet.task(&id).await;
     assert_eq!(closed["status"], "cancelled");
