@@ -81,6 +81,9 @@ coded_enum!(
         Cancel => "cancel",
         /// A Task change, as a Subscriptions notification to the referrer.
         Notification => "notification",
+        /// An escalation answered: the provider's `escalation_outcome`
+        /// message (`referrals::escalation`).
+        EscalationOutcome => "escalation-outcome",
     }
 );
 

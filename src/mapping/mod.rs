@@ -56,6 +56,11 @@ struct MappingFile {
     #[serde(default)]
     cancel: Option<Value>,
     inbound: InboundFile,
+    /// What the provider is sent when the referrer answers one of its
+    /// escalations, rendered over the answered child Task; absent: the
+    /// provider sees the answer in the portal only.
+    #[serde(default)]
+    escalation_outcome: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +123,7 @@ pub struct Mapping {
     tables: Arc<Tables>,
     outbound: Template,
     cancel: Option<Template>,
+    escalation_outcome: Option<Template>,
     inbound_referral: Expr,
     inbound_change: Template,
     inbound_escalation: Option<Template>,
@@ -199,6 +205,10 @@ impl Mapping {
             .escalation
             .as_ref()
             .map(|escalation| template("inbound.escalation", escalation));
+        let escalation_outcome = file
+            .escalation_outcome
+            .as_ref()
+            .map(|outcome| template("escalation_outcome", outcome));
         let templates = [
             ("outbound", outbound.as_ref()),
             ("inbound.change", inbound_change.as_ref()),
@@ -206,6 +216,10 @@ impl Mapping {
             (
                 "inbound.escalation",
                 inbound_escalation.as_ref().and_then(Option::as_ref),
+            ),
+            (
+                "escalation_outcome",
+                escalation_outcome.as_ref().and_then(Option::as_ref),
             ),
         ];
         let sources = [
@@ -294,6 +308,7 @@ impl Mapping {
         }
         let cancel = cancel.flatten();
         let inbound_escalation = inbound_escalation.flatten();
+        let escalation_outcome = escalation_outcome.flatten();
         let provider_at = place("provider:");
         let accepts_at = locate_after(&text, "accepts:", &file.route.accepts);
         Ok(Mapping {
@@ -309,6 +324,7 @@ impl Mapping {
             tables: Arc::new(Tables(file.tables)),
             outbound,
             cancel,
+            escalation_outcome,
             inbound_referral,
             inbound_change,
             inbound_escalation,
@@ -391,6 +407,22 @@ impl Mapping {
         };
         let env = self.env(service_request);
         match cancel.render(service_request, &env) {
+            Ok(payload) => Ok(Some(
+                payload.unwrap_or_else(|| Value::Object(Default::default())),
+            )),
+            Err(e) => Err(vec![self.render_issue(&e)]),
+        }
+    }
+
+    /// The message telling the provider how one of its escalations was
+    /// answered (`escalation_outcome`, rendered over the answered child
+    /// Task), if this mapping has one.
+    pub fn escalation_outcome(&self, child_task: &Value) -> Result<Option<Value>, Vec<Issue>> {
+        let Some(template) = &self.escalation_outcome else {
+            return Ok(None);
+        };
+        let env = self.env(child_task);
+        match template.render(child_task, &env) {
             Ok(payload) => Ok(Some(
                 payload.unwrap_or_else(|| Value::Object(Default::default())),
             )),

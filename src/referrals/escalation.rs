@@ -963,13 +963,49 @@ impl Referrals {
                             .await?
                     }
                 };
+                let told = self.outcome_message(&acknowledged, &next, at);
                 self.store
-                    .update_escalation(acknowledged.clone(), e.version_id, parent, None, Vec::new())
+                    .update_escalation(
+                        acknowledged.clone(),
+                        e.version_id,
+                        parent,
+                        None,
+                        told.into_iter().collect(),
+                        Vec::new(),
+                    )
                     .await?;
                 Ok(acknowledged)
             }
         })
         .await
+    }
+
+    /// The provider's `escalation_outcome` message for `e` as answered
+    /// (`task`, its child Task), when its mapping has that template. One
+    /// that cannot be rendered is not sent (the portal still shows the
+    /// answer): the referrer's answer does not wait on the provider's
+    /// mapping.
+    fn outcome_message(
+        &self,
+        e: &Escalation,
+        task: &Value,
+        at: Timestamp,
+    ) -> Option<crate::domain::model::NewMessage> {
+        let mapping = self.provider_mapping(&e.provider_id)?;
+        match mapping.escalation_outcome(task) {
+            Ok(Some(payload)) => Some(new_message(
+                &e.referral_id,
+                Endpoint::Provider(e.provider_id.clone()),
+                MessageKind::EscalationOutcome,
+                payload.to_string(),
+                at,
+            )),
+            Ok(None) => None,
+            Err(_) => {
+                tracing::warn!(provider_id = %e.provider_id, escalation_id = %e.id, "escalation_outcome cannot be rendered for this answer; the provider is not sent it");
+                None
+            }
+        }
     }
 
     /// The referral's Task change once `e` is answered: resumed
@@ -1125,7 +1161,14 @@ impl Referrals {
             outcome: format!("sent again ({sends} sends)"),
         };
         self.store
-            .update_escalation(next, e.version_id, None, notification, vec![audit])
+            .update_escalation(
+                next,
+                e.version_id,
+                None,
+                notification,
+                Vec::new(),
+                vec![audit],
+            )
             .await?;
         Ok(true)
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::{SqlStore, StoreError, TaskUpdate};
 use crate::domain::{
     ProviderId, ReferralId, ReferrerId, TaskId, Timestamp,
-    model::{AuditRecord, Escalation, Notification},
+    model::{AuditRecord, Escalation, NewMessage, Notification},
 };
 
 const INSERT_ESCALATION: &str = "INSERT INTO escalations \
@@ -79,13 +79,15 @@ pub trait EscalationStore: Send + Sync + 'static {
     /// Write a new version of an escalation, if the stored one is still at
     /// `expected_version` (else [`StoreError::Conflict`]), with the change
     /// to its referral's Task, a notification of its own (a re-send, which
-    /// changes no Task) and audit records, in one transaction.
+    /// changes no Task), further messages (the provider's
+    /// `escalation_outcome`) and audit records, in one transaction.
     async fn update_escalation(
         &self,
         escalation: Escalation,
         expected_version: i64,
         parent: Option<TaskUpdate>,
         notification: Option<Notification>,
+        messages: Vec<NewMessage>,
         audit: Vec<AuditRecord>,
     ) -> Result<(), StoreError>;
 }
@@ -211,9 +213,11 @@ macro_rules! impl_escalations {
                 expected_version: i64,
                 parent: Option<TaskUpdate>,
                 notification: Option<Notification>,
+                messages: Vec<NewMessage>,
                 audit: Vec<AuditRecord>,
             ) -> Result<(), StoreError> {
                 let adds = notification.is_some()
+                    || !messages.is_empty()
                     || parent.as_ref().is_some_and(TaskUpdate::adds_messages);
                 let mut tx = self.writer.begin().await?;
                 let changed = sqlx::query(UPDATE_ESCALATION)
@@ -238,6 +242,7 @@ macro_rules! impl_escalations {
                 if let Some(notification) = notification {
                     Self::insert_notification(&mut tx, notification).await?;
                 }
+                Self::insert_messages(&mut tx, &messages.iter().collect::<Vec<_>>()).await?;
                 if !audit.is_empty() {
                     Self::insert_audit(&mut tx, &audit.iter().collect::<Vec<_>>()).await?;
                 }

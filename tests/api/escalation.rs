@@ -743,7 +743,8 @@ fn mappings_with_escalation() -> tempfile::TempDir {
     let yaml = dir.path().join("activelives.yaml");
     let mut text = std::fs::read_to_string(&yaml).unwrap();
     text.push_str(
-        "  escalation:\n    \"{% if concern.exists() %}\":\n      reason: \"{{ concern }}\"\n      urgency: \"{{ iif(urgent = true, 'urgent', 'routine') }}\"\n      note: \"{{ detail }}\"\n",
+        "  escalation:\n    \"{% if concern.exists() %}\":\n      reason: \"{{ concern }}\"\n      urgency: \"{{ iif(urgent = true, 'urgent', 'routine') }}\"\n      note: \"{{ detail }}\"\n\
+         escalation_outcome:\n  referral_ref: \"{{ basedOn.reference.substring(15) }}\"\n  escalation: \"{{ id }}\"\n  answer: \"{{ status }}\"\n  why: \"{{ statusReason.text }}\"\n",
     );
     std::fs::write(&yaml, text).unwrap();
     dir
@@ -834,6 +835,27 @@ async fn a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_
     assert!(sent[0].signature_valid);
     assert_eq!(sent[0].body["entry"][1]["resource"], held);
     assert_r4(&sent[0].body);
+
+    // Answered: the provider's system is told through its mapping's
+    // `escalation_outcome`, signed.
+    let child_id = child["id"].as_str().unwrap().to_owned();
+    let reject = json!([{"op": "replace", "path": "/status", "value": "rejected"},
+                        {"op": "add", "path": "/statusReason", "value": {"text": "Refer to the falls clinic instead"}}]);
+    assert_eq!(
+        acknowledge(&fleet, &fleet.app.client, &child_id, &reject)
+            .await
+            .status(),
+        200
+    );
+    fleet.app.deliver_due().await;
+    let told = fleet.provider("activelives").delivered();
+    let last = told.last().unwrap();
+    assert!(last.signature_valid);
+    assert_eq!(
+        last.body,
+        json!({"referral_ref": id, "escalation": child_id, "answer": "rejected",
+               "why": "Refer to the falls clinic instead"})
+    );
 }
 
 on_both_backends!(
