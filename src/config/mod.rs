@@ -21,7 +21,7 @@ use std::{
 use serde::Deserialize;
 use url::Url;
 
-use crate::domain::{ProviderId, ReferrerId};
+use crate::domain::{ClinicalServiceId, ProviderId, ReferrerId};
 
 mod bars;
 mod database;
@@ -35,7 +35,7 @@ pub use self::{
     bars::BarsConfig,
     database::DatabaseSettings,
     delivery::{DeliveryConfig, parse_duration},
-    endpoints::{Notify, Provider, ProviderDelivery, Referrer},
+    endpoints::{ClinicalService, Notify, Provider, ProviderDelivery, Referrer},
     escalation::EscalationConfig,
     secrets::SecretSource,
     serving::{Limits, Tls},
@@ -69,6 +69,8 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     referrers: BTreeMap<String, RawReferrer>,
+    #[serde(default)]
+    clinical_services: BTreeMap<String, RawClinicalService>,
     delivery: Option<RawDelivery>,
     limits: Option<RawLimits>,
     retention_days: Option<u32>,
@@ -114,6 +116,9 @@ pub struct Config {
     pub providers: BTreeMap<ProviderId, Provider>,
     /// Referring organisations by id (`[referrers.<id>]`).
     pub referrers: BTreeMap<ReferrerId, Referrer>,
+    /// Clinical services that receive referrers' escalations
+    /// (`[clinical_services.<id>]`).
+    pub clinical_services: BTreeMap<ClinicalServiceId, ClinicalService>,
     /// How referrals and notifications are delivered (`[delivery]`).
     pub delivery: DeliveryConfig,
     /// Request limits (`[limits]`).
@@ -277,6 +282,58 @@ impl RawConfig {
             }
         }
 
+        let mut clinical_services = BTreeMap::new();
+        for (id, raw) in self.clinical_services {
+            let key = format!("clinical_services.{id}");
+            let checked_id = check_id::<ClinicalServiceId>(&key, &id, &mut problems);
+            let ods_code = match raw.ods_code {
+                Some(code) if is_ods_code(&code) => Some(code),
+                Some(_) => {
+                    problems.push(format!("`{key}.ods_code`: not an ODS code"));
+                    None
+                }
+                None => {
+                    problems.push(format!(
+                        "`{key}.ods_code`: required (the child Task's owner)"
+                    ));
+                    None
+                }
+            };
+            let callback_url = outbound_url(
+                &key,
+                "callback_url",
+                raw.callback_url,
+                raw.allow_insecure_http,
+                raw.allow_private_network,
+                &mut problems,
+            );
+            let secrets = RawSecrets {
+                secret_env: raw.secret_env,
+                secret_file: raw.secret_file,
+                previous_secret_env: raw.previous_secret_env,
+                previous_secret_file: raw.previous_secret_file,
+                previous_secret_until: raw.previous_secret_until,
+            }
+            .check(&key, &mut problems);
+            if let (Some(id), Some(ods_code), Some(callback_url), Some(secrets)) =
+                (checked_id, ods_code, callback_url, secrets)
+            {
+                clinical_services.insert(
+                    id.clone(),
+                    ClinicalService {
+                        id,
+                        name: raw.name,
+                        ods_code,
+                        callback_url,
+                        secret: secrets.current,
+                        previous_secret: secrets.previous,
+                        previous_secret_until: secrets.previous_until,
+                        allow_private_network: raw.allow_private_network,
+                    },
+                );
+            }
+        }
+
         let mut referrers = BTreeMap::new();
         let mut ods_owner: HashMap<String, String> = HashMap::new();
         for (id, raw) in self.referrers {
@@ -303,6 +360,18 @@ impl RawConfig {
                 raw.allow_private_network,
                 &mut problems,
             );
+            let escalate_to = match raw.escalate_to {
+                None => Some(None),
+                Some(service) => match service.parse::<ClinicalServiceId>() {
+                    Ok(id) if clinical_services.contains_key(&id) => Some(Some(id)),
+                    _ => {
+                        problems.push(format!(
+                            "`{key}.escalate_to`: {service:?} is not a [clinical_services.<id>]"
+                        ));
+                        None
+                    }
+                },
+            };
             let notify = Notify::parse(&key, raw.notify.as_deref())
                 .map_err(|problem| problems.push(problem))
                 .ok();
@@ -319,8 +388,8 @@ impl RawConfig {
                 previous_secret_until: raw.previous_secret_until,
             }
             .check(&key, &mut problems);
-            if let (Some(id), Some(callback_url), Some(notify), Some(secrets)) =
-                (checked_id, callback_url, notify, secrets)
+            if let (Some(id), Some(callback_url), Some(notify), Some(secrets), Some(escalate_to)) =
+                (checked_id, callback_url, notify, secrets, escalate_to)
             {
                 referrers.insert(
                     id.clone(),
@@ -330,6 +399,7 @@ impl RawConfig {
                         ods_codes: raw.ods_codes,
                         callback_url,
                         notify,
+                        escalate_to,
                         client_certificate_names: raw.client_certificate_names,
                         secret: secrets.current,
                         previous_secret: secrets.previous,
@@ -376,6 +446,7 @@ impl RawConfig {
             database,
             providers,
             referrers,
+            clinical_services,
             delivery,
             limits,
             retention_days: self.retention_days.unwrap_or(30),

@@ -84,6 +84,9 @@ coded_enum!(
         /// An escalation answered: the provider's `escalation_outcome`
         /// message (`referrals::escalation`).
         EscalationOutcome => "escalation-outcome",
+        /// An escalation to a clinical service: its ServiceRequest
+        /// (`proposal`), child Task, Communication and Flag.
+        Escalation => "escalation",
     }
 );
 

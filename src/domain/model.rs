@@ -8,8 +8,8 @@
 //! a `"provider:<id>"` string built or split by hand.
 
 use super::{
-    Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
-    ReferrerId, TaskId, TaskStatus, Timestamp,
+    Actor, ClinicalServiceId, Endpoint, MessageId, MessageKind, MessageState, NhsNumber,
+    ProviderId, ReferralId, ReferrerId, TaskId, TaskStatus, Timestamp,
 };
 
 /// A message to put in the outbox.
@@ -332,6 +332,7 @@ pub struct Token {
     pub role: String,
     pub referrer_id: Option<ReferrerId>,
     pub provider_id: Option<ProviderId>,
+    pub clinical_service_id: Option<ClinicalServiceId>,
     pub salt: String,
     pub hash: String,
     /// RFC 3339 to the second, as stored (not a [`Timestamp`], whose text
@@ -390,6 +391,12 @@ pub struct Escalation {
     /// The provider's request it was raised by (its `webhook-id`), when
     /// it came by `POST /providers/{id}/escalations`.
     pub request_id: Option<String>,
+    /// Where it goes: the referrer, or the clinical service its referrer
+    /// names (`escalate_to`).
+    pub target: Endpoint,
+    /// For a clinical service: the ServiceRequest (`proposal`) it is sent
+    /// as, as served.
+    pub service_request: Option<String>,
 }
 
 impl Escalation {

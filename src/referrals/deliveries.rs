@@ -357,7 +357,7 @@ impl Referrals {
                 .referrers
                 .get(id)
                 .is_some_and(|r| r.notify == crate::config::Notify::Bars),
-            Endpoint::Provider(_) => false,
+            Endpoint::Provider(_) | Endpoint::ClinicalService(_) => false,
         };
         if !told_by_bars
             || message.kind != MessageKind::Notification

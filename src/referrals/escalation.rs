@@ -23,7 +23,8 @@ use super::{
 use crate::{
     config::Notify,
     domain::{
-        Actor, Endpoint, MessageKind, ProviderId, ReferralId, ReferrerId, TaskId, Timestamp,
+        Actor, ClinicalServiceId, Endpoint, MessageKind, ProviderId, ReferralId, ReferrerId,
+        TaskId, Timestamp,
         model::{AuditRecord, Escalation, Notification, Referral},
     },
     store::StoreError,
@@ -552,6 +553,55 @@ fn bump(resource: &mut Value, at: &str) {
     }
 }
 
+/// The message sending `e` to the clinical service it targets, if it
+/// targets one: a `collection` Bundle of its ServiceRequest (`proposal`),
+/// child Task, Communication and any Flag.
+fn to_service(e: &Escalation, at: Timestamp) -> Option<crate::domain::model::NewMessage> {
+    let Endpoint::ClinicalService(_) = &e.target else {
+        return None;
+    };
+    let proposal: Value = serde_json::from_str(e.service_request.as_deref()?).ok()?;
+    let entries: Vec<Value> = std::iter::once(proposal)
+        .chain(resources(e))
+        .map(|resource| json!({ "resource": resource }))
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::now_v7().to_string(),
+        "type": "collection",
+        "timestamp": at.to_string(),
+        "entry": entries,
+    });
+    Some(new_message(
+        &e.referral_id,
+        e.target.clone(),
+        MessageKind::Escalation,
+        bundle.to_string(),
+        at,
+    ))
+}
+
+/// Who is reading or answering escalations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// An admin: every one.
+    All,
+    /// A referrer: those of its referrals.
+    Referrer(ReferrerId),
+    /// A clinical service: those sent to it.
+    Service(ClinicalServiceId),
+}
+
+impl Viewer {
+    fn sees(&self, e: &Escalation) -> bool {
+        match self {
+            Viewer::All => true,
+            Viewer::Referrer(id) => *id == e.referrer_id,
+            Viewer::Service(id) => e.target == Endpoint::ClinicalService(id.clone()),
+        }
+    }
+}
+
 /// Whether the escalation's referral was erased (its resources are gone:
 /// `store/retention.rs`): it is then not found.
 fn is_erased(e: &Escalation) -> bool {
@@ -690,6 +740,7 @@ impl Referrals {
         if let Some(n) = update.notification.as_mut() {
             n.message.payload = self.payload_for(referral, &parent, &context);
         }
+        update.messages.extend(to_service(&escalation, at));
         Ok((escalation, update))
     }
 
@@ -745,13 +796,29 @@ impl Referrals {
             .get(provider_id)
             .and_then(|p| p.name.as_deref());
         let requester = provider_reference(provider_id, provider_name);
-        // The target: the referring organisation (its Task's requester).
-        let mut owner = parent["requester"].clone();
-        if let Some(name) = self
-            .config
-            .referrers
-            .get(&referral.referrer_id)
-            .and_then(|r| r.name.as_deref())
+        // The target: the clinical service the referrer names
+        // (`escalate_to`), else the referring organisation (its Task's
+        // requester).
+        let referrer = self.config.referrers.get(&referral.referrer_id);
+        let service = referrer
+            .and_then(|r| r.escalate_to.as_ref())
+            .and_then(|id| self.config.clinical_services.get(id));
+        let (mut owner, target) = match service {
+            Some(service) => (
+                json!({
+                    "type": "Organization",
+                    "identifier": { "system": crate::validation::ODS_CODE_SYSTEM, "value": service.ods_code },
+                }),
+                Endpoint::ClinicalService(service.id.clone()),
+            ),
+            None => (
+                parent["requester"].clone(),
+                Endpoint::Referrer(referral.referrer_id.clone()),
+            ),
+        };
+        if let Some(name) = service
+            .and_then(|s| s.name.as_deref())
+            .or_else(|| referrer.and_then(|r| r.name.as_deref()))
         {
             owner["display"] = json!(name);
         }
@@ -847,21 +914,41 @@ impl Referrals {
             flag_id,
             flag: flag.map(|f| f.to_string()),
             request_id: None,
+            service_request: service.map(|_| {
+                json!({
+                    "resourceType": "ServiceRequest",
+                    "id": uuid::Uuid::now_v7().to_string(),
+                    "meta": { "versionId": "1", "lastUpdated": now },
+                    "basedOn": [service_request],
+                    "status": "active",
+                    "intent": "proposal",
+                    "priority": request.urgency.as_str(),
+                    "code": { "text": "Clinical review of a social prescribing referral" },
+                    "subject": parent["for"],
+                    "authoredOn": now,
+                    "requester": requester,
+                    "performer": [owner],
+                    "reasonCode": [reason],
+                    "supportingInfo": [{ "reference": format!("Communication/{communication_id}") }],
+                })
+                .to_string()
+            }),
+            target,
         }
     }
 
-    /// One escalation, if `referrer` (`None`: an admin) may see it: its
-    /// own only; anyone else's is not found.
+    /// One escalation, if `viewer` may see it: a referrer its own, a
+    /// clinical service those sent to it; anyone else's is not found.
     pub async fn escalation_for(
         &self,
         id: &TaskId,
-        referrer: Option<&ReferrerId>,
+        viewer: &Viewer,
     ) -> Result<Option<Escalation>, StoreError> {
         Ok(self
             .store
             .escalation(id)
             .await?
-            .filter(|e| referrer.is_none_or(|r| *r == e.referrer_id))
+            .filter(|e| viewer.sees(e))
             .filter(|e| !is_erased(e)))
     }
 
@@ -897,7 +984,7 @@ impl Referrals {
     pub async fn acknowledge_escalation(
         &self,
         id: &TaskId,
-        referrer: Option<&ReferrerId>,
+        viewer: &Viewer,
         actor: Actor,
         patch: &Value,
     ) -> Result<Escalation, EscalationError> {
@@ -906,7 +993,7 @@ impl Referrals {
             let actor = actor.clone();
             async move {
                 let e = self
-                    .escalation_for(id, referrer)
+                    .escalation_for(id, viewer)
                     .await?
                     .ok_or_else(not_found)?;
                 let task: Value = serde_json::from_str(&e.task)
@@ -1137,17 +1224,26 @@ impl Referrals {
             .referrers
             .get(&referral.referrer_id)
             .is_some_and(|r| r.notify == Notify::Bars);
+        // Sent again to its target: a clinical service, or the referrer.
+        let to_service = if referral.is_erased() {
+            None
+        } else {
+            to_service(&next, at)
+        };
+        let to_referrer = matches!(next.target, Endpoint::Referrer(_));
         let notification =
-            (!referral.is_erased() && !told_by_bars && parent.is_object()).then(|| Notification {
-                referrer_id: referral.referrer_id.clone(),
-                message: new_message(
-                    &referral.id,
-                    Endpoint::Referrer(referral.referrer_id.clone()),
-                    MessageKind::Notification,
-                    notification::with_context(&parent, &resources(&next)),
-                    at,
-                ),
-            });
+            (to_referrer && !referral.is_erased() && !told_by_bars && parent.is_object()).then(
+                || Notification {
+                    referrer_id: referral.referrer_id.clone(),
+                    message: new_message(
+                        &referral.id,
+                        Endpoint::Referrer(referral.referrer_id.clone()),
+                        MessageKind::Notification,
+                        notification::with_context(&parent, &resources(&next)),
+                        at,
+                    ),
+                },
+            );
         let audit = AuditRecord {
             seq: 0,
             at,
@@ -1166,7 +1262,7 @@ impl Referrals {
                 e.version_id,
                 None,
                 notification,
-                Vec::new(),
+                to_service.into_iter().collect(),
                 vec![audit],
             )
             .await?;

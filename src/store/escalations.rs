@@ -16,8 +16,9 @@ use crate::domain::{
 const INSERT_ESCALATION: &str = "INSERT INTO escalations \
     (id, referral_id, referrer_id, provider_id, reason, urgency, state, version_id, deadline, \
      created_at, last_updated, acknowledged_at, sends, task, communication_id, communication, \
-     flag_id, flag, request_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+     flag_id, flag, request_id, target, service_request) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+     $20, $21) \
     ON CONFLICT DO NOTHING";
 const UPDATE_ESCALATION: &str = "UPDATE escalations SET state = $1, version_id = $2, \
     deadline = $3, last_updated = $4, acknowledged_at = $5, sends = $6, task = $7 \
@@ -122,6 +123,8 @@ macro_rules! impl_escalation_insert {
                     .bind(&e.flag_id)
                     .bind(&e.flag)
                     .bind(&e.request_id)
+                    .bind(&e.target)
+                    .bind(&e.service_request)
                     .execute(&mut **tx)
                     .await?
                     .rows_affected();

@@ -858,6 +858,119 @@ async fn a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_
     );
 }
 
+async fn a_referrers_clinical_service_receives_the_escalation_signed_and_answers_it_with_its_own_token(
+    backend: Backend,
+) {
+    use base64::Engine as _;
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    );
+    let service = crate::support::receiver::Receiver::start(&secret).await;
+    let url = service.url_for("/escalations");
+    let inline = secret.clone();
+    let fleet = Fleet::start_stepped(backend, move |config| {
+        let id: signpost::domain::ClinicalServiceId = "pcn-ot".parse().unwrap();
+        config.clinical_services.insert(
+            id.clone(),
+            signpost::config::ClinicalService {
+                id: id.clone(),
+                name: Some("Riverside PCN occupational therapy".into()),
+                ods_code: "U12345".into(),
+                callback_url: url.parse().unwrap(),
+                secret: signpost::config::SecretSource::Inline(
+                    signpost::webhooks::Secret::parse(&inline).unwrap(),
+                ),
+                previous_secret: None,
+                previous_secret_until: None,
+                allow_private_network: true,
+            },
+        );
+        config
+            .referrers
+            .get_mut(
+                &"riverside-surgery"
+                    .parse::<signpost::domain::ReferrerId>()
+                    .unwrap(),
+            )
+            .unwrap()
+            .escalate_to = Some(id);
+    })
+    .await;
+    let id = accepted_referral(&fleet).await;
+    let parent_id = fleet.task(&id).await["id"].as_str().unwrap().to_owned();
+    let response = escalate(
+        &fleet,
+        "activelives",
+        &raise(&id, "functional-decline", "urgent"),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let child = json(response).await;
+    let child_id = child["id"].as_str().unwrap().to_owned();
+    assert_eq!(child["owner"]["identifier"]["value"], "U12345");
+    fleet.app.deliver_due().await;
+
+    // The service receives it, signed: its ServiceRequest (a proposal from
+    // the provider, based on the referral), the child Task, the
+    // Communication.
+    let got = service.delivered();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].signature_valid);
+    let bundle = &got[0].body;
+    assert_r4(bundle);
+    let proposal = &bundle["entry"][0]["resource"];
+    assert_eq!(proposal["resourceType"], "ServiceRequest");
+    assert_eq!(proposal["intent"], "proposal");
+    assert_eq!(
+        proposal["basedOn"][0]["reference"],
+        format!("ServiceRequest/{id}")
+    );
+    assert_eq!(proposal["requester"]["identifier"]["value"], "activelives");
+    assert_eq!(proposal["priority"], "urgent");
+    assert_eq!(bundle["entry"][1]["resource"], child);
+    assert_eq!(
+        bundle["entry"][2]["resource"]["resourceType"],
+        "Communication"
+    );
+    // The referrer is told of its referral's Task, as always.
+    assert_eq!(escalation_notifications(&fleet, &parent_id).len(), 1);
+
+    // The service answers with its own token, which reads nothing else.
+    let token = issue_token(
+        &fleet.app.db.url,
+        Role::ClinicalService("pcn-ot".parse().unwrap()),
+    )
+    .await;
+    let ot = client_with(&token);
+    let read = ot
+        .get(fleet.app.url(&format!("/fhir/Task/{child_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    for other in [
+        format!("/fhir/ServiceRequest/{id}"),
+        format!("/fhir/Task/{parent_id}"),
+    ] {
+        let response = ot.get(fleet.app.url(&other)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{other}");
+    }
+    let complete = json!([
+        {"op": "replace", "path": "/status", "value": "completed"},
+        {"op": "add", "path": "/output", "value": [{"type": {"text": "decision"},
+          "valueCodeableConcept": {"coding": [{"system": DECISION_SYSTEM, "code": "resume"}]}}]}
+    ]);
+    let response = acknowledge(&fleet, &ot, &child_id, &complete).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(fleet.task(&id).await["status"], "in-progress");
+    let trail = json(fleet.app.get(&format!("/admin/audit?referral={id}")).await).await;
+    assert!(
+        trail.to_string().contains("clinical-service:pcn-ot"),
+        "{trail}"
+    );
+}
+
 on_both_backends!(
     a_safeguarding_escalation_reaches_the_referrer_signed_with_its_task_communication_and_flag,
     acknowledgement_resumes_or_closes_the_referral_and_someone_elses_is_not_found,
@@ -865,4 +978,5 @@ on_both_backends!(
     every_refusal_changes_nothing,
     an_erased_patients_escalations_keep_nothing_of_them,
     a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_change,
+    a_referrers_clinical_service_receives_the_escalation_signed_and_answers_it_with_its_own_token,
 );

@@ -17,17 +17,17 @@ use serde_json::Value;
 
 use super::{base_url, path_id, resource_response, search_value, searchset, visible_referral};
 use crate::{
-    domain::{ReferralId, ReferrerId, TaskId, model::Escalation},
+    domain::{ReferralId, TaskId, model::Escalation},
     http::{
         AppState, FhirCaller, FhirError,
         middleware::audit::about_referral,
         request::{LimitedBody, bad_request},
     },
     outcome::{Issue, IssueCode},
-    referrals::escalation::EscalationError,
+    referrals::escalation::{EscalationError, Viewer},
     security::{
         authz::{self, Visible},
-        tokens::Caller,
+        tokens::{Caller, Role},
     },
 };
 
@@ -47,12 +47,14 @@ impl From<EscalationError> for FhirError {
     }
 }
 
-/// Whose escalations the caller sees: `Ok(None)` every one (an admin),
-/// `Ok(Some(referrer))` that referrer's, `Err` none.
-fn whose(caller: &Caller) -> Result<Option<ReferrerId>, ()> {
+/// Whose escalations the caller sees (`Err`: none).
+fn whose(caller: &Caller) -> Result<Viewer, ()> {
+    if let Role::ClinicalService(id) = &caller.role {
+        return Ok(Viewer::Service(id.clone()));
+    }
     match authz::visible(caller) {
-        Visible::All => Ok(None),
-        Visible::SentBy(id) => id.parse().map(Some).map_err(|_| ()),
+        Visible::All => Ok(Viewer::All),
+        Visible::SentBy(id) => id.parse().map(Viewer::Referrer).map_err(|_| ()),
         Visible::Nothing => Err(()),
     }
 }
@@ -63,10 +65,10 @@ pub(super) async fn child_task(
     caller: &Caller,
     id: &TaskId,
 ) -> Result<Option<Escalation>, FhirError> {
-    let Ok(referrer) = whose(caller) else {
+    let Ok(viewer) = whose(caller) else {
         return Ok(None);
     };
-    Ok(app.referrals.escalation_for(id, referrer.as_ref()).await?)
+    Ok(app.referrals.escalation_for(id, &viewer).await?)
 }
 
 /// The escalations of the referral `reference` names
@@ -199,14 +201,14 @@ pub(super) async fn search_flags(
         None => (None, token),
     };
     let escalations = match whose(&caller) {
-        Ok(Some(referrer)) => {
+        Ok(Viewer::Referrer(referrer)) => {
             app.referrals
                 .escalations_of_referrer(&referrer, SEARCH_LIMIT)
                 .await?
         }
         // An admin names the patient's referrals by identifier elsewhere;
         // here it reads none (Flags are the referrer's to act on).
-        Ok(None) | Err(()) => Vec::new(),
+        Ok(Viewer::All | Viewer::Service(_)) | Err(()) => Vec::new(),
     };
     let flags: Vec<(String, String)> = escalations
         .into_iter()
@@ -251,7 +253,7 @@ pub(super) async fn acknowledge(
         return Err(FhirError::UnsupportedMediaType);
     }
     let id: TaskId = path_id("Task", &id)?;
-    let Ok(referrer) = whose(&caller) else {
+    let Ok(viewer) = whose(&caller) else {
         return Err(FhirError::NotFound("no Task has this id".into()));
     };
     let patch: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -262,7 +264,7 @@ pub(super) async fn acknowledge(
     })?;
     let e = app
         .referrals
-        .acknowledge_escalation(&id, referrer.as_ref(), caller.actor(), &patch)
+        .acknowledge_escalation(&id, &viewer, caller.actor(), &patch)
         .await?;
     tracing::info!(escalation_id = %e.id, referral_id = %e.referral_id, status = %e.state, "escalation acknowledged");
     let referral_id = e.referral_id.clone();

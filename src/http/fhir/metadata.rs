@@ -54,7 +54,7 @@ pub(super) async fn capability_statement(
                 },
                 {
                     "type": "Task",
-                    "documentation": "A referral's Task, and an escalation's child Task (partOf the referral's Task: a provider's request back to a clinician, see the README's Escalation). The referrer acknowledges a child Task with PATCH (application/json-patch+json): status accepted, rejected (with statusReason) or completed (with an output whose valueCodeableConcept is https://signpost.example/CodeSystem/escalation-decision resume or close).",
+                    "documentation": "A referral's Task, and an escalation's child Task (partOf the referral's Task: a provider's request back to a clinician, see the README's Escalation). The referrer, or the clinical service it sends escalations to (with its own token), acknowledges a child Task with PATCH (application/json-patch+json): status accepted, rejected (with statusReason) or completed (with an output whose valueCodeableConcept is https://signpost.example/CodeSystem/escalation-decision resume or close).",
                     "interaction": [
                         { "code": "read" },
                         { "code": "patch", "documentation": "an escalation's child Task only, by its referrer" },

@@ -33,6 +33,12 @@ CREATE TABLE escalations (
     communication    TEXT NOT NULL,
     flag_id          TEXT UNIQUE,
     flag             TEXT,
+    -- Where it goes: the referrer (`referrer:<id>`) or the clinical service
+    -- it names (`clinical-service:<id>`).
+    target           TEXT NOT NULL,
+    -- For a clinical service: the ServiceRequest (intent proposal) it is
+    -- sent as.
+    service_request  TEXT,
     -- The provider's request (its webhook-id), when it came over HTTP: the
     -- same request again is answered with this escalation, not a second.
     request_id       TEXT
@@ -47,3 +53,6 @@ CREATE INDEX escalations_by_referral ON escalations (referral_id, created_at);
 CREATE INDEX escalations_by_referrer ON escalations (referrer_id, created_at);
 -- The deadline sweep reads the unacknowledged ones, soonest first.
 CREATE INDEX escalations_due ON escalations (deadline) WHERE state = 'requested';
+
+-- A clinical service's token acknowledges the escalations sent to it.
+ALTER TABLE api_tokens ADD COLUMN clinical_service_id TEXT;
