@@ -68,7 +68,7 @@ const ERASE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NU
 /// which carry the patient's identifier and the provider's words; closed,
 /// so that they are never sent again.
 const ERASE_ESCALATIONS: &str = "UPDATE escalations SET task = '', communication = '', \
-    flag = NULL, state = 'cancelled' WHERE referral_id = $1";
+    flag = NULL, service_request = NULL, state = 'cancelled' WHERE referral_id = $1";
 const ERASE_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '', outcome = 'erased' WHERE referral_id = $1";
 /// Callbacks that named no referral (refused) but carry the number.
