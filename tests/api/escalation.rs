@@ -971,6 +971,61 @@ async fn a_referrers_clinical_service_receives_the_escalation_signed_and_answers
     );
 }
 
+async fn an_inbox_provider_escalates_with_its_own_token(backend: Backend) {
+    let fleet = Fleet::start_stepped(backend, |config| {
+        config
+            .providers
+            .get_mut(
+                &"grow-together"
+                    .parse::<signpost::domain::ProviderId>()
+                    .unwrap(),
+            )
+            .unwrap()
+            .delivery = signpost::config::ProviderDelivery::Inbox {
+            nudge_after: Duration::from_secs(3600),
+            expire_after: Duration::from_secs(5 * 3600),
+        };
+    })
+    .await;
+    let id = fleet.refer("grow-together.bundle.json").await;
+    let post = |token: String, body: Value| {
+        let app = &fleet.app;
+        async move {
+            client_with(&token)
+                .post(app.url("/providers/grow-together/escalations"))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let own = issue_token(
+        &fleet.app.db.url,
+        Role::Provider("grow-together".parse().unwrap()),
+    )
+    .await;
+    let other = issue_token(
+        &fleet.app.db.url,
+        Role::Provider("activelives".parse().unwrap()),
+    )
+    .await;
+    let before = fleet.task(&id).await;
+    let response = post(other, raise(&id, "other", "routine")).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(fleet.task(&id).await, before);
+
+    // Not yet accepted: the Task keeps its status, and says it is escalated.
+    let response = post(own, raise(&id, "mental-health-risk", "urgent")).await;
+    assert_eq!(response.status(), 201);
+    let child = json(response).await;
+    assert_r4(&child);
+    let task = fleet.task(&id).await;
+    assert_eq!(task["status"], "requested");
+    assert_eq!(task["businessStatus"]["text"], "escalated to clinician");
+    assert_r4(&task);
+}
+
 on_both_backends!(
     a_safeguarding_escalation_reaches_the_referrer_signed_with_its_task_communication_and_flag,
     acknowledgement_resumes_or_closes_the_referral_and_someone_elses_is_not_found,
@@ -979,4 +1034,5 @@ on_both_backends!(
     an_erased_patients_escalations_keep_nothing_of_them,
     a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_change,
     a_referrers_clinical_service_receives_the_escalation_signed_and_answers_it_with_its_own_token,
+    an_inbox_provider_escalates_with_its_own_token,
 );
