@@ -43,6 +43,8 @@ pub struct Metrics {
     attempt_seconds: Timings,
     status_events: Family<Labels, Counter>,
     inbox_events: Family<Labels, Counter>,
+    escalations_raised: Family<Labels, Counter>,
+    escalations_resent: Family<Labels, Counter>,
     mapping_reloads: Family<Labels, Counter>,
     outbox_pending: Family<Labels, Gauge>,
     outbox_oldest_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -73,6 +75,8 @@ impl Default for Metrics {
             attempt_seconds: Family::new_with_constructor(timings),
             status_events: Family::default(),
             inbox_events: Family::default(),
+            escalations_raised: Family::default(),
+            escalations_resent: Family::default(),
             mapping_reloads: Family::default(),
             outbox_pending: Family::default(),
             outbox_oldest_seconds: Family::default(),
@@ -137,6 +141,16 @@ impl Default for Metrics {
             "inbox_events",
             "Inbox providers' messages, by provider and event: collected, not_collected (a referral waited `inbox_nudge_after`; the referrer was told), expired (dead-lettered after `inbox_expire_after`)",
             m.inbox_events.clone(),
+        );
+        r.register(
+            "escalations_raised",
+            "Escalations raised by providers, by provider and urgency",
+            m.escalations_raised.clone(),
+        );
+        r.register(
+            "escalations_resent",
+            "Escalations not acknowledged by their deadline and sent again, by urgency",
+            m.escalations_resent.clone(),
         );
         r.register(
             "mapping_reloads",
@@ -224,6 +238,20 @@ impl Metrics {
         self.inbox_events
             .get_or_create(&labels([("provider", provider), ("event", event)]))
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// `provider` raised an escalation.
+    pub fn escalation_raised(&self, provider: &str, urgency: &str) {
+        self.escalations_raised
+            .get_or_create(&labels([("provider", provider), ("urgency", urgency)]))
+            .inc();
+    }
+
+    /// An escalation was sent again after its deadline.
+    pub fn escalation_resent(&self, urgency: &str) {
+        self.escalations_resent
+            .get_or_create(&labels([("urgency", urgency)]))
+            .inc();
     }
 
     pub fn mapping_reload(&self, ok: bool) {

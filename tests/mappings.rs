@@ -419,3 +419,75 @@ fn mappings_new_refuses_the_reserved_id_routing() {
     assert!(stderr.contains("reserved"), "{stderr}");
     assert!(!dir.path().join("mappings/routing.yaml").exists());
 }
+
+/// What an integrator adds to ActiveLives' mapping so that a callback
+/// carrying `concern` (and `urgent`) asks for an escalation beside its
+/// change (the schema lets unknown fields through), with a fixture.
+pub const ESCALATION_TEMPLATE: &str = "  escalation:\n    \"{% if concern.exists() %}\":\n      reason: \"{{ concern }}\"\n      urgency: \"{{ iif(urgent = true, 'urgent', 'routine') }}\"\n      note: \"{{ detail }}\"\n";
+
+fn escalation_fixture(reason: &str) -> String {
+    serde_json::json!({
+        "from_status": "in-progress",
+        "callback": {"referral_ref": "REFERRAL-ID", "event": "did_not_attend",
+                     "event_time": "2026-03-17T10:30:00Z", "detail": "Fell twice at the class",
+                     "concern": reason, "urgent": true},
+        "expected_task_change": {"status": null, "businessStatus": "did not attend"},
+        "expected_escalation": {"reason": "functional-decline", "urgency": "urgent", "note": "Fell twice at the class"}
+    })
+    .to_string()
+}
+
+#[test]
+fn mappings_test_checks_an_escalation_an_inbound_mapping_emits() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(MANIFEST_DIR).join("mappings"), dir.path());
+    let yaml = dir.path().join("activelives.yaml");
+    let mut text = std::fs::read_to_string(&yaml).unwrap();
+    text.push_str(ESCALATION_TEMPLATE);
+    std::fs::write(&yaml, text).unwrap();
+    let fixture = dir.path().join("tests/activelives/status/concern.json");
+    let run = |command: &str| {
+        let output = signpost(&[
+            "mappings",
+            command,
+            "--mappings",
+            dir.path().to_str().unwrap(),
+        ]);
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+
+    std::fs::write(&fixture, escalation_fixture("functional-decline")).unwrap();
+    for command in ["check", "test"] {
+        let (ok, out) = run(command);
+        assert!(ok, "{command}: {out}");
+    }
+
+    // The callback's escalation differs from the fixture's: a diff.
+    std::fs::write(&fixture, escalation_fixture("medication-concern")).unwrap();
+    let (ok, out) = run("test");
+    assert!(!ok, "{out}");
+    assert!(out.contains("concern.json"), "{out}");
+
+    // An escalation Signpost would refuse (an unknown reason) fails the
+    // fixture even when it expects it.
+    let mut case: serde_json::Value = serde_json::from_str(&escalation_fixture("falls")).unwrap();
+    case["expected_escalation"]["reason"] = serde_json::json!("falls");
+    std::fs::write(&fixture, case.to_string()).unwrap();
+    let (ok, out) = run("test");
+    assert!(!ok, "{out}");
+    assert!(out.contains("not a known escalation reason"), "{out}");
+
+    // A fixture that does not expect the escalation the mapping emits.
+    case.as_object_mut().unwrap().remove("expected_escalation");
+    std::fs::write(&fixture, case.to_string()).unwrap();
+    let (ok, out) = run("test");
+    assert!(!ok, "{out}");
+    assert!(out.contains("expected_escalation"), "{out}");
+}

@@ -241,7 +241,7 @@ pub(super) enum TokensCommand {
     Create {
         /// For this referrer (`[referrers.<id>]`): it may send referrals for
         /// its organisations and see only its own.
-        #[arg(long, required_unless_present_any = ["provider", "admin", "monitor", "analyst"])]
+        #[arg(long, required_unless_present_any = ["provider", "admin", "monitor", "analyst", "clinical_service"])]
         referrer: Option<String>,
         /// For this inbox provider (`[providers.<id>]` with `delivery =
         /// "inbox"`): its own inbox and status endpoints only.
@@ -257,6 +257,10 @@ pub(super) enum TokensCommand {
         /// funnel Measure and MeasureReports).
         #[arg(long, conflicts_with_all = ["referrer", "admin", "monitor"])]
         analyst: bool,
+        /// For a clinical service (`[clinical_services.<id>]`): it reads and
+        /// answers the escalations sent to it, nothing else.
+        #[arg(long, conflicts_with_all = ["referrer", "provider", "admin", "monitor", "analyst"])]
+        clinical_service: Option<String>,
     },
     /// List tokens (ids, roles, dates; never the tokens), as JSON.
     List,

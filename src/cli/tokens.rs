@@ -18,8 +18,16 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
             admin,
             monitor,
             analyst,
+            clinical_service,
         } => {
             let role = match (referrer, provider, admin, monitor, analyst) {
+                (None, None, false, false, false) if clinical_service.is_some() => {
+                    let id = clinical_service.unwrap_or_default();
+                    match config.clinical_services.get(id.as_str()) {
+                        Some(service) => Role::ClinicalService(service.id.clone()),
+                        None => anyhow::bail!("no [clinical_services.{id}] in the configuration"),
+                    }
+                }
                 (Some(id), None, false, false, false) => match config.referrers.get(id.as_str()) {
                     Some(referrer) => Role::Referrer(referrer.id.clone()),
                     None => anyhow::bail!("no [referrers.{id}] in the configuration"),
@@ -35,7 +43,7 @@ pub(super) async fn tokens(config: PathBuf, command: TokensCommand) -> anyhow::R
                 (None, None, false, true, false) => Role::Monitor,
                 (None, None, false, false, true) => Role::Analyst,
                 _ => anyhow::bail!(
-                    "give one of --referrer ID, --provider ID, --admin, --monitor and --analyst"
+                    "give one of --referrer ID, --provider ID, --clinical-service ID, --admin, --monitor and --analyst"
                 ),
             };
             let issued = issue(&role);

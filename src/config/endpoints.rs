@@ -8,7 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::SecretSource;
-use crate::domain::{ProviderId, ReferrerId};
+use crate::domain::{ClinicalServiceId, ProviderId, ReferrerId};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +47,8 @@ pub(super) struct RawReferrer {
     pub(super) callback_url: Option<String>,
     /// How status goes back: `subscription` (the default) or `bars`.
     pub(super) notify: Option<String>,
+    /// The clinical service its escalations go to (`[clinical_services.<id>]`).
+    pub(super) escalate_to: Option<String>,
     /// DNS names (subject alternative names) of client certificates that
     /// authenticate as this referrer over mutual TLS.
     #[serde(default)]
@@ -63,6 +65,44 @@ pub(super) struct RawReferrer {
     pub(super) previous_secret_file: Option<PathBuf>,
     /// A string or a TOML date-time: both are read as RFC 3339.
     pub(super) previous_secret_until: Option<toml::Value>,
+}
+
+/// `[clinical_services.<id>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClinicalService {
+    pub(super) name: Option<String>,
+    pub(super) ods_code: Option<String>,
+    pub(super) callback_url: Option<String>,
+    #[serde(default)]
+    pub(super) allow_insecure_http: bool,
+    #[serde(default)]
+    pub(super) allow_private_network: bool,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    pub(super) previous_secret_env: Option<String>,
+    pub(super) previous_secret_file: Option<PathBuf>,
+    pub(super) previous_secret_until: Option<toml::Value>,
+}
+
+/// A clinical service that receives escalations in place of a referrer
+/// (`[clinical_services.<id>]`, named by a referrer's `escalate_to`): the
+/// PCN's occupational therapy team, say.
+#[derive(Debug, Clone)]
+pub struct ClinicalService {
+    pub id: ClinicalServiceId,
+    /// Display name.
+    pub name: Option<String>,
+    /// Its organisation's ODS code (`ods_code`): the child Task's owner.
+    pub ods_code: String,
+    /// Where escalations are sent (`callback_url`).
+    pub callback_url: Url,
+    /// The webhook signing secret (`secret_env` or `secret_file`).
+    pub secret: SecretSource,
+    pub previous_secret: Option<SecretSource>,
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// The target may be on a private network (`allow_private_network`).
+    pub allow_private_network: bool,
 }
 
 /// A community provider (`[providers.<id>]`).
@@ -217,6 +257,9 @@ pub struct Referrer {
     pub callback_url: Url,
     /// How status goes back to it (`notify`).
     pub notify: Notify,
+    /// Where its providers' escalations go (`escalate_to`): a clinical
+    /// service; `None`: to the referrer itself.
+    pub escalate_to: Option<ClinicalServiceId>,
     /// DNS names of the client certificates that authenticate as this
     /// referrer (`client_certificate_names`; see [`crate::security::client_certs`]).
     pub client_certificate_names: Vec<String>,

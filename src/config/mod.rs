@@ -21,12 +21,13 @@ use std::{
 use serde::Deserialize;
 use url::Url;
 
-use crate::domain::{ProviderId, ReferrerId};
+use crate::domain::{ClinicalServiceId, ProviderId, ReferrerId};
 
 mod bars;
 mod database;
 mod delivery;
 mod endpoints;
+mod escalation;
 mod secrets;
 mod serving;
 
@@ -34,12 +35,14 @@ pub use self::{
     bars::BarsConfig,
     database::DatabaseSettings,
     delivery::{DeliveryConfig, parse_duration},
-    endpoints::{Notify, Provider, ProviderDelivery, Referrer},
+    endpoints::{ClinicalService, Notify, Provider, ProviderDelivery, Referrer},
+    escalation::EscalationConfig,
     secrets::SecretSource,
     serving::{Limits, Tls},
 };
 use self::{
-    bars::RawBars, database::RawDatabase, delivery::*, endpoints::*, secrets::*, serving::*,
+    bars::RawBars, database::RawDatabase, delivery::*, endpoints::*, escalation::RawEscalation,
+    secrets::*, serving::*,
 };
 
 /// Default configuration file, relative to the working directory.
@@ -66,12 +69,15 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     referrers: BTreeMap<String, RawReferrer>,
+    #[serde(default)]
+    clinical_services: BTreeMap<String, RawClinicalService>,
     delivery: Option<RawDelivery>,
     limits: Option<RawLimits>,
     retention_days: Option<u32>,
     tls: Option<RawTls>,
     bars: Option<RawBars>,
     reports: Option<RawReports>,
+    escalation: Option<RawEscalation>,
 }
 
 /// `[reports]`.
@@ -110,6 +116,9 @@ pub struct Config {
     pub providers: BTreeMap<ProviderId, Provider>,
     /// Referring organisations by id (`[referrers.<id>]`).
     pub referrers: BTreeMap<ReferrerId, Referrer>,
+    /// Clinical services that receive referrers' escalations
+    /// (`[clinical_services.<id>]`).
+    pub clinical_services: BTreeMap<ClinicalServiceId, ClinicalService>,
     /// How referrals and notifications are delivered (`[delivery]`).
     pub delivery: DeliveryConfig,
     /// Request limits (`[limits]`).
@@ -125,6 +134,8 @@ pub struct Config {
     /// `[reports] suppression`, `nhs` (the default) or `none`: what admins
     /// get. Analysts always get `nhs`.
     pub report_suppression: crate::reports::suppression::Suppression,
+    /// Deadlines for acknowledging escalations (`[escalation]`).
+    pub escalation: EscalationConfig,
 }
 
 /// Every problem found in a configuration file.
@@ -271,6 +282,58 @@ impl RawConfig {
             }
         }
 
+        let mut clinical_services = BTreeMap::new();
+        for (id, raw) in self.clinical_services {
+            let key = format!("clinical_services.{id}");
+            let checked_id = check_id::<ClinicalServiceId>(&key, &id, &mut problems);
+            let ods_code = match raw.ods_code {
+                Some(code) if is_ods_code(&code) => Some(code),
+                Some(_) => {
+                    problems.push(format!("`{key}.ods_code`: not an ODS code"));
+                    None
+                }
+                None => {
+                    problems.push(format!(
+                        "`{key}.ods_code`: required (the child Task's owner)"
+                    ));
+                    None
+                }
+            };
+            let callback_url = outbound_url(
+                &key,
+                "callback_url",
+                raw.callback_url,
+                raw.allow_insecure_http,
+                raw.allow_private_network,
+                &mut problems,
+            );
+            let secrets = RawSecrets {
+                secret_env: raw.secret_env,
+                secret_file: raw.secret_file,
+                previous_secret_env: raw.previous_secret_env,
+                previous_secret_file: raw.previous_secret_file,
+                previous_secret_until: raw.previous_secret_until,
+            }
+            .check(&key, &mut problems);
+            if let (Some(id), Some(ods_code), Some(callback_url), Some(secrets)) =
+                (checked_id, ods_code, callback_url, secrets)
+            {
+                clinical_services.insert(
+                    id.clone(),
+                    ClinicalService {
+                        id,
+                        name: raw.name,
+                        ods_code,
+                        callback_url,
+                        secret: secrets.current,
+                        previous_secret: secrets.previous,
+                        previous_secret_until: secrets.previous_until,
+                        allow_private_network: raw.allow_private_network,
+                    },
+                );
+            }
+        }
+
         let mut referrers = BTreeMap::new();
         let mut ods_owner: HashMap<String, String> = HashMap::new();
         for (id, raw) in self.referrers {
@@ -297,6 +360,18 @@ impl RawConfig {
                 raw.allow_private_network,
                 &mut problems,
             );
+            let escalate_to = match raw.escalate_to {
+                None => Some(None),
+                Some(service) => match service.parse::<ClinicalServiceId>() {
+                    Ok(id) if clinical_services.contains_key(&id) => Some(Some(id)),
+                    _ => {
+                        problems.push(format!(
+                            "`{key}.escalate_to`: {service:?} is not a [clinical_services.<id>]"
+                        ));
+                        None
+                    }
+                },
+            };
             let notify = Notify::parse(&key, raw.notify.as_deref())
                 .map_err(|problem| problems.push(problem))
                 .ok();
@@ -313,8 +388,8 @@ impl RawConfig {
                 previous_secret_until: raw.previous_secret_until,
             }
             .check(&key, &mut problems);
-            if let (Some(id), Some(callback_url), Some(notify), Some(secrets)) =
-                (checked_id, callback_url, notify, secrets)
+            if let (Some(id), Some(callback_url), Some(notify), Some(secrets), Some(escalate_to)) =
+                (checked_id, callback_url, notify, secrets, escalate_to)
             {
                 referrers.insert(
                     id.clone(),
@@ -324,6 +399,7 @@ impl RawConfig {
                         ods_codes: raw.ods_codes,
                         callback_url,
                         notify,
+                        escalate_to,
                         client_certificate_names: raw.client_certificate_names,
                         secret: secrets.current,
                         previous_secret: secrets.previous,
@@ -347,6 +423,10 @@ impl RawConfig {
             .map(|raw| raw.check(&mut problems))
             .unwrap_or_default();
 
+        let escalation = self
+            .escalation
+            .map(|raw| raw.check(&mut problems))
+            .unwrap_or_default();
         let tls = self.tls.and_then(|raw| raw.check(&mut problems));
         let bars = self.bars.and_then(|raw| raw.check(&mut problems));
         check_certificate_names(&referrers, tls.as_ref(), &mut problems);
@@ -366,12 +446,14 @@ impl RawConfig {
             database,
             providers,
             referrers,
+            clinical_services,
             delivery,
             limits,
             retention_days: self.retention_days.unwrap_or(30),
             tls,
             bars,
             report_suppression: self.reports.and_then(|r| r.suppression).unwrap_or_default(),
+            escalation,
         })
     }
 }

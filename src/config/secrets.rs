@@ -185,9 +185,20 @@ impl Config {
                 r.previous_secret_until,
             )
         });
+        let services = self.clinical_services.values().map(|c| {
+            (
+                Endpoint::ClinicalService(c.id.clone()),
+                format!("clinical_services.{}", c.id),
+                &c.secret,
+                &c.previous_secret,
+                c.previous_secret_until,
+            )
+        });
         let mut keys = BTreeMap::new();
         let mut problems = Vec::new();
-        for (name, table, secret, previous, previous_until) in providers.chain(referrers) {
+        for (name, table, secret, previous, previous_until) in
+            providers.chain(referrers).chain(services)
+        {
             let current = read_secret(&table, "", secret, env, &mut problems);
             // `None`: unreadable (reported); `Some(None)`: no rotation.
             let previous = match previous {

@@ -796,3 +796,40 @@ fn an_inbox_provider_needs_no_intake_url_and_its_clocks_are_checked() {
     }
     assert_eq!(parse_duration("5d"), Some(Duration::from_secs(5 * 86_400)));
 }
+
+#[test]
+fn escalation_targets_and_deadlines_are_checked() {
+    let config = load(
+        "[clinical_services.pcn-ot]\nname = \"PCN OT\"\nods_code = \"U12345\"\n\
+         callback_url = \"https://ot.example/escalations\"\nsecret_env = \"OT\"\n\
+         [referrers.r]\nods_codes = [\"A81001\"]\ncallback_url = \"https://r.example/\"\n\
+         secret_env = \"R\"\nescalate_to = \"pcn-ot\"\n\
+         [escalation]\nurgent_working_days = 2\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.referrers["r"]
+            .escalate_to
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some("pcn-ot")
+    );
+    assert_eq!(config.clinical_services["pcn-ot"].ods_code, "U12345");
+    assert_eq!(config.escalation.urgent_working_days, 2);
+    assert_eq!(config.escalation.routine_working_days, 5);
+    let err = load(
+        "[clinical_services.a]\ncallback_url = \"https://a.example/\"\nsecret_env = \"A\"\n\
+         [referrers.r]\nods_codes = [\"A81001\"]\ncallback_url = \"https://r.example/\"\n\
+         secret_env = \"R\"\nescalate_to = \"nowhere\"\n\
+         [escalation]\nroutine_working_days = 0\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "`clinical_services.a.ods_code`: required",
+        "`referrers.r.escalate_to`: \"nowhere\" is not a [clinical_services.<id>]",
+        "`escalation.routine_working_days`: must be between 1 and 60",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}

@@ -165,6 +165,9 @@ impl Worker {
                 if let Err(e) = self.sweep_inboxes().await {
                     tracing::warn!(error = %e, "cannot check the inboxes for messages not collected");
                 }
+                if let Err(e) = self.sweep_escalations().await {
+                    tracing::warn!(error = %e, "cannot check escalations for missed deadlines");
+                }
                 next_sweep = tokio::time::Instant::now() + INBOX_SWEEP_INTERVAL;
             }
             while in_flight.try_join_next().is_some() {}

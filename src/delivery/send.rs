@@ -82,6 +82,10 @@ impl Worker {
                 &config.referrers.get(id)?.callback_url,
                 "application/fhir+json",
             ),
+            Endpoint::ClinicalService(id) => (
+                &config.clinical_services.get(id)?.callback_url,
+                "application/fhir+json",
+            ),
         };
         Some(Target {
             url,

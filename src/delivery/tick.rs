@@ -24,11 +24,13 @@ pub enum Tick {
 
 impl Worker {
     /// One round at `now`: hold the inbox providers to account (see
-    /// [`Worker::sweep_inboxes`]), claim up to `[delivery] concurrency` due
+    /// [`Worker::sweep_inboxes`]), send overdue escalations again
+    /// ([`Worker::sweep_escalations`]), claim up to `[delivery] concurrency` due
     /// messages, send them all, record every outcome, then return. Call it
     /// until it says [`Tick::Idle`] to deliver everything due at `now`.
     pub async fn tick(&self, now: Timestamp) -> Result<Tick, StoreError> {
         self.sweep_inboxes().await?;
+        self.sweep_escalations().await?;
         let mut attempts = JoinSet::new();
         let tick = self
             .start_round(now, self.settings().concurrency, &mut attempts, || None)
@@ -42,6 +44,12 @@ impl Worker {
     /// referrers (the notifications are queued, for the next round).
     pub async fn sweep_inboxes(&self) -> Result<(), StoreError> {
         self.inner.referrals.sweep_inboxes().await.map(|_| ())
+    }
+
+    /// Send again the escalations not acknowledged by their deadline (the
+    /// notifications are queued, for the next round).
+    pub async fn sweep_escalations(&self) -> Result<(), StoreError> {
+        self.inner.referrals.sweep_escalations().await.map(|_| ())
     }
 
     /// Claim up to `limit` messages due at `now` and start an attempt at

@@ -2,7 +2,7 @@
 
 use std::{fmt, str::FromStr};
 
-use super::{IdError, ProviderId, ReferrerId, stored_as_text};
+use super::{ClinicalServiceId, IdError, ProviderId, ReferrerId, stored_as_text};
 
 /// Who caused a change or made a request. Stored as `referrer:<id>`,
 /// `admin:<token id>`, `monitor:<token id>`, `analyst:<token id>`,
@@ -19,6 +19,8 @@ pub enum Actor {
     Analyst(String),
     /// A provider, by its verified status callback.
     Provider(ProviderId),
+    /// A clinical service, by its token (answering an escalation).
+    ClinicalService(ClinicalServiceId),
     /// An operator at the command line, by their operating-system user.
     Cli(String),
     /// A provider's user, signed in to the portal, by their account id.
@@ -32,6 +34,8 @@ pub enum Actor {
 impl Actor {
     /// The delivery worker (a dead-lettered referral changes its Task).
     pub const DELIVERY: Actor = Actor::Signpost("delivery");
+    /// The escalation deadline sweep (re-sends).
+    pub const ESCALATION: Actor = Actor::Signpost("escalation");
 }
 
 impl fmt::Display for Actor {
@@ -42,6 +46,7 @@ impl fmt::Display for Actor {
             Actor::Monitor(credential) => write!(f, "monitor:{credential}"),
             Actor::Analyst(credential) => write!(f, "analyst:{credential}"),
             Actor::Provider(id) => write!(f, "provider:{id}"),
+            Actor::ClinicalService(id) => write!(f, "clinical-service:{id}"),
             Actor::Cli(user) => write!(f, "cli:{user}"),
             Actor::PortalUser(user) => write!(f, "portal:{user}"),
             Actor::Signpost(part) => write!(f, "signpost:{part}"),
@@ -64,12 +69,14 @@ impl FromStr for Actor {
         Ok(match kind {
             "referrer" => Actor::Referrer(name.parse()?),
             "provider" => Actor::Provider(name.parse()?),
+            "clinical-service" => Actor::ClinicalService(name.parse()?),
             "admin" => Actor::Admin(name.to_owned()),
             "monitor" => Actor::Monitor(name.to_owned()),
             "analyst" => Actor::Analyst(name.to_owned()),
             "cli" => Actor::Cli(name.to_owned()),
             "portal" => Actor::PortalUser(name.to_owned()),
             "signpost" if name == "delivery" => Actor::DELIVERY,
+            "signpost" if name == "escalation" => Actor::ESCALATION,
             _ => return Err(bad()),
         })
     }

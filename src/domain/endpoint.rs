@@ -5,12 +5,15 @@
 
 use std::{fmt, str::FromStr};
 
-use super::{IdError, ProviderId, ReferrerId, stored_as_text};
+use super::{ClinicalServiceId, IdError, ProviderId, ReferrerId, stored_as_text};
 
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Endpoint {
     Provider(ProviderId),
     Referrer(ReferrerId),
+    /// A clinical service a referrer's escalations go to
+    /// (`clinical-service:<id>`).
+    ClinicalService(ClinicalServiceId),
 }
 
 impl fmt::Display for Endpoint {
@@ -18,6 +21,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Provider(id) => write!(f, "provider:{id}"),
             Endpoint::Referrer(id) => write!(f, "referrer:{id}"),
+            Endpoint::ClinicalService(id) => write!(f, "clinical-service:{id}"),
         }
     }
 }
@@ -28,6 +32,7 @@ impl FromStr for Endpoint {
         match text.split_once(':') {
             Some(("provider", id)) => Ok(Endpoint::Provider(id.parse()?)),
             Some(("referrer", id)) => Ok(Endpoint::Referrer(id.parse()?)),
+            Some(("clinical-service", id)) => Ok(Endpoint::ClinicalService(id.parse()?)),
             _ => Err(IdError("endpoint (provider:<id> or referrer:<id>)")),
         }
     }

@@ -151,6 +151,11 @@ id_type!(
     /// A referrer (a practice system), as configured (`[referrers.<id>]`).
     ReferrerId, "referrer id", is_config_id
 );
+id_type!(
+    /// A clinical service that receives escalations, as configured
+    /// (`[clinical_services.<id>]`).
+    ClinicalServiceId, "clinical service id", is_config_id
+);
 
 impl ReferralId {
     /// A new, time-ordered referral id.

@@ -81,6 +81,12 @@ coded_enum!(
         Cancel => "cancel",
         /// A Task change, as a Subscriptions notification to the referrer.
         Notification => "notification",
+        /// An escalation answered: the provider's `escalation_outcome`
+        /// message (`referrals::escalation`).
+        EscalationOutcome => "escalation-outcome",
+        /// An escalation to a clinical service: its ServiceRequest
+        /// (`proposal`), child Task, Communication and Flag.
+        Escalation => "escalation",
     }
 );
 

@@ -19,7 +19,7 @@ mod time;
 pub use self::{
     actor::Actor,
     endpoint::Endpoint,
-    ids::{IdError, MessageId, ProviderId, ReferralId, ReferrerId, TaskId},
+    ids::{ClinicalServiceId, IdError, MessageId, ProviderId, ReferralId, ReferrerId, TaskId},
     message::{MessageKind, MessageState, UnknownCode},
     nhs_number::{InvalidNhsNumber, NhsNumber},
     task_status::TaskStatus,

@@ -8,8 +8,8 @@
 //! a `"provider:<id>"` string built or split by hand.
 
 use super::{
-    Actor, Endpoint, MessageId, MessageKind, MessageState, NhsNumber, ProviderId, ReferralId,
-    ReferrerId, TaskId, TaskStatus, Timestamp,
+    Actor, ClinicalServiceId, Endpoint, MessageId, MessageKind, MessageState, NhsNumber,
+    ProviderId, ReferralId, ReferrerId, TaskId, TaskStatus, Timestamp,
 };
 
 /// A message to put in the outbox.
@@ -332,6 +332,7 @@ pub struct Token {
     pub role: String,
     pub referrer_id: Option<ReferrerId>,
     pub provider_id: Option<ProviderId>,
+    pub clinical_service_id: Option<ClinicalServiceId>,
     pub salt: String,
     pub hash: String,
     /// RFC 3339 to the second, as stored (not a [`Timestamp`], whose text
@@ -349,5 +350,59 @@ impl std::fmt::Debug for Token {
             .field("referrer_id", &self.referrer_id)
             .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
+    }
+}
+
+/// An escalation: a provider's request back to a clinician about a
+/// referral (its child Task, `partOf` the referral's Task), with the
+/// Communication carrying the provider's words and, for a safeguarding
+/// concern, a Flag. Stored as the resources served, beside the columns
+/// that searches and the deadline sweep read.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Escalation {
+    /// The child Task's id.
+    pub id: TaskId,
+    pub referral_id: ReferralId,
+    pub referrer_id: ReferrerId,
+    /// The provider that raised it.
+    pub provider_id: ProviderId,
+    /// Its reason's code (`referrals::escalation::Reason`).
+    pub reason: String,
+    /// `routine` or `urgent`.
+    pub urgency: String,
+    /// The child Task's status: `requested` until acknowledged.
+    pub state: TaskStatus,
+    pub version_id: i64,
+    /// When it is sent again if not acknowledged by then.
+    pub deadline: Timestamp,
+    pub created_at: Timestamp,
+    pub last_updated: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    /// How many times the referrer has been sent it.
+    pub sends: i64,
+    /// The child Task JSON, as served.
+    pub task: String,
+    pub communication_id: String,
+    /// The Communication JSON, as served.
+    pub communication: String,
+    pub flag_id: Option<String>,
+    /// The Flag JSON, as served (safeguarding concerns only).
+    pub flag: Option<String>,
+    /// The provider's request it was raised by (its `webhook-id`), when
+    /// it came by `POST /providers/{id}/escalations`.
+    pub request_id: Option<String>,
+    /// Where it goes: the referrer, or the clinical service its referrer
+    /// names (`escalate_to`).
+    pub target: Endpoint,
+    /// For a clinical service: the ServiceRequest (`proposal`) it is sent
+    /// as, as served.
+    pub service_request: Option<String>,
+}
+
+impl Escalation {
+    /// Whether it is still open (not yet rejected or completed): at most
+    /// one open escalation per referral and reason.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, TaskStatus::Requested | TaskStatus::Accepted)
     }
 }

@@ -5,6 +5,11 @@
 //! the [`ProviderCallback`] extractor); the body is then mapped
 //! into a Task change (see [`crate::referrals::lifecycle`]). Every answer
 //! is an OperationOutcome.
+//!
+//! `POST /providers/{provider_id}/escalations`, authenticated the same
+//! way: the provider asks for a clinician
+//! ([`crate::referrals::escalation`]); `201` with the escalation's child
+//! Task.
 
 use axum::{
     Router,
@@ -22,12 +27,14 @@ use super::{
 use crate::{
     domain::Actor,
     outcome::{Issue, IssueCode, Severity, operation_outcome},
-    referrals::lifecycle::CallbackOutcome,
+    referrals::{escalation::RaiseRequest, lifecycle::CallbackOutcome},
 };
 
 /// The providers' routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/providers/{provider_id}/status", post(status))
+    Router::new()
+        .route("/providers/{provider_id}/status", post(status))
+        .route("/providers/{provider_id}/escalations", post(escalate))
 }
 
 /// `POST /providers/{provider_id}/status`.
@@ -102,6 +109,63 @@ async fn status(
         },
         None => response,
     })
+}
+
+/// `POST /providers/{provider_id}/escalations`.
+async fn escalate(
+    State(app): State<AppState>,
+    Path(_): Path<String>,
+    headers: axum::http::HeaderMap,
+    ProviderCallback {
+        id: provider_id,
+        webhook_id,
+        body,
+    }: ProviderCallback,
+) -> Result<Response, FhirError> {
+    let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        FhirError::BadRequest(vec![Issue::error(
+            IssueCode::Invalid,
+            format!(
+                "the body is not JSON: {}",
+                crate::validation::document::place(&e)
+            ),
+        )])
+    })?;
+    let request = RaiseRequest::parse(&body)?;
+    let actor = Actor::Provider(provider_id.clone());
+    // The same request again (its webhook-id: a retry after a lost answer)
+    // is answered with the escalation it raised, `200`.
+    let (escalation, created) = app
+        .referrals
+        .raise_escalation_once(&provider_id, actor.clone(), &request, Some(&webhook_id))
+        .await?;
+    if created {
+        app.referrals
+            .metrics()
+            .escalation_raised(provider_id.as_str(), &escalation.urgency);
+        tracing::info!(provider_id = %provider_id, escalation_id = %escalation.id, referral_id = %escalation.referral_id, reason = %escalation.reason, urgency = %escalation.urgency, "escalation raised");
+    } else {
+        tracing::info!(provider_id = %provider_id, escalation_id = %escalation.id, webhook_id = %webhook_id, "escalation request received again; answered with the first");
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response =
+        super::fhir::resource_response(status, escalation.version_id, escalation.task);
+    let base = super::fhir::base_url(&app.config, &headers);
+    if let Ok(location) =
+        axum::http::HeaderValue::from_str(&format!("{base}/Task/{}", escalation.id))
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, location);
+    }
+    Ok(about_referral(
+        acted_by(response, actor),
+        &escalation.referral_id,
+    ))
 }
 
 fn informational(text: String) -> Issue {

@@ -55,7 +55,14 @@ impl FromRequestParts<AppState> for FhirCaller {
     type Rejection = FhirError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
-        let allowed = |role: &Role| matches!(role, Role::Referrer(_) | Role::Admin);
+        // (A clinical service's token reads and answers its escalations
+        // only: every other FHIR read finds nothing, as for a stranger.)
+        let allowed = |role: &Role| {
+            matches!(
+                role,
+                Role::Referrer(_) | Role::Admin | Role::ClinicalService(_)
+            )
+        };
         authorised(parts, app, allowed, "a referrer's or an admin's token")
             .await
             .map(FhirCaller)
@@ -179,6 +186,7 @@ async fn identify(parts: &Parts, app: &AppState) -> Result<Caller, AuthError> {
     let configured = match &caller.role {
         Role::Referrer(referrer) => app.config.referrers.contains_key(referrer),
         Role::Provider(provider) => app.config.providers.contains_key(provider),
+        Role::ClinicalService(service) => app.config.clinical_services.contains_key(service),
         Role::Admin | Role::Monitor | Role::Analyst => true,
     };
     if !configured {

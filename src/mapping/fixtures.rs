@@ -9,6 +9,8 @@
 //! - `status/NAME.json` (`{"from_status": …, "callback": …,
 //!   "expected_task_change": …}`): the Task change a status callback must
 //!   produce (`null` = not set), arriving when the Task is in `from_status`;
+//!   and `expected_escalation` (`{reason, urgency, note}`) when the
+//!   mapping's `inbound.escalation` emits one for it;
 //!   the change must be one the Task state machine allows from there.
 //!
 //! Every input must also route to its own provider and no other: that is
@@ -180,6 +182,39 @@ fn status_fixture(mapping: &Mapping, fixture: &Path) -> Result<(), Failure> {
     }
     compare(&expected, &change.change)
         .map_err(|(first, message)| (fixture.to_owned(), locate_key(&text, &first), message))?;
+    // The escalation the callback asks for, if any: as expected, and one
+    // Signpost would raise (a known reason and urgency, a note).
+    match (
+        case.get("expected_escalation").filter(|v| !v.is_null()),
+        &change.escalation,
+    ) {
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(failure(
+                "\"expected_escalation\"",
+                "  inbound.escalation emits no escalation for this callback".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(failure(
+                "\"callback\"",
+                "  inbound.escalation emits an escalation for this callback: say which in `expected_escalation`".into(),
+            ));
+        }
+        (Some(expected), Some(actual)) => {
+            compare(&without_nulls(expected), actual).map_err(|(first, message)| {
+                (fixture.to_owned(), locate_key(&text, &first), message)
+            })?;
+            let mut asked = actual.clone();
+            asked["referral"] = serde_json::json!("REFERRAL-ID");
+            crate::referrals::escalation::RaiseRequest::parse(&asked).map_err(|e| {
+                failure(
+                    "\"expected_escalation\"",
+                    format!("  inbound.escalation: {e}"),
+                )
+            })?;
+        }
+    }
     // The change must be one a real callback could make: the Task state
     // machine decides, exactly as when the callback arrives.
     let task_change = TaskChange::from_mapping(&change.change)

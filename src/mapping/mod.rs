@@ -56,6 +56,11 @@ struct MappingFile {
     #[serde(default)]
     cancel: Option<Value>,
     inbound: InboundFile,
+    /// What the provider is sent when the referrer answers one of its
+    /// escalations, rendered over the answered child Task; absent: the
+    /// provider sees the answer in the portal only.
+    #[serde(default)]
+    escalation_outcome: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +76,11 @@ struct RouteFile {
 struct InboundFile {
     referral: String,
     change: Value,
+    /// An escalation to a clinician the callback asks for, beside or
+    /// instead of its change: `{reason, urgency, note}` (see
+    /// `referrals::escalation`); rendering to nothing means none.
+    #[serde(default)]
+    escalation: Option<Value>,
 }
 
 /// A problem in a mapping file, located for the integrator.
@@ -113,8 +123,10 @@ pub struct Mapping {
     tables: Arc<Tables>,
     outbound: Template,
     cancel: Option<Template>,
+    escalation_outcome: Option<Template>,
     inbound_referral: Expr,
     inbound_change: Template,
+    inbound_escalation: Option<Template>,
     output_schema: jsonschema::Validator,
     output_schema_document: Value,
     status_schema: jsonschema::Validator,
@@ -128,6 +140,9 @@ pub struct StatusChange {
     /// The body `inbound.change` rendered: `status` (absent: unchanged),
     /// `businessStatus`, `statusReason`, `note`, `output`.
     pub change: Value,
+    /// `inbound.escalation` rendered, when the mapping has one and it
+    /// rendered to something: `{reason, urgency, note}`.
+    pub escalation: Option<Value>,
 }
 
 impl Mapping {
@@ -185,10 +200,27 @@ impl Mapping {
             .cancel
             .as_ref()
             .map(|cancel| template("cancel", cancel));
+        let inbound_escalation = file
+            .inbound
+            .escalation
+            .as_ref()
+            .map(|escalation| template("inbound.escalation", escalation));
+        let escalation_outcome = file
+            .escalation_outcome
+            .as_ref()
+            .map(|outcome| template("escalation_outcome", outcome));
         let templates = [
             ("outbound", outbound.as_ref()),
             ("inbound.change", inbound_change.as_ref()),
             ("cancel", cancel.as_ref().and_then(Option::as_ref)),
+            (
+                "inbound.escalation",
+                inbound_escalation.as_ref().and_then(Option::as_ref),
+            ),
+            (
+                "escalation_outcome",
+                escalation_outcome.as_ref().and_then(Option::as_ref),
+            ),
         ];
         let sources = [
             ("route.accepts", file.route.accepts.as_str()),
@@ -275,6 +307,8 @@ impl Mapping {
             return Err(errors);
         }
         let cancel = cancel.flatten();
+        let inbound_escalation = inbound_escalation.flatten();
+        let escalation_outcome = escalation_outcome.flatten();
         let provider_at = place("provider:");
         let accepts_at = locate_after(&text, "accepts:", &file.route.accepts);
         Ok(Mapping {
@@ -290,8 +324,10 @@ impl Mapping {
             tables: Arc::new(Tables(file.tables)),
             outbound,
             cancel,
+            escalation_outcome,
             inbound_referral,
             inbound_change,
+            inbound_escalation,
             output_schema,
             output_schema_document,
             status_schema,
@@ -378,6 +414,22 @@ impl Mapping {
         }
     }
 
+    /// The message telling the provider how one of its escalations was
+    /// answered (`escalation_outcome`, rendered over the answered child
+    /// Task), if this mapping has one.
+    pub fn escalation_outcome(&self, child_task: &Value) -> Result<Option<Value>, Vec<Issue>> {
+        let Some(template) = &self.escalation_outcome else {
+            return Ok(None);
+        };
+        let env = self.env(child_task);
+        match template.render(child_task, &env) {
+            Ok(payload) => Ok(Some(
+                payload.unwrap_or_else(|| Value::Object(Default::default())),
+            )),
+            Err(e) => Err(vec![self.render_issue(&e)]),
+        }
+    }
+
     /// The outbound template rendered, not yet checked against the
     /// provider's schema (use [`Mapping::translate`] for a payload to send).
     pub fn render(&self, service_request: &Value) -> Result<Value, Vec<Issue>> {
@@ -432,9 +484,17 @@ impl Mapping {
             .render(callback, &env)
             .map_err(|e| vec![self.render_issue(&e)])?
             .unwrap_or_else(|| Value::Object(Default::default()));
+        let escalation = match &self.inbound_escalation {
+            Some(template) => template
+                .render(callback, &env)
+                .map_err(|e| vec![self.render_issue(&e)])?
+                .filter(|v| v.as_object().is_some_and(|o| !o.is_empty())),
+            None => None,
+        };
         Ok(StatusChange {
             referral_id,
             change,
+            escalation,
         })
     }
 

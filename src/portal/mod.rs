@@ -25,7 +25,7 @@ use self::{actions::Action, throttle::Throttle};
 use crate::{
     domain::{Actor, Clock, ProviderId, ReferralId, Timestamp, model::Referral},
     mapping::Mapping,
-    referrals::{Referrals, lifecycle::ChangeError, task::TaskStatus},
+    referrals::{Referrals, escalation, lifecycle::ChangeError, task::TaskStatus},
     store::{PortalSession, PortalUser, Store, StoreError, TaskEvent},
 };
 
@@ -127,6 +127,51 @@ pub struct ReferralPage {
     pub payload: Option<Value>,
     pub history: Vec<TaskEvent>,
     pub notes: Vec<(String, String)>,
+    /// Its escalations to a clinician, oldest first: how the provider
+    /// learns of their answers.
+    pub escalations: Vec<EscalationSummary>,
+}
+
+/// An escalation as the referral's page shows it.
+#[derive(Debug, Clone)]
+pub struct EscalationSummary {
+    pub reason: &'static str,
+    pub urgency: String,
+    /// The child Task's status.
+    pub status: TaskStatus,
+    pub raised: Timestamp,
+    pub deadline: Timestamp,
+    /// The referrer's answer: its reason for rejecting, or the decision
+    /// and note of a completion.
+    pub answer: Option<String>,
+}
+
+impl EscalationSummary {
+    fn of(e: &crate::domain::model::Escalation) -> EscalationSummary {
+        let task: Value = serde_json::from_str(&e.task).unwrap_or(Value::Null);
+        let mut answer: Vec<String> = Vec::new();
+        if let Some(reason) = task.pointer("/statusReason/text").and_then(Value::as_str) {
+            answer.push(reason.to_owned());
+        }
+        for output in task["output"].as_array().into_iter().flatten() {
+            let text = output
+                .pointer("/valueCodeableConcept/text")
+                .or_else(|| output.pointer("/valueCodeableConcept/coding/0/code"))
+                .or_else(|| output.get("valueString"))
+                .and_then(Value::as_str);
+            if let Some(text) = text {
+                answer.push(text.to_owned());
+            }
+        }
+        EscalationSummary {
+            reason: escalation::Reason::parse(&e.reason).map_or("Other", |r| r.display),
+            urgency: e.urgency.clone(),
+            status: e.state,
+            raised: e.created_at,
+            deadline: e.deadline,
+            answer: (!answer.is_empty()).then(|| answer.join("; ")),
+        }
+    }
 }
 
 /// Why an action was not applied.
@@ -579,7 +624,42 @@ impl Portal {
             status: task.status,
             history,
             notes,
+            escalations: self
+                .referrals
+                .escalations_of_referral(&id)
+                .await?
+                .iter()
+                .map(EscalationSummary::of)
+                .collect(),
         }))
+    }
+
+    /// Escalate the referral to a clinician ("Escalate to a clinician"):
+    /// the same escalation as `POST /providers/{id}/escalations`, by the
+    /// user.
+    pub async fn escalate(
+        &self,
+        signed_in: &SignedIn,
+        id: &ReferralId,
+        reason: &str,
+        urgency: &str,
+        note: &str,
+    ) -> Result<(), escalation::EscalationError> {
+        let request = escalation::RaiseRequest::parse(&serde_json::json!({
+            "referral": id.as_str(),
+            "reason": reason,
+            "urgency": urgency,
+            "note": note,
+        }))?;
+        let e = self
+            .referrals
+            .raise_escalation(&signed_in.user.provider_id, signed_in.actor(), &request)
+            .await?;
+        self.referrals
+            .metrics()
+            .escalation_raised(signed_in.user.provider_id.as_str(), &e.urgency);
+        tracing::info!(referral_id = %id, escalation_id = %e.id, user_id = %signed_in.user.id, "escalation raised from the portal");
+        Ok(())
     }
 
     /// Apply an action, if the state machine allows it now.

@@ -357,7 +357,7 @@ impl Referrals {
                 .referrers
                 .get(id)
                 .is_some_and(|r| r.notify == crate::config::Notify::Bars),
-            Endpoint::Provider(_) => false,
+            Endpoint::Provider(_) | Endpoint::ClinicalService(_) => false,
         };
         if !told_by_bars
             || message.kind != MessageKind::Notification
@@ -365,7 +365,8 @@ impl Referrals {
         {
             return Ok(plain());
         }
-        let Ok(task) = serde_json::from_str::<Value>(&message.payload) else {
+        // (A BaRS response carries the Task alone.)
+        let Some((task, _)) = notification::carried(&message.payload) else {
             // (An erased message: nothing is left to carry.)
             return Ok(plain());
         };

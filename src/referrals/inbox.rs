@@ -255,7 +255,7 @@ impl Referrals {
         }
         let provider = match messages[0].endpoint.clone() {
             Endpoint::Provider(id) => id,
-            Endpoint::Referrer(_) => return Ok(0),
+            Endpoint::Referrer(_) | Endpoint::ClinicalService(_) => return Ok(0),
         };
         retry_on_conflict(|| {
             let actor = actor.clone();

@@ -7,7 +7,9 @@
 use serde_json::{Value, json};
 
 use super::{
-    Referrals, retry_on_conflict,
+    Referrals,
+    escalation::{EscalationError, RaiseRequest},
+    retry_on_conflict,
     task::{TaskChange, TaskStatus, apply_change},
 };
 use crate::{
@@ -102,7 +104,10 @@ impl Referrals {
     }
 
     /// The referral's Task as stored, and its resource.
-    async fn current_task(&self, referral: &Referral) -> Result<(Task, Value), ChangeError> {
+    pub(super) async fn current_task(
+        &self,
+        referral: &Referral,
+    ) -> Result<(Task, Value), ChangeError> {
         let task = self
             .store
             .tasks_for_referral(&referral.id)
@@ -120,7 +125,7 @@ impl Referrals {
     /// The update applying `change` to `task` as read (`current` is its
     /// resource): the write expects that version, so a change stored since
     /// is a conflict, never overwritten.
-    async fn update_from(
+    pub(super) async fn update_from(
         &self,
         referral: &Referral,
         task: Task,
@@ -220,10 +225,16 @@ impl Referrals {
         let record = &record;
         retry_on_conflict(|| async move {
             let (referral_id, result) = self.map_callback(provider_id, body).await?;
-            let (inbound, update, outcome) = match result {
-                Ok((update, task_id, status)) => (
+            let (inbound, update, escalation, outcome) = match result {
+                Ok(Mapped {
+                    update,
+                    escalation,
+                    task_id,
+                    status,
+                }) => (
                     record(referral_id.clone(), 200, "applied".into()),
-                    Some(update),
+                    update,
+                    escalation,
                     CallbackOutcome::Applied {
                         referral_id: referral_id.map(String::from).unwrap_or_default(),
                         task_id,
@@ -242,13 +253,23 @@ impl Referrals {
                     (
                         record(referral_id, status, why),
                         None,
+                        None,
                         CallbackOutcome::Refused { status, issues },
                     )
                 }
             };
-            match self.store.apply_callback(inbound, update).await? {
+            let raised = escalation
+                .as_ref()
+                .map(|(e, _)| (e.id.clone(), e.urgency.clone()));
+            match self.store.apply_callback(inbound, update, escalation).await? {
                 // (The store wakes the delivery worker for the notification.)
-                CallbackApplied::Applied => Ok(outcome),
+                CallbackApplied::Applied => {
+                    if let Some((id, urgency)) = raised {
+                        self.metrics.escalation_raised(provider_id.as_str(), &urgency);
+                        tracing::info!(provider_id = %provider_id, webhook_id, escalation_id = %id, "escalation raised by a status callback");
+                    }
+                    Ok(outcome)
+                }
                 CallbackApplied::Duplicate(first) => Ok(duplicate(first)),
             }
         })
@@ -262,13 +283,7 @@ impl Referrals {
         &self,
         provider_id: &ProviderId,
         body: &str,
-    ) -> Result<
-        (
-            Option<ReferralId>,
-            Result<(TaskUpdate, String, String), (u16, Vec<Issue>)>,
-        ),
-        StoreError,
-    > {
+    ) -> Result<(Option<ReferralId>, Result<Mapped, (u16, Vec<Issue>)>), StoreError> {
         let refuse = |status: u16, code: IssueCode, text: String| {
             Err((status, vec![Issue::error(code, text)]))
         };
@@ -377,7 +392,39 @@ impl Referrals {
                 ));
             }
         };
-        if change == TaskChange::default() {
+        // An escalation the mapping emits beside (or instead of) the
+        // change: checked before anything is applied, so a refusal leaves
+        // both undone.
+        let escalation_request = match status_change.escalation {
+            None => None,
+            Some(mut asked) => {
+                asked["referral"] = json!(referral_id.as_str());
+                match RaiseRequest::parse(&asked) {
+                    Ok(request) => Some(request),
+                    Err(EscalationError::Invalid { text, .. }) => {
+                        return Ok((
+                            Some(referral_id),
+                            refuse(
+                                422,
+                                IssueCode::BusinessRule,
+                                format!("mapping {provider_id}: inbound.escalation: {text}"),
+                            ),
+                        ));
+                    }
+                    Err(_) => {
+                        return Ok((
+                            Some(referral_id),
+                            refuse(
+                                422,
+                                IssueCode::BusinessRule,
+                                format!("mapping {provider_id}: inbound.escalation cannot be read"),
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        if change == TaskChange::default() && escalation_request.is_none() {
             return Ok((
                 Some(referral_id),
                 refuse(
@@ -389,32 +436,90 @@ impl Referrals {
                 ),
             ));
         }
-        match self
-            .prepare_update(
-                &referral,
-                &change,
-                Actor::Provider(provider_id.clone()),
-                false,
-            )
-            .await
-        {
-            Ok(update) => {
-                let task_id = update.task.id.to_string();
-                let status = update.task.status.to_string();
-                Ok((Some(referral_id), Ok((update, task_id, status))))
+        let refusal = |e: ChangeError| -> Result<Result<Mapped, (u16, Vec<Issue>)>, StoreError> {
+            match e {
+                ChangeError::Conflict(text) => Ok(refuse(409, IssueCode::Conflict, text)),
+                ChangeError::NotFound(text) => Ok(refuse(404, IssueCode::NotFound, text)),
+                ChangeError::Unprocessable(text) => Ok(refuse(422, IssueCode::BusinessRule, text)),
+                ChangeError::Store(e) => Err(e),
             }
-            Err(ChangeError::Conflict(text)) => {
-                Ok((Some(referral_id), refuse(409, IssueCode::Conflict, text)))
+        };
+        let actor = Actor::Provider(provider_id.clone());
+        let update = if change == TaskChange::default() {
+            None
+        } else {
+            match self
+                .prepare_update(&referral, &change, actor.clone(), false)
+                .await
+            {
+                Ok(update) => Some(update),
+                Err(e) => return refusal(e).map(|r| (Some(referral_id), r)),
             }
-            Err(ChangeError::NotFound(text)) => {
-                Ok((Some(referral_id), refuse(404, IssueCode::NotFound, text)))
+        };
+        let escalation = match escalation_request {
+            None => None,
+            Some(request) => {
+                if self
+                    .has_open_escalation(&referral.id, request.reason)
+                    .await?
+                {
+                    return Ok((
+                        Some(referral_id),
+                        refuse(
+                            409,
+                            IssueCode::Conflict,
+                            "this referral already has an open escalation with this reason; the callback was not applied".into(),
+                        ),
+                    ));
+                }
+                // On the Task as the change leaves it.
+                let (task, current) = match &update {
+                    Some(u) => (
+                        u.task.clone(),
+                        serde_json::from_str(&u.task.resource).map_err(|e| {
+                            StoreError::NotCommitted(format!("Task unreadable: {e}"))
+                        })?,
+                    ),
+                    None => match self.current_task(&referral).await {
+                        Ok(read) => read,
+                        Err(e) => return refusal(e).map(|r| (Some(referral_id), r)),
+                    },
+                };
+                match self
+                    .prepare_escalation(&referral, task, &current, provider_id, actor, &request)
+                    .await
+                {
+                    Ok(pair) => Some(pair),
+                    Err(EscalationError::Store(e)) => return Err(e),
+                    Err(EscalationError::NotFound(text)) => {
+                        return Ok((Some(referral_id), refuse(404, IssueCode::NotFound, text)));
+                    }
+                    Err(EscalationError::Conflict(text)) => {
+                        return Ok((Some(referral_id), refuse(409, IssueCode::Conflict, text)));
+                    }
+                    Err(EscalationError::Invalid { text, .. }) => {
+                        return Ok((
+                            Some(referral_id),
+                            refuse(422, IssueCode::BusinessRule, text),
+                        ));
+                    }
+                }
             }
-            Err(ChangeError::Unprocessable(text)) => Ok((
-                Some(referral_id),
-                refuse(422, IssueCode::BusinessRule, text),
-            )),
-            Err(ChangeError::Store(e)) => Err(e),
-        }
+        };
+        // (One of the two is there.)
+        let last = escalation.as_ref().map(|(_, u)| u).or(update.as_ref());
+        let (task_id, status) = last
+            .map(|u| (u.task.id.to_string(), u.task.status.to_string()))
+            .unwrap_or_default();
+        Ok((
+            Some(referral_id),
+            Ok(Mapped {
+                update,
+                escalation,
+                task_id,
+                status,
+            }),
+        ))
     }
 
     /// The referrer cancels its referral (ServiceRequest status `revoked`)
@@ -596,6 +701,16 @@ const DELIVERY_FAILED: &str = "delivery failed";
 const NOT_COLLECTED: &str = "not yet collected by provider";
 /// The business status that replaces either once the message has arrived.
 const DELIVERED: &str = "delivered";
+
+/// What a callback maps to: its Task change, the escalation it asks for
+/// (with that escalation's change to the Task), and the Task's id and
+/// status after both.
+struct Mapped {
+    update: Option<TaskUpdate>,
+    escalation: Option<(crate::domain::model::Escalation, TaskUpdate)>,
+    task_id: String,
+    status: String,
+}
 
 fn duplicate(first: InboundCallback) -> CallbackOutcome {
     CallbackOutcome::Duplicate {

@@ -7,6 +7,7 @@ pub mod attempts;
 pub mod canonical;
 pub mod checks;
 pub mod deliveries;
+pub mod escalation;
 pub mod inbox;
 pub mod lifecycle;
 pub mod notification;

@@ -6,6 +6,13 @@
 //! `event-number` counts its events from 1, so a referrer can tell whether
 //! it missed one and then recover it with `Subscription/{id}/$events`
 //! (`subscription.rs`), built by the same functions as the notification.
+//!
+//! A notification's payload is the changed Task; or, when the change comes
+//! with resources the referrer must see with it (an escalation's child
+//! Task, Communication and Flag), a `collection` Bundle whose first entry
+//! is the Task and whose others are that context ([`with_context`]): each
+//! is sent as an entry of its own, and named in the event's
+//! `additional-context`.
 
 use serde_json::{Value, json};
 
@@ -35,12 +42,49 @@ pub fn body(message: &OutboxMessage, base: Option<&str>) -> String {
     else {
         return message.payload.clone();
     };
-    let Ok(task) = serde_json::from_str::<Value>(&message.payload) else {
+    let Some((task, context)) = carried(&message.payload) else {
         // (An erased message: nothing is left to carry.)
         return message.payload.clone();
     };
     let (id, happened) = identity(message, &task);
-    bundle(&task, referrer.as_str(), number, base, &happened, id).to_string()
+    bundle_with(
+        &task,
+        &context,
+        referrer.as_str(),
+        number,
+        base,
+        &happened,
+        id,
+    )
+    .to_string()
+}
+
+/// The payload of a notification carrying `task` and `context` (see the
+/// module's documentation): the Task alone when there is no context.
+pub fn with_context(task: &Value, context: &[Value]) -> String {
+    if context.is_empty() {
+        return task.to_string();
+    }
+    let entries: Vec<Value> = std::iter::once(task)
+        .chain(context)
+        .map(|resource| json!({ "resource": resource }))
+        .collect();
+    json!({ "resourceType": "Bundle", "type": "collection", "entry": entries }).to_string()
+}
+
+/// The Task a notification's payload carries and its context; `None` when
+/// the payload is not JSON (erased).
+pub fn carried(payload: &str) -> Option<(Value, Vec<Value>)> {
+    let value = serde_json::from_str::<Value>(payload).ok()?;
+    if value["resourceType"] == "Bundle" && value["type"] == "collection" {
+        let mut resources = value["entry"]
+            .as_array()?
+            .iter()
+            .map(|e| e["resource"].clone());
+        let task = resources.next()?;
+        return Some((task, resources.collect()));
+    }
+    Some((value, Vec::new()))
 }
 
 /// What makes every send of a Task-change message the same bytes: the UUID
@@ -75,10 +119,24 @@ pub fn bundle(
     now: &str,
     id: uuid::Uuid,
 ) -> Value {
+    bundle_with(task, &[], referrer_id, event_number, base, now, id)
+}
+
+/// [`bundle`], with the resources that come with the Task's change.
+pub fn bundle_with(
+    task: &Value,
+    context: &[Value],
+    referrer_id: &str,
+    event_number: i64,
+    base: Option<&str>,
+    now: &str,
+    id: uuid::Uuid,
+) -> Value {
     let event = Event {
         number: event_number,
         timestamp: now.to_owned(),
         task: Some(task.clone()),
+        context: context.to_vec(),
     };
     let status = Status {
         referrer_id,
@@ -97,6 +155,9 @@ pub struct Event {
     pub timestamp: String,
     /// The Task as changed; `None` once retention or erasure emptied it.
     pub task: Option<Value>,
+    /// What came with the change (an escalation's child Task,
+    /// Communication and Flag).
+    pub context: Vec<Value>,
 }
 
 impl Event {
@@ -104,7 +165,10 @@ impl Event {
     /// one.
     pub fn of(message: &OutboxMessage) -> Option<Event> {
         let number = message.event_number?;
-        let task = serde_json::from_str::<Value>(&message.payload).ok();
+        let (task, context) = match carried(&message.payload) {
+            Some((task, context)) => (Some(task), context),
+            None => (None, Vec::new()),
+        };
         let timestamp = task
             .as_ref()
             .and_then(|t| t.pointer("/meta/lastUpdated"))
@@ -115,6 +179,7 @@ impl Event {
             number,
             timestamp,
             task,
+            context,
         })
     }
 }
@@ -179,6 +244,9 @@ pub fn status_parameters(
         ];
         if let (true, Some(task_id)) = (content != Content::Empty, task_id(event)) {
             part.push(json!({ "name": "focus", "valueReference": { "reference": at(&format!("Task/{task_id}")) } }));
+            for (kind, id) in event.context.iter().filter_map(reference_of) {
+                part.push(json!({ "name": "additional-context", "valueReference": { "reference": at(&format!("{kind}/{id}")) } }));
+            }
         }
         parameters.push(json!({ "name": "notification-event", "part": part }));
     }
@@ -225,6 +293,20 @@ pub fn notification_bundle(
                 "request": { "method": "PUT", "url": format!("Task/{task_id}") },
                 "response": { "status": "200" }
             }));
+            for resource in &event.context {
+                let Some((kind, id)) = reference_of(resource) else {
+                    continue;
+                };
+                entries.push(json!({
+                    "fullUrl": match base {
+                        Some(base) => format!("{base}/{kind}/{id}"),
+                        None => format!("urn:uuid:{id}"),
+                    },
+                    "resource": resource,
+                    "request": { "method": "PUT", "url": format!("{kind}/{id}") },
+                    "response": { "status": "200" }
+                }));
+            }
         }
     }
     json!({
@@ -235,6 +317,14 @@ pub fn notification_bundle(
         "timestamp": now,
         "entry": entries
     })
+}
+
+/// A resource's type and id.
+fn reference_of(resource: &Value) -> Option<(&str, &str)> {
+    Some((
+        resource.get("resourceType")?.as_str()?,
+        resource.get("id")?.as_str()?,
+    ))
 }
 
 fn task_id(event: &Event) -> Option<&str> {

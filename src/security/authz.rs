@@ -56,7 +56,9 @@ pub fn visible(caller: &Caller) -> Visible<'_> {
     match &caller.role {
         Role::Referrer(id) => Visible::SentBy(id.as_str()),
         Role::Admin => Visible::All,
-        Role::Provider(_) | Role::Monitor | Role::Analyst => Visible::Nothing,
+        Role::Provider(_) | Role::ClinicalService(_) | Role::Monitor | Role::Analyst => {
+            Visible::Nothing
+        }
     }
 }
 

@@ -40,7 +40,14 @@ fn targets(config: &Config) -> Vec<(String, &Url, bool)> {
             r.allow_private_network,
         )
     });
-    providers.chain(referrers).collect()
+    let services = config.clinical_services.values().map(|c| {
+        (
+            format!("clinical_services.{}.callback_url", c.id),
+            &c.callback_url,
+            c.allow_private_network,
+        )
+    });
+    providers.chain(referrers).chain(services).collect()
 }
 
 /// The resolver for delivery: host names resolve only to public addresses,

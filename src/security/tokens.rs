@@ -36,6 +36,10 @@ pub enum Role {
     /// A community provider collecting its referrals: its own inbox and
     /// status endpoints only (`signpost tokens create --provider ID`).
     Provider(ProviderId),
+    /// A clinical service (`[clinical_services.<id>]`): reads and
+    /// acknowledges the escalations sent to it, nothing else
+    /// (`signpost tokens create --clinical-service ID`).
+    ClinicalService(crate::domain::ClinicalServiceId),
     /// An operator: the `/admin` API and every referral.
     Admin,
     /// A metrics scraper: `GET /metrics` only (so that Prometheus never
@@ -64,7 +68,11 @@ impl Caller {
     pub fn referrer(&self) -> Option<&str> {
         match &self.role {
             Role::Referrer(id) => Some(id.as_str()),
-            Role::Provider(_) | Role::Admin | Role::Monitor | Role::Analyst => None,
+            Role::Provider(_)
+            | Role::ClinicalService(_)
+            | Role::Admin
+            | Role::Monitor
+            | Role::Analyst => None,
         }
     }
 
@@ -85,6 +93,7 @@ impl Caller {
         match &self.role {
             Role::Referrer(id) => Actor::Referrer(id.clone()),
             Role::Provider(id) => Actor::Provider(id.clone()),
+            Role::ClinicalService(id) => Actor::ClinicalService(id.clone()),
             Role::Admin => Actor::Admin(self.credential.clone()),
             Role::Monitor => Actor::Monitor(self.credential.clone()),
             Role::Analyst => Actor::Analyst(self.credential.clone()),
@@ -103,12 +112,13 @@ pub fn issue(role: &Role) -> Issued {
     let id: String = random::<8>().iter().map(|b| format!("{b:02x}")).collect();
     let secret = URL_SAFE_NO_PAD.encode(random::<32>());
     let salt = random::<16>();
-    let (role_name, referrer_id, provider_id) = match role {
-        Role::Referrer(id) => ("referrer", Some(id.clone()), None),
-        Role::Provider(id) => ("provider", None, Some(id.clone())),
-        Role::Admin => ("admin", None, None),
-        Role::Monitor => ("monitor", None, None),
-        Role::Analyst => ("analyst", None, None),
+    let (role_name, referrer_id, provider_id, clinical_service_id) = match role {
+        Role::Referrer(id) => ("referrer", Some(id.clone()), None, None),
+        Role::Provider(id) => ("provider", None, Some(id.clone()), None),
+        Role::ClinicalService(id) => ("clinical-service", None, None, Some(id.clone())),
+        Role::Admin => ("admin", None, None, None),
+        Role::Monitor => ("monitor", None, None, None),
+        Role::Analyst => ("analyst", None, None, None),
     };
     Issued {
         token: format!("sp_{id}_{secret}"),
@@ -117,6 +127,7 @@ pub fn issue(role: &Role) -> Issued {
             role: role_name.into(),
             referrer_id,
             provider_id,
+            clinical_service_id,
             salt: STANDARD.encode(salt),
             hash: STANDARD.encode(digest(&salt, secret.as_bytes()).finalize().into_bytes()),
             created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -179,6 +190,10 @@ pub async fn authenticate(store: &dyn TokenStore, token: &str) -> Result<Caller,
             certificate: None,
             credential: format!("token:{}", row.id),
             role: match (row.referrer_id, row.provider_id) {
+                _ if row.role == "clinical-service" => match row.clinical_service_id {
+                    Some(id) => Role::ClinicalService(id),
+                    None => return Err(AuthError::Invalid),
+                },
                 // (Tokens are issued only to configured referrers and
                 // providers.)
                 (Some(referrer), _) if row.role == "referrer" => Role::Referrer(referrer),

@@ -15,12 +15,13 @@
 //! `group.rs`; the SQL one file per area (`intake.rs`, `tasks.rs`,
 //! `outbox.rs`, `inbox.rs`, `deliveries.rs`, `events.rs`, `audit.rs`,
 //! `tokens.rs`, `retention.rs`, `bars.rs`, `portal.rs`, `instances.rs`,
-//! `reports.rs`).
+//! `reports.rs`, `escalations.rs`).
 
 mod audit;
 mod backend;
 mod bars;
 mod deliveries;
+mod escalations;
 mod events;
 mod file_modes;
 mod group;
@@ -44,14 +45,15 @@ use async_trait::async_trait;
 use crate::config::DatabaseSettings;
 pub use crate::domain::model::{
     Attempt, AttemptRecord, AuditFilter, AuditRecord, BarsExchange, CallbackApplied,
-    DisabledEndpoint, InboundCallback, MessageUpdate, NewIntake, NewMessage, Notification,
-    OutboxMessage, Recorded, Referral, Task, TaskUpdate, Token, Tombstone,
+    DisabledEndpoint, Escalation, InboundCallback, MessageUpdate, NewIntake, NewMessage,
+    Notification, OutboxMessage, Recorded, Referral, Task, TaskUpdate, Token, Tombstone,
 };
 use crate::domain::{Endpoint, MessageId, NhsNumber, ProviderId, ReferralId, ReferrerId, TaskId};
 
 pub use self::{
     backend::{Backend, SqlStore},
     bars::BarsMessages,
+    escalations::EscalationStore,
     instances::Instance,
     portal::{PortalSession, PortalStore, PortalUser, TaskEvent},
     postgres::PostgresStore,
@@ -107,12 +109,14 @@ pub trait TaskEvents: Send + Sync + 'static {
     /// Apply a Task change (a referrer's cancellation, a Signpost event).
     async fn update_task(&self, update: TaskUpdate) -> Result<(), StoreError>;
 
-    /// Record a provider callback and apply its Task change, atomically; a
-    /// webhook-id seen before changes nothing.
+    /// Record a provider callback and apply its Task change, and the
+    /// escalation it asks for (with its change to the Task as `update`
+    /// left it), atomically; a webhook-id seen before changes nothing.
     async fn apply_callback(
         &self,
         inbound: InboundCallback,
         update: Option<TaskUpdate>,
+        escalation: Option<(Escalation, TaskUpdate)>,
     ) -> Result<CallbackApplied, StoreError>;
 
     /// A callback received before, by provider and webhook-id.
@@ -413,6 +417,7 @@ pub trait Store:
     + Instances
     + PortalStore
     + ReportFacts
+    + EscalationStore
 {
 }
 
@@ -430,6 +435,7 @@ impl<T> Store for T where
         + Instances
         + PortalStore
         + ReportFacts
+        + EscalationStore
 {
 }
 

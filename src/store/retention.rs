@@ -63,6 +63,12 @@ const ERASE_MESSAGES: &str =
     "UPDATE outbox SET payload = '', last_error = NULL WHERE referral_id = $1";
 const ERASE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NULL, error = NULL \
     WHERE message_id IN (SELECT id FROM outbox WHERE referral_id = $1)";
+/// An erased referral's escalations keep their ids, reason, urgency and
+/// times (what reports and the audit trail name), not their resources,
+/// which carry the patient's identifier and the provider's words; closed,
+/// so that they are never sent again.
+const ERASE_ESCALATIONS: &str = "UPDATE escalations SET task = '', communication = '', \
+    flag = NULL, service_request = NULL, state = 'cancelled' WHERE referral_id = $1";
 const ERASE_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '', outcome = 'erased' WHERE referral_id = $1";
 /// The wellbeing scores kept for reports: health data, about a person
@@ -211,6 +217,7 @@ macro_rules! impl_retention {
                         ERASE_EXCERPTS,
                         ERASE_CALLBACKS,
                         ERASE_OUTCOMES,
+                        ERASE_ESCALATIONS,
                     ] {
                         sqlx::query(statement)
                             .bind(&t.referral_id)

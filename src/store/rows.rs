@@ -207,6 +207,7 @@ pub(super) struct TokenRow {
     created_at: String,
     revoked_at: Option<String>,
     provider_id: Option<ProviderId>,
+    clinical_service_id: Option<crate::domain::ClinicalServiceId>,
 }
 
 impl From<TokenRow> for Token {
@@ -216,6 +217,7 @@ impl From<TokenRow> for Token {
             role: r.role,
             referrer_id: r.referrer_id,
             provider_id: r.provider_id,
+            clinical_service_id: r.clinical_service_id,
             salt: r.salt,
             hash: r.hash,
             created_at: r.created_at,

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 
 use super::{
-    CallbackApplied, InboundCallback, SqlStore, StoreError, Task, TaskEvents, TaskUpdate,
+    CallbackApplied, Escalation, InboundCallback, SqlStore, StoreError, Task, TaskEvents,
+    TaskUpdate,
     rows::{InboundRow, TaskRow},
 };
 use crate::domain::{ProviderId, ReferralId, ReferrerId, TaskId};
@@ -91,6 +92,7 @@ macro_rules! impl_task_events {
                 &self,
                 inbound: InboundCallback,
                 update: Option<TaskUpdate>,
+                escalation: Option<(Escalation, TaskUpdate)>,
             ) -> Result<CallbackApplied, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 // A callback about an erased referral keeps no body (it may
@@ -121,9 +123,20 @@ macro_rules! impl_task_events {
                     tx.commit().await?;
                     return Ok(CallbackApplied::Duplicate(first.into()));
                 }
-                let adds = update.as_ref().is_some_and(TaskUpdate::adds_messages);
+                let adds = update.as_ref().is_some_and(TaskUpdate::adds_messages)
+                    || escalation.as_ref().is_some_and(|(_, u)| u.adds_messages());
                 if let Some(update) = update {
                     Self::apply_update(&mut tx, update).await?;
+                }
+                // The escalation the callback also asks for, on the Task as
+                // the change left it. An open one with its reason appeared
+                // since the callback was read: a conflict (the caller
+                // reads again and refuses it).
+                if let Some((escalation, parent)) = escalation {
+                    if !Self::insert_escalation(&mut tx, &escalation).await? {
+                        return Err(StoreError::Conflict);
+                    }
+                    Self::apply_update(&mut tx, parent).await?;
                 }
                 tx.commit().await?;
                 if adds {
@@ -223,17 +236,26 @@ macro_rules! impl_task_events {
                         return Err(StoreError::Conflict);
                     }
                 }
-                let mut messages = update.messages;
+                Self::insert_messages(tx, &update.messages.iter().collect::<Vec<_>>()).await?;
                 if let Some(notification) = update.notification {
-                    let (number,): (i64,) = sqlx::query_as(NEXT_EVENT_NUMBER)
-                        .bind(&notification.referrer_id)
-                        .fetch_one(&mut **tx)
-                        .await?;
-                    let mut message = notification.message;
-                    message.event_number = Some(number);
-                    messages.push(message);
+                    Self::insert_notification(tx, notification).await?;
                 }
-                Self::insert_messages(tx, &messages.iter().collect::<Vec<_>>()).await
+                Ok(())
+            }
+
+            /// Queue a notification to a referrer inside `tx`, numbered
+            /// with the referrer's next event number (allocated in `tx`).
+            pub(super) async fn insert_notification(
+                tx: &mut Transaction<'static, $db>,
+                notification: crate::domain::model::Notification,
+            ) -> Result<(), StoreError> {
+                let (number,): (i64,) = sqlx::query_as(NEXT_EVENT_NUMBER)
+                    .bind(&notification.referrer_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let mut message = notification.message;
+                message.event_number = Some(number);
+                Self::insert_messages(tx, &[&message]).await
             }
         }
     };

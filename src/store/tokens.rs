@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use super::{SqlStore, StoreError, Token, TokenStore, rows::TokenRow};
 
 const INSERT_TOKEN: &str = "INSERT INTO api_tokens \
-    (id, role, referrer_id, provider_id, salt, hash, created_at, revoked_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)";
+    (id, role, referrer_id, provider_id, salt, hash, created_at, revoked_at, clinical_service_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)";
 const SELECT_TOKEN: &str = "SELECT * FROM api_tokens WHERE id = $1";
 const SELECT_TOKENS: &str = "SELECT * FROM api_tokens ORDER BY created_at, id";
 const REVOKE_TOKEN: &str =
@@ -27,6 +27,7 @@ macro_rules! impl_token_store {
                     .bind(&t.salt)
                     .bind(&t.hash)
                     .bind(&t.created_at)
+                    .bind(&t.clinical_service_id)
                     .execute(&self.writer)
                     .await?;
                 Ok(())

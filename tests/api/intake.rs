@@ -276,6 +276,8 @@ async fn the_capability_statement_lists_exactly_what_is_supported(backend: Backe
         [
             "ServiceRequest",
             "Task",
+            "Communication",
+            "Flag",
             "MessageDefinition",
             "Subscription"
         ]
@@ -286,8 +288,9 @@ async fn the_capability_statement_lists_exactly_what_is_supported(backend: Backe
         .iter()
         .map(|i| i["code"].as_str().unwrap())
         .collect();
-    assert_eq!(task_interactions, ["read", "search-type"]);
-    let operations: Vec<&str> = resources[3]["operation"]
+    // (patch: an escalation's child Task, by its referrer.)
+    assert_eq!(task_interactions, ["read", "patch", "search-type"]);
+    let operations: Vec<&str> = resources[5]["operation"]
         .as_array()
         .unwrap()
         .iter()

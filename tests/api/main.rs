@@ -17,6 +17,7 @@ mod delivery;
 mod durability;
 mod erasure;
 mod errors;
+mod escalation;
 mod examples;
 mod idempotency;
 mod inbox;

@@ -3,7 +3,8 @@
 //! uses it: enrolment, sign-in (wrong password, wrong code, throttling),
 //! accepting, declining and completing referrals with the referrer's
 //! receiver getting each signed notification, session expiry, a forged
-//! form refused, another provider's referral refused. axe-core checks every
+//! form refused, another provider's referral refused, an escalation to a
+//! clinician raised and its answer seen. axe-core checks every
 //! page for WCAG 2.2 AA; each page also fits a phone's width. On SQLite
 //! (the HTTP-level checks in `portal.rs` run on both backends).
 
@@ -255,5 +256,90 @@ async fn repeated_failed_sign_ins_are_throttled() {
     .await;
     assert!(browser.text().await.contains("Too many failed attempts"));
     assert!(browser.current_url().await.ends_with("/portal/sign-in"));
+    check_page(&browser).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_escalates_a_referral_to_a_clinician_and_sees_the_answer() {
+    let Some(browser) = Browser::start("escalates-referral").await else {
+        return;
+    };
+    let fleet = Fleet::start_stepped(Backend::Sqlite, |_| {}).await;
+    let app = &fleet.app;
+    let id = fleet.refer("grow-together.bundle.json").await;
+    app.deliver_due().await;
+    let secret = enrol(&fleet, &browser, "kim@grow.example").await;
+    app.advance(Duration::from_secs(30));
+    sign_in(
+        &browser,
+        &fleet,
+        "kim@grow.example",
+        PASSWORD,
+        &code_now(app, &secret),
+    )
+    .await;
+    browser
+        .goto(&app.url(&format!("/portal/referrals/{id}")))
+        .await;
+    browser.press("Accept").await;
+    check_page(&browser).await;
+
+    // Escalate: the page says so, and the referral is on hold.
+    browser.choose("Mental-health risk").await;
+    browser.choose("Urgent").await;
+    browser
+        .fill(
+            "What did you observe?",
+            "Talked about not wanting to be here any more.",
+        )
+        .await;
+    browser.press("Escalate to a clinician").await;
+    let page = browser.text().await;
+    assert!(page.contains("Escalations to a clinician"), "{page}");
+    assert!(page.contains("waiting for an answer"), "{page}");
+    assert!(page.contains("On hold"), "{page}");
+    check_page(&browser).await;
+
+    // The referrer receives it, signed, and declines it with a reason.
+    app.deliver_due().await;
+    let sent = fleet.referrer.delivered();
+    let last = &sent.last().unwrap().body;
+    assert!(sent.last().unwrap().signature_valid);
+    let child = last["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "Task" && r.get("partOf").is_some())
+        .expect("the child Task")
+        .clone();
+    assert_eq!(child["priority"], "urgent");
+    let response = app
+        .client
+        .patch(app.url(&format!("/fhir/Task/{}", child["id"].as_str().unwrap())))
+        .header("content-type", "application/json-patch+json")
+        .body(
+            serde_json::json!([
+                {"op": "replace", "path": "/status", "value": "rejected"},
+                {"op": "add", "path": "/statusReason", "value": {"text": "Crisis team contacted by the practice"}}
+            ])
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The volunteer sees the answer, and the referral in progress again.
+    browser
+        .goto(&app.url(&format!("/portal/referrals/{id}")))
+        .await;
+    let page = browser.text().await;
+    assert!(page.contains("declined by the clinicians"), "{page}");
+    assert!(
+        page.contains("Crisis team contacted by the practice"),
+        "{page}"
+    );
+    assert!(page.contains("In progress"), "{page}");
     check_page(&browser).await;
 }

@@ -27,6 +27,7 @@ pub fn with_hilltop(config: &mut Config) {
             ods_codes: vec!["B82002".into()],
             callback_url: "http://127.0.0.1:9/notifications".parse().unwrap(),
             notify: Default::default(),
+            escalate_to: None,
             client_certificate_names: vec![],
             secret: SecretSource::Inline(Secret::generate()),
             previous_secret: None,

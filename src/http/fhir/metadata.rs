@@ -54,13 +54,33 @@ pub(super) async fn capability_statement(
                 },
                 {
                     "type": "Task",
+                    "documentation": "A referral's Task, and an escalation's child Task (partOf the referral's Task: a provider's request back to a clinician, see the README's Escalation). The referrer, or the clinical service it sends escalations to (with its own token), acknowledges a child Task with PATCH (application/json-patch+json): status accepted, rejected (with statusReason) or completed (with an output whose valueCodeableConcept is https://signpost.example/CodeSystem/escalation-decision resume or close).",
                     "interaction": [
                         { "code": "read" },
+                        { "code": "patch", "documentation": "an escalation's child Task only, by its referrer" },
                         { "code": "search-type" }
                     ],
                     "searchParam": [
                         { "name": "focus", "type": "reference", "documentation": "ServiceRequest/{id}" },
-                        { "name": "_lastUpdated", "type": "date", "documentation": "gt or ge an instant: the Tasks changed since" }
+                        { "name": "_lastUpdated", "type": "date", "documentation": "gt or ge an instant: the Tasks changed since" },
+                        { "name": "part-of", "type": "reference", "documentation": "Task/{id}: the escalations of a referral's Task (alone)" }
+                    ]
+                },
+                {
+                    "type": "Communication",
+                    "documentation": "What a provider observed when it escalated a referral (about and basedOn the ServiceRequest); the referrer's own only.",
+                    "interaction": [{ "code": "search-type" }],
+                    "searchParam": [
+                        { "name": "based-on", "type": "reference", "documentation": "ServiceRequest/{id}" },
+                        { "name": "about", "type": "reference", "documentation": "ServiceRequest/{id}" }
+                    ]
+                },
+                {
+                    "type": "Flag",
+                    "documentation": "A safeguarding concern raised with an escalation (BaRS flag category SG, BaRS safeguarding codes); the referrer's own only.",
+                    "interaction": [{ "code": "search-type" }],
+                    "searchParam": [
+                        { "name": "subject:identifier", "type": "token", "documentation": "the patient's NHS number: system|value or value (also patient:identifier)" }
                     ]
                 },
                 {

@@ -4,6 +4,7 @@
 //! their handlers share (base URL, stored-resource answers, searchsets,
 //! resource ids from the path).
 
+mod escalation;
 mod message_definition;
 mod metadata;
 mod process_message;
@@ -62,7 +63,9 @@ pub fn router() -> Router<AppState> {
             get(subscription::events_get).post(subscription::events_post),
         )
         .route("/Task", get(task::search))
-        .route("/Task/{id}", get(task::read))
+        .route("/Task/{id}", get(task::read).patch(escalation::acknowledge))
+        .route("/Communication", get(escalation::search_communications))
+        .route("/Flag", get(escalation::search_flags))
         .route("/metadata", get(metadata::capability_statement))
         .route("/$process-message", post(process_message::process_message))
         .route("/MessageDefinition", get(message_definition::search))

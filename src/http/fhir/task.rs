@@ -1,6 +1,7 @@
 //! `Task`: read, and search by `focus` (the referral's ServiceRequest)
 //! and/or `_lastUpdated` (for referrers that poll instead of, or as well
-//! as, receiving notifications).
+//! as, receiving notifications), or by `part-of` (an escalation's child
+//! Tasks: `escalation.rs`).
 
 use std::collections::HashMap;
 
@@ -29,11 +30,16 @@ pub(super) async fn read(
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let not_found = || FhirError::NotFound("no Task has this id".into());
-    let task = app
-        .referrals
-        .task(&path_id::<TaskId>("Task", &id)?)
-        .await?
-        .ok_or_else(not_found)?;
+    let id = path_id::<TaskId>("Task", &id)?;
+    let Some(task) = app.referrals.task(&id).await? else {
+        // An escalation's child Task (`escalation.rs`), if the caller's.
+        let child = super::escalation::child_task(&app, &caller, &id)
+            .await?
+            .ok_or_else(not_found)?;
+        let referral_id = child.referral_id.clone();
+        let response = resource_response(StatusCode::OK, child.version_id, child.task);
+        return Ok(about_referral(response, &referral_id));
+    };
     // A Task is visible to whoever may see its referral.
     visible_referral(&app, &caller, &task.referral_id)
         .await
@@ -52,12 +58,18 @@ pub(super) async fn search(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
     let bad = |text: &str| FhirError::BadRequest(vec![Issue::error(IssueCode::NotSupported, text)]);
+    if let Some(part_of) = params.get("part-of") {
+        if params.len() > 1 {
+            return Err(bad("search escalations by part-of=Task/{id} alone"));
+        }
+        return super::escalation::search_part_of(&app, &caller, &headers, part_of).await;
+    }
     if params
         .keys()
         .any(|k| !["focus", "_lastUpdated"].contains(&k.as_str()))
     {
         return Err(bad(
-            "a search parameter is not supported; use focus and/or _lastUpdated",
+            "a search parameter is not supported; use focus and/or _lastUpdated, or part-of",
         ));
     }
     let focus = params.get("focus").filter(|v| !v.is_empty());

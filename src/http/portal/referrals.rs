@@ -266,6 +266,20 @@ fn referral_markup(page: &ReferralPage, signed_in: &SignedIn, provider: &str) ->
                     }
                 }
             }
+            @if !page.escalations.is_empty() {
+                h2 { "Escalations to a clinician" }
+                ul class="nhsuk-list nhsuk-list--bullet" {
+                    @for e in &page.escalations {
+                        li class="nhsuk-u-text-break-word" {
+                            strong { (e.reason) }
+                            " (" (e.urgency) "), raised " (when(e.raised)) ": "
+                            (escalation_label(e.status))
+                            @if e.status == TaskStatus::Requested { ", answer due by " (when(e.deadline)) }
+                            @if let Some(answer) = &e.answer { ". " (answer) }
+                        }
+                    }
+                }
+            }
             @if !allowed.is_empty() {
                 h2 { "Update this referral" }
                 @for kind in &allowed {
@@ -274,6 +288,17 @@ fn referral_markup(page: &ReferralPage, signed_in: &SignedIn, provider: &str) ->
                         (action_fields(*kind))
                         (layout::button(kind.button(), !matches!(kind, ActionKind::Accept)))
                     }
+                }
+            }
+            @if !page.status.is_terminal() {
+                h2 { "Escalate to a clinician" }
+                p { "When this person's needs go beyond what your organisation can safely handle, ask the referrer's clinicians to take a look. The referral is put on hold until they answer." }
+                form method="post" action=(format!("{base}/escalate")) novalidate class="nhsuk-u-margin-bottom-5" {
+                    (layout::csrf_field(csrf))
+                    (layout::radios("reason", "What is the concern?", &escalation_reasons()))
+                    (layout::radios("urgency", "How urgent is it?", &[("routine", "Routine"), ("urgent", "Urgent")]))
+                    (layout::textarea("observed", "What did you observe?", Some("The referrer's clinicians will see this.")))
+                    (layout::button("Escalate to a clinician", true))
                 }
             }
             h2 { "History" }
@@ -290,6 +315,25 @@ fn referral_markup(page: &ReferralPage, signed_in: &SignedIn, provider: &str) ->
             }
         },
     )
+}
+
+/// The escalation reasons, as the form offers them.
+fn escalation_reasons() -> Vec<(&'static str, &'static str)> {
+    crate::referrals::escalation::REASONS
+        .iter()
+        .map(|r| (r.code, r.display))
+        .collect()
+}
+
+/// Where an escalation stands, as its provider reads it.
+fn escalation_label(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Requested => "waiting for an answer",
+        TaskStatus::Accepted => "seen by the clinicians, who are taking it on",
+        TaskStatus::Rejected => "declined by the clinicians",
+        TaskStatus::Completed => "answered",
+        _ => "closed",
+    }
 }
 
 /// Who made a change, as the history names them.
@@ -449,6 +493,11 @@ struct ActionForm {
     outcome: Option<String>,
     #[serde(default)]
     note: String,
+    // "Escalate to a clinician".
+    reason: Option<String>,
+    urgency: Option<String>,
+    #[serde(default)]
+    observed: String,
     /// The end scores on "Complete" (`ons4_…`, `swemwbs_…`).
     #[serde(flatten)]
     scores: std::collections::BTreeMap<String, String>,
@@ -506,10 +555,16 @@ async fn act(
     if !csrf_matches(&form.csrf, &signed_in.session.csrf_token) {
         return csrf_refused();
     }
-    let Some(kind) = ActionKind::from_slug(&action) else {
+    let Ok(referral_id) = id.parse::<ReferralId>() else {
         return not_found();
     };
-    let Ok(referral_id) = id.parse::<ReferralId>() else {
+    if action == "escalate" {
+        return about_referral(
+            escalate(&app, &signed_in, &referral_id, &form).await,
+            &referral_id,
+        );
+    }
+    let Some(kind) = ActionKind::from_slug(&action) else {
         return not_found();
     };
     if kind == ActionKind::Complete
@@ -547,4 +602,40 @@ async fn act(
         Err(ActionError::Store(e)) => unavailable(e),
     };
     about_referral(answer, &referral_id)
+}
+
+/// "Escalate to a clinician": the escalation, then back to the referral.
+async fn escalate(
+    app: &AppState,
+    signed_in: &SignedIn,
+    referral_id: &ReferralId,
+    form: &ActionForm,
+) -> Response {
+    use crate::referrals::escalation::EscalationError;
+    let observed: String = form.observed.trim().chars().take(10_000).collect();
+    match app
+        .portal
+        .escalate(
+            signed_in,
+            referral_id,
+            form.reason.as_deref().unwrap_or_default(),
+            form.urgency.as_deref().unwrap_or_default(),
+            &observed,
+        )
+        .await
+    {
+        Ok(()) => Redirect::to(&format!("/portal/referrals/{referral_id}")).into_response(),
+        Err(EscalationError::NotFound(_)) => not_found(),
+        Err(EscalationError::Invalid { .. }) => error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Something is missing",
+            "Choose the concern and how urgent it is, write what you observed, and try again.",
+        ),
+        Err(EscalationError::Conflict(_)) => error_page(
+            StatusCode::CONFLICT,
+            "This referral cannot be escalated now",
+            "It may have finished, or already have an open escalation for this concern. Go back and reload the page.",
+        ),
+        Err(EscalationError::Store(e)) => unavailable(e),
+    }
 }
