@@ -55,17 +55,39 @@ impl FromRequestParts<AppState> for FhirCaller {
     type Rejection = FhirError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
-        // (A clinical service's token reads and answers its escalations
-        // only: every other FHIR read finds nothing, as for a stranger.)
+        let allowed = |role: &Role| matches!(role, Role::Referrer(_) | Role::Admin);
+        authorised(parts, app, allowed, "a referrer's or an admin's token")
+            .await
+            .map(FhirCaller)
+    }
+}
+
+/// A caller of the FHIR routes that serve escalations (Task reads and
+/// searches, Communication, Flag, acknowledging a child Task): a referrer,
+/// an admin, or a clinical service, whose token reaches its own
+/// escalations only (every other read there finds nothing, as for a
+/// stranger). Kept apart from [`FhirCaller`] so that no other route
+/// admits a clinical service.
+pub struct EscalationCaller(pub Caller);
+
+impl FromRequestParts<AppState> for EscalationCaller {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, FhirError> {
         let allowed = |role: &Role| {
             matches!(
                 role,
                 Role::Referrer(_) | Role::Admin | Role::ClinicalService(_)
             )
         };
-        authorised(parts, app, allowed, "a referrer's or an admin's token")
-            .await
-            .map(FhirCaller)
+        authorised(
+            parts,
+            app,
+            allowed,
+            "a referrer's, an admin's or a clinical service's token",
+        )
+        .await
+        .map(EscalationCaller)
     }
 }
 

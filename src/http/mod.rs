@@ -34,7 +34,7 @@ use axum::{Router, extract::FromRef, response::IntoResponse};
 
 pub use self::{
     error::FhirError,
-    extract::{Admin, FhirCaller, InboxProvider, Monitor, ProviderCallback},
+    extract::{Admin, EscalationCaller, FhirCaller, InboxProvider, Monitor, ProviderCallback},
     middleware::request_id::{X_CORRELATION_ID, X_REQUEST_ID},
     portal::NHSUK_FRONTEND_VERSION,
     request::FhirJson,

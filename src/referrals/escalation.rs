@@ -653,7 +653,9 @@ impl Referrals {
                     .store
                     .escalation_by_request(provider_id, rid)
                     .await?
-                    .filter(|e| e.referral_id.as_str() == request.referral),
+                    .filter(|e| e.referral_id.as_str() == request.referral)
+                    // (After an erasure there is nothing to answer with.)
+                    .filter(|e| !is_erased(e)),
                 None => None,
             })
         };
@@ -964,7 +966,8 @@ impl Referrals {
         Ok(found)
     }
 
-    /// A referrer's escalations, at most `limit`.
+    /// A referrer's escalations that raised a Flag, newest first, at most
+    /// `limit`.
     pub async fn escalations_of_referrer(
         &self,
         referrer_id: &ReferrerId,
@@ -1194,6 +1197,46 @@ impl Referrals {
         };
         let now = at.to_string();
         let mut task: Value = serde_json::from_str(&e.task).unwrap_or(Value::Null);
+        let parent_task = self
+            .store
+            .tasks_for_referral(&referral.id)
+            .await?
+            .into_iter()
+            .next();
+        if parent_task.as_ref().is_some_and(|t| t.status.is_terminal()) {
+            // The referral ended (cancelled, completed, …) before anyone
+            // answered: the escalation is closed, not sent again (else it
+            // would be, at every deadline, for ever).
+            if task.is_object() {
+                task["status"] = json!("cancelled");
+                task["businessStatus"] =
+                    json!({ "text": "closed unanswered: the referral has ended" });
+                bump(&mut task, &now);
+            }
+            let closed = Escalation {
+                version_id: e.version_id + 1,
+                state: TaskStatus::Cancelled,
+                last_updated: at,
+                task: task.to_string(),
+                ..e.clone()
+            };
+            let audit = AuditRecord {
+                seq: 0,
+                at,
+                actor: Actor::ESCALATION,
+                credential: None,
+                client: None,
+                request_id: None,
+                action: "close escalation".into(),
+                resource: Some(format!("/fhir/Task/{}", e.id)),
+                referral_id: Some(referral.id.clone()),
+                outcome: "closed unanswered: the referral has ended".into(),
+            };
+            self.store
+                .update_escalation(closed, e.version_id, None, None, Vec::new(), vec![audit])
+                .await?;
+            return Ok(false);
+        }
         let sends = e.sends + 1;
         task["businessStatus"] = json!({ "text": format!("not acknowledged by its deadline; sent again ({sends} sends)") });
         bump(&mut task, &now);
@@ -1210,22 +1253,13 @@ impl Referrals {
             task: task.to_string(),
             ..e.clone()
         };
-        // The referral's Task as it stands, with the escalation as now.
-        let parent = match self
-            .store
-            .tasks_for_referral(&referral.id)
-            .await?
-            .into_iter()
-            .next()
-        {
+        // The referral's Task as it stands, with the escalation as now. (A
+        // BaRS referrer's copy becomes a BaRS response about the Task, as
+        // the first one did.)
+        let parent = match parent_task {
             Some(t) => serde_json::from_str::<Value>(&t.resource).unwrap_or(Value::Null),
             None => Value::Null,
         };
-        let told_by_bars = self
-            .config
-            .referrers
-            .get(&referral.referrer_id)
-            .is_some_and(|r| r.notify == Notify::Bars);
         // Sent again to its target: a clinical service, or the referrer.
         let to_service = if referral.is_erased() {
             None
@@ -1234,18 +1268,16 @@ impl Referrals {
         };
         let to_referrer = matches!(next.target, Endpoint::Referrer(_));
         let notification =
-            (to_referrer && !referral.is_erased() && !told_by_bars && parent.is_object()).then(
-                || Notification {
-                    referrer_id: referral.referrer_id.clone(),
-                    message: new_message(
-                        &referral.id,
-                        Endpoint::Referrer(referral.referrer_id.clone()),
-                        MessageKind::Notification,
-                        notification::with_context(&parent, &resources(&next)),
-                        at,
-                    ),
-                },
-            );
+            (to_referrer && !referral.is_erased() && parent.is_object()).then(|| Notification {
+                referrer_id: referral.referrer_id.clone(),
+                message: new_message(
+                    &referral.id,
+                    Endpoint::Referrer(referral.referrer_id.clone()),
+                    MessageKind::Notification,
+                    self.payload_for(&referral, &parent, &resources(&next)),
+                    at,
+                ),
+            });
         let audit = AuditRecord {
             seq: 0,
             at,

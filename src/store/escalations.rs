@@ -28,8 +28,9 @@ const SELECT_BY_REQUEST: &str =
     "SELECT * FROM escalations WHERE provider_id = $1 AND request_id = $2";
 const SELECT_FOR_REFERRAL: &str =
     "SELECT * FROM escalations WHERE referral_id = $1 ORDER BY created_at, id";
-const SELECT_OF_REFERRER: &str =
-    "SELECT * FROM escalations WHERE referrer_id = $1 ORDER BY created_at, id LIMIT $2";
+/// (Erased escalations have no Flag left, so they take no place.)
+const SELECT_OF_REFERRER: &str = "SELECT * FROM escalations WHERE referrer_id = $1 \
+    AND flag IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT $2";
 const SELECT_DUE: &str = "SELECT * FROM escalations WHERE state = 'requested' AND deadline <= $1 \
     ORDER BY deadline, id LIMIT $2";
 
@@ -62,7 +63,8 @@ pub trait EscalationStore: Send + Sync + 'static {
         referral_id: &ReferralId,
     ) -> Result<Vec<Escalation>, StoreError>;
 
-    /// A referrer's escalations, oldest first, at most `limit`.
+    /// A referrer's escalations that raised a Flag, newest first, at most
+    /// `limit`.
     async fn escalations_of_referrer(
         &self,
         referrer_id: &ReferrerId,

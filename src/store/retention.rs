@@ -67,8 +67,11 @@ const ERASE_EXCERPTS: &str = "UPDATE delivery_attempts SET response_excerpt = NU
 /// times (what reports and the audit trail name), not their resources,
 /// which carry the patient's identifier and the provider's words; closed,
 /// so that they are never sent again.
+/// (The version moves on, so that an acknowledgement or re-send that
+/// read an escalation before the erasure cannot write it back after.)
 const ERASE_ESCALATIONS: &str = "UPDATE escalations SET task = '', communication = '', \
-    flag = NULL, service_request = NULL, state = 'cancelled' WHERE referral_id = $1";
+    flag = NULL, service_request = NULL, state = 'cancelled', version_id = version_id + 1 \
+    WHERE referral_id = $1";
 const ERASE_CALLBACKS: &str =
     "UPDATE inbound_events SET body = '', outcome = 'erased' WHERE referral_id = $1";
 /// The wellbeing scores kept for reports: health data, about a person

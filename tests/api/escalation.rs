@@ -529,6 +529,55 @@ async fn a_missed_deadline_sends_the_escalation_again_counted_and_audited(backen
     assert_eq!(escalation_notifications(&fleet, &parent_id).len(), 2);
 }
 
+/// An escalation nobody answered before its referral ended is closed at
+/// its deadline, not sent again at every deadline for ever.
+async fn an_unanswered_escalation_of_an_ended_referral_is_closed_not_resent(backend: Backend) {
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
+    let id = accepted_referral(&fleet).await;
+    let parent_id = fleet.task(&id).await["id"].as_str().unwrap().to_owned();
+    let present = fleet.app.now();
+    fleet
+        .app
+        .set_now(present.before(Duration::from_secs(4 * 24 * 3600 + 3600)));
+    let response = escalate(
+        &fleet,
+        "activelives",
+        &raise(&id, "physical-deterioration", "urgent"),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let child_id = json(response).await["id"].as_str().unwrap().to_owned();
+    // The practice withdraws the referral (its ServiceRequest revoked).
+    let revoke = json!([{"op": "replace", "path": "/status", "value": "revoked"}]);
+    let response = fleet
+        .app
+        .client
+        .patch(fleet.app.url(&format!("/fhir/ServiceRequest/{id}")))
+        .header("content-type", "application/json-patch+json")
+        .body(revoke.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(fleet.task(&id).await["status"], "cancelled");
+
+    fleet.app.set_now(present);
+    fleet.app.deliver_due().await;
+    fleet.app.deliver_due().await;
+    // Sent once (when raised), never again; closed and counted as no re-send.
+    let sent = escalation_notifications(&fleet, &parent_id);
+    assert_eq!(sent.len(), 1, "sent again after the referral ended");
+    let child = json(fleet.app.get(&format!("/fhir/Task/{child_id}")).await).await;
+    assert_eq!(child["status"], "cancelled", "{child}");
+    let metrics = fleet.app.get_text("/metrics").await;
+    assert!(
+        !metrics.contains("signpost_escalations_resent_total{urgency=\"urgent\"} 1"),
+        "{metrics}"
+    );
+    let audit = json(fleet.app.get(&format!("/admin/audit?referral={id}")).await).await;
+    assert!(audit.to_string().contains("close escalation"), "{audit}");
+}
+
 /// How many child Tasks (escalations) the referral's Task has.
 async fn children(fleet: &Fleet, parent_id: &str) -> u64 {
     let found = json(
@@ -949,13 +998,48 @@ async fn a_referrers_clinical_service_receives_the_escalation_signed_and_answers
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
-    for other in [
-        format!("/fhir/ServiceRequest/{id}"),
-        format!("/fhir/Task/{parent_id}"),
-    ] {
-        let response = ot.get(fleet.app.url(&other)).send().await.unwrap();
-        assert_eq!(response.status(), 404, "{other}");
-    }
+    // The referral's own Task is not its to read (as if it did not
+    // exist); the ServiceRequest route refuses its token outright.
+    let parent = ot
+        .get(fleet.app.url(&format!("/fhir/Task/{parent_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(parent.status(), 404, "the referral's Task");
+    let request = ot
+        .get(fleet.app.url(&format!("/fhir/ServiceRequest/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request.status(), 403, "the ServiceRequest");
+    // Routes that serve no escalation refuse its token outright: no
+    // referrer's notifications, no translation.
+    let events = ot
+        .get(
+            fleet
+                .app
+                .url("/fhir/Subscription/riverside-surgery/$events?content=full-resource"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 403, "a referrer's notifications");
+    let translate = ot
+        .post(fleet.app.url("/fhir/ServiceRequest/$translate"))
+        .header("content-type", "application/fhir+json")
+        .body(
+            fleet
+                .app
+                .get(&format!("/fhir/ServiceRequest/{id}"))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(translate.status(), 403, "$translate");
     let complete = json!([
         {"op": "replace", "path": "/status", "value": "completed"},
         {"op": "add", "path": "/output", "value": [{"type": {"text": "decision"},
@@ -1030,6 +1114,7 @@ on_both_backends!(
     a_safeguarding_escalation_reaches_the_referrer_signed_with_its_task_communication_and_flag,
     acknowledgement_resumes_or_closes_the_referral_and_someone_elses_is_not_found,
     a_missed_deadline_sends_the_escalation_again_counted_and_audited,
+    an_unanswered_escalation_of_an_ended_referral_is_closed_not_resent,
     every_refusal_changes_nothing,
     an_erased_patients_escalations_keep_nothing_of_them,
     a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_change,

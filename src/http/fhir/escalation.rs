@@ -19,7 +19,7 @@ use super::{base_url, path_id, resource_response, search_value, searchset, visib
 use crate::{
     domain::{ReferralId, TaskId, model::Escalation},
     http::{
-        AppState, FhirCaller, FhirError,
+        AppState, EscalationCaller, FhirError,
         middleware::audit::about_referral,
         request::{LimitedBody, bad_request},
     },
@@ -138,7 +138,7 @@ pub(super) async fn search_part_of(
 
 /// `GET /fhir/Communication?based-on=ServiceRequest/{id}` (or `about=`).
 pub(super) async fn search_communications(
-    FhirCaller(caller): FhirCaller,
+    EscalationCaller(caller): EscalationCaller,
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
@@ -176,7 +176,7 @@ pub(super) async fn search_communications(
 /// `patient:identifier`): the safeguarding Flags of the caller's
 /// escalations about that patient.
 pub(super) async fn search_flags(
-    FhirCaller(caller): FhirCaller,
+    EscalationCaller(caller): EscalationCaller,
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
@@ -237,7 +237,7 @@ pub(super) async fn search_flags(
 /// `statusReason`) or completed (with the decision in `output`). Another
 /// referrer's escalation, or a referral's own Task, is not found.
 pub(super) async fn acknowledge(
-    FhirCaller(caller): FhirCaller,
+    EscalationCaller(caller): EscalationCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,

@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use super::{base_url, path_id, resource_response, search_value, searchset, visible_referral};
 use crate::{
     domain::{ReferralId, ReferrerId, TaskId},
-    http::{AppState, FhirCaller, FhirError, middleware::audit::about_referral},
+    http::{AppState, EscalationCaller, FhirError, middleware::audit::about_referral},
     outcome::{Issue, IssueCode},
     security::authz::{self, Visible},
 };
@@ -25,7 +25,7 @@ const SEARCH_LIMIT: i64 = 1000;
 
 /// `GET /fhir/Task/{id}`.
 pub(super) async fn read(
-    FhirCaller(caller): FhirCaller,
+    EscalationCaller(caller): EscalationCaller,
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
@@ -52,7 +52,7 @@ pub(super) async fn read(
 /// `GET /fhir/Task?focus=ServiceRequest/{id}&_lastUpdated=gt2026-11-22T10:00:00Z`
 /// (either parameter, or both).
 pub(super) async fn search(
-    FhirCaller(caller): FhirCaller,
+    EscalationCaller(caller): EscalationCaller,
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
