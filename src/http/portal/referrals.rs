@@ -171,7 +171,7 @@ async fn on_referral_opened(
     let collector = format!("portal:{}", signed_in.user.id);
     if let Err(e) = app
         .referrals
-        .referral_collected(referral_id, &collector)
+        .collected_from(&signed_in.user.provider_id, referral_id, &collector)
         .await
     {
         tracing::warn!(referral_id = %referral_id, error = %e, "opening a referral did not record its collection");
