@@ -29,6 +29,8 @@ pub struct NewMessage {
     /// A notification's event number (set by the store for a new one; kept
     /// by a replay).
     pub event_number: Option<i64>,
+    /// 1 for urgent (sent ahead of routine traffic), 0 for routine.
+    pub priority: i64,
 }
 
 /// An outbox message.

@@ -574,13 +574,22 @@ fn to_service(e: &Escalation, at: Timestamp) -> Option<crate::domain::model::New
         "timestamp": at.to_string(),
         "entry": entries,
     });
-    Some(new_message(
+    let mut message = new_message(
         &e.referral_id,
         e.target.clone(),
         MessageKind::Escalation,
         bundle.to_string(),
         at,
-    ))
+    );
+    message.priority = priority(e);
+    Some(message)
+}
+
+/// The outbox priority of an escalation's messages: an urgent one is sent
+/// ahead of routine traffic (the issue's "urgent escalations are sent
+/// ahead"); per-referral order still holds.
+fn priority(e: &Escalation) -> i64 {
+    i64::from(e.urgency == Urgency::Urgent.as_str())
 }
 
 /// Who is reading or answering escalations.
@@ -743,6 +752,7 @@ impl Referrals {
         let context = resources(&escalation);
         if let Some(n) = update.notification.as_mut() {
             n.message.payload = self.payload_for(referral, &parent, &context);
+            n.message.priority = priority(&escalation);
         }
         update.messages.extend(to_service(&escalation, at));
         Ok((escalation, update))
@@ -1270,13 +1280,16 @@ impl Referrals {
         let notification =
             (to_referrer && !referral.is_erased() && parent.is_object()).then(|| Notification {
                 referrer_id: referral.referrer_id.clone(),
-                message: new_message(
-                    &referral.id,
-                    Endpoint::Referrer(referral.referrer_id.clone()),
-                    MessageKind::Notification,
-                    self.payload_for(&referral, &parent, &resources(&next)),
-                    at,
-                ),
+                message: crate::domain::model::NewMessage {
+                    priority: priority(&next),
+                    ..new_message(
+                        &referral.id,
+                        Endpoint::Referrer(referral.referrer_id.clone()),
+                        MessageKind::Notification,
+                        self.payload_for(&referral, &parent, &resources(&next)),
+                        at,
+                    )
+                },
             });
         let audit = AuditRecord {
             seq: 0,

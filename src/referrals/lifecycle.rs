@@ -44,6 +44,7 @@ pub fn new_message(
         next_attempt_at: now.as_millis(),
         replay_of: None,
         event_number: None,
+        priority: 0,
     }
 }
 

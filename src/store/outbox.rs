@@ -21,7 +21,7 @@ use super::{
 };
 
 const INSERT_MESSAGES: &str = "INSERT INTO outbox \
-    (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of, event_number) ";
+    (id, referral_id, endpoint, kind, payload, state, attempts, next_attempt_at, created_at, replay_of, event_number, priority) ";
 const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts \
     (message_id, attempt, worker, started_at, latency_ms, status_code, error, response_excerpt, outcome) ";
 /// Messages delivered: followed by `WHEN id THEN delivered_at` for each,
@@ -29,7 +29,8 @@ const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts \
 const MESSAGES_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, \
     last_error = NULL, lease_owner = NULL, lease_until = NULL, delivered_at = CASE id";
 const MESSAGES_DELIVERED_WHERE: &str = " END WHERE id IN (";
-/// The messages that may be sent now (see [`Outbox::claim_due`]); the
+/// The messages that may be sent now (see [`Outbox::claim_due`]), urgent
+/// ones first (`priority`, migration 0020); the
 /// backend's [`Backend::CLAIM_LOCK`] follows it. Leases are timed by the
 /// database's clock (`{now}`, [`Backend::NOW_MS`]), not the worker's: a
 /// worker whose clock runs fast must not take a lease still held.
@@ -40,7 +41,7 @@ const DUE: &str = "SELECT o.seq FROM outbox o \
       AND o.endpoint NOT IN (SELECT endpoint FROM inbox_endpoints) \
       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.referral_id = o.referral_id \
           AND e.endpoint = o.endpoint AND e.state = 'pending' AND e.seq < o.seq) \
-    ORDER BY o.next_attempt_at, o.seq LIMIT $4";
+    ORDER BY o.priority DESC, o.next_attempt_at, o.seq LIMIT $4";
 const CLAIM: &str = "UPDATE outbox SET lease_owner = $1, lease_until = {now} + $2 \
     WHERE seq IN ({due}) RETURNING *";
 const NEXT_DUE: &str = "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lease_until > o.next_attempt_at \
@@ -143,7 +144,7 @@ macro_rules! impl_outbox {
                 if messages.is_empty() {
                     return Ok(());
                 }
-                Self::insert_rows(tx, INSERT_MESSAGES, 9, messages, |mut row, m| {
+                Self::insert_rows(tx, INSERT_MESSAGES, 10, messages, |mut row, m| {
                     row.push_bind(&m.id)
                         .push_bind(&m.referral_id)
                         .push_bind(&m.endpoint)
@@ -153,7 +154,8 @@ macro_rules! impl_outbox {
                         .push_bind(m.next_attempt_at)
                         .push_bind(&m.created_at)
                         .push_bind(&m.replay_of)
-                        .push_bind(m.event_number);
+                        .push_bind(m.event_number)
+                        .push_bind(m.priority);
                 })
                 .await?;
                 if let Some(announce) = <$db as Backend>::ANNOUNCE {

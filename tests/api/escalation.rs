@@ -529,6 +529,36 @@ async fn a_missed_deadline_sends_the_escalation_again_counted_and_audited(backen
     assert_eq!(escalation_notifications(&fleet, &parent_id).len(), 2);
 }
 
+/// An urgent escalation is sent ahead of routine traffic already waiting:
+/// the delivery worker's next claim takes it first.
+async fn an_urgent_escalation_is_sent_ahead_of_routine_traffic(backend: Backend) {
+    let fleet = Fleet::start_stepped(backend, |_| {}).await;
+    let id = accepted_referral(&fleet).await;
+    // Routine referrals wait in the outbox (the worker is stepped).
+    for _ in 0..3 {
+        fleet.refer("activelives-exercise.json").await;
+    }
+    let response = escalate(
+        &fleet,
+        "activelives",
+        &raise(&id, "mental-health-risk", "urgent"),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let child_id = json(response).await["id"].as_str().unwrap().to_owned();
+
+    // The worker's next claim of one message: the escalation's.
+    let store = signpost::store::open(&fleet.app.db.url, 2).await.unwrap();
+    let now = fleet.app.now().as_millis();
+    let first = store.claim_due("test", now, 60_000, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].payload.contains(&child_id),
+        "the routine referrals went first: {:?}",
+        first[0].kind
+    );
+}
+
 /// An escalation nobody answered before its referral ended is closed at
 /// its deadline, not sent again at every deadline for ever.
 async fn an_unanswered_escalation_of_an_ended_referral_is_closed_not_resent(backend: Backend) {
@@ -1115,6 +1145,7 @@ on_both_backends!(
     acknowledgement_resumes_or_closes_the_referral_and_someone_elses_is_not_found,
     a_missed_deadline_sends_the_escalation_again_counted_and_audited,
     an_unanswered_escalation_of_an_ended_referral_is_closed_not_resent,
+    an_urgent_escalation_is_sent_ahead_of_routine_traffic,
     every_refusal_changes_nothing,
     an_erased_patients_escalations_keep_nothing_of_them,
     a_status_callback_whose_mapping_emits_an_escalation_raises_it_with_its_change,
