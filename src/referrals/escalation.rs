@@ -118,8 +118,8 @@ impl Reason {
 /// NHSDigital/NHSDigital-FHIR-BookingAndReferrals @ 0cf8fdaa,
 /// `CodeSystem/safeguarding-codes-bars.xml`). The file itself is not in
 /// this repository: the BaRS guide's repository states no licence. A unit
-/// test checks this list against the workplace's copy when it is beside
-/// the repository. `U` when the provider does not say.
+/// test checks each code is a well-formed SNOMED CT concept identifier
+/// (BaRS's own `U` apart). `U` when the provider does not say.
 pub const SAFEGUARDING_CODES: &[(&str, &str)] = &[
     (
         "836881000000105",
@@ -1339,47 +1339,82 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_safeguarding_codes_are_those_of_the_bars_codesystem() {
-        // The guide's file (no stated licence, so not committed): read from
-        // the shared fixture collection beside the repository, if there.
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/real/bars/ig-CodeSystem-safeguarding-codes-bars.xml"
-        );
-        let Ok(xml) = std::fs::read_to_string(path) else {
-            eprintln!(
-                "SKIPPED: the BaRS safeguarding CodeSystem is not beside the repository ({path}); the codes were not checked against it"
-            );
-            return;
-        };
-        let doc = roxmltree::Document::parse(&xml).unwrap();
-        let concepts: Vec<(String, String)> = doc
-            .descendants()
-            .filter(|n| n.has_tag_name("concept"))
-            .map(|c| {
-                let value = |tag: &str| {
-                    c.children()
-                        .find(|n| n.has_tag_name(tag))
-                        .and_then(|n| n.attribute("value"))
-                        .unwrap()
-                        .to_owned()
-                };
-                (value("code"), value("display"))
-            })
-            .collect();
-        for (code, display) in SAFEGUARDING_CODES {
-            assert!(
-                concepts.iter().any(|(c, d)| c == code && d == display),
-                "{code} {display}"
-            );
+    /// Whether `id` is a SNOMED CT concept identifier: digits, its
+    /// partition (the two digits before the last) a concept's (`00`, or `10`
+    /// in an extension's namespace), and its last digit the Verhoeff check
+    /// digit of the rest (SNOMED CT Technical Implementation Guide, 6.3).
+    fn is_snomed_concept_id(id: &str) -> bool {
+        const D: [[u8; 10]; 10] = [
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+            [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+            [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+            [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+            [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+            [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+            [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+            [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+            [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+        ];
+        const P: [[u8; 10]; 8] = [
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+            [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+            [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+            [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+            [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+            [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+            [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+        ];
+        if !(6..=18).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
         }
-        let safeguarding = Reason::parse("safeguarding").unwrap().snomed.unwrap();
-        assert!(
-            concepts
-                .iter()
-                .any(|(c, d)| c == safeguarding.0 && d == safeguarding.1)
-        );
+        let partition = &id[id.len() - 3..id.len() - 1];
+        let check = id.bytes().rev().enumerate().fold(0u8, |c, (i, b)| {
+            D[c as usize][P[i % 8][(b - b'0') as usize] as usize]
+        });
+        (partition == "00" || partition == "10") && check == 0
+    }
+
+    #[test]
+    fn the_check_rejects_a_mistyped_identifier() {
+        assert!(is_snomed_concept_id("871731000000106"));
+        assert!(is_snomed_concept_id("718466001"));
+        // One digit changed, two swapped, a description's partition.
+        assert!(!is_snomed_concept_id("871731000000107"));
+        assert!(!is_snomed_concept_id("781466001"));
+        assert!(!is_snomed_concept_id("871731000000011"));
+    }
+
+    /// The BaRS safeguarding CodeSystem's file is not in the repository
+    /// (the guide's repository states no licence), so its codes, copied
+    /// into [`SAFEGUARDING_CODES`], are checked as what they must be: every
+    /// one but BaRS's own `U` a SNOMED CT concept identifier, none twice.
+    /// One code is kept as BaRS publishes it although its check digit is
+    /// wrong (a receiver matches BaRS's spelling), and is listed here.
+    #[test]
+    fn the_safeguarding_codes_are_snomed_concepts_but_u() {
+        // Two of the codes kept fail the Verhoeff check, as published in
+        // safeguarding-codes-bars 1.0.0: they look cut to 15 significant
+        // digits, as a spreadsheet does (1054321000000107 would pass).
+        const AS_PUBLISHED: [&str; 2] = ["1054321000000100", "1076171000000100"];
+        let mut seen = std::collections::HashSet::new();
+        for (code, display) in SAFEGUARDING_CODES {
+            assert!(seen.insert(code), "{code} twice");
+            assert!(!display.is_empty(), "{code}");
+            if *code != "U" && !AS_PUBLISHED.contains(code) {
+                assert!(is_snomed_concept_id(code), "{code} {display}");
+            }
+        }
+        for code in AS_PUBLISHED {
+            assert!(!is_snomed_concept_id(code), "{code} is well formed now");
+            assert!(seen.contains(&code), "{code} is no longer listed");
+        }
+        assert!(seen.contains(&"U"), "the default code is listed");
+        // And the reasons' own SNOMED CT codes.
+        for (code, display) in REASONS.iter().filter_map(|r| r.snomed) {
+            assert!(is_snomed_concept_id(code), "{code} {display}");
+        }
     }
 
     #[test]
