@@ -96,6 +96,33 @@ pub fn bad_request(text: String) -> FhirError {
     FhirError::BadRequest(vec![Issue::error(IssueCode::Structure, text)])
 }
 
+/// A PATCH must say it sends a JSON Patch (`application/json-patch+json`,
+/// any parameters): `415` otherwise.
+pub fn require_json_patch(headers: &HeaderMap) -> Result<(), FhirError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or_default();
+    if essence.eq_ignore_ascii_case("application/json-patch+json") {
+        Ok(())
+    } else {
+        Err(FhirError::UnsupportedMediaType)
+    }
+}
+
+/// A JSON Patch body, read as `T`; `400` naming where it stops being one
+/// (never quoting it).
+pub fn json_patch<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FhirError> {
+    serde_json::from_slice(body).map_err(|e| {
+        bad_request(format!(
+            "not a JSON Patch document ({})",
+            crate::validation::document::place(&e)
+        ))
+    })
+}
+
 /// `application/fhir+json` or `application/json`, with any parameters.
 fn is_fhir_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use axum::{
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::Response,
 };
 use serde_json::Value;
@@ -21,7 +21,7 @@ use crate::{
     http::{
         AppState, EscalationCaller, FhirError,
         middleware::audit::about_referral,
-        request::{LimitedBody, bad_request},
+        request::{LimitedBody, json_patch, require_json_patch},
     },
     outcome::{Issue, IssueCode},
     referrals::escalation::{EscalationError, Viewer},
@@ -243,25 +243,12 @@ pub(super) async fn acknowledge(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, FhirError> {
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or_default();
-    if !essence.eq_ignore_ascii_case("application/json-patch+json") {
-        return Err(FhirError::UnsupportedMediaType);
-    }
+    require_json_patch(&headers)?;
     let id: TaskId = path_id("Task", &id)?;
     let Ok(viewer) = whose(&caller) else {
         return Err(FhirError::NotFound("no Task has this id".into()));
     };
-    let patch: Value = serde_json::from_slice(&body).map_err(|e| {
-        bad_request(format!(
-            "not a JSON Patch document ({})",
-            crate::validation::document::place(&e)
-        ))
-    })?;
+    let patch: Value = json_patch(&body)?;
     let e = app
         .referrals
         .acknowledge_escalation(&id, &viewer, caller.actor(), &patch)

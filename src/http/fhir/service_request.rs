@@ -20,7 +20,7 @@ use crate::{
     http::{
         AppState, FhirCaller, FhirError, FhirJson,
         middleware::audit::about_referral,
-        request::{LimitedBody, bad_request},
+        request::{LimitedBody, bad_request, json_patch, require_json_patch},
     },
     outcome::{Issue, IssueCode},
     security::{
@@ -205,23 +205,10 @@ pub(super) async fn patch(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, FhirError> {
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or_default();
-    if !essence.eq_ignore_ascii_case("application/json-patch+json") {
-        return Err(FhirError::UnsupportedMediaType);
-    }
+    require_json_patch(&headers)?;
     let id: ReferralId = path_id("ServiceRequest", &id)?;
     let stored = current(&app, &caller, &id, &headers).await?;
-    let operations: Vec<Value> = serde_json::from_slice(&body).map_err(|e| {
-        bad_request(format!(
-            "not a JSON Patch document ({})",
-            crate::validation::document::place(&e)
-        ))
-    })?;
+    let operations: Vec<Value> = json_patch(&body)?;
     let mut patched = stored.clone();
     for (index, operation) in operations.iter().enumerate() {
         let op = operation.get("op").and_then(Value::as_str);
